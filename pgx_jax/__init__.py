@@ -1,0 +1,1 @@
+"""pgx_jax: PolicyGradEx in JAX."""

@@ -1,0 +1,154 @@
+"""Frozen, validated configuration: the network, PPO and the named budgets.
+
+Configs are hashable (static jit arguments) and never mutated; derived sizes are properties.
+Budgets are named presets: ``smoke`` (tests: seconds of compute after compile), ``demo``
+(the default: meaningful learning on a 2-core CPU in a few minutes per training) and ``full``
+(paper scale, for accelerators).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+ACTIVATIONS = ("tanh", "relu", "elu", "swish")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    """Actor and critic MLPs. The paper uses 2-, 4- and 8-layer MLPs."""
+
+    depth: int = 2
+    width: int = 64
+    activation: str = "tanh"
+    init_log_std: float = -0.5
+
+    def __post_init__(self):
+        if self.depth < 1:
+            raise ValueError(f"network depth must be >= 1, got {self.depth}")
+        if self.width < 1:
+            raise ValueError(f"network width must be >= 1, got {self.width}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {list(ACTIVATIONS)}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PPOConfig:
+    """Hyperparameters of one PPO training run.
+
+    ``unroll_length`` of None means one whole episode per update; otherwise it must divide the
+    family's episode length (episodes of all environments start and end together).
+    """
+
+    total_env_steps: int
+    num_envs: int = 256
+    unroll_length: int | None = None
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    learning_rate: float = 3e-4
+    max_grad_norm: float = 0.5
+    discount: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    normalize_observations: bool = True
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+
+    def __post_init__(self):
+        positive_ints = ("total_env_steps", "num_envs", "num_epochs", "num_minibatches")
+        for name in positive_ints:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.unroll_length is not None and self.unroll_length < 1:
+            raise ValueError(f"unroll_length must be a positive integer or None, got {self.unroll_length!r}")
+        for name in ("learning_rate", "max_grad_norm", "clip_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("discount", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        for name in ("value_coef", "entropy_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+    def unroll(self, episode_length: int) -> int:
+        """Steps T per update for a family with this episode length."""
+        return episode_length if self.unroll_length is None else self.unroll_length
+
+    def num_updates(self, episode_length: int) -> int:
+        """PPO updates U: total env steps over the steps of one update (at least one)."""
+        return max(1, self.total_env_steps // (self.num_envs * self.unroll(episode_length)))
+
+    def check_for(self, n_tasks: int, episode_length: int) -> None:
+        """Raise ``ValueError`` if this config cannot train a family of this shape."""
+        t = self.unroll(episode_length)
+        if episode_length % t:
+            raise ValueError(
+                f"unroll_length {t} must divide the episode length {episode_length} "
+                f"(divisors: {[d for d in range(1, episode_length + 1) if episode_length % d == 0]})"
+            )
+        if self.num_envs % n_tasks:
+            raise ValueError(
+                f"num_envs {self.num_envs} must be a multiple of the number of tasks {n_tasks} "
+                "so that a full mask spreads environments evenly"
+            )
+        if (self.num_envs * t) % self.num_minibatches:
+            raise ValueError(
+                f"num_envs * unroll_length = {self.num_envs * t} is not divisible by "
+                f"num_minibatches {self.num_minibatches}"
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PPOConfig:
+        d = dict(d)
+        d["network"] = NetworkConfig(**d.get("network", {}))
+        return cls(**d)
+
+
+BUDGETS = ("smoke", "demo", "full")
+
+# Env steps per training run, per family and budget. The demo figures come from CPU
+# calibration (2 cores): reacher ~55k steps/s, halfcheetah ~5k steps/s, ant slower still.
+_STEPS = {
+    "reacher-goals": {"smoke": 20_000, "demo": 3_000_000, "full": 20_000_000},
+    "cheetah-vel": {"smoke": 10_000, "demo": 1_000_000, "full": 50_000_000},
+    "ant-dir": {"smoke": 10_000, "demo": 600_000, "full": 50_000_000},
+}
+_DEFAULT_STEPS = {"smoke": 20_000, "demo": 1_000_000, "full": 50_000_000}
+_ENVS = {"smoke": 32, "demo": 256, "full": 2048}
+
+
+def budget_config(
+    budget: str, family_name: str = "reacher-goals", n_tasks: int | None = None, **overrides
+) -> PPOConfig:
+    """The PPO config of a named budget for a family.
+
+    Args:
+        budget: ``smoke``, ``demo`` or ``full``.
+        family_name: scales the env-step budget (locomotion is ~10x slower per step than reacher).
+        n_tasks: if given, ``num_envs`` is rounded up to a multiple of it and of the minibatch count.
+        **overrides: any :class:`PPOConfig` field.
+    """
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; known budgets: {list(BUDGETS)}")
+    steps = _STEPS.get(family_name, _DEFAULT_STEPS)[budget]
+    num_envs = _ENVS[budget]
+    if family_name in ("cheetah-vel", "ant-dir") and budget == "demo":
+        num_envs = 128
+    fields = {"total_env_steps": steps, "num_envs": num_envs}
+    if budget == "smoke":
+        fields.update(num_epochs=2, num_minibatches=2)
+    fields.update(overrides)
+    if n_tasks and "num_envs" not in overrides:
+        multiple = math.lcm(n_tasks, fields.get("num_minibatches", 4))
+        fields["num_envs"] = -(-num_envs // multiple) * multiple
+    if isinstance(fields.get("network"), Mapping):
+        fields["network"] = NetworkConfig(**fields["network"])
+    return PPOConfig(**fields)

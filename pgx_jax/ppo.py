@@ -1,0 +1,296 @@
+"""Functional multitask PPO: a whole training run is one pure function.
+
+``train(config, family, task_mask, key, init_params=None) -> (params, metrics)`` is pure and
+jittable, and ``jax.vmap`` over ``task_mask`` (bool [N]) and ``key`` runs many trainings in one
+compiled call (:func:`train_many` does that, with host-side checks). Environments are spread
+evenly over the tasks in the mask; a task outside the mask never receives experience.
+
+The update is standard PPO (arXiv:1707.06347): GAE, clipped surrogate, value loss, entropy
+bonus, observation normalisation, global-norm gradient clipping, Adam.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from pgx_jax import networks
+from pgx_jax.config import PPOConfig
+from pgx_jax.networks import AgentParams
+from pgx_jax.rollout import assign_tasks, reset_envs, segment_mean, unroll
+from pgx_jax.tasks import TaskFamily, TaskState
+from pgx_jax.types import PRNGKey
+
+Metrics = dict[str, jax.Array]
+
+
+@struct.dataclass
+class TrainState:
+    """Carry of the update loop (one training run).
+
+    Attributes:
+        params: actor, critic and normaliser.
+        opt_state: Adam state of ``{"actor", "critic"}``.
+        env: :class:`TaskState` of E environments.
+        task_ids: int32 [E], the task of each environment.
+        episode_return: float32 [E], return of the running episode.
+        update: int32 [], updates done so far.
+        key: PRNG key.
+    """
+
+    params: AgentParams
+    opt_state: Any
+    env: TaskState
+    task_ids: jax.Array
+    episode_return: jax.Array
+    update: jax.Array
+    key: PRNGKey
+
+
+def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
+    """Adam with gradient clipping applied to actor and critic separately.
+
+    One global norm over both lets the large early value gradients scale the policy gradient
+    down to almost nothing (measured on reacher: approx-KL ~0.002 per update, slow learning).
+    """
+    inner = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+    return optax.multi_transform({"actor": inner, "critic": inner}, {"actor": "actor", "critic": "critic"})
+
+
+def _trainable(params: AgentParams) -> dict:
+    return {"actor": params.actor, "critic": params.critic}
+
+
+def check_mask(task_mask, n_tasks: int) -> None:
+    """Host-side check of concrete masks (bool [N] or [S, N]); traced masks pass through."""
+    if isinstance(task_mask, jax.core.Tracer):
+        return
+    mask = np.asarray(task_mask)
+    if mask.shape[-1:] != (n_tasks,) or mask.ndim not in (1, 2):
+        raise ValueError(f"task mask must have shape [{n_tasks}] or [S, {n_tasks}], got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise ValueError(f"task mask must be boolean, got dtype {mask.dtype}")
+    empty = np.flatnonzero(~mask.reshape(-1, n_tasks).any(-1))
+    if empty.size:
+        raise ValueError(f"task mask selects no task (mask rows {empty.tolist()}); select at least one task")
+
+
+def gae(rewards, values, bootstrap, terminal, *, discount: float, lam: float):
+    """Generalised advantage estimates.
+
+    Args:
+        rewards, values, terminal: float32 [T, E].
+        bootstrap: float32 [E], value of the state after the last step.
+
+    Returns:
+        (advantages, value targets), float32 [T, E], with gradients stopped.
+    """
+    next_values = jnp.concatenate([values[1:], bootstrap[None]], 0)
+    not_term = 1.0 - terminal
+    deltas = rewards + discount * not_term * next_values - values
+
+    def body(acc, x):
+        delta, nt = x
+        acc = delta + discount * lam * nt * acc
+        return acc, acc
+
+    _, adv = jax.lax.scan(body, jnp.zeros_like(bootstrap), (deltas, not_term), reverse=True)
+    return jax.lax.stop_gradient(adv), jax.lax.stop_gradient(adv + values)
+
+
+def _wmean(x, w):
+    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def ppo_loss(trainable, normalizer, batch, config: PPOConfig, family: TaskFamily):
+    """Clipped-surrogate PPO loss of one minibatch (leaves with leading axis [B]).
+
+    Returns:
+        (loss [], metrics dict), shaped for ``jax.value_and_grad(has_aux=True)``.
+    """
+    obs = networks.normalize(normalizer, batch["obs"], family.n_tasks)
+    mean, log_std = networks.policy_apply(config.network, family.action_size, trainable["actor"], obs)
+    log_prob = networks.gaussian_log_prob(mean, log_std, batch["action"])
+    w = batch["valid"]
+    adv = batch["advantage"]
+    adv_mean = _wmean(adv, w)
+    adv = (adv - adv_mean) / jnp.sqrt(_wmean(jnp.square(adv - adv_mean), w) + 1e-8)
+    ratio = jnp.exp(log_prob - batch["log_prob"])
+    clipped = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
+    policy_loss = -_wmean(jnp.minimum(ratio * adv, clipped * adv), w)
+    value = networks.value_apply(config.network, trainable["critic"], obs)
+    value_loss = 0.5 * _wmean(jnp.square(value - batch["target"]), w)
+    entropy = _wmean(networks.gaussian_entropy(log_std), w)
+    loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
+    approx_kl = _wmean((ratio - 1.0) - (log_prob - batch["log_prob"]), w)
+    return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, "approx_kl": approx_kl}
+
+
+def init_state(
+    config: PPOConfig, family: TaskFamily, task_mask, key: PRNGKey, init_params: AgentParams | None = None
+) -> TrainState:
+    """The state before the first update. Pure; vmappable over ``task_mask`` and ``key``."""
+    k_params, k_env, k_state = jax.random.split(key, 3)
+    if init_params is None:
+        init_params = networks.init_agent(config.network, family.obs_size, family.action_size, k_params)
+    task_ids = assign_tasks(jnp.asarray(task_mask, bool), config.num_envs)
+    return TrainState(
+        params=init_params,
+        opt_state=_optimizer(config).init(_trainable(init_params)),
+        env=reset_envs(family, k_env, task_ids),
+        task_ids=task_ids,
+        episode_return=jnp.zeros(config.num_envs),
+        update=jnp.zeros((), jnp.int32),
+        key=k_state,
+    )
+
+
+def update(config: PPOConfig, family: TaskFamily, state: TrainState) -> tuple[TrainState, Metrics]:
+    """One PPO update: (maybe reset), unroll T steps of E envs, GAE, epochs of minibatch SGD."""
+    T = config.unroll(family.episode_length)
+    per_episode = family.episode_length // T
+    key, k_reset, k_roll, k_perm = jax.random.split(state.key, 4)
+
+    # Whole-batch reset at episode boundaries (a select: cheap next to T steps, and vmap-safe).
+    starts = state.update % per_episode == 0
+    fresh = reset_envs(family, k_reset, state.task_ids)
+    env = jax.tree.map(lambda a, b: jnp.where(starts, a, b), fresh, state.env)
+    episode_return = jnp.where(starts, 0.0, state.episode_return)
+
+    params = state.params
+    env, traj = unroll(
+        family, networks.make_act(config.network, family.action_size, family.n_tasks, params), env, k_roll, T
+    )
+    episode_return = episode_return + jnp.sum(traj.reward, 0)
+    ends = (state.update + 1) % per_episode == 0
+    ret, cnt = segment_mean(episode_return, jnp.ones_like(episode_return), state.task_ids, family.n_tasks)
+    ret = jnp.where(ends, ret, jnp.nan)
+    cnt = jnp.where(ends, cnt, 0.0)
+
+    valid_flat = traj.valid.reshape(-1)
+    normalizer = params.normalizer
+    if config.normalize_observations:
+        normalizer = networks.normalizer_update(normalizer, traj.obs.reshape(-1, traj.obs.shape[-1]), valid_flat)
+    critic = functools.partial(networks.value_apply, config.network, params.critic)
+    values = critic(networks.normalize(normalizer, traj.obs, family.n_tasks))
+    bootstrap = critic(networks.normalize(normalizer, traj.next_obs[-1], family.n_tasks))
+    advantage, target = gae(
+        traj.reward, values, bootstrap, traj.terminal, discount=config.discount, lam=config.gae_lambda
+    )
+    batch = {
+        "obs": traj.obs,
+        "action": traj.action,
+        "log_prob": traj.log_prob,
+        "advantage": advantage,
+        "target": target,
+        "valid": traj.valid,
+    }
+    batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
+    batch_size = valid_flat.shape[0]
+    mb = batch_size // config.num_minibatches
+    optimizer = _optimizer(config)
+    grad_fn = jax.value_and_grad(ppo_loss, has_aux=True)
+
+    def minibatch_step(carry, idx):
+        trainable, opt_state = carry
+        mini = jax.tree.map(lambda x: x[idx], batch)
+        (loss, aux), grads = grad_fn(trainable, normalizer, mini, config, family)
+        updates, opt_state = optimizer.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        aux = dict(aux, loss=loss, grad_norm=optax.global_norm(grads))
+        return (trainable, opt_state), aux
+
+    def epoch(carry, key):
+        perm = jax.random.permutation(key, batch_size).reshape(config.num_minibatches, mb)
+        return jax.lax.scan(minibatch_step, carry, perm)
+
+    (trainable, opt_state), aux = jax.lax.scan(
+        epoch, (_trainable(params), state.opt_state), jax.random.split(k_perm, config.num_epochs)
+    )
+    params = AgentParams(actor=trainable["actor"], critic=trainable["critic"], normalizer=normalizer)
+    aux = jax.tree.map(jnp.mean, aux)
+    finite = jnp.all(jnp.isfinite(jnp.stack([aux["loss"], aux["grad_norm"], jnp.sum(traj.reward)])))
+    metrics = dict(aux, episode_return=ret, episode_count=cnt, finite=finite)
+    new_state = TrainState(params, opt_state, env, state.task_ids, episode_return, state.update + 1, key)
+    return new_state, metrics
+
+
+def run_updates(config: PPOConfig, family: TaskFamily, state: TrainState, num_updates: int):
+    """``num_updates`` updates in one ``lax.scan``; metrics get a leading axis [U]."""
+
+    def body(state, _):
+        return update(config, family, state)
+
+    return jax.lax.scan(body, state, None, length=num_updates)
+
+
+def train(
+    config: PPOConfig, family: TaskFamily, task_mask, key: PRNGKey, init_params: AgentParams | None = None
+) -> tuple[AgentParams, Metrics]:
+    """Train one task-conditioned policy on the tasks in ``task_mask``.
+
+    Pure and jittable (``config`` and ``family`` are static); ``jax.vmap`` over ``task_mask``
+    and ``key`` trains many policies in one call.
+
+    Args:
+        config: PPO hyperparameters and budget.
+        family: the task family.
+        task_mask: bool [N], the tasks to train on (at least one).
+        key: PRNG key.
+        init_params: start from these (e.g. a meta-trained policy); default fresh.
+
+    Returns:
+        ``(params, metrics)``; metrics leaves have leading axis [U]:
+        ``episode_return`` float32 [U, N] (mean return of the episodes that ended in that
+        update, NaN where none did: tasks outside the mask, or mid-episode updates),
+        ``episode_count`` [U, N], ``loss``, ``policy_loss``, ``value_loss``, ``entropy``,
+        ``approx_kl``, ``grad_norm`` [U], and ``finite`` bool [U] (use :func:`check_finite`).
+
+    Raises:
+        ValueError: (on the host, before compiling) a config that does not fit the family, or a
+            concrete mask that is malformed or selects no task.
+    """
+    config.check_for(family.n_tasks, family.episode_length)
+    check_mask(task_mask, family.n_tasks)
+    state = init_state(config, family, task_mask, key, init_params)
+    state, metrics = run_updates(config, family, state, config.num_updates(family.episode_length))
+    return state.params, metrics
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _train_many(config, family, task_masks, keys, init_params):
+    return jax.vmap(train, in_axes=(None, None, 0, 0, None))(config, family, task_masks, keys, init_params)
+
+
+def train_many(
+    config: PPOConfig, family: TaskFamily, task_masks, keys, init_params: AgentParams | None = None
+) -> tuple[AgentParams, Metrics]:
+    """S trainings in one compiled call: ``train`` vmapped over masks [S, N] and keys [S].
+
+    ``init_params`` (if given) is shared by every run. Outputs get a leading axis [S].
+    """
+    config.check_for(family.n_tasks, family.episode_length)
+    task_masks = np.asarray(task_masks)
+    check_mask(task_masks, family.n_tasks)
+    if task_masks.ndim != 2:
+        raise ValueError(f"task_masks must have shape [S, {family.n_tasks}], got {task_masks.shape}")
+    keys = jnp.asarray(keys)
+    if keys.shape[0] != task_masks.shape[0]:
+        raise ValueError(f"{keys.shape[0]} keys for {task_masks.shape[0]} masks; give one key per mask")
+    return _train_many(config, family, jnp.asarray(task_masks), keys, init_params)
+
+
+def check_finite(metrics: Metrics) -> None:
+    """Raise ``FloatingPointError`` if any update saw a non-finite loss, gradient or reward."""
+    finite = np.asarray(metrics["finite"])
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        raise FloatingPointError(
+            f"non-finite loss, gradient or reward in {len(bad)} update(s); first at index {bad[0].tolist()}"
+        )

@@ -1,0 +1,496 @@
+"""Task families: n objectives over one Brax environment.
+
+A :class:`TaskFamily` is a Brax environment, a pytree of per-task parameters with a
+leading ``[N]`` axis, task names and (optionally) a planted grouping. Its ``reset(key,
+task_id)`` and ``step(state, action)`` are pure: the reward is the task's objective and the
+observation is the environment's observation with the one-hot task id appended.
+
+Families are built by name (:func:`make_family`), from user task parameters given in Python
+or in a JSON tasks file (:func:`load_tasks_file`), or from any Brax environment plus a reward
+function of ``(state, action, task parameters)`` (:func:`custom_family`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from brax import base as brax_base
+from brax import envs as brax_envs
+from flax import struct
+
+from pgx_jax.types import PRNGKey, PyTree, ResetFn, RewardFn
+
+
+@struct.dataclass
+class TaskState:
+    """State of one environment running one task.
+
+    Attributes:
+        env_state: the Brax ``State`` (its ``reward`` is replaced by the task reward).
+        task_id: int32 [], the task this environment runs.
+        obs: float32 [O], environment observation followed by the one-hot task id.
+        reward: float32 [], the task reward of the last step.
+        done: float32 [], 1.0 once the environment terminated (never for time limits).
+    """
+
+    env_state: Any
+    task_id: jax.Array
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TaskFamily:
+    """n tasks over one Brax environment.
+
+    Hashing is by identity, so a family can be a static argument of ``jax.jit``.
+
+    Attributes:
+        name: family name.
+        env: the Brax environment (static).
+        params: pytree of per-task parameters, every leaf with leading axis [N].
+        task_names: N task names.
+        groups: planted group label per task, or None.
+        reward_fn: task reward of a transition, see :class:`pgx_jax.types.RewardFn`.
+        reset_fn: initial state of an episode of a task, see :class:`pgx_jax.types.ResetFn`.
+        episode_length: steps per episode (episodes end together, see ``rollout``).
+        objective: one line describing what a task rewards.
+    """
+
+    name: str
+    env: Any
+    params: PyTree
+    task_names: tuple[str, ...]
+    groups: tuple[int, ...] | None
+    reward_fn: RewardFn
+    reset_fn: ResetFn
+    episode_length: int
+    objective: str = ""
+
+    def __post_init__(self):
+        n = len(self.task_names)
+        if n < 1:
+            raise ValueError(f"family {self.name!r} has no tasks; give at least one")
+        if len(set(self.task_names)) != n:
+            raise ValueError(f"family {self.name!r}: task names must be unique, got {self.task_names}")
+        for path, leaf in jax.tree_util.tree_leaves_with_path(self.params):
+            if np.shape(leaf)[:1] != (n,):
+                raise ValueError(
+                    f"family {self.name!r}: parameter {jax.tree_util.keystr(path)} has shape "
+                    f"{np.shape(leaf)}, expected a leading axis of {n} tasks"
+                )
+        if self.groups is not None and len(self.groups) != n:
+            raise ValueError(f"family {self.name!r}: {len(self.groups)} group labels for {n} tasks")
+        if self.episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1, got {self.episode_length}")
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def action_size(self) -> int:
+        return int(self.env.action_size)
+
+    @functools.cached_property
+    def obs_size(self) -> int:
+        """Observation size O (environment obs + one-hot task id), probed without compiling."""
+        shape = jax.eval_shape(self.reset, jax.random.PRNGKey(0), jnp.int32(0)).obs.shape
+        return int(shape[-1])
+
+    def task_params(self, task_id: jax.Array) -> PyTree:
+        """Parameters of one task: the family's params indexed at ``task_id``."""
+        return jax.tree.map(lambda p: jnp.asarray(p)[task_id], self.params)
+
+    def _observe(self, env_obs: jax.Array, task_id: jax.Array) -> jax.Array:
+        one_hot = jax.nn.one_hot(task_id, self.n_tasks, dtype=env_obs.dtype)
+        return jnp.concatenate([env_obs, one_hot], axis=-1)
+
+    def reset(self, key: PRNGKey, task_id: jax.Array) -> TaskState:
+        """Start an episode of task ``task_id`` (int32 []). Pure and jittable."""
+        task_id = jnp.asarray(task_id, jnp.int32)
+        env_state = self.reset_fn(self.env, key, self.task_params(task_id))
+        zero = jnp.zeros((), jnp.float32)
+        return TaskState(env_state, task_id, self._observe(env_state.obs, task_id), zero, zero)
+
+    def step(self, state: TaskState, action: jax.Array) -> TaskState:
+        """Apply ``action`` (float32 [A], clipped to [-1, 1]) and reward it by the task's objective."""
+        action = jnp.clip(action, -1.0, 1.0)
+        env_state = self.env.step(state.env_state, action)
+        reward = jnp.asarray(self.reward_fn(env_state, action, self.task_params(state.task_id)), jnp.float32)
+        env_state = env_state.replace(reward=reward)
+        done = jnp.maximum(state.done, jnp.asarray(env_state.done, jnp.float32))
+        return TaskState(env_state, state.task_id, self._observe(env_state.obs, state.task_id), reward, done)
+
+    def describe(self) -> dict:
+        """A JSON-ready summary: name, tasks, parameters, planted groups."""
+        params = jax.tree.map(lambda p: np.asarray(p).tolist(), self.params)
+        return {
+            "name": self.name,
+            "n_tasks": self.n_tasks,
+            "tasks": list(self.task_names),
+            "params": params,
+            "groups": None if self.groups is None else list(self.groups),
+            "episode_length": self.episode_length,
+            "objective": self.objective,
+        }
+
+
+def _default_reset(env, key, params):
+    del params
+    return env.reset(key)
+
+
+def custom_family(
+    name: str,
+    env: Any,
+    params: PyTree,
+    reward_fn: RewardFn,
+    *,
+    task_names: Sequence[str] | None = None,
+    groups: Sequence[int] | None = None,
+    reset_fn: ResetFn | None = None,
+    episode_length: int = 100,
+    objective: str = "",
+) -> TaskFamily:
+    """Build a family from any Brax environment plus a reward of ``(state, action, params)``.
+
+    Args:
+        name: family name.
+        env: a Brax ``Env`` (for instance ``brax.envs.get_environment("hopper", backend="spring")``).
+        params: pytree of per-task parameters, every leaf with leading axis [N].
+        reward_fn: ``(state, action, task_params) -> float32 []``; ``state`` is the Brax state
+            after the step, so ``state.metrics`` (e.g. ``x_velocity``) and ``state.pipeline_state``
+            are available.
+        task_names: N names (default ``task0 .. task{N-1}``).
+        groups: optional planted group label per task.
+        reset_fn: ``(env, key, task_params) -> State``; default ``env.reset(key)``.
+        episode_length: steps per episode.
+        objective: one line describing the reward, shown by ``pgx-jax families``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from brax import envs
+        >>> env = envs.get_environment("hopper", backend="spring")
+        >>> fam = custom_family("hopper-speed", env, {"speed": jnp.array([0.5, 1.0, 2.0])},
+        ...                     lambda s, a, p: -jnp.abs(s.metrics["x_velocity"] - p["speed"]))
+        >>> fam.n_tasks
+        3
+    """
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("params must have at least one leaf with a leading task axis")
+    n = int(np.shape(leaves[0])[0])
+    names = tuple(task_names) if task_names is not None else tuple(f"task{i}" for i in range(n))
+    return TaskFamily(
+        name=name,
+        env=env,
+        params=jax.tree.map(jnp.asarray, params),
+        task_names=names,
+        groups=None if groups is None else tuple(int(g) for g in groups),
+        reward_fn=reward_fn,
+        reset_fn=reset_fn or _default_reset,
+        episode_length=int(episode_length),
+        objective=objective,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in families
+# ---------------------------------------------------------------------------------------------
+
+REACHER_CTRL_COST = 0.1  # Brax's 1.0 made far goals unlearnable in 2M steps (measured).
+REACHER_MIN_RADIUS = 0.02  # the fingertip cannot fold closer to the base than ~0.015 m
+REACHER_MAX_RADIUS = 0.21  # link lengths 0.1 + 0.11
+REACHER_TARGET_RANGE = 0.27  # slide-joint range of the target in reacher.xml
+
+
+def _reacher_tip(pipeline_state) -> jax.Array:
+    """Fingertip position [2] in the arm's plane (same frame as Brax's reacher target)."""
+    tip = pipeline_state.x.take(1).do(brax_base.Transform.create(pos=jnp.array([0.11, 0.0, 0.0])))
+    return tip.pos[:2]
+
+
+def _reacher_reset(env, key, params):
+    """Brax reacher's reset, with the target placed at the task's goal instead of at random."""
+    k1, k2 = jax.random.split(key)
+    q = env.sys.init_q + jax.random.uniform(k1, (env.sys.q_size(),), minval=-0.1, maxval=0.1)
+    qd = jax.random.uniform(k2, (env.sys.qd_size(),), minval=-0.005, maxval=0.005)
+    q = q.at[2:].set(params["goal"])
+    qd = qd.at[2:].set(0.0)
+    pipeline_state = env.pipeline_init(q, qd)
+    obs = env._get_obs(pipeline_state)  # noqa: SLF001 - brax's own observation function
+    zero = jnp.zeros(())
+    metrics = {"reward_dist": zero, "reward_ctrl": zero}
+    return brax_envs.State(pipeline_state, obs, zero, zero, metrics)
+
+
+def _reacher_reward(state, action, params):
+    dist = jnp.linalg.norm(_reacher_tip(state.pipeline_state) - params["goal"])
+    return -dist - REACHER_CTRL_COST * jnp.sum(jnp.square(action))
+
+
+CHEETAH_CTRL_COST = 0.1
+
+
+def _cheetah_reward(state, action, params):
+    return -jnp.abs(state.metrics["x_velocity"] - params["velocity"]) - CHEETAH_CTRL_COST * jnp.sum(jnp.square(action))
+
+
+ANT_CTRL_COST = 0.5
+ANT_HEALTHY_REWARD = 1.0
+
+
+def _ant_reward(state, action, params):
+    direction = jnp.stack([jnp.cos(params["angle"]), jnp.sin(params["angle"])])
+    velocity = jnp.stack([state.metrics["x_velocity"], state.metrics["y_velocity"]])
+    # brax's ant (terminate_when_unhealthy=False) reports healthy_reward * is_healthy here.
+    survive = state.metrics["reward_survive"]
+    return velocity @ direction + survive - ANT_CTRL_COST * jnp.sum(jnp.square(action))
+
+
+def _reacher_default_tasks() -> list[dict]:
+    """9 goals in 3 well-separated regions (120 degrees apart) of the reachable disc."""
+    tasks = []
+    for region, centre in enumerate((90.0, 210.0, 330.0)):
+        for j, (d_angle, radius) in enumerate(((-12.0, 0.16), (0.0, 0.12), (12.0, 0.16))):
+            a = math.radians(centre + d_angle)
+            tasks.append(
+                {
+                    "name": f"r{region}g{j}",
+                    "goal": [round(radius * math.cos(a), 4), round(radius * math.sin(a), 4)],
+                    "group": region,
+                }
+            )
+    return tasks
+
+
+def _cheetah_default_tasks() -> list[dict]:
+    """8 target velocities from backward to fast forward; planted groups: backward / forward."""
+    return [
+        {"name": f"v{v:+.1f}", "velocity": v, "group": int(v > 0)} for v in (-2.0, -1.5, -1.0, -0.5, 0.5, 1.5, 2.5, 3.5)
+    ]
+
+
+def _ant_default_tasks() -> list[dict]:
+    """6 directions in 3 pairs 20 degrees apart, pairs 120 degrees apart; planted groups: pairs."""
+    tasks = []
+    for group, centre in enumerate((0.0, 120.0, 240.0)):
+        for d in (-10.0, 10.0):
+            deg = centre + d
+            tasks.append({"name": f"dir{deg % 360:.0f}", "angle": round(math.radians(deg), 6), "group": group})
+    return tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    """How to build a named family: its Brax env, task fields and their validation."""
+
+    env_name: str
+    env_kwargs: Mapping[str, Any]
+    field: str  # the task parameter field in the tasks file
+    field_shape: tuple[int, ...]
+    validate: Callable[[str, np.ndarray], str | None]  # returns an error message or None
+    default_tasks: Callable[[], list[dict]]
+    reward_fn: RewardFn
+    reset_fn: ResetFn
+    episode_length: int
+    objective: str
+    backend: str = "spring"
+
+
+def _check_goal(name, goal):
+    r = float(np.linalg.norm(goal))
+    if not REACHER_MIN_RADIUS <= r <= REACHER_MAX_RADIUS:
+        return (
+            f"goal {goal.tolist()} is at radius {r:.3f} m, outside the reachable annulus "
+            f"[{REACHER_MIN_RADIUS}, {REACHER_MAX_RADIUS}] m"
+        )
+    return None
+
+
+def _check_velocity(name, v):
+    if not -10.0 <= float(v) <= 10.0:
+        return f"velocity {float(v)} m/s is outside [-10, 10] m/s"
+    return None
+
+
+def _check_angle(name, a):
+    if not -2 * math.pi <= float(a) <= 2 * math.pi:
+        return f"angle {float(a)} rad is outside [-2 pi, 2 pi]"
+    return None
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    "reacher-goals": FamilySpec(
+        env_name="reacher",
+        env_kwargs={},
+        field="goal",
+        field_shape=(2,),
+        validate=_check_goal,
+        default_tasks=_reacher_default_tasks,
+        reward_fn=_reacher_reward,
+        reset_fn=_reacher_reset,
+        episode_length=50,
+        objective=f"-|fingertip - goal| - {REACHER_CTRL_COST}*|a|^2",
+    ),
+    "cheetah-vel": FamilySpec(
+        env_name="halfcheetah",
+        env_kwargs={},
+        field="velocity",
+        field_shape=(),
+        validate=_check_velocity,
+        default_tasks=_cheetah_default_tasks,
+        reward_fn=_cheetah_reward,
+        reset_fn=_default_reset,
+        episode_length=100,
+        objective=f"-|v_x - velocity| - {CHEETAH_CTRL_COST}*|a|^2",
+    ),
+    "ant-dir": FamilySpec(
+        env_name="ant",
+        env_kwargs={"terminate_when_unhealthy": False},
+        field="angle",
+        field_shape=(),
+        validate=_check_angle,
+        default_tasks=_ant_default_tasks,
+        reward_fn=_ant_reward,
+        reset_fn=_default_reset,
+        episode_length=100,
+        objective=f"v . (cos angle, sin angle) + {ANT_HEALTHY_REWARD}*healthy - {ANT_CTRL_COST}*|a|^2",
+    ),
+}
+
+DEFAULT_FAMILY = "reacher-goals"
+
+
+def _spec(name: str) -> FamilySpec:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown family {name!r}; known families: {sorted(FAMILIES)}") from None
+
+
+def validate_tasks(family_name: str, tasks: Any, *, source: str = "tasks") -> list[dict]:
+    """Check user task entries for a named family; return them normalised.
+
+    Each entry is a mapping with ``name``, the family's parameter field and optionally
+    ``group`` (int). Raises ``ValueError`` naming the bad entry.
+    """
+    spec = _spec(family_name)
+    if not isinstance(tasks, (list, tuple)) or not tasks:
+        raise ValueError(f"{source}: expected a non-empty JSON list of task objects, got {type(tasks).__name__}")
+    out, names = [], set()
+    with_group = [isinstance(t, Mapping) and "group" in t for t in tasks]
+    if any(with_group) and not all(with_group):
+        raise ValueError(f"{source}: either every task has a 'group' or none does")
+    for i, t in enumerate(tasks):
+        where = f"{source}[{i}]"
+        if not isinstance(t, Mapping):
+            raise ValueError(f"{where}: expected an object, got {t!r}")
+        allowed = {"name", spec.field, "group"}
+        extra = set(t) - allowed
+        if extra:
+            raise ValueError(f"{where}: unknown keys {sorted(extra)}; allowed: {sorted(allowed)}")
+        name = t.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: 'name' must be a non-empty string, got {name!r}")
+        if name in names:
+            raise ValueError(f"{where}: duplicate task name {name!r}")
+        names.add(name)
+        where = f"{source}[{i}] ({name!r})"
+        if spec.field not in t:
+            raise ValueError(f"{where}: missing '{spec.field}' (family {family_name!r} needs it)")
+        try:
+            value = np.asarray(t[spec.field], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: '{spec.field}' must be numeric, got {t[spec.field]!r}") from None
+        if value.shape != spec.field_shape:
+            want = "a number" if spec.field_shape == () else f"a list of {spec.field_shape[0]} numbers"
+            raise ValueError(f"{where}: '{spec.field}' must be {want}, got {t[spec.field]!r}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{where}: '{spec.field}' must be finite, got {t[spec.field]!r}")
+        problem = spec.validate(name, value)
+        if problem:
+            raise ValueError(f"{where}: {problem}")
+        entry = {"name": name, spec.field: value.tolist()}
+        if "group" in t:
+            g = t["group"]
+            if isinstance(g, bool) or not isinstance(g, int) or g < 0:
+                raise ValueError(f"{where}: 'group' must be a non-negative integer, got {g!r}")
+            entry["group"] = g
+        out.append(entry)
+    return out
+
+
+def load_tasks_file(family_name: str, path: str | os.PathLike) -> list[dict]:
+    """Read and validate a JSON tasks file for a named family (see :func:`validate_tasks`)."""
+    _spec(family_name)
+    try:
+        with open(path) as f:
+            tasks = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"tasks file {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"tasks file {str(path)!r} is not valid JSON: {e}") from None
+    return validate_tasks(family_name, tasks, source=str(path))
+
+
+@functools.cache
+def _brax_env(env_name: str, backend: str, kwargs: tuple) -> Any:
+    return brax_envs.get_environment(env_name, backend=backend, **dict(kwargs))
+
+
+def make_family(
+    name: str = DEFAULT_FAMILY,
+    tasks: Sequence[Mapping] | None = None,
+    *,
+    tasks_file: str | os.PathLike | None = None,
+    backend: str | None = None,
+    episode_length: int | None = None,
+) -> TaskFamily:
+    """Build a named family with its default layout, user ``tasks`` or a JSON ``tasks_file``.
+
+    Args:
+        name: one of :data:`FAMILIES` (``reacher-goals``, ``cheetah-vel``, ``ant-dir``).
+        tasks: task entries ``{"name", <field>, "group"?}``; default: the family's layout.
+        tasks_file: path of a JSON list of such entries (exclusive with ``tasks``).
+        backend: Brax backend (default ``spring``, the cheapest to compile).
+        episode_length: steps per episode (default: the family's).
+
+    Raises:
+        ValueError: unknown family, malformed tasks, or both ``tasks`` and ``tasks_file``.
+    """
+    spec = _spec(name)
+    if tasks is not None and tasks_file is not None:
+        raise ValueError("give either tasks or tasks_file, not both")
+    if tasks_file is not None:
+        entries = load_tasks_file(name, tasks_file)
+    else:
+        entries = validate_tasks(name, spec.default_tasks() if tasks is None else tasks)
+    backend = backend or spec.backend
+    if backend not in ("spring", "positional", "generalized", "mjx"):
+        raise ValueError(f"unknown backend {backend!r}; known: ['generalized', 'mjx', 'positional', 'spring']")
+    env = _brax_env(spec.env_name, backend, tuple(sorted(spec.env_kwargs.items())))
+    values = np.asarray([e[spec.field] for e in entries], dtype=np.float32)
+    groups = [e["group"] for e in entries] if "group" in entries[0] else None
+    return TaskFamily(
+        name=name,
+        env=env,
+        params={spec.field: jnp.asarray(values)},
+        task_names=tuple(e["name"] for e in entries),
+        groups=None if groups is None else tuple(groups),
+        reward_fn=spec.reward_fn,
+        reset_fn=spec.reset_fn,
+        episode_length=int(episode_length or spec.episode_length),
+        objective=spec.objective,
+    )
