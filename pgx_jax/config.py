@@ -38,6 +38,9 @@ class NetworkConfig:
 class PPOConfig:
     """Hyperparameters of one PPO training run.
 
+    ``reward_scale`` multiplies the rewards PPO learns from (not the reported returns): keeping
+    value targets of order 1 keeps the critic's gradients from swamping the update.
+
     ``unroll_length`` of None means one whole episode per update; otherwise it must divide the
     family's episode length (episodes of all environments start and end together).
     """
@@ -54,6 +57,7 @@ class PPOConfig:
     clip_eps: float = 0.2
     value_coef: float = 0.5
     entropy_coef: float = 0.0
+    reward_scale: float = 1.0
     normalize_observations: bool = True
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
 
@@ -65,7 +69,7 @@ class PPOConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.unroll_length is not None and self.unroll_length < 1:
             raise ValueError(f"unroll_length must be a positive integer or None, got {self.unroll_length!r}")
-        for name in ("learning_rate", "max_grad_norm", "clip_eps"):
+        for name in ("learning_rate", "max_grad_norm", "clip_eps", "reward_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("discount", "gae_lambda"):

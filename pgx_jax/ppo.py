@@ -181,7 +181,12 @@ def update(config: PPOConfig, family: TaskFamily, state: TrainState) -> tuple[Tr
     values = critic(networks.normalize(normalizer, traj.obs, family.n_tasks))
     bootstrap = critic(networks.normalize(normalizer, traj.next_obs[-1], family.n_tasks))
     advantage, target = gae(
-        traj.reward, values, bootstrap, traj.terminal, discount=config.discount, lam=config.gae_lambda
+        traj.reward * config.reward_scale,
+        values,
+        bootstrap,
+        traj.terminal,
+        discount=config.discount,
+        lam=config.gae_lambda,
     )
     batch = {
         "obs": traj.obs,
@@ -203,7 +208,7 @@ def update(config: PPOConfig, family: TaskFamily, state: TrainState) -> tuple[Tr
         (loss, aux), grads = grad_fn(trainable, normalizer, mini, config, family)
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        aux = dict(aux, loss=loss, grad_norm=optax.global_norm(grads))
+        aux = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
         return (trainable, opt_state), aux
 
     def epoch(carry, key):
@@ -294,3 +299,36 @@ def check_finite(metrics: Metrics) -> None:
         raise FloatingPointError(
             f"non-finite loss, gradient or reward in {len(bad)} update(s); first at index {bad[0].tolist()}"
         )
+
+
+def train_chunked(
+    config: PPOConfig,
+    family: TaskFamily,
+    task_mask,
+    key: PRNGKey,
+    init_params: AgentParams | None = None,
+    *,
+    max_chunks: int = 20,
+    on_chunk=None,
+) -> tuple[AgentParams, Metrics]:
+    """``train`` as a few compiled calls of equal length, with ``on_chunk(updates_done, total)``
+    called on the host between them (progress bars; never a callback inside the scan).
+
+    Same updates and keys as :func:`train`, so the result matches it to float tolerance.
+    """
+    config.check_for(family.n_tasks, family.episode_length)
+    check_mask(task_mask, family.n_tasks)
+    total = config.num_updates(family.episode_length)
+    chunk = total // max(d for d in range(1, min(max_chunks, total) + 1) if total % d == 0)
+    init = jax.jit(init_state, static_argnums=(0, 1))
+    step = jax.jit(run_updates, static_argnums=(0, 1, 3))
+    state = init(config, family, jnp.asarray(task_mask), key, init_params)
+    parts = []
+    for done in range(chunk, total + 1, chunk):
+        state, metrics = step(config, family, state, chunk)
+        parts.append(metrics)
+        if on_chunk is not None:
+            jax.block_until_ready(metrics)
+            on_chunk(done, total)
+    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+    return state.params, metrics

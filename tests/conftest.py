@@ -1,0 +1,38 @@
+"""Shared fixtures. Compiles are the cost on a 2-core CPU, so families and trained results are
+session-scoped and the tiny brax ``fast`` env carries the PPO mechanics tests."""
+
+import warnings
+
+import jax.numpy as jnp
+import pytest
+from brax import envs
+
+warnings.filterwarnings("ignore", message="Brax System, piplines and environments are not actively")
+
+
+def _push_reward(state, action, params):
+    # task "push" (w=+1) is paid for pushing (action > 0), task "rest" (w=-1) for not pushing.
+    return params["w"] * (action[0] > 0).astype(jnp.float32)
+
+
+@pytest.fixture(scope="session")
+def fast_family():
+    """Two opposite tasks over brax's trivial ``fast`` env: the optimal actions differ by sign."""
+    from pgx_jax.tasks import custom_family
+
+    return custom_family(
+        "fast-push",
+        envs.get_environment("fast"),
+        {"w": jnp.array([1.0, -1.0, 1.0, -1.0])},
+        _push_reward,
+        task_names=["push0", "rest0", "push1", "rest1"],
+        groups=[0, 1, 0, 1],
+        episode_length=10,
+    )
+
+
+@pytest.fixture(scope="session")
+def reacher():
+    from pgx_jax.tasks import make_family
+
+    return make_family("reacher-goals")

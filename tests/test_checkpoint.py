@@ -1,0 +1,69 @@
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from pgx_jax import checkpoint
+from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax.networks import init_agent, normalizer_update
+
+
+@pytest.fixture()
+def saved(tmp_path, fast_family):
+    config = PPOConfig(total_env_steps=100, num_envs=8, network=NetworkConfig(depth=3, width=16))
+    params = init_agent(config.network, fast_family.obs_size, fast_family.action_size, jax.random.PRNGKey(3))
+    obs = jax.random.normal(jax.random.PRNGKey(4), (32, fast_family.obs_size))
+    params = params.replace(normalizer=normalizer_update(params.normalizer, obs, np.ones(32, np.float32)))
+    path = tmp_path / "policy"
+    checkpoint.save_policy(path, params, config, fast_family, note="test")
+    return path, params, config
+
+
+def test_round_trip_is_exact(saved, fast_family):
+    path, params, config = saved
+    loaded, loaded_config, meta = checkpoint.load_policy(path, fast_family, config)
+    assert loaded_config == config
+    jax.tree.map(np.testing.assert_array_equal, loaded, jax.device_get(params))
+    assert meta["family"] == "fast-push" and meta["extra"] == {"note": "test"}
+    assert meta["versions"]["jax"] == jax.__version__
+    assert sorted(os.listdir(path.parent)) == ["policy"]  # no temporary leftovers
+
+
+def test_other_family_is_a_clear_error(saved, reacher):
+    path, _, _ = saved
+    with pytest.raises(ValueError, match=r"made for family 'fast-push'.*not 'reacher-goals'"):
+        checkpoint.load_policy(path, reacher)
+
+
+def test_other_network_is_a_clear_error(saved, fast_family):
+    path, _, config = saved
+    other = PPOConfig(total_env_steps=100, num_envs=8, network=NetworkConfig(depth=2, width=16))
+    with pytest.raises(ValueError, match="does not match the requested network"):
+        checkpoint.load_policy(path, fast_family, other)
+
+
+def test_corrupt_checkpoints_fail_clearly(saved, tmp_path):
+    path, _, _ = saved
+    with pytest.raises(ValueError, match="not a pgx_jax checkpoint"):
+        checkpoint.load_policy(tmp_path / "nowhere")
+    (path / "params.msgpack").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="params.msgpack is corrupt"):
+        checkpoint.load_policy(path)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["shapes"][".actor['params']['log_std']"] = [7]
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="stored shapes do not match"):
+        checkpoint.load_policy(path)
+    (path / "meta.json").write_text("{")
+    with pytest.raises(ValueError, match="corrupt"):
+        checkpoint.load_policy(path)
+
+
+def test_nonfinite_params_are_not_saved(saved, fast_family, tmp_path):
+    _, params, config = saved
+    bad = params.replace(normalizer=params.normalizer.replace(mean=params.normalizer.mean * np.nan))
+    with pytest.raises(FloatingPointError):
+        checkpoint.save_policy(tmp_path / "bad", bad, config, fast_family)
+    assert not (tmp_path / "bad").exists()
