@@ -92,9 +92,8 @@ def read_meta(path: str | os.PathLike) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"{meta_path!r} is corrupt: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(
-            f"{meta_path!r}: unknown checkpoint format {meta.get('format') if isinstance(meta, dict) else meta!r}"
-        )
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise ValueError(f"{meta_path!r}: unknown checkpoint format {found!r}; expected {FORMAT!r}")
     return meta
 
 

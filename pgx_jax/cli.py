@@ -131,15 +131,16 @@ def _cmd_train(args) -> int:
             "seed": args.seed,
             "config": config.to_dict(),
             "env_steps": int(total_updates * steps_per_update),
-            "per_task_return": dict(zip(family.task_names, returns.tolist())),
-            "random_policy_return": dict(zip(family.task_names, random_returns.tolist())),
+            "per_task_return": dict(zip(family.task_names, returns.tolist(), strict=True)),
+            "random_policy_return": dict(zip(family.task_names, random_returns.tolist(), strict=True)),
             "learning_curve": {"env_steps": steps, "episode_return": curve},
             "timings": {"train_s_including_compile": t_train, "evaluate_s": t_eval},
             "versions": checkpoint.versions(),
         },
     )
     rows = [
-        [name, float(r), float(rr), float(r - rr)] for name, r, rr in zip(family.task_names, returns, random_returns)
+        [name, float(r), float(rr), float(r - rr)]
+        for name, r, rr in zip(family.task_names, returns, random_returns, strict=True)
     ]
     print(markdown_table(["task", "return", "random policy", "gain"], rows), end="")
     print(f"trained in {t_train:.1f} s (compile included); wrote {out}/train.json, policy/, learning_curve.png")

@@ -38,7 +38,8 @@ def test_vmap_over_masks_equals_separate_calls(tiny_config, fast_family, vmapped
     single = jax.jit(ppo.train, static_argnums=(0, 1))
     for s in range(len(MASKS)):
         params_s, metrics_s = single(tiny_config, fast_family, jnp.asarray(MASKS[s]), keys[s])
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[s], b, rtol=2e-5, atol=2e-6), params_v, params_s)
+        params_vs = jax.tree.map(lambda a, s=s: a[s], params_v)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), params_vs, params_s)
         np.testing.assert_allclose(metrics_v["episode_return"][s], metrics_s["episode_return"], rtol=1e-5)
     # different masks really gave different trainings
     assert not np.allclose(params_v.actor["params"]["log_std"][0], params_v.actor["params"]["log_std"][1])
