@@ -7,13 +7,13 @@ Public API (each stage a pure function; see the module docstrings):
 - configuration: :class:`PPOConfig`, :class:`NetworkConfig`, :func:`budget_config`, :data:`BUDGETS`
 - training: :func:`train` (pure, vmappable), :func:`train_many` (S trainings, one call),
   :func:`train_chunked` (with host-side progress)
-- evaluation: :func:`evaluate`, :func:`random_policy_returns`
+- evaluation: :func:`evaluate`, :func:`evaluate_metrics`, :func:`random_policy_returns`
 - checkpoints: :func:`save_policy`, :func:`load_policy`
 """
 
 from pgx_jax.checkpoint import load_policy, save_policy
 from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
-from pgx_jax.evaluate import evaluate, random_policy_returns
+from pgx_jax.evaluate import evaluate, evaluate_metrics, random_policy_metrics, random_policy_returns
 from pgx_jax.networks import AgentParams, init_agent
 from pgx_jax.ppo import check_finite, train, train_chunked, train_many
 from pgx_jax.tasks import FAMILIES, TaskFamily, TaskState, custom_family, load_tasks_file, make_family
@@ -32,10 +32,12 @@ __all__ = [
     "check_finite",
     "custom_family",
     "evaluate",
+    "evaluate_metrics",
     "init_agent",
     "load_policy",
     "load_tasks_file",
     "make_family",
+    "random_policy_metrics",
     "random_policy_returns",
     "save_policy",
     "train",

@@ -61,7 +61,7 @@ def _cmd_train(args) -> int:
 
     from pgx_jax import checkpoint, ppo
     from pgx_jax.config import budget_config
-    from pgx_jax.evaluate import evaluate, random_policy_returns
+    from pgx_jax.evaluate import evaluate_metrics, random_policy_metrics
     from pgx_jax.results import markdown_table, plot_learning_curves, write_json
     from pgx_jax.tasks import make_family
 
@@ -111,9 +111,13 @@ def _cmd_train(args) -> int:
 
     t0 = time.perf_counter()
     ids = jnp.arange(n)
-    eval_fn = jax.jit(lambda p, k: evaluate(p, family, ids, k, args.episodes, network=config.network))
-    returns = np.asarray(eval_fn(params, key_eval))
-    random_returns = np.asarray(jax.jit(lambda k: random_policy_returns(family, ids, k, args.episodes))(key_eval))
+    eval_fn = jax.jit(lambda p, k: evaluate_metrics(p, family, ids, k, args.episodes, network=config.network))
+    stats = jax.tree.map(np.asarray, eval_fn(params, key_eval))
+    random_stats = jax.tree.map(
+        np.asarray, jax.jit(lambda k: random_policy_metrics(family, ids, k, args.episodes))(key_eval)
+    )
+    returns, random_returns = stats["return"], random_stats["return"]
+    metric = family.metric[0] if family.metric else None
     t_eval = time.perf_counter() - t0
 
     checkpoint.save_policy(os.path.join(out, "policy"), params, config, family, seed=args.seed)
@@ -133,16 +137,24 @@ def _cmd_train(args) -> int:
             "env_steps": int(total_updates * steps_per_update),
             "per_task_return": dict(zip(family.task_names, returns.tolist(), strict=True)),
             "random_policy_return": dict(zip(family.task_names, random_returns.tolist(), strict=True)),
+            "per_task_metric": None
+            if metric is None
+            else {
+                "name": metric,
+                "policy": dict(zip(family.task_names, stats[metric].tolist(), strict=True)),
+                "random_policy": dict(zip(family.task_names, random_stats[metric].tolist(), strict=True)),
+            },
             "learning_curve": {"env_steps": steps, "episode_return": curve},
             "timings": {"train_s_including_compile": t_train, "evaluate_s": t_eval},
             "versions": checkpoint.versions(),
         },
     )
-    rows = [
-        [name, float(r), float(rr), float(r - rr)]
-        for name, r, rr in zip(family.task_names, returns, random_returns, strict=True)
-    ]
-    print(markdown_table(["task", "return", "random policy", "gain"], rows), end="")
+    header = ["task", "return", "random policy"]
+    rows = [[name, float(r), float(rr)] for name, r, rr in zip(family.task_names, returns, random_returns, strict=True)]
+    if metric is not None:
+        header += [metric, f"{metric} (random)"]
+        rows = [row + [float(stats[metric][i]), float(random_stats[metric][i])] for i, row in enumerate(rows)]
+    print(markdown_table(header, rows), end="")
     print(f"trained in {t_train:.1f} s (compile included); wrote {out}/train.json, policy/, learning_curve.png")
     return 0
 

@@ -1,4 +1,8 @@
-"""Policy evaluation: mean episode return per task, pure and vmappable over params."""
+"""Policy evaluation: mean episode return (and the family's task metric) per task.
+
+Pure and vmappable over params: ``jax.vmap(lambda p: evaluate(p, family, ids, key))(params)``
+evaluates many policies in one call.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +16,52 @@ from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
 
 
-def episode_returns(family: TaskFamily, act: ActFn, task_ids: jax.Array, key: PRNGKey, episodes: int) -> jax.Array:
-    """Mean return of ``episodes`` full episodes per task for the policy ``act``.
+def episode_stats(family: TaskFamily, act: ActFn, task_ids, key: PRNGKey, episodes: int) -> dict[str, jax.Array]:
+    """Run ``episodes`` full episodes per task with the policy ``act``.
 
     Args:
         task_ids: int32 [K], the tasks to evaluate (repeats allowed).
 
     Returns:
-        float32 [K].
+        ``{"return": float32 [K]}`` (mean episode return) plus, when the family has a task
+        metric, ``{metric_name: float32 [K]}`` reduced as the family says (final or mean).
     """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
     task_ids = jnp.asarray(task_ids, jnp.int32)
     k = task_ids.shape[0]
     env_tasks = jnp.repeat(task_ids, episodes)  # [K * episodes]
+    slot = jnp.repeat(jnp.arange(k), episodes)
     k_reset, k_roll = jax.random.split(key)
     state = reset_envs(family, k_reset, env_tasks)
     _, traj = unroll(family, act, state, k_roll, family.episode_length)
-    per_env = jnp.sum(traj.reward, 0)
-    mean, _ = segment_mean(per_env, jnp.ones_like(per_env), jnp.repeat(jnp.arange(k), episodes), k)
-    return mean
+    ones = jnp.ones(env_tasks.shape[0])
+    out = {"return": segment_mean(jnp.sum(traj.reward, 0), ones, slot, k)[0]}
+    if family.metric is not None:
+        name, _, reduce = family.metric
+        # steps after an early termination do not count (valid = 0)
+        if reduce == "final":
+            last = jnp.argmax(jnp.cumsum(traj.valid, 0), 0)  # last valid step per env
+            per_env = jnp.take_along_axis(traj.metric, last[None], 0)[0]
+        else:
+            per_env = jnp.sum(traj.metric * traj.valid, 0) / jnp.maximum(jnp.sum(traj.valid, 0), 1.0)
+        out[name] = segment_mean(per_env, ones, slot, k)[0]
+    return out
+
+
+def evaluate_metrics(
+    params: AgentParams,
+    family: TaskFamily,
+    task_ids,
+    key: PRNGKey,
+    episodes: int = 16,
+    *,
+    network: NetworkConfig | None = None,
+    deterministic: bool = True,
+) -> dict[str, jax.Array]:
+    """Like :func:`evaluate`, returning the family's task metric next to the return."""
+    act = make_act(network or NetworkConfig(), family.action_size, family.n_tasks, params, deterministic=deterministic)
+    return episode_stats(family, act, task_ids, key, episodes)
 
 
 def evaluate(
@@ -44,8 +76,6 @@ def evaluate(
 ) -> jax.Array:
     """Mean episode return per task of the policy ``params``.
 
-    Pure; ``jax.vmap`` over ``params`` (and ``key``) evaluates many policies in one call.
-
     Args:
         params: trained agent.
         family: task family.
@@ -58,17 +88,20 @@ def evaluate(
     Returns:
         returns float32 [K].
     """
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    act = make_act(network or NetworkConfig(), family.action_size, family.n_tasks, params, deterministic=deterministic)
-    return episode_returns(family, act, task_ids, key, episodes)
+    stats = evaluate_metrics(params, family, task_ids, key, episodes, network=network, deterministic=deterministic)
+    return stats["return"]
 
 
-def random_policy_returns(family: TaskFamily, task_ids, key: PRNGKey, episodes: int = 16) -> jax.Array:
-    """Mean episode return per task of the uniform random policy on [-1, 1]^A. float32 [K]."""
+def random_policy_metrics(family: TaskFamily, task_ids, key: PRNGKey, episodes: int = 16) -> dict[str, jax.Array]:
+    """:func:`episode_stats` of the uniform random policy on [-1, 1]^A."""
 
     def act(obs, key):
         action = jax.random.uniform(key, (obs.shape[0], family.action_size), minval=-1.0, maxval=1.0)
         return action, jnp.zeros(obs.shape[0])
 
-    return episode_returns(family, act, task_ids, key, episodes)
+    return episode_stats(family, act, task_ids, key, episodes)
+
+
+def random_policy_returns(family: TaskFamily, task_ids, key: PRNGKey, episodes: int = 16) -> jax.Array:
+    """Mean episode return per task of the uniform random policy on [-1, 1]^A. float32 [K]."""
+    return random_policy_metrics(family, task_ids, key, episodes)["return"]

@@ -33,6 +33,7 @@ class Transition(NamedTuple):
     next_obs: jax.Array  # float32 [E, O]
     terminal: jax.Array  # float32 [E], 1 at the step where the env terminated
     valid: jax.Array  # float32 [E], 0 for steps after termination
+    metric: jax.Array  # float32 [E], the family's task metric (0 if none)
 
 
 def assign_tasks(task_mask: TaskMask, num_envs: int) -> jax.Array:
@@ -71,7 +72,7 @@ def unroll(family: TaskFamily, act: ActFn, state: TaskState, key: PRNGKey, lengt
         nxt = step(state, action)
         alive = 1.0 - state.done
         terminal = nxt.done * alive
-        tr = Transition(state.obs, action, log_prob, nxt.reward * alive, nxt.obs, terminal, alive)
+        tr = Transition(state.obs, action, log_prob, nxt.reward * alive, nxt.obs, terminal, alive, nxt.metric)
         return nxt, tr
 
     return jax.lax.scan(body, state, jax.random.split(key, length))

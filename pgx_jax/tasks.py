@@ -40,6 +40,7 @@ class TaskState:
         obs: float32 [O], environment observation followed by the one-hot task id.
         reward: float32 [], the task reward of the last step.
         done: float32 [], 1.0 once the environment terminated (never for time limits).
+        metric: float32 [], the family's task metric of the last step (0 if it has none).
     """
 
     env_state: Any
@@ -47,6 +48,7 @@ class TaskState:
     obs: jax.Array
     reward: jax.Array
     done: jax.Array
+    metric: jax.Array
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -65,6 +67,9 @@ class TaskFamily:
         reset_fn: initial state of an episode of a task, see :class:`pgx_jax.types.ResetFn`.
         episode_length: steps per episode (episodes end together, see ``rollout``).
         objective: one line describing what a task rewards.
+        metric: optional human-readable task metric ``(name, fn, reduce)``: ``fn(state, action,
+            params) -> float32 []`` like a reward, ``reduce`` is ``"final"`` (value at the
+            episode's last step) or ``"mean"`` (mean over the episode).
     """
 
     name: str
@@ -76,6 +81,7 @@ class TaskFamily:
     reset_fn: ResetFn
     episode_length: int
     objective: str = ""
+    metric: tuple[str, Callable, str] | None = None
 
     def __post_init__(self):
         n = len(self.task_names)
@@ -93,6 +99,8 @@ class TaskFamily:
             raise ValueError(f"family {self.name!r}: {len(self.groups)} group labels for {n} tasks")
         if self.episode_length < 1:
             raise ValueError(f"episode_length must be >= 1, got {self.episode_length}")
+        if self.metric is not None and self.metric[2] not in ("final", "mean"):
+            raise ValueError(f"metric reduce must be 'final' or 'mean', got {self.metric[2]!r}")
 
     @property
     def n_tasks(self) -> int:
@@ -121,16 +129,21 @@ class TaskFamily:
         task_id = jnp.asarray(task_id, jnp.int32)
         env_state = self.reset_fn(self.env, key, self.task_params(task_id))
         zero = jnp.zeros((), jnp.float32)
-        return TaskState(env_state, task_id, self._observe(env_state.obs, task_id), zero, zero)
+        return TaskState(env_state, task_id, self._observe(env_state.obs, task_id), zero, zero, zero)
 
     def step(self, state: TaskState, action: jax.Array) -> TaskState:
         """Apply ``action`` (float32 [A], clipped to [-1, 1]) and reward it by the task's objective."""
         action = jnp.clip(action, -1.0, 1.0)
         env_state = self.env.step(state.env_state, action)
-        reward = jnp.asarray(self.reward_fn(env_state, action, self.task_params(state.task_id)), jnp.float32)
+        params = self.task_params(state.task_id)
+        reward = jnp.asarray(self.reward_fn(env_state, action, params), jnp.float32)
+        metric = jnp.zeros((), jnp.float32)
+        if self.metric is not None:
+            metric = jnp.asarray(self.metric[1](env_state, action, params), jnp.float32)
         env_state = env_state.replace(reward=reward)
         done = jnp.maximum(state.done, jnp.asarray(env_state.done, jnp.float32))
-        return TaskState(env_state, state.task_id, self._observe(env_state.obs, state.task_id), reward, done)
+        obs = self._observe(env_state.obs, state.task_id)
+        return TaskState(env_state, state.task_id, obs, reward, done, metric)
 
     def describe(self) -> dict:
         """A JSON-ready summary: name, tasks, parameters, planted groups."""
@@ -143,6 +156,7 @@ class TaskFamily:
             "groups": None if self.groups is None else list(self.groups),
             "episode_length": self.episode_length,
             "objective": self.objective,
+            "metric": None if self.metric is None else {"name": self.metric[0], "reduce": self.metric[2]},
         }
 
 
@@ -162,6 +176,7 @@ def custom_family(
     reset_fn: ResetFn | None = None,
     episode_length: int = 100,
     objective: str = "",
+    metric: tuple[str, Callable, str] | None = None,
 ) -> TaskFamily:
     """Build a family from any Brax environment plus a reward of ``(state, action, params)``.
 
@@ -177,6 +192,8 @@ def custom_family(
         reset_fn: ``(env, key, task_params) -> State``; default ``env.reset(key)``.
         episode_length: steps per episode.
         objective: one line describing the reward, shown by ``pgx-jax families``.
+        metric: optional ``(name, fn(state, action, params), "final" | "mean")`` reported by
+            :func:`pgx_jax.evaluate.evaluate_metrics` next to the return.
 
     Example:
         >>> import jax.numpy as jnp
@@ -202,6 +219,7 @@ def custom_family(
         reset_fn=reset_fn or _default_reset,
         episode_length=int(episode_length),
         objective=objective,
+        metric=metric,
     )
 
 
@@ -235,12 +253,21 @@ def _reacher_reset(env, key, params):
     return brax_envs.State(pipeline_state, obs, zero, zero, metrics)
 
 
+def _reacher_distance(state, action, params):
+    del action
+    return jnp.linalg.norm(_reacher_tip(state.pipeline_state) - params["goal"])
+
+
 def _reacher_reward(state, action, params):
-    dist = jnp.linalg.norm(_reacher_tip(state.pipeline_state) - params["goal"])
-    return -dist - REACHER_CTRL_COST * jnp.sum(jnp.square(action))
+    return -_reacher_distance(state, action, params) - REACHER_CTRL_COST * jnp.sum(jnp.square(action))
 
 
 CHEETAH_CTRL_COST = 0.1
+
+
+def _cheetah_speed_error(state, action, params):
+    del action
+    return jnp.abs(state.metrics["x_velocity"] - params["velocity"])
 
 
 def _cheetah_reward(state, action, params):
@@ -251,12 +278,16 @@ ANT_CTRL_COST = 0.5
 ANT_HEALTHY_REWARD = 1.0
 
 
-def _ant_reward(state, action, params):
+def _ant_heading_velocity(state, action, params):
+    del action
     direction = jnp.stack([jnp.cos(params["angle"]), jnp.sin(params["angle"])])
-    velocity = jnp.stack([state.metrics["x_velocity"], state.metrics["y_velocity"]])
+    return jnp.stack([state.metrics["x_velocity"], state.metrics["y_velocity"]]) @ direction
+
+
+def _ant_reward(state, action, params):
     # brax's ant (terminate_when_unhealthy=False) reports healthy_reward * is_healthy here.
     survive = state.metrics["reward_survive"]
-    return velocity @ direction + survive - ANT_CTRL_COST * jnp.sum(jnp.square(action))
+    return _ant_heading_velocity(state, action, params) + survive - ANT_CTRL_COST * jnp.sum(jnp.square(action))
 
 
 def _reacher_default_tasks() -> list[dict]:
@@ -306,6 +337,7 @@ class FamilySpec:
     reset_fn: ResetFn
     episode_length: int
     objective: str
+    metric: tuple[str, Callable, str] | None = None
     backend: str = "spring"
 
 
@@ -343,6 +375,7 @@ FAMILIES: dict[str, FamilySpec] = {
         reset_fn=_reacher_reset,
         episode_length=50,
         objective=f"-|fingertip - goal| - {REACHER_CTRL_COST}*|a|^2",
+        metric=("final_distance", _reacher_distance, "final"),
     ),
     "cheetah-vel": FamilySpec(
         env_name="halfcheetah",
@@ -355,6 +388,7 @@ FAMILIES: dict[str, FamilySpec] = {
         reset_fn=_default_reset,
         episode_length=100,
         objective=f"-|v_x - velocity| - {CHEETAH_CTRL_COST}*|a|^2",
+        metric=("mean_speed_error", _cheetah_speed_error, "mean"),
     ),
     "ant-dir": FamilySpec(
         env_name="ant",
@@ -367,6 +401,7 @@ FAMILIES: dict[str, FamilySpec] = {
         reset_fn=_default_reset,
         episode_length=100,
         objective=f"v . (cos angle, sin angle) + {ANT_HEALTHY_REWARD}*healthy - {ANT_CTRL_COST}*|a|^2",
+        metric=("mean_heading_velocity", _ant_heading_velocity, "mean"),
     ),
 }
 
@@ -493,4 +528,5 @@ def make_family(
         reset_fn=spec.reset_fn,
         episode_length=int(episode_length or spec.episode_length),
         objective=spec.objective,
+        metric=spec.metric,
     )

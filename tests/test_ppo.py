@@ -147,3 +147,24 @@ def test_train_chunked_matches_train(tiny_config, fast_family, vmapped):
 def test_nonfinite_metrics_raise():
     with pytest.raises(FloatingPointError, match="first at index"):
         ppo.check_finite({"finite": np.array([True, False, True])})
+
+
+def test_evaluate_metrics_final_and_mean(fast_family):
+    """The task metric is reduced as declared: position at the last step, or mean per step."""
+    import dataclasses
+
+    always_push = lambda obs, key: (jnp.ones((obs.shape[0], 1)), jnp.zeros(obs.shape[0]))  # noqa: E731
+    pos = lambda s, a, p: s.obs[0]  # noqa: E731
+    from pgx_jax.evaluate import episode_stats
+
+    final = dataclasses.replace(fast_family, metric=("pos", pos, "final"))
+    mean = dataclasses.replace(fast_family, metric=("pos", pos, "mean"))
+    ids = jnp.array([0, 1])
+    # pushing every step: v_t = 0.02 t, x_t = sum_{s<=t} 0.02 * v_s (dt 0.02), 10 steps
+    v = 0.02 * np.arange(1, 11)
+    x = np.cumsum(0.02 * v)
+    out_final = episode_stats(final, always_push, ids, jax.random.PRNGKey(0), 2)
+    out_mean = episode_stats(mean, always_push, ids, jax.random.PRNGKey(0), 2)
+    np.testing.assert_allclose(out_final["pos"], [x[-1]] * 2, rtol=1e-5)
+    np.testing.assert_allclose(out_mean["pos"], [x.mean()] * 2, rtol=1e-5)
+    np.testing.assert_allclose(out_final["return"], [10.0, -10.0])
