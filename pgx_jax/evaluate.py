@@ -105,3 +105,70 @@ def random_policy_metrics(family: TaskFamily, task_ids, key: PRNGKey, episodes: 
 def random_policy_returns(family: TaskFamily, task_ids, key: PRNGKey, episodes: int = 16) -> jax.Array:
     """Mean episode return per task of the uniform random policy on [-1, 1]^A. float32 [K]."""
     return random_policy_metrics(family, task_ids, key, episodes)["return"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Subset evaluators f(S, i) (PolicyGradEx step 4)
+# ---------------------------------------------------------------------------------------------
+
+EVALUATORS = ("rollout", "loss")
+
+
+def loss_scores(features, betas: jax.Array, scales: jax.Array, masks) -> jax.Array:
+    """Rollout-free f(S, i): minus the surrogate loss of task i's held-out transitions at c_S beta_S.
+
+    Args:
+        features: :class:`pgx_jax.features.Features`.
+        betas: float32 [S, D]; scales: float32 [S] (from ``surrogate.solve_subsets``).
+        masks: bool [S, N].
+
+    Returns:
+        float32 [S, N]; NaN where task i is not in subset S. Higher is better.
+    """
+    b = betas * scales[:, None]  # [S, D]
+    margins = features.y_hold[None] * jnp.einsum("nhd,sd->snh", features.x_hold, b)  # [S, N, H]
+    w = features.w_hold[None]
+    loss = jnp.sum(w * jax.nn.softplus(-margins), -1) / jnp.maximum(jnp.sum(w, -1), 1e-12)
+    return jnp.where(jnp.asarray(masks, bool), -loss, jnp.nan)
+
+
+def rollout_scores(
+    params: AgentParams,
+    family: TaskFamily,
+    features,
+    betas: jax.Array,
+    scales: jax.Array,
+    masks,
+    key: PRNGKey,
+    *,
+    network: NetworkConfig,
+    episodes: int = 8,
+    param_block: int = 16384,
+    subset_batch: int = 16,
+) -> jax.Array:
+    """f(S, i): mean return on task i of the estimated policy theta_S = theta* + c_S P beta_S.
+
+    Every subset is evaluated with the same key (common random numbers: the same initial states),
+    only on its own tasks (padded to the largest subset), ``subset_batch`` subsets at a time.
+
+    Returns:
+        float32 [S, N]; NaN where task i is not in subset S.
+    """
+    from pgx_jax.features import unproject, with_actor
+
+    masks = jnp.asarray(masks, bool)
+    n = family.n_tasks
+    kmax = masks.shape[1]
+    if not isinstance(masks, jax.core.Tracer):
+        kmax = max(1, int(jnp.max(jnp.sum(masks, 1))))
+
+    def one(args):
+        beta, scale, mask = args
+        delta = unproject(beta, features.key, features.theta.shape[0], param_block) * scale
+        p = with_actor(params, features.theta + delta)
+        idx = jnp.nonzero(mask, size=kmax, fill_value=0)[0]
+        ret = evaluate(p, family, idx, key, episodes, network=network)
+        valid = jnp.arange(kmax) < jnp.sum(mask)
+        return jnp.full(n, jnp.nan).at[jnp.where(valid, idx, n)].set(ret, mode="drop")
+
+    return jax.lax.map(one, (betas, scales, masks), batch_size=subset_batch)

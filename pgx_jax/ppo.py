@@ -226,17 +226,38 @@ def update(config: PPOConfig, family: TaskFamily, state: TrainState) -> tuple[Tr
     return new_state, metrics
 
 
-def run_updates(config: PPOConfig, family: TaskFamily, state: TrainState, num_updates: int):
-    """``num_updates`` updates in one ``lax.scan``; metrics get a leading axis [U]."""
+def run_updates(config: PPOConfig, family: TaskFamily, state: TrainState, num_updates: int, active_updates=None):
+    """``num_updates`` updates in one ``lax.scan``; metrics get a leading axis [U].
+
+    ``active_updates`` (int32 [], may be traced): updates from that index on leave the state
+    unchanged and report NaN returns, so runs with different budgets share one vmapped call.
+    """
 
     def body(state, _):
-        return update(config, family, state)
+        new, metrics = update(config, family, state)
+        if active_updates is None:
+            return new, metrics
+        on = state.update < active_updates
+        new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, state)
+        new = new.replace(update=state.update + 1)
+        metrics = dict(
+            metrics,
+            episode_return=jnp.where(on, metrics["episode_return"], jnp.nan),
+            episode_count=jnp.where(on, metrics["episode_count"], 0.0),
+            finite=metrics["finite"] | ~on,
+        )
+        return new, metrics
 
     return jax.lax.scan(body, state, None, length=num_updates)
 
 
 def train(
-    config: PPOConfig, family: TaskFamily, task_mask, key: PRNGKey, init_params: AgentParams | None = None
+    config: PPOConfig,
+    family: TaskFamily,
+    task_mask,
+    key: PRNGKey,
+    init_params: AgentParams | None = None,
+    active_updates=None,
 ) -> tuple[AgentParams, Metrics]:
     """Train one task-conditioned policy on the tasks in ``task_mask``.
 
@@ -249,6 +270,9 @@ def train(
         task_mask: bool [N], the tasks to train on (at least one).
         key: PRNG key.
         init_params: start from these (e.g. a meta-trained policy); default fresh.
+        active_updates: optional int32 [] (vmappable): only the first ``active_updates`` of the
+            config's updates run; later ones are no-ops. Gives runs of different length one
+            compiled call (e.g. equal per-task budgets for groups of different sizes).
 
     Returns:
         ``(params, metrics)``; metrics leaves have leading axis [U]:
@@ -264,21 +288,28 @@ def train(
     config.check_for(family.n_tasks, family.episode_length)
     check_mask(task_mask, family.n_tasks)
     state = init_state(config, family, task_mask, key, init_params)
-    state, metrics = run_updates(config, family, state, config.num_updates(family.episode_length))
+    state, metrics = run_updates(config, family, state, config.num_updates(family.episode_length), active_updates)
     return state.params, metrics
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _train_many(config, family, task_masks, keys, init_params):
-    return jax.vmap(train, in_axes=(None, None, 0, 0, None))(config, family, task_masks, keys, init_params)
+def _train_many(config, family, task_masks, keys, init_params, active_updates=None):
+    axes = (None, None, 0, 0, None, None if active_updates is None else 0)
+    return jax.vmap(train, in_axes=axes)(config, family, task_masks, keys, init_params, active_updates)
 
 
 def train_many(
-    config: PPOConfig, family: TaskFamily, task_masks, keys, init_params: AgentParams | None = None
+    config: PPOConfig,
+    family: TaskFamily,
+    task_masks,
+    keys,
+    init_params: AgentParams | None = None,
+    active_updates=None,
 ) -> tuple[AgentParams, Metrics]:
     """S trainings in one compiled call: ``train`` vmapped over masks [S, N] and keys [S].
 
-    ``init_params`` (if given) is shared by every run. Outputs get a leading axis [S].
+    ``init_params`` (if given) is shared by every run; ``active_updates`` (int [S], optional)
+    gives each run its own number of updates (at most the config's). Outputs get a leading axis [S].
     """
     config.check_for(family.n_tasks, family.episode_length)
     task_masks = np.asarray(task_masks)
@@ -288,7 +319,19 @@ def train_many(
     keys = jnp.asarray(keys)
     if keys.shape[0] != task_masks.shape[0]:
         raise ValueError(f"{keys.shape[0]} keys for {task_masks.shape[0]} masks; give one key per mask")
-    return _train_many(config, family, jnp.asarray(task_masks), keys, init_params)
+    if active_updates is not None:
+        active_updates = np.asarray(active_updates, np.int32)
+        total = config.num_updates(family.episode_length)
+        if (
+            active_updates.shape != (task_masks.shape[0],)
+            or (active_updates < 1).any()
+            or (active_updates > total).any()
+        ):
+            raise ValueError(
+                f"active_updates must be {task_masks.shape[0]} integers in [1, {total}], got {active_updates}"
+            )
+        active_updates = jnp.asarray(active_updates)
+    return _train_many(config, family, jnp.asarray(task_masks), keys, init_params, active_updates)
 
 
 def check_finite(metrics: Metrics) -> None:

@@ -1,0 +1,212 @@
+"""Gradient features at the meta-policy (PolicyGradEx step 2).
+
+Roll out pi_theta* on every task, estimate advantages with GAE from the critic at theta*, take
+the per-transition gradient of log pi(a|s) w.r.t. the policy (actor) parameters and project it
+to D dimensions with a Gaussian random matrix P [P, D], entries N(0, 1/D):
+
+.. math::  \\tilde g_t = P^T \\nabla_\\theta \\log \\pi_{\\theta^*}(a_t | s_t), \\quad
+           y_t = \\mathrm{sign}(A_t), \\quad w_t = |A_t|
+
+Memory stays bounded for large networks: per-sample gradients are formed for ``sample_chunk``
+transitions at a time, and P is never materialised: it is regenerated block by block
+(``param_block`` rows at a time) from its key, both to project and to map a solution back
+(:func:`unproject`).
+
+References: arXiv:2511.12779, Sec. 3 (gradient estimation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from pgx_jax import networks
+from pgx_jax.config import NetworkConfig
+from pgx_jax.networks import AgentParams
+from pgx_jax.ppo import gae
+from pgx_jax.rollout import reset_envs, unroll
+from pgx_jax.tasks import TaskFamily
+from pgx_jax.types import PRNGKey, PyTree
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FeatureConfig:
+    """How gradient features are collected and projected.
+
+    Attributes:
+        dim: projection dimension D (the paper: 400; 200-1000 tried, gains above 400 small).
+        transitions: training transitions per task (the paper: about 2048).
+        holdout: held-out transitions per task (for the ``loss`` evaluator and checks).
+        sample_chunk: transitions per per-sample-gradient batch (memory: chunk x P floats).
+        param_block: rows of P generated at once (memory: block x D floats).
+        discount, gae_lambda: advantage estimation at theta*.
+        deterministic_features: never used for sampling; actions are sampled from pi_theta*.
+    """
+
+    dim: int = 400
+    transitions: int = 2048
+    holdout: int = 512
+    sample_chunk: int = 1024
+    param_block: int = 16384
+    discount: float = 0.99
+    gae_lambda: float = 0.95
+
+    def __post_init__(self):
+        for name in ("dim", "transitions", "sample_chunk", "param_block"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 0:
+            raise ValueError(f"holdout must be a non-negative integer, got {self.holdout!r}")
+
+    def episodes_per_task(self, episode_length: int) -> int:
+        return math.ceil((self.transitions + self.holdout) / episode_length)
+
+
+@struct.dataclass
+class Features:
+    """Projected gradient features of every task.
+
+    Attributes:
+        x: float32 [N, M, D] projected gradients (M training transitions per task).
+        y: float32 [N, M] labels sign(A) in {-1, +1}.
+        w: float32 [N, M] weights |A|.
+        x_hold, y_hold, w_hold: the same for H held-out transitions per task ([N, H, D], [N, H]).
+        theta: float32 [P] flattened actor parameters theta*.
+        key: the projection key (P is regenerated from it).
+    """
+
+    x: jax.Array
+    y: jax.Array
+    w: jax.Array
+    x_hold: jax.Array
+    y_hold: jax.Array
+    w_hold: jax.Array
+    theta: jax.Array
+    key: PRNGKey
+
+
+def _blocks(num_params: int, block: int) -> int:
+    return -(-num_params // block)
+
+
+def projection_block(key: PRNGKey, index, block: int, dim: int) -> jax.Array:
+    """Rows ``[index * block, (index + 1) * block)`` of P: float32 [block, D], N(0, 1/D)."""
+    return jax.random.normal(jax.random.fold_in(key, index), (block, dim)) / jnp.sqrt(dim)
+
+
+def project(grads: jax.Array, key: PRNGKey, dim: int, block: int) -> jax.Array:
+    """``grads`` [B, P] @ P -> [B, D], generating P block by block."""
+    b, p = grads.shape
+    nb = _blocks(p, block)
+    padded = jnp.pad(grads, ((0, 0), (0, nb * block - p))).reshape(b, nb, block)
+
+    def body(acc, i):
+        return acc + padded[:, i] @ projection_block(key, i, block, dim), None
+
+    out, _ = jax.lax.scan(body, jnp.zeros((b, dim), grads.dtype), jnp.arange(nb))
+    return out
+
+
+def unproject(beta: jax.Array, key: PRNGKey, num_params: int, block: int) -> jax.Array:
+    """``P @ beta``: beta [D] -> float32 [P], generating P block by block."""
+    dim = beta.shape[-1]
+    nb = _blocks(num_params, block)
+    parts = jax.lax.map(lambda i: projection_block(key, i, block, dim) @ beta, jnp.arange(nb))
+    return parts.reshape(-1)[:num_params]
+
+
+def flat_actor(params: AgentParams):
+    """(theta float32 [P], unravel) for the actor (policy) parameters."""
+    return ravel_pytree(params.actor)
+
+
+def with_actor(params: AgentParams, theta: jax.Array) -> AgentParams:
+    """``params`` with the actor replaced by the flattened ``theta`` [P]."""
+    _, unravel = flat_actor(params)
+    return params.replace(actor=unravel(theta))
+
+
+def log_prob_fn(net: NetworkConfig, family: TaskFamily, params: AgentParams):
+    """``(theta [P], obs [O], action [A]) -> log pi_theta(a|s)`` with theta* 's normaliser."""
+    _, unravel = flat_actor(params)
+
+    def f(theta, obs, action):
+        obs = networks.normalize(params.normalizer, obs, family.n_tasks)
+        mean, log_std = networks.policy_apply(net, family.action_size, unravel(theta), obs)
+        return networks.gaussian_log_prob(mean, log_std, action)
+
+    return f
+
+
+def collect(net: NetworkConfig, cfg: FeatureConfig, family: TaskFamily, params: AgentParams, key: PRNGKey) -> PyTree:
+    """Roll out pi_theta* on every task and estimate advantages with the critic at theta*.
+
+    Returns:
+        dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K] with
+        K = transitions + holdout, shuffled within each task (so the hold-out is a random part).
+    """
+    n, L = family.n_tasks, family.episode_length
+    episodes = cfg.episodes_per_task(L)
+    task_ids = jnp.repeat(jnp.arange(n), episodes)  # [E], E = N * episodes
+    k_reset, k_roll, k_perm = jax.random.split(key, 3)
+    act = networks.make_act(net, family.action_size, n, params)
+    state = reset_envs(family, k_reset, task_ids)
+    _, traj = unroll(family, act, state, k_roll, L)  # [T, E]
+    critic = lambda o: networks.value_apply(net, params.critic, networks.normalize(params.normalizer, o, n))  # noqa: E731
+    values = critic(traj.obs)
+    bootstrap = critic(traj.next_obs[-1])
+    adv, _ = gae(traj.reward, values, bootstrap, traj.terminal, discount=cfg.discount, lam=cfg.gae_lambda)
+    adv = adv * traj.valid  # steps after a termination carry no signal
+
+    def per_task(x):  # [T, E, ...] -> [N, T * episodes, ...]
+        x = jnp.swapaxes(x, 0, 1).reshape((n, episodes * L) + x.shape[2:])
+        return x
+
+    data = {"obs": per_task(traj.obs), "action": per_task(traj.action), "advantage": per_task(adv)}
+    k = cfg.transitions + cfg.holdout
+    perms = jax.vmap(lambda kk: jax.random.permutation(kk, episodes * L)[:k])(jax.random.split(k_perm, n))
+    return jax.tree.map(lambda x: jax.vmap(lambda xi, p: xi[p])(x, perms), data)
+
+
+def gradient_features(
+    net: NetworkConfig, cfg: FeatureConfig, family: TaskFamily, params: AgentParams, key: PRNGKey
+) -> Features:
+    """Projected per-transition gradients of log pi at theta*, labels and weights, every task.
+
+    Pure and jittable (``net``, ``cfg`` and ``family`` static).
+
+    Returns:
+        :class:`Features` with ``x`` [N, M, D] (M = ``cfg.transitions``) and hold-out [N, H, D].
+    """
+    k_collect, k_proj = jax.random.split(key)
+    data = collect(net, cfg, family, params, k_collect)
+    theta, _ = flat_actor(params)
+    logp = log_prob_fn(net, family, params)
+    grad_one = jax.grad(logp)
+    n, k = data["advantage"].shape
+    flat_obs = data["obs"].reshape(n * k, -1)
+    flat_act = data["action"].reshape(n * k, -1)
+    total = n * k
+    chunk = min(cfg.sample_chunk, total)
+    nchunks = -(-total // chunk)
+    pad = nchunks * chunk - total
+    obs_c = jnp.pad(flat_obs, ((0, pad), (0, 0))).reshape(nchunks, chunk, -1)
+    act_c = jnp.pad(flat_act, ((0, pad), (0, 0))).reshape(nchunks, chunk, -1)
+
+    def featurize(batch):
+        obs, act = batch
+        g = jax.vmap(grad_one, in_axes=(None, 0, 0))(theta, obs, act)  # [chunk, P]
+        return project(g, k_proj, cfg.dim, cfg.param_block)
+
+    x = jax.lax.map(featurize, (obs_c, act_c)).reshape(nchunks * chunk, cfg.dim)[:total].reshape(n, k, cfg.dim)
+    adv = data["advantage"]
+    y = jnp.where(adv >= 0, 1.0, -1.0)
+    w = jnp.abs(adv)
+    m = cfg.transitions
+    return Features(x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, k_proj)

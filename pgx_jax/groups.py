@@ -1,0 +1,79 @@
+"""Train one policy per group and evaluate every task (PolicyGradEx step 7).
+
+All groups train in one vmapped call with the same per-task env-step budget: a group of k tasks
+gets k times the per-task budget, by giving each run its own number of active updates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgx_jax import ppo
+from pgx_jax.config import PPOConfig
+from pgx_jax.evaluate import evaluate
+from pgx_jax.tasks import TaskFamily
+from pgx_jax.types import PRNGKey
+
+
+def group_masks(groups, n: int) -> np.ndarray:
+    """Groups (lists of task indices covering each task once) -> bool [G, N]."""
+    masks = np.zeros((len(groups), n), bool)
+    for g, members in enumerate(groups):
+        if len(members) == 0:
+            raise ValueError(f"group {g} is empty")
+        masks[g, list(members)] = True
+    counts = masks.sum(0)
+    if not np.all(counts == 1):
+        raise ValueError(f"groups must cover every task exactly once; tasks covered {counts.tolist()} times: {groups}")
+    return masks
+
+
+def group_config(config: PPOConfig, family: TaskFamily, groups) -> tuple[PPOConfig, np.ndarray]:
+    """The config for training ``groups`` and the active updates [G] of each group.
+
+    The per-task budget is ``config.total_env_steps / N`` (the multitask run's steps per task);
+    a group of k tasks gets k times that, so every grouping spends the same env steps in total.
+    """
+    n = family.n_tasks
+    sizes = np.array([len(g) for g in groups])
+    per_update = config.num_envs * config.unroll(family.episode_length)
+    per_task_updates = config.num_updates(family.episode_length) / n
+    active = np.maximum(1, np.round(per_task_updates * sizes)).astype(np.int32)
+    cfg = dataclasses.replace(config, total_env_steps=int(active.max()) * per_update)
+    return cfg, active
+
+
+def train_groups(config: PPOConfig, family: TaskFamily, groups, key: PRNGKey, init_params=None, episodes: int = 16):
+    """Train one policy per group (one vmapped call) and evaluate every task with its group's policy.
+
+    Returns:
+        dict with ``params`` (leading axis [G]), ``metrics``, ``per_task_return`` float [N],
+        ``env_steps_per_task`` float [N] and ``active_updates`` int [G].
+    """
+    n = family.n_tasks
+    masks = group_masks(groups, n)
+    cfg, active = group_config(config, family, groups)
+    k_train, k_eval = jax.random.split(key)
+    keys = jax.random.split(k_train, len(groups))
+    params, metrics = ppo.train_many(cfg, family, masks, keys, init_params, active_updates=active)
+    ppo.check_finite(metrics)
+    ids = jnp.arange(n)
+    returns = jax.jit(jax.vmap(lambda p: evaluate(p, family, ids, k_eval, episodes, network=cfg.network)))(
+        params
+    )  # [G, N]
+    label = np.argmax(masks, 0)
+    per_task = np.asarray(returns)[label, np.arange(n)]
+    per_update = cfg.num_envs * cfg.unroll(family.episode_length)
+    steps_per_task = active[label] * per_update / masks.sum(1)[label]
+    return {
+        "params": params,
+        "metrics": metrics,
+        "per_task_return": per_task,
+        "env_steps_per_task": steps_per_task,
+        "active_updates": active,
+        "config": cfg,
+    }

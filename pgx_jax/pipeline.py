@@ -1,0 +1,264 @@
+"""PolicyGradEx end to end: meta-train, features, subset estimates, affinity, groups, group policies.
+
+Each stage is its own module and pure function; :func:`policygradex` chains them and times them.
+The many-subset work (solves and evaluation) is one compiled call each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgx_jax import affinity as affinity_mod
+from pgx_jax import cluster as cluster_mod
+from pgx_jax import ppo
+from pgx_jax.affinity import AffinityConfig
+from pgx_jax.config import PPOConfig, budget_config
+from pgx_jax.evaluate import EVALUATORS, loss_scores, rollout_scores
+from pgx_jax.features import FeatureConfig, Features, gradient_features
+from pgx_jax.groups import train_groups
+from pgx_jax.networks import AgentParams
+from pgx_jax.surrogate import SurrogateConfig, solve_subsets
+from pgx_jax.tasks import TaskFamily
+from pgx_jax.types import PRNGKey
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    """Everything :func:`policygradex` needs.
+
+    Attributes:
+        ppo: meta-training and group training (groups get the same per-task env steps).
+        features, surrogate, affinity: the estimation stages.
+        evaluator: ``"rollout"`` (returns of theta_S) or ``"loss"`` (held-out surrogate loss).
+        groups: number of groups k, or ``"auto"``.
+        cluster_method: ``"sdp"`` or ``"spectral"``.
+        eval_episodes: episodes per task for rollout scores and final evaluation.
+        train_groups: train one policy per group at the end (the costly part).
+    """
+
+    ppo: PPOConfig
+    features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
+    surrogate: SurrogateConfig = dataclasses.field(default_factory=SurrogateConfig)
+    affinity: AffinityConfig = dataclasses.field(default_factory=AffinityConfig)
+    evaluator: str = "rollout"
+    groups: int | str = "auto"
+    cluster_method: str = "sdp"
+    eval_episodes: int = 8
+    train_groups: bool = True
+
+    def __post_init__(self):
+        if self.evaluator not in EVALUATORS:
+            raise ValueError(f"unknown evaluator {self.evaluator!r}; known: {list(EVALUATORS)}")
+        if self.cluster_method not in cluster_mod.METHODS:
+            raise ValueError(f"unknown clustering method {self.cluster_method!r}; known: {list(cluster_mod.METHODS)}")
+        if self.groups != "auto" and (
+            isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1
+        ):
+            raise ValueError(f"groups must be a positive integer or 'auto', got {self.groups!r}")
+        if self.eval_episodes < 1:
+            raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+
+    def check_for(self, family: TaskFamily) -> None:
+        """Raise ``ValueError`` before any work if this config cannot run on ``family``."""
+        n = family.n_tasks
+        self.ppo.check_for(n, family.episode_length)
+        if self.groups != "auto" and self.groups > n:
+            raise ValueError(f"groups k = {self.groups} exceeds the number of tasks n = {n}")
+        size = self.affinity.size_for(n)
+        m = self.affinity.count_for(n)
+        if m < math.comb(n, size):
+            # m subsets of this size hold at most m * size (size - 1) / 2 pair slots
+            need = self.affinity.min_pair_coverage * n * (n - 1) / 2
+            if m * size * (size - 1) / 2 < need:
+                raise ValueError(
+                    f"{m} subsets of size {size} cannot cover all {n * (n - 1) // 2} task pairs "
+                    f"{self.affinity.min_pair_coverage} times; use at least "
+                    f"{math.ceil(2 * need / (size * (size - 1)))} subsets"
+                )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_FEATURES = {
+    "smoke": FeatureConfig(dim=64, transitions=256, holdout=128),
+    "demo": FeatureConfig(dim=400, transitions=2048, holdout=512),
+    "full": FeatureConfig(dim=400, transitions=2048, holdout=1024),
+}
+
+
+def pipeline_config(budget: str, family: TaskFamily, **overrides: Any) -> PipelineConfig:
+    """The :class:`PipelineConfig` of a named budget for ``family`` (``ppo`` from :func:`budget_config`)."""
+    ppo_config = budget_config(budget, family.name, family.n_tasks)  # raises on an unknown budget
+    fields: dict[str, Any] = {
+        "ppo": ppo_config,
+        "features": _FEATURES[budget],
+        "surrogate": SurrogateConfig(iterations=20 if budget == "smoke" else 50),
+        "eval_episodes": 2 if budget == "smoke" else 8,
+    }
+    fields.update(overrides)
+    return PipelineConfig(**fields)
+
+
+@dataclasses.dataclass
+class Result:
+    """What :func:`policygradex` returns (host-side; arrays are numpy)."""
+
+    family: TaskFamily
+    config: PipelineConfig
+    theta_star: AgentParams
+    features: Features
+    subsets: np.ndarray  # bool [S, N]
+    estimates: np.ndarray  # float [S, N], f(S, i), NaN outside S
+    affinity: np.ndarray  # float [N, N]
+    groups: list[list[int]]
+    per_task_return: np.ndarray | None  # float [N], each task by its group's policy
+    group_params: AgentParams | None
+    timings: dict[str, float]
+    meta_metrics: dict | None = None
+
+
+def estimate(
+    config: PipelineConfig, family: TaskFamily, theta_star: AgentParams, masks, key: PRNGKey
+) -> tuple[Features, np.ndarray, dict[str, float]]:
+    """Features at theta*, then the surrogate estimate f(S, i) for every subset in ``masks`` [S, N].
+
+    Returns ``(features, estimates float [S, N], timings)``.
+    """
+    timings = {}
+    k_feat, k_eval = jax.random.split(key)
+    t0 = time.perf_counter()
+    feats = jax.jit(gradient_features, static_argnums=(0, 1, 2))(
+        config.ppo.network, config.features, family, theta_star, k_feat
+    )
+    jax.block_until_ready(feats)
+    timings["features"] = time.perf_counter() - t0
+    if not bool(jnp.all(jnp.isfinite(feats.x))):
+        raise FloatingPointError("non-finite gradient features at theta*")
+    t0 = time.perf_counter()
+    betas, scales = jax.jit(solve_subsets, static_argnums=(2,))(feats, jnp.asarray(masks), config.surrogate)
+    jax.block_until_ready(betas)
+    timings["solve"] = time.perf_counter() - t0
+    if not bool(jnp.all(jnp.isfinite(betas))):
+        raise FloatingPointError("non-finite surrogate solution")
+    t0 = time.perf_counter()
+    if config.evaluator == "loss":
+        scores = jax.jit(loss_scores)(feats, betas, scales, jnp.asarray(masks))
+    else:
+        scores = _rollout_scores_jit(
+            config.ppo.network,
+            family,
+            config.eval_episodes,
+            config.surrogate.param_block,
+            config.surrogate.subset_batch,
+            theta_star,
+            feats,
+            betas,
+            scales,
+            jnp.asarray(masks),
+            k_eval,
+        )
+    scores = np.asarray(scores)
+    timings["evaluate"] = time.perf_counter() - t0
+    return feats, scores, timings
+
+
+_rollout_scores_jit = jax.jit(
+    lambda net, family, episodes, block, batch, params, feats, betas, scales, masks, key: rollout_scores(
+        params,
+        family,
+        feats,
+        betas,
+        scales,
+        masks,
+        key,
+        network=net,
+        episodes=episodes,
+        param_block=block,
+        subset_batch=batch,
+    ),
+    static_argnums=(0, 1, 2, 3, 4),
+)
+
+
+def policygradex(
+    family: TaskFamily,
+    config: PipelineConfig,
+    key: PRNGKey,
+    *,
+    theta_star: AgentParams | None = None,
+    subsets: np.ndarray | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Result:
+    """Run PolicyGradEx (arXiv:2511.12779, Alg. 1) on ``family``.
+
+    Args:
+        family: the tasks.
+        config: :class:`PipelineConfig` (see :func:`pipeline_config`).
+        key: PRNG key; the subset sample is seeded from it too, so a key fixes the whole run.
+        theta_star: skip meta-training and use this meta-policy.
+        subsets: bool [S, N] to use instead of sampling.
+        progress: called with a stage name as each stage starts (host side).
+
+    Returns:
+        :class:`Result`.
+    """
+    config.check_for(family)
+    n = family.n_tasks
+    say = progress or (lambda stage: None)
+    k_meta, k_est, k_groups, k_sub = jax.random.split(key, 4)
+    if subsets is None:
+        seed = int(jax.random.randint(k_sub, (), 0, 2**31 - 1))
+        subsets = affinity_mod.sample_subsets(seed, n, config.affinity)
+    else:
+        subsets = np.asarray(subsets, bool)
+        ppo.check_mask(subsets, n)
+        affinity_mod.check_coverage(subsets, 1)
+    timings: dict[str, float] = {}
+    meta_metrics = None
+    if theta_star is None:
+        say("meta-train")
+        t0 = time.perf_counter()
+        theta_star, meta_metrics = jax.jit(ppo.train, static_argnums=(0, 1))(
+            config.ppo, family, jnp.ones(n, bool), k_meta
+        )
+        jax.block_until_ready(theta_star)
+        ppo.check_finite(meta_metrics)
+        timings["meta_train"] = time.perf_counter() - t0
+    say("estimate")
+    feats, scores, t_est = estimate(config, family, theta_star, subsets, k_est)
+    timings.update(t_est)
+    say("cluster")
+    t0 = time.perf_counter()
+    u = affinity_mod.affinity(scores, subsets, config.affinity)
+    groups = cluster_mod.cluster(u, config.groups, method=config.cluster_method)
+    timings["affinity_and_cluster"] = time.perf_counter() - t0
+    per_task = group_params = None
+    if config.train_groups:
+        say("train groups")
+        t0 = time.perf_counter()
+        out = train_groups(config.ppo, family, groups, k_groups, episodes=config.eval_episodes)
+        per_task, group_params = out["per_task_return"], out["params"]
+        timings["train_groups"] = time.perf_counter() - t0
+    return Result(
+        family=family,
+        config=config,
+        theta_star=theta_star,
+        features=feats,
+        subsets=subsets,
+        estimates=scores,
+        affinity=u,
+        groups=groups,
+        per_task_return=per_task,
+        group_params=group_params,
+        timings=timings,
+        meta_metrics=meta_metrics,
+    )

@@ -1,0 +1,128 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgx_jax import affinity, cluster, features, surrogate
+from pgx_jax.affinity import AffinityConfig
+from pgx_jax.features import Features
+from pgx_jax.surrogate import SurrogateConfig
+
+
+def _toy_features(key, n=4, m=200, d=8):
+    """Tasks 0,1 share one true direction, tasks 2,3 another; labels follow a logistic model."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    dirs = jax.random.normal(k1, (2, d))
+    x = jax.random.normal(k2, (n, m, d))
+    logits = jnp.einsum("nmd,nd->nm", x, dirs[jnp.array([0, 0, 1, 1])[:n]])
+    y = jnp.where(jax.random.uniform(k3, (n, m)) < jax.nn.sigmoid(logits), 1.0, -1.0)
+    w = jax.random.uniform(k3, (n, m), minval=0.1, maxval=2.0)
+    theta = jnp.ones(50)
+    return Features(x, y, w, x[:, :50], y[:, :50], w[:, :50], theta, jax.random.PRNGKey(7))
+
+
+def test_solve_matches_sklearn_weighted_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    feats = _toy_features(jax.random.PRNGKey(0))
+    mask = jnp.array([True, False, True, False])
+    cfg = SurrogateConfig(l2=1e-2, iterations=100)
+    beta = np.asarray(surrogate.solve(feats, mask, cfg))
+    sel = np.asarray(mask)
+    x = np.asarray(feats.x)[sel].reshape(-1, 8)
+    y = np.asarray(feats.y)[sel].reshape(-1)
+    w = np.asarray(feats.w)[sel].reshape(-1)
+    # sklearn: 0.5 |b|^2 + C sum w log(1 + exp(-y x b)); ours divides the loss by sum(w)
+    ref = LogisticRegression(C=1.0 / (cfg.l2 * w.sum()), fit_intercept=False, tol=1e-10, max_iter=10_000)
+    ref.fit(x, y, sample_weight=w)
+    np.testing.assert_allclose(beta, ref.coef_[0], rtol=1e-3, atol=1e-4)
+
+
+def test_vmapped_solves_equal_per_subset_solves():
+    feats = _toy_features(jax.random.PRNGKey(1))
+    masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0], [1, 1, 1, 1], [0, 1, 1, 1]], bool)
+    cfg = SurrogateConfig(l2=1e-2, iterations=60, subset_batch=2, step_size=None)
+    betas, scales = jax.jit(surrogate.solve_subsets, static_argnums=(2,))(feats, jnp.asarray(masks), cfg)
+    assert betas.shape == (5, 8) and np.allclose(scales, 1.0)
+    for s, mask in enumerate(masks):
+        np.testing.assert_allclose(betas[s], surrogate.solve(feats, jnp.asarray(mask), cfg), rtol=1e-4, atol=1e-5)
+
+
+def test_step_size_rescales_the_update():
+    feats = _toy_features(jax.random.PRNGKey(2))
+    cfg = SurrogateConfig(step_size=0.01, param_block=16)
+    beta = surrogate.solve(feats, jnp.ones(4, bool), cfg)
+    delta, _ = surrogate.update_direction(feats, beta, cfg)
+    assert float(jnp.linalg.norm(delta) / jnp.linalg.norm(feats.theta)) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_projection_is_blockwise_consistent():
+    """project and unproject use the same P, regenerated block by block: <P^T g, b> = <g, P b>."""
+    g = jax.random.normal(jax.random.PRNGKey(3), (5, 37))
+    beta = jax.random.normal(jax.random.PRNGKey(4), (6,))
+    key = jax.random.PRNGKey(5)
+    for block in (4, 16, 64):
+        x = features.project(g, key, 6, block)
+        back = features.unproject(beta, key, 37, block)
+        np.testing.assert_allclose(x @ beta, g @ back, rtol=1e-4, atol=1e-5)
+    # the block size changes which rows are drawn, but the same block size gives the same P
+    np.testing.assert_array_equal(features.project(g, key, 6, 16), features.project(g, key, 6, 16))
+
+
+def _planted_affinity(n_per=3, groups=3, noise=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(groups), n_per)
+    u = np.where(labels[:, None] == labels[None], 1.0, -0.5) + noise * rng.standard_normal((n_per * groups,) * 2)
+    return u, labels
+
+
+@pytest.mark.parametrize("method", ["sdp", "spectral"])
+def test_clusterers_recover_planted_blocks(method):
+    u, labels = _planted_affinity()
+    expected = cluster.labels_to_groups(labels)
+    assert cluster.cluster(u, 3, method=method) == expected
+    assert cluster.cluster(u, "auto", method=method) == expected
+    groups = cluster.cluster(u, 2, method=method)
+    assert sorted(sum(groups, [])) == list(range(9))
+
+
+def test_cluster_bad_input():
+    u, _ = _planted_affinity()
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 9\]"):
+        cluster.cluster(u, 10)
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 9\]"):
+        cluster.cluster(u, 0)
+    with pytest.raises(ValueError, match="unknown clustering method 'kmeans'"):
+        cluster.cluster(u, 2, method="kmeans")
+    assert cluster.cluster(u, 1) == [list(range(9))]
+    assert cluster.cluster(u, 9) == [[i] for i in range(9)]
+
+
+def test_affinity_recovers_planted_structure_from_subset_scores():
+    """f(S, i) = number of i's group-mates in S (plus noise): U must be block structured."""
+    labels = np.repeat(np.arange(3), 3)
+    masks = affinity.sample_subsets(0, 9, AffinityConfig())
+    rng = np.random.default_rng(1)
+    same = labels[None, :] == labels[:, None]
+    f = np.array([[(m & same[i]).sum() - 1 for i in range(9)] for m in masks], float)
+    f = np.where(masks, f + 0.1 * rng.standard_normal(f.shape), np.nan)
+    u = affinity.affinity(f, masks, AffinityConfig())
+    assert np.allclose(u, u.T) and np.allclose(np.diag(u), 0)
+    off = ~np.eye(9, dtype=bool)
+    assert u[same & off].min() > u[~same].max()
+    assert cluster.cluster(u, "auto") == cluster.labels_to_groups(labels)
+
+
+def test_subset_sampling_and_coverage():
+    cfg = AffinityConfig(subset_size=3)
+    masks = affinity.sample_subsets(4, 8, cfg)
+    assert masks.shape == (cfg.count_for(8), 8) and np.all(masks.sum(1) == 3)
+    assert len({m.tobytes() for m in masks}) == len(masks)  # no duplicates
+    assert affinity.pair_coverage(masks)[~np.eye(8, dtype=bool)].min() >= 3
+    np.testing.assert_array_equal(masks, affinity.sample_subsets(4, 8, cfg))  # seeded
+    with pytest.raises(ValueError, match="covered by fewer than 3 subsets"):
+        affinity.sample_subsets(0, 8, AffinityConfig(subsets=5, subset_size=3))
+    with pytest.raises(ValueError, match="subset_size must be >= 2"):
+        AffinityConfig(subset_size=1)
+    with pytest.raises(FloatingPointError, match="non-finite subset score"):
+        affinity.affinity(np.full((3, 3), np.nan), np.ones((3, 3), bool), AffinityConfig())
