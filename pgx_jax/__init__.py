@@ -9,18 +9,52 @@ Public API (each stage a pure function; see the module docstrings):
   :func:`train_chunked` (with host-side progress)
 - evaluation: :func:`evaluate`, :func:`evaluate_metrics`, :func:`random_policy_returns`
 - checkpoints: :func:`save_policy`, :func:`load_policy`
+- PolicyGradEx stages: :func:`gradient_features`, :func:`solve_subsets`, :func:`sample_subsets`,
+  :func:`affinity`, :func:`cluster`, :func:`train_groups`; end to end :func:`policygradex`
 """
 
+import os as _os
+
+# XLA:CPU's concurrency-optimised scheduler deadlocks intermittently on our vmapped PPO
+# programs (jaxlib 0.10.2, measured here: a 3-run vmapped training hung at the first call in
+# 2 of 2 processes with it, 0 hangs in 100 calls without it). The flag only affects the CPU
+# backend and must be set before JAX initialises it, i.e. before the first computation.
+_XLA_FIX = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in _os.environ.get("XLA_FLAGS", ""):
+    _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " " + _XLA_FIX).strip()
+
+from pgx_jax.affinity import AffinityConfig, affinity, sample_subsets
 from pgx_jax.checkpoint import load_policy, save_policy
+from pgx_jax.cluster import cluster
 from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
 from pgx_jax.evaluate import evaluate, evaluate_metrics, random_policy_metrics, random_policy_returns
+from pgx_jax.features import FeatureConfig, Features, gradient_features
+from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams, init_agent
+from pgx_jax.pipeline import PipelineConfig, Result, estimate, pipeline_config, policygradex
 from pgx_jax.ppo import check_finite, train, train_chunked, train_many
+from pgx_jax.surrogate import SurrogateConfig, solve, solve_subsets
 from pgx_jax.tasks import FAMILIES, TaskFamily, TaskState, custom_family, load_tasks_file, make_family
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AffinityConfig",
+    "FeatureConfig",
+    "Features",
+    "PipelineConfig",
+    "Result",
+    "SurrogateConfig",
+    "affinity",
+    "cluster",
+    "estimate",
+    "gradient_features",
+    "pipeline_config",
+    "policygradex",
+    "sample_subsets",
+    "solve",
+    "solve_subsets",
+    "train_groups",
     "AgentParams",
     "BUDGETS",
     "FAMILIES",

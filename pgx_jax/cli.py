@@ -1,4 +1,4 @@
-"""Command-line interface: ``pgx-jax train`` and ``pgx-jax families``.
+"""Command-line interface: ``pgx-jax run``, ``pgx-jax train`` and ``pgx-jax families``.
 
 Every argument is checked before anything is compiled; outputs are written atomically.
 """
@@ -30,6 +30,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--episodes", type=int, default=16, help="evaluation episodes per task (default 16)")
     t.add_argument("--out", default=None, help="output directory (default runs/train-FAMILY)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("run", help="PolicyGradEx end to end: meta-train, estimate, group, train the groups")
+    r.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {sorted(FAMILIES)} (default {DEFAULT_FAMILY})")
+    r.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
+    r.add_argument("--groups", default="auto", help="number of groups k, or 'auto' (default)")
+    r.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
+    r.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
+    r.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
+    r.add_argument("--evaluator", default="rollout", help="rollout (default) or loss")
+    r.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
+    r.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default=None, help="output directory (default runs/run-FAMILY)")
+    r.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sub.add_parser("families", help="list the task families")
     return p
@@ -159,10 +174,155 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _build_run(args):
+    """Validate every ``run`` argument and build (family, PipelineConfig) without compiling."""
+    import dataclasses
+
+    from pgx_jax.affinity import AffinityConfig
+    from pgx_jax.pipeline import pipeline_config
+    from pgx_jax.tasks import make_family
+
+    family = make_family(args.family, tasks_file=args.tasks_file)
+    if args.groups == "auto":
+        groups = "auto"
+    else:
+        try:
+            groups = int(args.groups)
+        except ValueError:
+            raise ValueError(f"--groups must be an integer or 'auto', got {args.groups!r}") from None
+        if not 1 <= groups <= family.n_tasks:
+            raise ValueError(f"--groups {groups} must be in [1, {family.n_tasks}] (the number of tasks) or 'auto'")
+    if args.dim is not None and args.dim < 1:
+        raise ValueError(f"--dim must be >= 1, got {args.dim}")
+    affinity = AffinityConfig(subsets=args.subsets, subset_size=args.subset_size)
+    config = pipeline_config(
+        args.budget, family, groups=groups, evaluator=args.evaluator, cluster_method=args.cluster, affinity=affinity
+    )
+    if args.dim is not None:
+        config = dataclasses.replace(config, features=dataclasses.replace(config.features, dim=args.dim))
+    config.check_for(family)
+    return family, config
+
+
+def _cmd_run(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from pgx_jax import checkpoint, ppo
+    from pgx_jax.pipeline import policygradex
+    from pgx_jax.results import markdown_table, plot_affinity, write_json
+
+    try:
+        family, config = _build_run(args)
+    except ValueError as e:
+        return _fail(str(e))
+    out = args.out or os.path.join("runs", f"run-{family.name}")
+    ckpt = os.path.join(out, "theta_star")
+    theta = None
+    if args.resume:
+        if not os.path.exists(os.path.join(ckpt, "meta.json")):
+            return _fail(f"--resume: no finished theta* checkpoint at {ckpt}")
+        try:
+            theta, _, _ = checkpoint.load_policy(ckpt, family, config.ppo)
+        except ValueError as e:
+            return _fail(f"--resume: {e}")
+    os.makedirs(out, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE))
+    key = jax.random.PRNGKey(args.seed)
+    timings = {}
+    stages = ["meta-train", "estimate", "cluster", "train groups"]
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(stages), desc="pipeline", unit="stage", position=0)
+    if theta is None:
+        t0 = time.perf_counter()
+        steps = config.ppo.num_envs * config.ppo.unroll(family.episode_length)
+        total = config.ppo.num_updates(family.episode_length)
+        inner = None
+        if bar is not None:
+            from tqdm import tqdm
+
+            bar.set_description("meta-train")
+            inner = tqdm(total=total * steps, unit="step", unit_scale=True, desc="  env steps", position=1, leave=False)
+
+        def on_chunk(done, total_updates):
+            if inner is not None:
+                inner.update(done * steps - inner.n)
+
+        k_meta = jax.random.split(key, 4)[0]  # the same key policygradex would use
+        theta, meta_metrics = ppo.train_chunked(
+            config.ppo, family, jnp.ones(family.n_tasks, bool), k_meta, on_chunk=on_chunk
+        )
+        if inner is not None:
+            inner.close()
+        try:
+            ppo.check_finite(meta_metrics)
+        except FloatingPointError as e:
+            return _fail(str(e))
+        checkpoint.save_policy(ckpt, theta, config.ppo, family, seed=args.seed)
+        timings["meta_train"] = time.perf_counter() - t0
+    if bar is not None:
+        bar.update(1)
+
+    def progress(stage):
+        if bar is not None and stage != "estimate":
+            bar.update(1)
+        if bar is not None:
+            bar.set_description(stage)
+
+    try:
+        result = policygradex(family, config, key, theta_star=theta, progress=progress)
+    except (ValueError, FloatingPointError) as e:
+        return _fail(str(e))
+    if bar is not None:
+        bar.update(bar.total - bar.n)
+        bar.close()
+    timings.update(result.timings)
+    names = family.task_names
+    group_of = {i: g for g, members in enumerate(result.groups) for i in members}
+    write_json(
+        os.path.join(out, "result.json"),
+        {
+            "family": family.name,
+            "tasks": list(names),
+            "planted_groups": None if family.groups is None else list(family.groups),
+            "affinity": result.affinity,
+            "groups": result.groups,
+            "group_names": [[names[i] for i in g] for g in result.groups],
+            "per_task_return": dict(zip(names, np.asarray(result.per_task_return).tolist(), strict=True)),
+            "subsets": int(result.subsets.shape[0]),
+            "subset_masks": result.subsets.astype(int),
+            "estimates": result.estimates,
+            "timings": timings,
+            "config": config.to_dict(),
+            "seed": args.seed,
+            "versions": checkpoint.versions(),
+        },
+    )
+    plot_affinity(
+        os.path.join(out, "affinity.png"),
+        result.affinity,
+        result.groups,
+        names,
+        f"{family.name}: affinity ({config.evaluator} evaluator, m={result.subsets.shape[0]})",
+    )
+    rows = [[names[i], group_of[i], float(result.per_task_return[i])] for i in range(family.n_tasks)]
+    print(markdown_table(["task", "group", "return (group policy)"], rows), end="")
+    print("groups: " + "; ".join("{" + ", ".join(names[i] for i in g) + "}" for g in result.groups))
+    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"wrote {out}/result.json, affinity.png, theta_star/")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "families":
         return _cmd_families()
+    if args.command == "run":
+        return _cmd_run(args)
     return _cmd_train(args)
 
 

@@ -114,6 +114,7 @@ def random_policy_returns(family: TaskFamily, task_ids, key: PRNGKey, episodes: 
 EVALUATORS = ("rollout", "loss")
 
 
+@jax.jit
 def loss_scores(features, betas: jax.Array, scales: jax.Array, masks) -> jax.Array:
     """Rollout-free f(S, i): minus the surrogate loss of task i's held-out transitions at c_S beta_S.
 
@@ -145,11 +146,13 @@ def rollout_scores(
     episodes: int = 8,
     param_block: int = 16384,
     subset_batch: int = 16,
+    max_subset_size: int | None = None,
 ) -> jax.Array:
     """f(S, i): mean return on task i of the estimated policy theta_S = theta* + c_S P beta_S.
 
     Every subset is evaluated with the same key (common random numbers: the same initial states),
-    only on its own tasks (padded to the largest subset), ``subset_batch`` subsets at a time.
+    only on its own tasks (padded to ``max_subset_size``, default N), ``subset_batch`` subsets
+    at a time.
 
     Returns:
         float32 [S, N]; NaN where task i is not in subset S.
@@ -158,9 +161,7 @@ def rollout_scores(
 
     masks = jnp.asarray(masks, bool)
     n = family.n_tasks
-    kmax = masks.shape[1]
-    if not isinstance(masks, jax.core.Tracer):
-        kmax = max(1, int(jnp.max(jnp.sum(masks, 1))))
+    kmax = n if max_subset_size is None else max_subset_size
 
     def one(args):
         beta, scale, mask = args

@@ -7,6 +7,7 @@ The many-subset work (solves and evaluation) is one compiled call each.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -126,67 +127,115 @@ class Result:
     meta_metrics: dict | None = None
 
 
+def over_devices(fn: Callable, xs, devices: tuple | None = None):
+    """Run ``fn(xs_chunk) -> pytree with leading [S_chunk]`` with the subset axis split over devices.
+
+    ``xs`` is a pytree whose leaves have a leading subset axis [S]. It is padded (with copies of
+    the first row) to a multiple of the device count, each device gets a contiguous chunk
+    (``jax.shard_map``), and the padding is dropped. With one device this is just ``fn(xs)``.
+    """
+    devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
+    s = jax.tree.leaves(xs)[0].shape[0]
+    if len(devices) == 1:
+        return fn(xs)
+    from jax.sharding import Mesh, PartitionSpec
+
+    pad = (-s) % len(devices)
+    if pad:
+        xs = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, 0)]), xs)
+    mesh = Mesh(np.asarray(devices), ("subsets",))
+    spec = PartitionSpec("subsets")
+    out = jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(xs)
+    return jax.tree.map(lambda x: x[:s], out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _features(net, cfg, family, params, key):
+    return gradient_features(net, cfg, family, params, key)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "devices"))
+def _solve(feats, masks, *, cfg, devices):
+    return over_devices(lambda m: solve_subsets(feats, m, cfg), masks, devices)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "block", "batch", "kmax", "devices"))
+def _rollout(params, feats, betas, scales, masks, key, *, net, family, episodes, block, batch, kmax, devices):
+    def score(args):
+        b, c, m = args
+        return rollout_scores(
+            params,
+            family,
+            feats,
+            b,
+            c,
+            m,
+            key,
+            network=net,
+            episodes=episodes,
+            param_block=block,
+            subset_batch=batch,
+            max_subset_size=kmax,
+        )
+
+    return over_devices(score, (betas, scales, masks), devices)
+
+
 def estimate(
-    config: PipelineConfig, family: TaskFamily, theta_star: AgentParams, masks, key: PRNGKey
+    config: PipelineConfig,
+    family: TaskFamily,
+    theta_star: AgentParams,
+    masks,
+    key: PRNGKey,
+    *,
+    devices=None,
 ) -> tuple[Features, np.ndarray, dict[str, float]]:
     """Features at theta*, then the surrogate estimate f(S, i) for every subset in ``masks`` [S, N].
 
-    Returns ``(features, estimates float [S, N], timings)``.
+    Three compiled calls (features, all solves, all evaluations), whatever the number of subsets.
+    The subset axis of the solves and evaluations is split over ``devices`` (default: all local
+    devices), so an 8-GPU host handles an eighth of the subsets on each GPU.
+
+    Returns ``(features, estimates float [S, N] with NaN outside each subset, timings)``.
     """
+    devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     timings = {}
     k_feat, k_eval = jax.random.split(key)
     t0 = time.perf_counter()
-    feats = jax.jit(gradient_features, static_argnums=(0, 1, 2))(
-        config.ppo.network, config.features, family, theta_star, k_feat
-    )
+    feats = _features(config.ppo.network, config.features, family, theta_star, k_feat)
     jax.block_until_ready(feats)
     timings["features"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(feats.x))):
         raise FloatingPointError("non-finite gradient features at theta*")
+    masks = jnp.asarray(masks, bool)
     t0 = time.perf_counter()
-    betas, scales = jax.jit(solve_subsets, static_argnums=(2,))(feats, jnp.asarray(masks), config.surrogate)
+    betas, scales = _solve(feats, masks, cfg=config.surrogate, devices=devices)
     jax.block_until_ready(betas)
     timings["solve"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(betas))):
         raise FloatingPointError("non-finite surrogate solution")
     t0 = time.perf_counter()
     if config.evaluator == "loss":
-        scores = jax.jit(loss_scores)(feats, betas, scales, jnp.asarray(masks))
+        scores = loss_scores(feats, betas, scales, masks)
     else:
-        scores = _rollout_scores_jit(
-            config.ppo.network,
-            family,
-            config.eval_episodes,
-            config.surrogate.param_block,
-            config.surrogate.subset_batch,
+        scores = _rollout(
             theta_star,
             feats,
             betas,
             scales,
-            jnp.asarray(masks),
+            masks,
             k_eval,
+            net=config.ppo.network,
+            family=family,
+            episodes=config.eval_episodes,
+            block=config.surrogate.param_block,
+            batch=config.surrogate.subset_batch,
+            kmax=int(jnp.max(jnp.sum(masks, 1))),
+            devices=devices,
         )
     scores = np.asarray(scores)
     timings["evaluate"] = time.perf_counter() - t0
     return feats, scores, timings
-
-
-_rollout_scores_jit = jax.jit(
-    lambda net, family, episodes, block, batch, params, feats, betas, scales, masks, key: rollout_scores(
-        params,
-        family,
-        feats,
-        betas,
-        scales,
-        masks,
-        key,
-        network=net,
-        episodes=episodes,
-        param_block=block,
-        subset_batch=batch,
-    ),
-    static_argnums=(0, 1, 2, 3, 4),
-)
 
 
 def policygradex(

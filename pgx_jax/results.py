@@ -86,3 +86,29 @@ def plot_learning_curves(path: str | os.PathLike, steps: np.ndarray, returns: np
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_affinity(path: str | os.PathLike, u: np.ndarray, groups, names, title: str) -> None:
+    """Heatmap of the affinity ``u`` [N, N], rows and columns ordered by group, borders drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = [i for g in groups for i in g]
+    v = np.asarray(u)[np.ix_(order, order)]
+    n = len(order)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * n, 0.8 + 0.45 * n))
+    lim = float(np.max(np.abs(v))) or 1.0
+    im = ax.imshow(v, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(n), [names[i] for i in order], rotation=90, fontsize=8)
+    ax.set_yticks(range(n), [names[i] for i in order], fontsize=8)
+    edge = -0.5
+    for g in groups:
+        ax.add_patch(plt.Rectangle((edge, edge), len(g), len(g), fill=False, lw=2, ec="black"))
+        edge += len(g)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="affinity U[i, j]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

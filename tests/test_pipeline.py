@@ -1,0 +1,113 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from pgx_jax.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "reacher"
+    argv = ["run", "--budget", "smoke", "--groups", "3", "--out", str(out), "--no-progress", "--seed", "3"]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_run_smoke_outputs(smoke_run, reacher):
+    out, _ = smoke_run
+    r = json.loads((out / "result.json").read_text())
+    for key in ("family", "tasks", "affinity", "groups", "per_task_return", "subsets", "timings", "config", "versions"):
+        assert key in r, key
+    n = reacher.n_tasks
+    assert r["family"] == "reacher-goals" and r["tasks"] == list(reacher.task_names)
+    u = np.asarray(r["affinity"], float)
+    assert u.shape == (n, n) and np.all(np.isfinite(u)) and np.allclose(u, u.T)
+    groups = r["groups"]
+    assert len(groups) == 3 and sorted(sum(groups, [])) == list(range(n))  # a partition
+    assert set(r["per_task_return"]) == set(reacher.task_names)
+    masks = np.asarray(r["subset_masks"], bool)
+    assert masks.shape == (r["subsets"], n)
+    cov = masks.T.astype(int) @ masks.astype(int)
+    assert cov[~np.eye(n, dtype=bool)].min() >= 1  # every pair covered
+    est = np.asarray([[np.nan if v is None else v for v in row] for row in r["estimates"]])
+    assert np.all(np.isfinite(est[masks])) and np.all(np.isnan(est[~masks]))
+    for stage in ("meta_train", "features", "solve", "evaluate", "train_groups"):
+        assert r["timings"][stage] > 0
+    assert (out / "affinity.png").stat().st_size > 1000
+    assert (out / "theta_star" / "meta.json").exists()
+
+
+def test_resume_is_deterministic(smoke_run):
+    """Same seed, theta* reused from the checkpoint: identical affinity and groups."""
+    out, argv = smoke_run
+    first = json.loads((out / "result.json").read_text())
+    assert main(argv + ["--resume"]) == 0
+    second = json.loads((out / "result.json").read_text())
+    assert second["affinity"] == first["affinity"] and second["groups"] == first["groups"]
+    assert "meta_train" not in second["timings"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--groups", "10"], "--groups 10 must be in [1, 9]"),
+        (["--groups", "0"], "--groups 0 must be in [1, 9]"),
+        (["--groups", "many"], "--groups must be an integer or 'auto'"),
+        (["--subsets", "3"], "cannot cover all 36 task pairs"),
+        (["--dim", "0"], "--dim must be >= 1"),
+        (["--evaluator", "oracle"], "unknown evaluator 'oracle'"),
+        (["--cluster", "kmeans"], "unknown clustering method 'kmeans'"),
+        (["--resume"], "no finished theta* checkpoint"),
+    ],
+)
+def test_run_bad_input_fails_before_training(extra, message, tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["run", "--budget", "smoke", "--out", str(out)] + extra) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+SHARDED = textwrap.dedent(
+    """
+    import sys, warnings, dataclasses
+    warnings.filterwarnings("ignore")
+    sys.path.insert(0, {tests!r})
+    import jax, jax.numpy as jnp, numpy as np
+    from brax import envs
+    from conftest import _push_reward
+    from pgx_jax.tasks import custom_family
+    from pgx_jax.config import PPOConfig
+    from pgx_jax.features import FeatureConfig
+    from pgx_jax.networks import init_agent
+    from pgx_jax.pipeline import PipelineConfig, estimate
+    from pgx_jax.affinity import sample_subsets, AffinityConfig
+    assert len(jax.local_devices()) == 4, jax.local_devices()
+    fam = custom_family("fast-push", envs.get_environment("fast"), {{"w": jnp.array([1.0, -1.0, 1.0, -1.0])}},
+                        _push_reward, episode_length=10)
+    params = init_agent(PPOConfig(total_env_steps=1).network, fam.obs_size, fam.action_size, jax.random.PRNGKey(0))
+    masks = sample_subsets(0, 4, AffinityConfig(subset_size=2, min_pair_coverage=1))  # 6 subsets: padded to 8
+    for ev in ("loss", "rollout"):
+        cfg = PipelineConfig(ppo=PPOConfig(total_env_steps=80, num_envs=8),
+                             features=FeatureConfig(dim=16, transitions=60, holdout=20), evaluator=ev, eval_episodes=2)
+        _, sharded, _ = estimate(cfg, fam, params, masks, jax.random.PRNGKey(1))
+        _, single, _ = estimate(cfg, fam, params, masks, jax.random.PRNGKey(1), devices=jax.local_devices()[:1])
+        np.testing.assert_allclose(sharded, single, rtol=1e-4, atol=1e-5, equal_nan=True)
+        assert np.isfinite(sharded[masks]).all()
+        print(ev, "ok")
+    """
+)
+
+
+def test_sharded_estimates_equal_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    script = SHARDED.format(tests=os.path.join(ROOT, "tests"))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loss ok" in proc.stdout and "rollout ok" in proc.stdout
