@@ -10,7 +10,7 @@ Public API (each stage a pure function; see the module docstrings):
 - evaluation: :func:`evaluate`, :func:`evaluate_metrics`, :func:`random_policy_returns`
 - checkpoints: :func:`save_policy`, :func:`load_policy`
 - PolicyGradEx stages: :func:`gradient_features`, :func:`solve_subsets`, :func:`sample_subsets`,
-  :func:`affinity`, :func:`cluster`, :func:`train_groups`; end to end :func:`policygradex`
+  :func:`affinity_matrix`, :func:`cluster_tasks`, :func:`train_groups`; end to end :func:`policygradex`
 """
 
 import os as _os
@@ -23,9 +23,9 @@ _XLA_FIX = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 if "xla_cpu_enable_concurrency_optimized_scheduler" not in _os.environ.get("XLA_FLAGS", ""):
     _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " " + _XLA_FIX).strip()
 
-from pgx_jax.affinity import AffinityConfig, affinity, sample_subsets
+from pgx_jax.affinity import AffinityConfig, affinity_matrix, sample_subsets
 from pgx_jax.checkpoint import load_policy, save_policy
-from pgx_jax.cluster import cluster
+from pgx_jax.cluster import cluster_tasks
 from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
 from pgx_jax.evaluate import evaluate, evaluate_metrics, random_policy_metrics, random_policy_returns
 from pgx_jax.features import FeatureConfig, Features, gradient_features
@@ -45,8 +45,8 @@ __all__ = [
     "PipelineConfig",
     "Result",
     "SurrogateConfig",
-    "affinity",
-    "cluster",
+    "affinity_matrix",
+    "cluster_tasks",
     "estimate",
     "gradient_features",
     "pipeline_config",

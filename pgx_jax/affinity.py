@@ -123,7 +123,7 @@ def sample_subsets(seed: int, n: int, cfg: AffinityConfig) -> np.ndarray:
     return masks
 
 
-def affinity(scores: np.ndarray, masks: np.ndarray, cfg: AffinityConfig) -> np.ndarray:
+def affinity_matrix(scores: np.ndarray, masks: np.ndarray, cfg: AffinityConfig) -> np.ndarray:
     """The n x n task-affinity matrix from subset scores.
 
     Args:

@@ -93,7 +93,7 @@ def _silhouette(u: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(d, labels, metric="precomputed"))
 
 
-def cluster(u, k: int | str = "auto", *, method: str = "sdp", max_k: int = 8, seed: int = 0) -> list[list[int]]:
+def cluster_tasks(u, k: int | str = "auto", *, method: str = "sdp", max_k: int = 8, seed: int = 0) -> list[list[int]]:
     """Group tasks so that intra-group affinity is high.
 
     Args:

@@ -287,8 +287,8 @@ def policygradex(
     timings.update(t_est)
     say("cluster")
     t0 = time.perf_counter()
-    u = affinity_mod.affinity(scores, subsets, config.affinity)
-    groups = cluster_mod.cluster(u, config.groups, method=config.cluster_method)
+    u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)
+    groups = cluster_mod.cluster_tasks(u, config.groups, method=config.cluster_method)
     timings["affinity_and_cluster"] = time.perf_counter() - t0
     per_task = group_params = None
     if config.train_groups:

@@ -80,22 +80,22 @@ def _planted_affinity(n_per=3, groups=3, noise=0.1, seed=0):
 def test_clusterers_recover_planted_blocks(method):
     u, labels = _planted_affinity()
     expected = cluster.labels_to_groups(labels)
-    assert cluster.cluster(u, 3, method=method) == expected
-    assert cluster.cluster(u, "auto", method=method) == expected
-    groups = cluster.cluster(u, 2, method=method)
+    assert cluster.cluster_tasks(u, 3, method=method) == expected
+    assert cluster.cluster_tasks(u, "auto", method=method) == expected
+    groups = cluster.cluster_tasks(u, 2, method=method)
     assert sorted(sum(groups, [])) == list(range(9))
 
 
 def test_cluster_bad_input():
     u, _ = _planted_affinity()
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 9\]"):
-        cluster.cluster(u, 10)
+        cluster.cluster_tasks(u, 10)
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 9\]"):
-        cluster.cluster(u, 0)
+        cluster.cluster_tasks(u, 0)
     with pytest.raises(ValueError, match="unknown clustering method 'kmeans'"):
-        cluster.cluster(u, 2, method="kmeans")
-    assert cluster.cluster(u, 1) == [list(range(9))]
-    assert cluster.cluster(u, 9) == [[i] for i in range(9)]
+        cluster.cluster_tasks(u, 2, method="kmeans")
+    assert cluster.cluster_tasks(u, 1) == [list(range(9))]
+    assert cluster.cluster_tasks(u, 9) == [[i] for i in range(9)]
 
 
 def test_affinity_recovers_planted_structure_from_subset_scores():
@@ -106,11 +106,11 @@ def test_affinity_recovers_planted_structure_from_subset_scores():
     same = labels[None, :] == labels[:, None]
     f = np.array([[(m & same[i]).sum() - 1 for i in range(9)] for m in masks], float)
     f = np.where(masks, f + 0.1 * rng.standard_normal(f.shape), np.nan)
-    u = affinity.affinity(f, masks, AffinityConfig())
+    u = affinity.affinity_matrix(f, masks, AffinityConfig())
     assert np.allclose(u, u.T) and np.allclose(np.diag(u), 0)
     off = ~np.eye(9, dtype=bool)
     assert u[same & off].min() > u[~same].max()
-    assert cluster.cluster(u, "auto") == cluster.labels_to_groups(labels)
+    assert cluster.cluster_tasks(u, "auto") == cluster.labels_to_groups(labels)
 
 
 def test_subset_sampling_and_coverage():
@@ -125,4 +125,4 @@ def test_subset_sampling_and_coverage():
     with pytest.raises(ValueError, match="subset_size must be >= 2"):
         AffinityConfig(subset_size=1)
     with pytest.raises(FloatingPointError, match="non-finite subset score"):
-        affinity.affinity(np.full((3, 3), np.nan), np.ones((3, 3), bool), AffinityConfig())
+        affinity.affinity_matrix(np.full((3, 3), np.nan), np.ones((3, 3), bool), AffinityConfig())
