@@ -115,19 +115,24 @@ EVALUATORS = ("rollout", "loss")
 
 
 @jax.jit
-def loss_scores(features, betas: jax.Array, scales: jax.Array, masks) -> jax.Array:
-    """Rollout-free f(S, i): minus the surrogate loss of task i's held-out transitions at c_S beta_S.
+def loss_scores(features, betas: jax.Array, masks) -> jax.Array:
+    """Rollout-free f(S, i): minus the surrogate loss of task i's held-out transitions under beta_S.
+
+    The loss-based score of the predecessors: how well the logistic model fitted on the subset's
+    transitions predicts the advantage signs of task i's held-out transitions. It uses beta_S as
+    solved (the rescaling to ``step_size`` is for the parameter update; at a 1% step the scaled
+    model's margins are tiny and the score only measures first-order alignment, which separated
+    the planted reacher regions worse: see ``FeatureConfig.params``).
 
     Args:
         features: :class:`pgx_jax.features.Features`.
-        betas: float32 [S, D]; scales: float32 [S] (from ``surrogate.solve_subsets``).
+        betas: float32 [S, D] (from ``surrogate.solve_subsets``).
         masks: bool [S, N].
 
     Returns:
         float32 [S, N]; NaN where task i is not in subset S. Higher is better.
     """
-    b = betas * scales[:, None]  # [S, D]
-    margins = features.y_hold[None] * jnp.einsum("nhd,sd->snh", features.x_hold, b)  # [S, N, H]
+    margins = features.y_hold[None] * jnp.einsum("nhd,sd->snh", features.x_hold, betas)  # [S, N, H]
     w = features.w_hold[None]
     loss = jnp.sum(w * jax.nn.softplus(-margins), -1) / jnp.maximum(jnp.sum(w, -1), 1e-12)
     return jnp.where(jnp.asarray(masks, bool), -loss, jnp.nan)
@@ -157,7 +162,7 @@ def rollout_scores(
     Returns:
         float32 [S, N]; NaN where task i is not in subset S.
     """
-    from pgx_jax.features import unproject, with_actor
+    from pgx_jax.features import with_actor
 
     masks = jnp.asarray(masks, bool)
     n = family.n_tasks
@@ -165,7 +170,7 @@ def rollout_scores(
 
     def one(args):
         beta, scale, mask = args
-        delta = unproject(beta, features.key, features.theta.shape[0], param_block) * scale
+        delta = features.delta(beta, param_block) * scale
         p = with_actor(params, features.theta + delta)
         idx = jnp.nonzero(mask, size=kmax, fill_value=0)[0]
         ret = evaluate(p, family, idx, key, episodes, network=network)

@@ -34,6 +34,9 @@ from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey, PyTree
 
 
+PARAM_SETS = ("body", "all")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FeatureConfig:
     """How gradient features are collected and projected.
@@ -45,7 +48,13 @@ class FeatureConfig:
         sample_chunk: transitions per per-sample-gradient batch (memory: chunk x P floats).
         param_block: rows of P generated at once (memory: block x D floats).
         discount, gae_lambda: advantage estimation at theta*.
-        deterministic_features: never used for sampling; actions are sampled from pi_theta*.
+        params: which actor parameters the gradients (and so the updates theta_S - theta*)
+            cover: ``"all"`` (default) every actor parameter, including the log std and the
+            first-layer rows fed by the task one-hot; ``"body"`` every weight of the mean network
+            except those task-id rows (the predecessors take only the main body's parameters).
+            On reacher-goals (one subset sample, k = 3) ``"all"`` separated the planted regions
+            better with the ``loss`` evaluator (intra-minus-inter affinity 0.28 vs 0.08 at the
+            demo theta*, 0.45 vs 0.37 at a 1M-step theta*).
     """
 
     dim: int = 400
@@ -55,8 +64,11 @@ class FeatureConfig:
     param_block: int = 16384
     discount: float = 0.99
     gae_lambda: float = 0.95
+    params: str = "all"
 
     def __post_init__(self):
+        if self.params not in PARAM_SETS:
+            raise ValueError(f"unknown parameter set {self.params!r}; known: {list(PARAM_SETS)}")
         for name in ("dim", "transitions", "sample_chunk", "param_block"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -78,6 +90,8 @@ class Features:
         w: float32 [N, M] weights |A|.
         x_hold, y_hold, w_hold: the same for H held-out transitions per task ([N, H, D], [N, H]).
         theta: float32 [P] flattened actor parameters theta*.
+        param_mask: float32 [P], 1 on the parameters the gradients cover (``FeatureConfig.params``),
+            0 elsewhere; updates are masked the same way.
         key: the projection key (P is regenerated from it).
     """
 
@@ -88,7 +102,12 @@ class Features:
     y_hold: jax.Array
     w_hold: jax.Array
     theta: jax.Array
+    param_mask: jax.Array
     key: PRNGKey
+
+    def delta(self, beta: jax.Array, block: int = 16384) -> jax.Array:
+        """The parameter update ``mask * (P beta)``: beta [D] -> float32 [P]."""
+        return unproject(beta, self.key, self.theta.shape[0], block) * self.param_mask
 
 
 def _blocks(num_params: int, block: int) -> int:
@@ -126,6 +145,27 @@ def flat_actor(params: AgentParams):
     return ravel_pytree(params.actor)
 
 
+def param_mask(params: AgentParams, n_tasks: int, which: str = "body") -> jax.Array:
+    """float32 [P] over the flattened actor parameters: 1 where ``which`` includes the parameter.
+
+    ``"body"`` drops the log std and the first-layer kernel rows fed by the task one-hot (the
+    last ``n_tasks`` inputs); ``"all"`` keeps everything.
+    """
+    if which not in PARAM_SETS:
+        raise ValueError(f"unknown parameter set {which!r}; known: {list(PARAM_SETS)}")
+    ones = jax.tree.map(jnp.ones_like, params.actor)
+    if which == "body":
+        inner = dict(ones["params"])
+        inner["log_std"] = jnp.zeros_like(inner["log_std"])
+        mlp = dict(inner["MLP_0"])
+        first = dict(mlp["Dense_0"])
+        first["kernel"] = first["kernel"].at[-n_tasks:].set(0.0)
+        mlp["Dense_0"] = first
+        inner["MLP_0"] = mlp
+        ones = {**ones, "params": inner}
+    return ravel_pytree(ones)[0]
+
+
 def with_actor(params: AgentParams, theta: jax.Array) -> AgentParams:
     """``params`` with the actor replaced by the flattened ``theta`` [P]."""
     _, unravel = flat_actor(params)
@@ -144,8 +184,18 @@ def log_prob_fn(net: NetworkConfig, family: TaskFamily, params: AgentParams):
     return f
 
 
-def collect(net: NetworkConfig, cfg: FeatureConfig, family: TaskFamily, params: AgentParams, key: PRNGKey) -> PyTree:
+def collect(
+    net: NetworkConfig,
+    cfg: FeatureConfig,
+    family: TaskFamily,
+    params: AgentParams,
+    key: PRNGKey,
+    reward_scale: float = 1.0,
+) -> PyTree:
     """Roll out pi_theta* on every task and estimate advantages with the critic at theta*.
+
+    ``reward_scale`` must be the one the critic was trained with (``PPOConfig.reward_scale``):
+    the advantages are computed on rewards scaled the same way.
 
     Returns:
         dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K] with
@@ -161,7 +211,7 @@ def collect(net: NetworkConfig, cfg: FeatureConfig, family: TaskFamily, params: 
     critic = lambda o: networks.value_apply(net, params.critic, networks.normalize(params.normalizer, o, n))  # noqa: E731
     values = critic(traj.obs)
     bootstrap = critic(traj.next_obs[-1])
-    adv, _ = gae(traj.reward, values, bootstrap, traj.terminal, discount=cfg.discount, lam=cfg.gae_lambda)
+    adv, _ = gae(traj.reward * reward_scale, values, bootstrap, traj.terminal, discount=cfg.discount, lam=cfg.gae_lambda)
     adv = adv * traj.valid  # steps after a termination carry no signal
 
     def per_task(x):  # [T, E, ...] -> [N, T * episodes, ...]
@@ -175,18 +225,24 @@ def collect(net: NetworkConfig, cfg: FeatureConfig, family: TaskFamily, params: 
 
 
 def gradient_features(
-    net: NetworkConfig, cfg: FeatureConfig, family: TaskFamily, params: AgentParams, key: PRNGKey
+    net: NetworkConfig,
+    cfg: FeatureConfig,
+    family: TaskFamily,
+    params: AgentParams,
+    key: PRNGKey,
+    reward_scale: float = 1.0,
 ) -> Features:
     """Projected per-transition gradients of log pi at theta*, labels and weights, every task.
 
-    Pure and jittable (``net``, ``cfg`` and ``family`` static).
+    Pure and jittable (``net``, ``cfg`` and ``family`` static). ``reward_scale``: as in :func:`collect`.
 
     Returns:
         :class:`Features` with ``x`` [N, M, D] (M = ``cfg.transitions``) and hold-out [N, H, D].
     """
     k_collect, k_proj = jax.random.split(key)
-    data = collect(net, cfg, family, params, k_collect)
+    data = collect(net, cfg, family, params, k_collect, reward_scale)
     theta, _ = flat_actor(params)
+    mask = param_mask(params, family.n_tasks, cfg.params)
     logp = log_prob_fn(net, family, params)
     grad_one = jax.grad(logp)
     n, k = data["advantage"].shape
@@ -201,7 +257,7 @@ def gradient_features(
 
     def featurize(batch):
         obs, act = batch
-        g = jax.vmap(grad_one, in_axes=(None, 0, 0))(theta, obs, act)  # [chunk, P]
+        g = jax.vmap(grad_one, in_axes=(None, 0, 0))(theta, obs, act) * mask  # [chunk, P]
         return project(g, k_proj, cfg.dim, cfg.param_block)
 
     x = jax.lax.map(featurize, (obs_c, act_c)).reshape(nchunks * chunk, cfg.dim)[:total].reshape(n, k, cfg.dim)
@@ -209,4 +265,4 @@ def gradient_features(
     y = jnp.where(adv >= 0, 1.0, -1.0)
     w = jnp.abs(adv)
     m = cfg.transitions
-    return Features(x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, k_proj)
+    return Features(x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, mask, k_proj)

@@ -149,14 +149,14 @@ def over_devices(fn: Callable, xs, devices: tuple | None = None):
     return jax.tree.map(lambda x: x[:s], out)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _features(net, cfg, family, params, key):
-    return gradient_features(net, cfg, family, params, key)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 5))
+def _features(net, cfg, family, params, key, reward_scale=1.0):
+    return gradient_features(net, cfg, family, params, key, reward_scale)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "devices"))
-def _solve(feats, masks, *, cfg, devices):
-    return over_devices(lambda m: solve_subsets(feats, m, cfg), masks, devices)
+@functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices"))
+def _solve(feats, masks, *, cfg, kmax, devices):
+    return over_devices(lambda m: solve_subsets(feats, m, cfg, kmax), masks, devices)
 
 
 @functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "block", "batch", "kmax", "devices"))
@@ -202,21 +202,22 @@ def estimate(
     timings = {}
     k_feat, k_eval = jax.random.split(key)
     t0 = time.perf_counter()
-    feats = _features(config.ppo.network, config.features, family, theta_star, k_feat)
+    feats = _features(config.ppo.network, config.features, family, theta_star, k_feat, config.ppo.reward_scale)
     jax.block_until_ready(feats)
     timings["features"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(feats.x))):
         raise FloatingPointError("non-finite gradient features at theta*")
     masks = jnp.asarray(masks, bool)
+    kmax = int(jnp.max(jnp.sum(masks, 1)))
     t0 = time.perf_counter()
-    betas, scales = _solve(feats, masks, cfg=config.surrogate, devices=devices)
+    betas, scales = _solve(feats, masks, cfg=config.surrogate, kmax=kmax, devices=devices)
     jax.block_until_ready(betas)
     timings["solve"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(betas))):
         raise FloatingPointError("non-finite surrogate solution")
     t0 = time.perf_counter()
     if config.evaluator == "loss":
-        scores = loss_scores(feats, betas, scales, masks)
+        scores = loss_scores(feats, betas, masks)
     else:
         scores = _rollout(
             theta_star,
@@ -230,7 +231,7 @@ def estimate(
             episodes=config.eval_episodes,
             block=config.surrogate.param_block,
             batch=config.surrogate.subset_batch,
-            kmax=int(jnp.max(jnp.sum(masks, 1))),
+            kmax=kmax,
             devices=devices,
         )
     scores = np.asarray(scores)

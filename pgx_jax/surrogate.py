@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pgx_jax.features import Features, unproject
+from pgx_jax.features import Features
 from pgx_jax.types import TaskMask
 
 
@@ -66,15 +66,20 @@ def weighted_logistic_loss(beta, x, y, w, l2):
     return jnp.sum(w * jax.nn.softplus(-margins)) / jnp.maximum(jnp.sum(w), 1e-12) + 0.5 * l2 * beta @ beta
 
 
-def solve(features: Features, mask: TaskMask, cfg: SurrogateConfig) -> jax.Array:
+def solve(features: Features, mask: TaskMask, cfg: SurrogateConfig, max_subset_size: int | None = None) -> jax.Array:
     """beta [D] minimising the surrogate loss on the training transitions of the tasks in ``mask``.
 
-    Pure, jittable, vmappable over ``mask`` (bool [N]).
+    Pure, jittable, vmappable over ``mask`` (bool [N]). With ``max_subset_size`` K (static, at
+    least the mask's size) only the K gathered tasks' transitions enter the loss, so a solve
+    costs K/N of a full pass.
     """
     n, m, d = features.x.shape
-    x = features.x.reshape(n * m, d)
-    y = features.y.reshape(n * m)
-    w = (features.w * mask[:, None].astype(features.w.dtype)).reshape(n * m)
+    k = n if max_subset_size is None else max_subset_size
+    idx = jnp.nonzero(mask, size=k, fill_value=0)[0]  # the tasks of the subset, padded
+    keep = (jnp.arange(k) < jnp.sum(mask)).astype(features.w.dtype)
+    x = features.x[idx].reshape(k * m, d)
+    y = features.y[idx].reshape(k * m)
+    w = (features.w[idx] * keep[:, None]).reshape(k * m)
     loss = lambda b: weighted_logistic_loss(b, x, y, w, cfg.l2)  # noqa: E731
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(loss)
@@ -92,19 +97,20 @@ def solve(features: Features, mask: TaskMask, cfg: SurrogateConfig) -> jax.Array
 
 def update_direction(features: Features, beta: jax.Array, cfg: SurrogateConfig):
     """(delta theta float32 [P], scale c): the parameter update P beta, rescaled to ``step_size``."""
-    delta = unproject(beta, features.key, features.theta.shape[0], cfg.param_block)
+    delta = features.delta(beta, cfg.param_block)
     if cfg.step_size is None:
         return delta, jnp.ones(())
     scale = cfg.step_size * jnp.linalg.norm(features.theta) / jnp.maximum(jnp.linalg.norm(delta), 1e-12)
     return delta * scale, scale
 
 
-def solve_subsets(features: Features, masks, cfg: SurrogateConfig):
+def solve_subsets(features: Features, masks, cfg: SurrogateConfig, max_subset_size: int | None = None):
     """Solve every subset in one call.
 
     Args:
         features: gradient features of all N tasks.
         masks: bool [S, N].
+        max_subset_size: static bound K on the subset sizes (default N); see :func:`solve`.
 
     Returns:
         ``(betas float32 [S, D], scales float32 [S])``: the solution and the rescaling c of each
@@ -112,7 +118,7 @@ def solve_subsets(features: Features, masks, cfg: SurrogateConfig):
     """
 
     def one(mask):
-        beta = solve(features, mask, cfg)
+        beta = solve(features, mask, cfg, max_subset_size)
         _, scale = update_direction(features, beta, cfg)
         return beta, scale
 
