@@ -33,7 +33,6 @@ from pgx_jax.rollout import reset_envs, unroll
 from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey, PyTree
 
-
 PARAM_SETS = ("body", "all")
 
 
@@ -211,7 +210,9 @@ def collect(
     critic = lambda o: networks.value_apply(net, params.critic, networks.normalize(params.normalizer, o, n))  # noqa: E731
     values = critic(traj.obs)
     bootstrap = critic(traj.next_obs[-1])
-    adv, _ = gae(traj.reward * reward_scale, values, bootstrap, traj.terminal, discount=cfg.discount, lam=cfg.gae_lambda)
+    adv, _ = gae(
+        traj.reward * reward_scale, values, bootstrap, traj.terminal, discount=cfg.discount, lam=cfg.gae_lambda
+    )
     adv = adv * traj.valid  # steps after a termination carry no signal
 
     def per_task(x):  # [T, E, ...] -> [N, T * episodes, ...]
