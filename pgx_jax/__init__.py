@@ -27,7 +27,14 @@ from pgx_jax.affinity import AffinityConfig, affinity_matrix, sample_subsets
 from pgx_jax.checkpoint import load_policy, save_policy
 from pgx_jax.cluster import cluster_tasks
 from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
-from pgx_jax.evaluate import evaluate, evaluate_metrics, random_policy_metrics, random_policy_returns
+from pgx_jax.evaluate import (
+    evaluate,
+    evaluate_metrics,
+    loss_scores,
+    random_policy_metrics,
+    random_policy_returns,
+    rollout_scores,
+)
 from pgx_jax.features import FeatureConfig, Features, gradient_features
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams, init_agent
@@ -49,6 +56,8 @@ __all__ = [
     "cluster_tasks",
     "estimate",
     "gradient_features",
+    "loss_scores",
+    "rollout_scores",
     "pipeline_config",
     "policygradex",
     "sample_subsets",

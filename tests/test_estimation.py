@@ -48,6 +48,51 @@ def test_vmapped_solves_equal_per_subset_solves():
         np.testing.assert_allclose(betas[s], surrogate.solve(feats, jnp.asarray(mask), cfg), rtol=1e-4, atol=1e-5)
 
 
+def test_gathered_subset_solve_equals_masked_full_solve():
+    """Solving over the K gathered tasks (padding weighted 0) gives the full masked solve."""
+    feats = _toy_features(jax.random.PRNGKey(3))
+    masks = jnp.array([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 0]], bool)
+    cfg = SurrogateConfig(l2=1e-2, iterations=60, step_size=None)
+    full, _ = surrogate.solve_subsets(feats, masks, cfg)
+    gathered, _ = surrogate.solve_subsets(feats, masks, cfg, max_subset_size=3)
+    np.testing.assert_allclose(gathered, full, rtol=1e-4, atol=1e-5)
+
+
+def test_loss_scores_favour_tasks_sharing_the_subsets_direction():
+    """Toy tasks 0,1 share a direction, 2,3 another: a model fitted on {0, 2} vs {0, 1} must
+    predict task 1's held-out labels better in the second case, and zero beta scores log 2."""
+    from pgx_jax.evaluate import loss_scores
+
+    feats = _toy_features(jax.random.PRNGKey(4), m=400)
+    masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 0]], bool)
+    betas, _ = surrogate.solve_subsets(feats, masks, SurrogateConfig(l2=1e-2, iterations=60, step_size=None))
+    f = np.asarray(loss_scores(feats, betas, masks))
+    assert np.isnan(f[0, 2]) and np.isnan(f[1, 0])  # outside the subset
+    assert f[0, 1] > f[1, 1] + 0.05
+    zero = np.asarray(loss_scores(feats, jnp.zeros((1, 8)), jnp.ones((1, 4), bool)))
+    np.testing.assert_allclose(zero, -np.log(2.0), rtol=1e-5)
+
+
+def test_body_parameter_set_drops_log_std_and_task_id_rows():
+    from pgx_jax.config import NetworkConfig
+    from pgx_jax.networks import init_agent
+
+    net = NetworkConfig(depth=2, width=16)
+    n_tasks, obs_size, act = 3, 7, 2
+    params = init_agent(net, obs_size, act, jax.random.PRNGKey(0))
+    all_mask = features.param_mask(params, n_tasks, "all")
+    body = features.param_mask(params, n_tasks, "body")
+    assert float(all_mask.sum()) == all_mask.shape[0]
+    assert float(all_mask.sum() - body.sum()) == act + n_tasks * 16  # log std + one-hot rows
+    _, unravel = features.flat_actor(params)
+    tree = unravel(body)["params"]
+    assert float(tree["log_std"].sum()) == 0.0
+    first = tree["MLP_0"]["Dense_0"]["kernel"]  # [obs_size, width]
+    assert float(first[-n_tasks:].sum()) == 0.0 and float(first[:-n_tasks].min()) == 1.0
+    with pytest.raises(ValueError, match="unknown parameter set"):
+        features.FeatureConfig(params="head")
+
+
 def test_step_size_rescales_the_update():
     feats = _toy_features(jax.random.PRNGKey(2))
     cfg = SurrogateConfig(step_size=0.01, param_block=16)
