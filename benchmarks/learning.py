@@ -17,7 +17,7 @@ import numpy as np
 from pgx_jax import budget_config, make_family, ppo
 from pgx_jax.checkpoint import versions
 from pgx_jax.evaluate import evaluate_metrics, random_policy_metrics
-from pgx_jax.results import machine, markdown_table, plot_learning_curves, write_json
+from pgx_jax.results import machine, markdown_table, plot_learning_curves, provenance, write_json
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -90,10 +90,7 @@ def main():
     write_json(os.path.join(HERE, "learning.json"), {**info, "results": results})
     md = [
         f"# Learning at the `{args.budget}` budget (multitask PPO vs uniform random policy)\n",
-        f"Machine: {info['machine']['platform']}, {info['machine']['cpu_count']} CPUs, "
-        f"JAX backend {info['machine']['jax_backend']}. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-        + ".\n",
+        provenance(info) + "\n",
         f"Deterministic evaluation, {args.episodes} episodes per task, seed {args.seed}.\n",
     ]
     for r in results:

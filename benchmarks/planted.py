@@ -26,7 +26,7 @@ from pgx_jax import make_family, ppo
 from pgx_jax.checkpoint import versions
 from pgx_jax.cluster import cluster_tasks, groups_to_labels
 from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import machine, markdown_table, plot_affinity, write_json
+from pgx_jax.results import machine, markdown_table, plot_affinity, provenance, write_json
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EVALUATORS = ("rollout", "loss")
@@ -127,10 +127,9 @@ def main():
             )
     md = (
         "# Planted structure: NMI of the PolicyGradEx groups against the planted groups\n\n"
-        f"Budget `{args.budget}`; seeds {args.seeds}. Machine: {info['machine']['platform']}, "
-        f"{info['machine']['cpu_count']} CPUs, JAX backend {info['machine']['jax_backend']}. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-        + ".\n\n"
+        f"Budget `{args.budget}`; seeds {args.seeds}. "
+        + provenance(info)
+        + "\n\n"
         + markdown_table(
             [
                 "family",

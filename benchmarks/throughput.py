@@ -23,7 +23,7 @@ import numpy as np
 
 from pgx_jax import budget_config, make_family, ppo
 from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, markdown_table, write_json
+from pgx_jax.results import machine, markdown_table, provenance, write_json
 from pgx_jax.rollout import reset_envs, unroll
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -141,10 +141,8 @@ def main():
     ]
     md = (
         "# Throughput: env steps per second (compile excluded)\n\n"
-        f"Machine: {info['machine']['platform']}, {info['machine']['cpu_count']} CPUs, JAX backend "
-        f"{info['machine']['jax_backend']}. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-        + ".\n\n"
+        + provenance(info)
+        + "\n\n"
         + markdown_table(
             [
                 "family",

@@ -56,6 +56,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def provenance(info: dict[str, Any]) -> str:
+    """One Markdown line naming the machine and package versions of ``{"machine", "versions"}``."""
+    m = info["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    return f"Machine: {m['platform']}, {m['cpu_count']} CPUs, JAX backend {m['jax_backend']}. Versions: {versions}."
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def fmt(v):
         if isinstance(v, float):
