@@ -38,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
     r.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
     r.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
-    r.add_argument("--evaluator", default="rollout", help="rollout (default) or loss")
+    r.add_argument(
+        "--evaluator",
+        default="rollout",
+        help="f(S, i): 'rollout' (default; returns of theta_S on each task of S) or 'loss' (held-out "
+        "surrogate loss; no rollouts, cheaper; it scored higher on the planted benchmark, see benchmarks/RESULTS.md)",
+    )
     r.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
     r.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")
     r.add_argument("--seed", type=int, default=0)
