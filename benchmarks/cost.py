@@ -32,7 +32,7 @@ import numpy as np
 from pgx_jax import load_policy, make_family
 from pgx_jax.checkpoint import versions
 from pgx_jax.pipeline import estimate, pipeline_config
-from pgx_jax.results import machine, markdown_table, provenance, write_json
+from pgx_jax.results import machine, markdown_table, provenance, write_json, write_markdown
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 COMPILES: list[float] = []
@@ -163,9 +163,7 @@ def main():
         "reported during the call from the solve and evaluation wall clock. Warm: the same call again (only up to m = "
         f"{WARM_UP_TO}).\n"
     )
-    with open(os.path.join(HERE, "cost.md"), "w") as f:
-        f.write(md)
-    print(md)
+    write_markdown(os.path.join(HERE, "cost.md"), md)
 
 
 if __name__ == "__main__":

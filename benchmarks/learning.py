@@ -17,7 +17,7 @@ import numpy as np
 from pgx_jax import budget_config, make_family, ppo
 from pgx_jax.checkpoint import versions
 from pgx_jax.evaluate import evaluate_metrics, random_policy_metrics
-from pgx_jax.results import machine, markdown_table, plot_learning_curves, provenance, write_json
+from pgx_jax.results import machine, markdown_table, plot_learning_curves, provenance, write_json, write_markdown
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -113,9 +113,7 @@ def main():
             f"\nBetter than random on every task: {r['better_than_random_on_every_task']}. "
             f"Curve: `learning_curve_{r['family']}.png`.\n"
         )
-    with open(os.path.join(HERE, "learning.md"), "w") as f:
-        f.write("".join(md))
-    print("".join(md))
+    write_markdown(os.path.join(HERE, "learning.md"), "".join(md))
 
 
 if __name__ == "__main__":

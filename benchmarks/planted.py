@@ -26,7 +26,7 @@ from pgx_jax import make_family, ppo
 from pgx_jax.checkpoint import versions
 from pgx_jax.cluster import cluster_tasks, groups_to_labels
 from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import machine, markdown_table, plot_affinity, provenance, write_json
+from pgx_jax.results import machine, markdown_table, plot_affinity, provenance, write_json, write_markdown
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EVALUATORS = ("rollout", "loss")
@@ -150,9 +150,7 @@ def main():
         "(U is z-scored per task; positive means the planted structure is in U). "
         "Heatmaps: `planted_<family>_<evaluator>_seed<S>.png`. Analysis: `benchmarks/RESULTS.md`.\n"
     )
-    with open(os.path.join(HERE, "planted.md"), "w") as f:
-        f.write(md)
-    print(md)
+    write_markdown(os.path.join(HERE, "planted.md"), md)
 
 
 if __name__ == "__main__":

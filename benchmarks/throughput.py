@@ -23,7 +23,7 @@ import numpy as np
 
 from pgx_jax import budget_config, make_family, ppo
 from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, markdown_table, provenance, write_json
+from pgx_jax.results import machine, markdown_table, provenance, write_json, write_markdown
 from pgx_jax.rollout import reset_envs, unroll
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -162,9 +162,7 @@ def main():
         "slower than 8 separate calls of one compiled program, likely from its 8x larger working set). On an "
         "accelerator it should be large; not measured here (no GPU in this session).\n"
     )
-    with open(os.path.join(HERE, "throughput.md"), "w") as f:
-        f.write(md)
-    print(md)
+    write_markdown(os.path.join(HERE, "throughput.md"), md)
 
 
 if __name__ == "__main__":

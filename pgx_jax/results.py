@@ -29,18 +29,30 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as JSON atomically (temporary file, then rename). NaN becomes null."""
+def _write_atomic(path: str | os.PathLike, text: str, suffix: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: never half-written."""
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(data), f, indent=2, allow_nan=False)
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as JSON atomically (temporary file, then rename). NaN becomes null."""
+    _write_atomic(path, json.dumps(_jsonable(data), indent=2, allow_nan=False), ".json")
+
+
+def write_markdown(path: str | os.PathLike, text: str) -> None:
+    """Write a Markdown report atomically and echo it to stdout."""
+    _write_atomic(path, text, ".md")
+    print(text)
 
 
 def machine() -> dict[str, Any]:
