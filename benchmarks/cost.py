@@ -72,9 +72,7 @@ def scaling(theta_dir: str, ms: list[int]) -> list[dict]:
     # solve and evaluation programs' (and small helpers'), not the features'
     from pgx_jax.pipeline import _features
 
-    jax.block_until_ready(
-        _features(base.ppo.network, base.features, family, theta, jax.random.PRNGKey(0), base.ppo.reward_scale)
-    )
+    jax.block_until_ready(_features(base.ppo, base.features, family, theta, jax.random.PRNGKey(0)))
     jax.monitoring.register_event_duration_secs_listener(_on_event)
     rows = []
     for evaluator in ("loss", "rollout"):

@@ -27,7 +27,7 @@ def run_family(name: str, budget: str, seed: int, episodes: int) -> dict:
     config = budget_config(budget, name, family.n_tasks)
     ids = jnp.arange(family.n_tasks)
     key_train, key_eval = jax.random.split(jax.random.PRNGKey(seed))
-    train = jax.jit(ppo.train, static_argnums=(0, 1))
+    train = ppo.train_jit
     t0 = time.perf_counter()
     compiled = train.lower(config, family, jnp.ones(family.n_tasks, bool), key_train).compile()
     t_compile = time.perf_counter() - t0

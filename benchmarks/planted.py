@@ -42,9 +42,7 @@ def run_family(name: str, seeds: list[int], budget: str) -> list[dict]:
         base = pipeline_config(budget, family, groups=k, train_groups=False)
         t0 = time.perf_counter()
         k_meta = jax.random.split(key, 4)[0]  # the key policygradex / pgx-jax run use
-        theta, metrics = jax.jit(ppo.train, static_argnums=(0, 1))(
-            base.ppo, family, jnp.ones(family.n_tasks, bool), k_meta
-        )
+        theta, metrics = ppo.train_jit(base.ppo, family, jnp.ones(family.n_tasks, bool), k_meta)
         jax.block_until_ready(theta)
         ppo.check_finite(metrics)
         t_meta = time.perf_counter() - t0

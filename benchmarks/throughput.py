@@ -80,7 +80,7 @@ def run_family(name: str, updates: int) -> dict:
 
     masks = masks_for(n, N_RUNS)
     keys = jax.random.split(jax.random.PRNGKey(2), N_RUNS)
-    single = jax.jit(ppo.train, static_argnums=(0, 1))
+    single = ppo.train_jit
     t0 = time.perf_counter()
     single_c = single.lower(config, family, jnp.asarray(masks[0]), keys[0]).compile()
     t_compile_single = time.perf_counter() - t0

@@ -60,6 +60,44 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _train_all_tasks(config, family, key, *, show: bool, desc: str, position: int = 0):
+    """``ppo.train_chunked`` on every task with an env-step progress bar (``show``), then
+    ``ppo.check_finite`` (raises ``FloatingPointError``). Returns ``(params, metrics)``."""
+    import jax
+    import jax.numpy as jnp
+
+    from pgx_jax import ppo
+
+    steps = config.num_envs * config.unroll(family.episode_length)
+    total = config.num_updates(family.episode_length) * steps
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total,
+            unit="step",
+            unit_scale=True,
+            desc=f"{desc} (compiling)",
+            position=position,
+            leave=position == 0,
+        )
+
+    def on_chunk(done, total_updates):
+        if bar is not None:
+            bar.set_description(desc)
+            bar.update(done * steps - bar.n)
+
+    try:
+        params, metrics = ppo.train_chunked(config, family, jnp.ones(family.n_tasks, bool), key, on_chunk=on_chunk)
+        jax.block_until_ready(params)
+    finally:
+        if bar is not None:
+            bar.close()
+    ppo.check_finite(metrics)
+    return params, metrics
+
+
 def _cmd_families() -> int:
     from pgx_jax.results import markdown_table
     from pgx_jax.tasks import FAMILIES
@@ -79,7 +117,7 @@ def _cmd_train(args) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from pgx_jax import checkpoint, ppo
+    from pgx_jax import checkpoint
     from pgx_jax.config import budget_config
     from pgx_jax.evaluate import evaluate_metrics, random_policy_metrics
     from pgx_jax.results import markdown_table, plot_learning_curves, write_json
@@ -107,27 +145,12 @@ def _cmd_train(args) -> int:
         file=sys.stderr,
     )
     key_train, key_eval = jax.random.split(jax.random.PRNGKey(args.seed))
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_updates * steps_per_update, unit="step", unit_scale=True, desc="train (compiling)")
-
-    def on_chunk(done, total):
-        if bar is not None:
-            bar.set_description("train")
-            bar.update(done * steps_per_update - bar.n)
-
     t0 = time.perf_counter()
-    params, metrics = ppo.train_chunked(config, family, jnp.ones(n, bool), key_train, on_chunk=on_chunk)
-    jax.block_until_ready(params)
-    t_train = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
     try:
-        ppo.check_finite(metrics)
+        params, metrics = _train_all_tasks(config, family, key_train, show=not args.no_progress, desc="train")
     except FloatingPointError as e:
         return _fail(str(e))
+    t_train = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     ids = jnp.arange(n)
@@ -211,10 +234,9 @@ def _build_run(args):
 
 def _cmd_run(args) -> int:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from pgx_jax import checkpoint, ppo
+    from pgx_jax import checkpoint
     from pgx_jax.pipeline import policygradex
     from pgx_jax.results import markdown_table, plot_affinity, write_json
 
@@ -244,27 +266,13 @@ def _cmd_run(args) -> int:
         bar = tqdm(total=len(stages), desc="pipeline", unit="stage", position=0)
     if theta is None:
         t0 = time.perf_counter()
-        steps = config.ppo.num_envs * config.ppo.unroll(family.episode_length)
-        total = config.ppo.num_updates(family.episode_length)
-        inner = None
         if bar is not None:
-            from tqdm import tqdm
-
             bar.set_description("meta-train")
-            inner = tqdm(total=total * steps, unit="step", unit_scale=True, desc="  env steps", position=1, leave=False)
-
-        def on_chunk(done, total_updates):
-            if inner is not None:
-                inner.update(done * steps - inner.n)
-
         k_meta = jax.random.split(key, 4)[0]  # the same key policygradex would use
-        theta, meta_metrics = ppo.train_chunked(
-            config.ppo, family, jnp.ones(family.n_tasks, bool), k_meta, on_chunk=on_chunk
-        )
-        if inner is not None:
-            inner.close()
         try:
-            ppo.check_finite(meta_metrics)
+            theta, _ = _train_all_tasks(
+                config.ppo, family, k_meta, show=bar is not None, desc="  env steps", position=1
+            )
         except FloatingPointError as e:
             return _fail(str(e))
         checkpoint.save_policy(ckpt, theta, config.ppo, family, seed=args.seed)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from pgx_jax.config import NetworkConfig
+from pgx_jax.features import with_actor
 from pgx_jax.networks import AgentParams, make_act
 from pgx_jax.rollout import ActFn, reset_envs, segment_mean, unroll
 from pgx_jax.tasks import TaskFamily
@@ -162,8 +163,6 @@ def rollout_scores(
     Returns:
         float32 [S, N]; NaN where task i is not in subset S.
     """
-    from pgx_jax.features import with_actor
-
     masks = jnp.asarray(masks, bool)
     n = family.n_tasks
     kmax = n if max_subset_size is None else max_subset_size

@@ -26,7 +26,7 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from pgx_jax import networks
-from pgx_jax.config import NetworkConfig
+from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.networks import AgentParams
 from pgx_jax.ppo import gae
 from pgx_jax.rollout import reset_envs, unroll
@@ -46,7 +46,6 @@ class FeatureConfig:
         holdout: held-out transitions per task (for the ``loss`` evaluator and checks).
         sample_chunk: transitions per per-sample-gradient batch (memory: chunk x P floats).
         param_block: rows of P generated at once (memory: block x D floats).
-        discount, gae_lambda: advantage estimation at theta*.
         params: which actor parameters the gradients (and so the updates theta_S - theta*)
             cover: ``"all"`` (default) every actor parameter, including the log std and the
             first-layer rows fed by the task one-hot; ``"body"`` every weight of the mean network
@@ -61,8 +60,6 @@ class FeatureConfig:
     holdout: int = 512
     sample_chunk: int = 1024
     param_block: int = 16384
-    discount: float = 0.99
-    gae_lambda: float = 0.95
     params: str = "all"
 
     def __post_init__(self):
@@ -183,23 +180,17 @@ def log_prob_fn(net: NetworkConfig, family: TaskFamily, params: AgentParams):
     return f
 
 
-def collect(
-    net: NetworkConfig,
-    cfg: FeatureConfig,
-    family: TaskFamily,
-    params: AgentParams,
-    key: PRNGKey,
-    reward_scale: float = 1.0,
-) -> PyTree:
+def collect(ppo: PPOConfig, cfg: FeatureConfig, family: TaskFamily, params: AgentParams, key: PRNGKey) -> PyTree:
     """Roll out pi_theta* on every task and estimate advantages with the critic at theta*.
 
-    ``reward_scale`` must be the one the critic was trained with (``PPOConfig.reward_scale``):
-    the advantages are computed on rewards scaled the same way.
+    ``ppo`` is the config theta* was trained with: its network, and the reward scale, discount
+    and GAE lambda the critic learned under, so the advantages match the critic's values.
 
     Returns:
         dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K] with
         K = transitions + holdout, shuffled within each task (so the hold-out is a random part).
     """
+    net = ppo.network
     n, L = family.n_tasks, family.episode_length
     episodes = cfg.episodes_per_task(L)
     task_ids = jnp.repeat(jnp.arange(n), episodes)  # [E], E = N * episodes
@@ -210,9 +201,8 @@ def collect(
     critic = lambda o: networks.value_apply(net, params.critic, networks.normalize(params.normalizer, o, n))  # noqa: E731
     values = critic(traj.obs)
     bootstrap = critic(traj.next_obs[-1])
-    adv, _ = gae(
-        traj.reward * reward_scale, values, bootstrap, traj.terminal, discount=cfg.discount, lam=cfg.gae_lambda
-    )
+    rewards = traj.reward * ppo.reward_scale
+    adv, _ = gae(rewards, values, bootstrap, traj.terminal, discount=ppo.discount, lam=ppo.gae_lambda)
     adv = adv * traj.valid  # steps after a termination carry no signal
 
     def per_task(x):  # [T, E, ...] -> [N, T * episodes, ...]
@@ -226,25 +216,20 @@ def collect(
 
 
 def gradient_features(
-    net: NetworkConfig,
-    cfg: FeatureConfig,
-    family: TaskFamily,
-    params: AgentParams,
-    key: PRNGKey,
-    reward_scale: float = 1.0,
+    ppo: PPOConfig, cfg: FeatureConfig, family: TaskFamily, params: AgentParams, key: PRNGKey
 ) -> Features:
     """Projected per-transition gradients of log pi at theta*, labels and weights, every task.
 
-    Pure and jittable (``net``, ``cfg`` and ``family`` static). ``reward_scale``: as in :func:`collect`.
+    Pure and jittable (``ppo``, ``cfg`` and ``family`` static); ``ppo`` as in :func:`collect`.
 
     Returns:
         :class:`Features` with ``x`` [N, M, D] (M = ``cfg.transitions``) and hold-out [N, H, D].
     """
     k_collect, k_proj = jax.random.split(key)
-    data = collect(net, cfg, family, params, k_collect, reward_scale)
+    data = collect(ppo, cfg, family, params, k_collect)
     theta, _ = flat_actor(params)
     mask = param_mask(params, family.n_tasks, cfg.params)
-    logp = log_prob_fn(net, family, params)
+    logp = log_prob_fn(ppo.network, family, params)
     grad_one = jax.grad(logp)
     n, k = data["advantage"].shape
     flat_obs = data["obs"].reshape(n * k, -1)

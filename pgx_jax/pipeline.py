@@ -149,9 +149,9 @@ def over_devices(fn: Callable, xs, devices: tuple | None = None):
     return jax.tree.map(lambda x: x[:s], out)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 5))
-def _features(net, cfg, family, params, key, reward_scale=1.0):
-    return gradient_features(net, cfg, family, params, key, reward_scale)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _features(ppo_config, cfg, family, params, key):
+    return gradient_features(ppo_config, cfg, family, params, key)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices"))
@@ -202,13 +202,13 @@ def estimate(
     timings = {}
     k_feat, k_eval = jax.random.split(key)
     t0 = time.perf_counter()
-    feats = _features(config.ppo.network, config.features, family, theta_star, k_feat, config.ppo.reward_scale)
+    feats = _features(config.ppo, config.features, family, theta_star, k_feat)
     jax.block_until_ready(feats)
     timings["features"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(feats.x))):
         raise FloatingPointError("non-finite gradient features at theta*")
+    kmax = int(np.asarray(masks, bool).sum(1).max())  # static bound on subset sizes, from the host copy
     masks = jnp.asarray(masks, bool)
-    kmax = int(jnp.max(jnp.sum(masks, 1)))
     t0 = time.perf_counter()
     betas, scales = _solve(feats, masks, cfg=config.surrogate, kmax=kmax, devices=devices)
     jax.block_until_ready(betas)
@@ -277,9 +277,7 @@ def policygradex(
     if theta_star is None:
         say("meta-train")
         t0 = time.perf_counter()
-        theta_star, meta_metrics = jax.jit(ppo.train, static_argnums=(0, 1))(
-            config.ppo, family, jnp.ones(n, bool), k_meta
-        )
+        theta_star, meta_metrics = ppo.train_jit(config.ppo, family, jnp.ones(n, bool), k_meta)
         jax.block_until_ready(theta_star)
         ppo.check_finite(meta_metrics)
         timings["meta_train"] = time.perf_counter() - t0

@@ -292,6 +292,10 @@ def train(
     return state.params, metrics
 
 
+#: :func:`train` compiled (``config`` and ``family`` static): one wrapper, so one cache, for all callers.
+train_jit = jax.jit(train, static_argnums=(0, 1))
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _train_many(config, family, task_masks, keys, init_params, active_updates=None):
     axes = (None, None, 0, 0, None, None if active_updates is None else 0)

@@ -175,14 +175,18 @@ def test_subset_sampling_and_coverage():
 
 def test_advantages_use_the_critics_reward_scale(reacher):
     """GAE is linear in the rewards for fixed values, so with the same rollout the advantages at
-    reward scales 0, 1, 2 are equally spaced, and the spacing is not zero: the scale is applied."""
-    from pgx_jax.config import NetworkConfig
+    reward scales 1, 2, 3 are equally spaced, and the spacing is not zero: the scale is applied."""
+    from pgx_jax.config import NetworkConfig, PPOConfig
     from pgx_jax.networks import init_agent
 
     net = NetworkConfig(depth=1, width=8)
     cfg = features.FeatureConfig(dim=4, transitions=50, holdout=0)
     params = init_agent(net, reacher.obs_size, reacher.action_size, jax.random.PRNGKey(0))
-    run = jax.jit(lambda s: features.collect(net, cfg, reacher, params, jax.random.PRNGKey(1), s)["advantage"])
-    a0, a1, a2 = (np.asarray(run(jnp.float32(s))) for s in (0.0, 1.0, 2.0))
+
+    def run(scale):
+        ppo = PPOConfig(total_env_steps=1, network=net, reward_scale=scale)
+        return np.asarray(features.collect(ppo, cfg, reacher, params, jax.random.PRNGKey(1))["advantage"])
+
+    a0, a1, a2 = (run(s) for s in (1.0, 2.0, 3.0))
     np.testing.assert_allclose(a2 - a1, a1 - a0, rtol=1e-4, atol=1e-5)
     assert np.abs(a1 - a0).max() > 1e-3

@@ -35,7 +35,7 @@ def test_assign_tasks_spreads_envs_evenly_over_the_mask():
 
 def test_vmap_over_masks_equals_separate_calls(tiny_config, fast_family, vmapped):
     (params_v, metrics_v), keys = vmapped
-    single = jax.jit(ppo.train, static_argnums=(0, 1))
+    single = ppo.train_jit
     for s in range(len(MASKS)):
         params_s, metrics_s = single(tiny_config, fast_family, jnp.asarray(MASKS[s]), keys[s])
         params_vs = jax.tree.map(lambda a, s=s: a[s], params_v)
@@ -110,9 +110,7 @@ def test_gae_hand_computed():
 def test_ppo_learns_opposite_tasks(fast_family):
     """The policy must read the task id: push on push tasks, rest on rest tasks."""
     config = PPOConfig(total_env_steps=40_000, num_envs=32, num_epochs=4, num_minibatches=4, learning_rate=1e-3)
-    params, metrics = jax.jit(ppo.train, static_argnums=(0, 1))(
-        config, fast_family, jnp.ones(4, bool), jax.random.PRNGKey(1)
-    )
+    params, metrics = ppo.train_jit(config, fast_family, jnp.ones(4, bool), jax.random.PRNGKey(1))
     ppo.check_finite(metrics)
     ids = jnp.arange(4)
     ret = np.asarray(evaluate(params, fast_family, ids, jax.random.PRNGKey(2), 8, network=config.network))

@@ -2,7 +2,7 @@ import jax
 import numpy as np
 
 from pgx_jax import validate
-from pgx_jax.config import NetworkConfig
+from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.features import collect, flat_actor
 from pgx_jax.networks import init_agent
 
@@ -13,7 +13,9 @@ def test_first_order_error_shrinks_with_the_perturbation(reacher):
     net = NetworkConfig(depth=2, width=32)
     params = init_agent(net, reacher.obs_size, reacher.action_size, jax.random.PRNGKey(0))
     theta, _ = flat_actor(params)
-    cfg_data = collect(net, _feature_cfg(), reacher, params, jax.random.PRNGKey(1))
+    cfg_data = collect(
+        PPOConfig(total_env_steps=1, network=net), _feature_cfg(), reacher, params, jax.random.PRNGKey(1)
+    )
     obs = cfg_data["obs"].reshape(-1, reacher.obs_size)
     act = cfg_data["action"].reshape(-1, reacher.action_size)
     sizes = (0.001, 0.01, 0.05)
