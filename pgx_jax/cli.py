@@ -1,4 +1,4 @@
-"""Command-line interface: ``pgx-jax run``, ``pgx-jax train`` and ``pgx-jax families``.
+"""Command-line interface: ``pgx-jax run``, ``validate``, ``compare``, ``train`` and ``families``.
 
 Every argument is checked before anything is compiled; outputs are written atomically.
 """
@@ -14,6 +14,7 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "pgx_jax", "jax"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pgx_jax.compare import GROUPINGS
     from pgx_jax.config import BUDGETS
     from pgx_jax.tasks import DEFAULT_FAMILY, FAMILIES
 
@@ -32,27 +33,62 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = sub.add_parser("run", help="PolicyGradEx end to end: meta-train, estimate, group, train the groups")
-    r.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {sorted(FAMILIES)} (default {DEFAULT_FAMILY})")
-    r.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
-    r.add_argument("--groups", default="auto", help="number of groups k, or 'auto' (default)")
-    r.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
-    r.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
-    r.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
-    r.add_argument(
-        "--evaluator",
-        default="rollout",
-        help="f(S, i): 'rollout' (default; returns of theta_S on each task of S) or 'loss' (held-out "
-        "surrogate loss; no rollouts, cheaper; it scored higher on the planted benchmark, see benchmarks/RESULTS.md)",
-    )
-    r.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
-    r.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default=None, help="output directory (default runs/run-FAMILY)")
+    _pipeline_args(r, "run")
     r.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    v = sub.add_parser(
+        "validate", help="check the estimates against real fine-tuning on the same subsets; cost of both paths"
+    )
+    _pipeline_args(v, "validate")
+    v.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
+    v.add_argument(
+        "--finetune-fraction",
+        type=float,
+        default=0.1,
+        help="env steps of each subset's real fine-tuning, as a fraction of meta-training's (default 0.1)",
+    )
+
+    c = sub.add_parser("compare", help="train the groupings (multitask, per task, random, ...) with equal budgets")
+    _pipeline_args(c, "compare", seed=False)
+    c.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
+    c.add_argument("--random-draws", type=int, default=3, help="random groupings per seed (default 3)")
+    c.add_argument(
+        "--groupings",
+        default=",".join(GROUPINGS),
+        help=f"comma-separated subset of {','.join(GROUPINGS)} (per_task is always trained: it anchors the "
+        "normalisation)",
+    )
+    c.add_argument(
+        "--finetune-fraction", type=float, default=0.1, help="fine-tuning budget of ground_truth (as for validate)"
+    )
 
     sub.add_parser("families", help="list the task families")
     return p
+
+
+def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True) -> None:
+    """The arguments ``run``, ``validate`` and ``compare`` share (the pipeline's config)."""
+    from pgx_jax.config import BUDGETS
+    from pgx_jax.tasks import DEFAULT_FAMILY, FAMILIES
+
+    p.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {sorted(FAMILIES)} (default {DEFAULT_FAMILY})")
+    p.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
+    p.add_argument("--groups", default="auto", help="number of groups k, or 'auto' (default)")
+    p.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
+    p.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
+    p.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
+    p.add_argument(
+        "--evaluator",
+        default="rollout",
+        help="f(S, i): 'rollout' (default; returns of theta_S on each task of S) or 'loss' (held-out "
+        "surrogate loss; no rollouts, cheaper; see benchmarks/RESULTS.md for how each fares)",
+    )
+    p.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
+    p.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help=f"output directory (default runs/{command}-FAMILY)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _fail(msg: str) -> int:
@@ -232,6 +268,39 @@ def _build_run(args):
     return family, config
 
 
+def _resume(args, family, config, out: str):
+    """With ``--resume``, the finished theta* checkpoint in ``out`` (``ValueError`` if there is
+    none or it does not fit); else None."""
+    from pgx_jax import checkpoint
+
+    if not args.resume:
+        return None
+    ckpt = os.path.join(out, "theta_star")
+    if not os.path.exists(os.path.join(ckpt, "meta.json")):
+        raise ValueError(f"--resume: no finished theta* checkpoint at {ckpt}")
+    try:
+        theta, _, _ = checkpoint.load_policy(ckpt, family, config.ppo)
+    except ValueError as e:
+        raise ValueError(f"--resume: {e}") from None
+    return theta
+
+
+def _meta_train(args, family, config, out: str, key, bar):
+    """Meta-train theta* with the key policygradex would use, save it to ``out/theta_star``.
+    Returns ``(theta, seconds)``."""
+    import jax
+
+    from pgx_jax import checkpoint
+
+    t0 = time.perf_counter()
+    if bar is not None:
+        bar.set_description("meta-train")
+    k_meta = jax.random.split(key, 4)[0]  # the same key policygradex would use
+    theta, _ = _train_all_tasks(config.ppo, family, k_meta, show=bar is not None, desc="  env steps", position=1)
+    checkpoint.save_policy(os.path.join(out, "theta_star"), theta, config.ppo, family, seed=args.seed)
+    return theta, time.perf_counter() - t0
+
+
 def _cmd_run(args) -> int:
     import jax
     import numpy as np
@@ -245,15 +314,10 @@ def _cmd_run(args) -> int:
     except ValueError as e:
         return _fail(str(e))
     out = args.out or os.path.join("runs", f"run-{family.name}")
-    ckpt = os.path.join(out, "theta_star")
-    theta = None
-    if args.resume:
-        if not os.path.exists(os.path.join(ckpt, "meta.json")):
-            return _fail(f"--resume: no finished theta* checkpoint at {ckpt}")
-        try:
-            theta, _, _ = checkpoint.load_policy(ckpt, family, config.ppo)
-        except ValueError as e:
-            return _fail(f"--resume: {e}")
+    try:
+        theta = _resume(args, family, config, out)
+    except ValueError as e:
+        return _fail(str(e))
     os.makedirs(out, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE))
     key = jax.random.PRNGKey(args.seed)
@@ -265,18 +329,10 @@ def _cmd_run(args) -> int:
 
         bar = tqdm(total=len(stages), desc="pipeline", unit="stage", position=0)
     if theta is None:
-        t0 = time.perf_counter()
-        if bar is not None:
-            bar.set_description("meta-train")
-        k_meta = jax.random.split(key, 4)[0]  # the same key policygradex would use
         try:
-            theta, _ = _train_all_tasks(
-                config.ppo, family, k_meta, show=bar is not None, desc="  env steps", position=1
-            )
+            theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar)
         except FloatingPointError as e:
             return _fail(str(e))
-        checkpoint.save_policy(ckpt, theta, config.ppo, family, seed=args.seed)
-        timings["meta_train"] = time.perf_counter() - t0
     if bar is not None:
         bar.update(1)
 
@@ -330,12 +386,184 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _stage_bar(args, stages: list[str]):
+    """A per-stage progress bar (None with ``--no-progress``) and the ``progress`` callback the
+    library functions take."""
+    if args.no_progress:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(stages), desc=stages[0], unit="stage", position=0)
+
+    def progress(stage):
+        if stage in stages and stages.index(stage) > bar.n:
+            bar.update(stages.index(stage) - bar.n)
+        bar.set_description(stage)
+
+    return bar, progress
+
+
+def _cmd_validate(args) -> int:
+    import jax
+
+    from pgx_jax.results import markdown_table, plot_affinity, plot_approx_error, plot_estimate_vs_truth, write_json
+    from pgx_jax.validate import ValidateConfig, validate
+
+    try:
+        family, config = _build_run(args)
+        vconfig = ValidateConfig(finetune_fraction=args.finetune_fraction)
+    except ValueError as e:
+        return _fail(str(e))
+    out = args.out or os.path.join("runs", f"validate-{family.name}")
+    try:
+        theta = _resume(args, family, config, out)
+    except ValueError as e:
+        return _fail(str(e))
+    os.makedirs(out, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE))
+    key = jax.random.PRNGKey(args.seed)
+    bar, progress = _stage_bar(
+        args, ["meta-train", "estimate", "fine-tune", "compare", "count FLOPs", "first-order check"]
+    )
+    timings = {}
+    try:
+        if theta is None:
+            theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar)
+        report = validate(family, config, key, vconfig=vconfig, theta_star=theta, progress=progress)
+    except (ValueError, FloatingPointError) as e:
+        return _fail(str(e))
+    finally:
+        if bar is not None:
+            bar.close()
+    report.pop("theta_star")
+    report["timings"] = {**timings, **report["timings"]}
+    report.update(seed=args.seed, budget=args.budget, versions=_versions())
+    names = family.task_names
+    truth = report["truth"]
+    main = truth["by_evaluator"][config.evaluator]
+    write_json(os.path.join(out, "validation.json"), report)
+    plot_approx_error(
+        os.path.join(out, "approx_error.png"), report["approx_error"], f"{family.name}: first-order error"
+    )
+    plot_estimate_vs_truth(
+        os.path.join(out, "truth_scatter.png"),
+        main["estimated_scores"],
+        truth["true_scores"],
+        report["subset_masks"],
+        names,
+        f"{family.name}: {config.evaluator} estimate vs real fine-tuning",
+    )
+    plot_affinity(
+        os.path.join(out, "affinity_estimated.png"),
+        main["estimated_affinity"],
+        main["estimated_groups"],
+        names,
+        f"{family.name}: estimated affinity ({config.evaluator})",
+    )
+    plot_affinity(
+        os.path.join(out, "affinity_true.png"),
+        truth["true_affinity"],
+        main["true_groups"],
+        names,
+        f"{family.name}: true affinity (fine-tuning)",
+    )
+    rows = [
+        [
+            f"approx. error at {float(r) * 100:g}% (surrogate / random)",
+            f"{100 * a['surrogate']:.4f}% / {100 * a['random']:.4f}%",
+        ]
+        for r, a in report["approx_error"].items()
+    ]
+    for name, t in truth["by_evaluator"].items():
+        rows.append([f"Spearman, all pairs ({name})", t["spearman"]])
+        rows.append([f"Spearman within task ({name})", t["spearman_within_task"]])
+        rows.append([f"NMI vs true groups, k={t['k']} ({name})", t["nmi"]])
+    rows.append(["mean relative error (rollout)", truth["by_evaluator"]["rollout"]["mean_rel_error"]])
+    sp = report["speedup"]
+    rows.append(["speedup in FLOPs (fine-tuning / estimation)", sp["flops"]])
+    rows.append(["speedup in wall-clock, compile excluded", sp["wall"]])
+    print(markdown_table(["check", "value"], rows), end="")
+    print(
+        f"wrote {out}/validation.json, approx_error.png, truth_scatter.png, affinity_estimated.png, affinity_true.png"
+    )
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    import jax
+
+    from pgx_jax.compare import GROUPINGS, compare
+    from pgx_jax.results import markdown_table, write_json
+    from pgx_jax.validate import ValidateConfig
+
+    try:
+        family, config = _build_run(args)
+        vconfig = ValidateConfig(finetune_fraction=args.finetune_fraction)
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        if args.random_draws < 1:
+            raise ValueError(f"--random-draws must be >= 1, got {args.random_draws}")
+        groupings = [g.strip() for g in args.groupings.split(",") if g.strip()]
+        unknown = sorted(set(groupings) - set(GROUPINGS))
+        if unknown:
+            raise ValueError(f"--groupings: unknown {unknown}; known: {list(GROUPINGS)}")
+    except ValueError as e:
+        return _fail(str(e))
+    out = args.out or os.path.join("runs", f"compare-{family.name}")
+    os.makedirs(out, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE))
+
+    def progress(msg):
+        if not args.no_progress:
+            print(f"[compare] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        report = compare(
+            family,
+            config,
+            list(range(args.seeds)),
+            random_draws=args.random_draws,
+            groupings=groupings,
+            vconfig=vconfig,
+            progress=progress,
+        )
+    except (ValueError, FloatingPointError) as e:
+        return _fail(str(e))
+    report["versions"] = _versions()
+    write_json(os.path.join(out, "comparison.json"), report)
+    rows = []
+    for name, g in report["groupings"].items():
+        imp = report.get("improvement", {}).get(name)
+        rows.append(
+            [
+                name,
+                f"{g['mean_normalized']['mean']:.3f} +- {g['mean_normalized']['std']:.3f}",
+                f"{g['mean_return']['mean']:.3f} +- {g['mean_return']['std']:.3f}",
+                "-" if imp is None or imp["relative"] is None else f"{100 * imp['relative']:+.1f}%",
+            ]
+        )
+    header = ["grouping", "normalised return (mean +- std over seeds)", "mean return", "policygradex vs this"]
+    print(markdown_table(header, rows), end="")
+    print(f"wrote {out}/comparison.json")
+    return 0
+
+
+def _versions():
+    from pgx_jax import checkpoint
+
+    return checkpoint.versions()
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "families":
         return _cmd_families()
     if args.command == "run":
         return _cmd_run(args)
+    if args.command == "validate":
+        return _cmd_validate(args)
+    if args.command == "compare":
+        return _cmd_compare(args)
     return _cmd_train(args)
 
 

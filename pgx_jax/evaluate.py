@@ -163,17 +163,34 @@ def rollout_scores(
     Returns:
         float32 [S, N]; NaN where task i is not in subset S.
     """
-    masks = jnp.asarray(masks, bool)
-    n = family.n_tasks
-    kmax = n if max_subset_size is None else max_subset_size
 
     def one(args):
         beta, scale, mask = args
-        delta = features.delta(beta, param_block) * scale
-        p = with_actor(params, features.theta + delta)
-        idx = jnp.nonzero(mask, size=kmax, fill_value=0)[0]
-        ret = evaluate(p, family, idx, key, episodes, network=network)
-        valid = jnp.arange(kmax) < jnp.sum(mask)
-        return jnp.full(n, jnp.nan).at[jnp.where(valid, idx, n)].set(ret, mode="drop")
+        p = with_actor(params, features.theta + features.delta(beta, param_block) * scale)
+        return subset_returns(p, family, mask, key, network=network, episodes=episodes, max_subset_size=max_subset_size)
 
-    return jax.lax.map(one, (betas, scales, masks), batch_size=subset_batch)
+    return jax.lax.map(one, (betas, scales, jnp.asarray(masks, bool)), batch_size=subset_batch)
+
+
+def subset_returns(
+    params: AgentParams,
+    family: TaskFamily,
+    mask,
+    key: PRNGKey,
+    *,
+    network: NetworkConfig,
+    episodes: int = 8,
+    max_subset_size: int | None = None,
+) -> jax.Array:
+    """Mean return of the policy ``params`` on each task of ``mask`` (bool [N]); only those tasks
+    are rolled out (padded to ``max_subset_size``, default N). Pure, vmappable over params and mask.
+
+    Returns:
+        float32 [N]; NaN outside the mask.
+    """
+    n = family.n_tasks
+    kmax = n if max_subset_size is None else max_subset_size
+    idx = jnp.nonzero(mask, size=kmax, fill_value=0)[0]
+    ret = evaluate(params, family, idx, key, episodes, network=network)
+    valid = jnp.arange(kmax) < jnp.sum(mask)
+    return jnp.full(n, jnp.nan).at[jnp.where(valid, idx, n)].set(ret, mode="drop")

@@ -35,16 +35,21 @@ def group_masks(groups, n: int) -> np.ndarray:
 def group_config(config: PPOConfig, family: TaskFamily, groups) -> tuple[PPOConfig, np.ndarray]:
     """The config for training ``groups`` and the active updates [G] of each group.
 
-    The per-task budget is ``config.total_env_steps / N`` (the multitask run's steps per task);
-    a group of k tasks gets k times that, so every grouping spends the same env steps in total.
+    The per-task budget is the multitask run's updates per task (:func:`group_updates`); a group
+    of k tasks gets k times that, so every grouping spends the same env steps per task.
     """
-    n = family.n_tasks
-    sizes = np.array([len(g) for g in groups])
+    active = group_updates(config, family, [len(g) for g in groups])
     per_update = config.num_envs * config.unroll(family.episode_length)
-    per_task_updates = config.num_updates(family.episode_length) / n
-    active = np.maximum(1, np.round(per_task_updates * sizes)).astype(np.int32)
     cfg = dataclasses.replace(config, total_env_steps=int(active.max()) * per_update)
     return cfg, active
+
+
+def group_updates(config: PPOConfig, family: TaskFamily, sizes) -> np.ndarray:
+    """PPO updates (int32 [G]) of groups of these sizes: u per task, times the group size, with
+    u = the multitask run's updates // N (at least 1), so every task gets exactly u updates' worth
+    of env steps whatever its group (the multitask run itself keeps N u of its updates)."""
+    per_task_updates = max(1, config.num_updates(family.episode_length) // family.n_tasks)
+    return (per_task_updates * np.asarray(sizes)).astype(np.int32)
 
 
 def train_groups(config: PPOConfig, family: TaskFamily, groups, key: PRNGKey, init_params=None, episodes: int = 16):

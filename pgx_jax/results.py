@@ -86,12 +86,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_learning_curves(path: str | os.PathLike, steps: np.ndarray, returns: np.ndarray, names, title: str) -> None:
-    """Per-task episode return vs env steps (``returns`` float [U, N], NaN gaps skipped) as PNG."""
+def _pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (works headless)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curves(path: str | os.PathLike, steps: np.ndarray, returns: np.ndarray, names, title: str) -> None:
+    """Per-task episode return vs env steps (``returns`` float [U, N], NaN gaps skipped) as PNG."""
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, name in enumerate(names):
@@ -109,10 +116,7 @@ def plot_learning_curves(path: str | os.PathLike, steps: np.ndarray, returns: np
 
 def plot_affinity(path: str | os.PathLike, u: np.ndarray, groups, names, title: str) -> None:
     """Heatmap of the affinity ``u`` [N, N], rows and columns ordered by group, borders drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     order = [i for g in groups for i in g]
     v = np.asarray(u)[np.ix_(order, order)]
@@ -128,6 +132,45 @@ def plot_affinity(path: str | os.PathLike, u: np.ndarray, groups, names, title: 
         edge += len(g)
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8, label="affinity U[i, j]")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_approx_error(path: str | os.PathLike, approx: dict, title: str) -> None:
+    """Relative first-order error vs relative step size (log-log), per kind of direction."""
+    plt = _pyplot()
+    sizes = sorted(approx, key=float)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for kind in ("surrogate", "random"):
+        pct = [approx[r][kind] * 100 for r in sizes]
+        ax.plot([float(r) * 100 for r in sizes], pct, "o-", label=f"{kind} directions")
+    ax.axhline(1.0, color="gray", ls=":", lw=1, label="1% target")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step ||delta|| / ||theta*|| (%)")
+    ax.set_ylabel("relative error of first-order log pi (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_estimate_vs_truth(path: str | os.PathLike, est, true, masks, names, title: str) -> None:
+    """Scatter of estimated vs true f(S, i) over the (S, i) with i in S, one colour per task."""
+    plt = _pyplot()
+    est, true, masks = np.asarray(est), np.asarray(true), np.asarray(masks, bool)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for i, name in enumerate(names):
+        rows = masks[:, i]
+        ax.scatter(true[rows, i], est[rows, i], s=12, label=name)
+    ax.set_xlabel("true f(S, i): return after fine-tuning on S")
+    ax.set_ylabel("estimated f(S, i)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -73,6 +73,12 @@ def solve(features: Features, mask: TaskMask, cfg: SurrogateConfig, max_subset_s
     least the mask's size) only the K gathered tasks' transitions enter the loss, so a solve
     costs K/N of a full pass.
     """
+    return solve_with_info(features, mask, cfg, max_subset_size)[0]
+
+
+def solve_with_info(features: Features, mask: TaskMask, cfg: SurrogateConfig, max_subset_size: int | None = None):
+    """:func:`solve`, also returning the line-search steps of each L-BFGS iteration (int32
+    [iterations]): the one data-dependent loop of the solve, which FLOP counts need."""
     n, m, d = features.x.shape
     k = n if max_subset_size is None else max_subset_size
     idx = jnp.nonzero(mask, size=k, fill_value=0)[0]  # the tasks of the subset, padded
@@ -88,11 +94,11 @@ def solve(features: Features, mask: TaskMask, cfg: SurrogateConfig, max_subset_s
         beta, state = carry
         value, grad = value_and_grad(beta, state=state)
         updates, state = opt.update(grad, state, beta, value=value, grad=grad, value_fn=loss)
-        return (optax.apply_updates(beta, updates), state), None
+        return (optax.apply_updates(beta, updates), state), optax.tree_utils.tree_get(state, "num_linesearch_steps")
 
     beta0 = jnp.zeros(d, x.dtype)
-    (beta, _), _ = jax.lax.scan(step, (beta0, opt.init(beta0)), None, length=cfg.iterations)
-    return beta
+    (beta, _), ls_steps = jax.lax.scan(step, (beta0, opt.init(beta0)), None, length=cfg.iterations)
+    return beta, ls_steps
 
 
 def update_direction(features: Features, beta: jax.Array, cfg: SurrogateConfig):

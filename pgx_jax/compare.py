@@ -1,0 +1,250 @@
+"""The paper's comparison: is training by PolicyGradEx's groups better than the alternatives?
+
+Groupings of the n tasks into k groups (``multitask`` and ``per_task`` fix k at 1 and n):
+
+- ``multitask``: one policy on every task;
+- ``per_task``: one policy per task;
+- ``random``: uniform random partitions into k near-equal groups (several draws per seed);
+- ``gradient_similarity``: the cosine similarity of the per-task mean policy gradients
+  (advantage-weighted, projected) at theta*, clustered like PolicyGradEx's affinity;
+- ``ground_truth``: the groups of the true affinity from real fine-tuning
+  (:func:`pgx_jax.validate.true_scores`);
+- ``policygradex``: the groups of the estimated affinity.
+
+Every policy trains from scratch with the same env steps per task (a group of s tasks gets s
+times the per-task budget, :func:`pgx_jax.groups.group_updates`). Identical groups of different
+groupings train once (the key is a function of the seed and the group). Groups of equal size
+train in one vmapped call. Returns are also normalised per task between the uniform random policy
+(0) and the best single-task policy (1: the best ``per_task`` return over seeds), so families
+with different reward scales can be averaged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgx_jax import affinity as affinity_mod
+from pgx_jax import cluster as cluster_mod
+from pgx_jax import ppo
+from pgx_jax.evaluate import random_policy_returns
+from pgx_jax.groups import group_masks, group_updates
+from pgx_jax.networks import AgentParams
+from pgx_jax.pipeline import PipelineConfig, policygradex
+from pgx_jax.tasks import TaskFamily
+from pgx_jax.validate import ValidateConfig, _subset_eval, true_scores
+
+GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex")
+
+
+def gradient_similarity(features) -> np.ndarray:
+    """float [N, N]: cosine similarity of the tasks' mean policy gradients at theta*.
+
+    Task i's gradient is the advantage-weighted mean of its projected per-transition gradients of
+    log pi, mean_t A_t P^T grad log pi(a_t|s_t) (A_t = y_t w_t); projection keeps cosines (JL).
+    """
+    g = np.asarray(jnp.einsum("nm,nmd->nd", features.y * features.w, features.x)) / features.x.shape[1]
+    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    return g @ g.T
+
+
+def random_groups(n: int, k: int, rng: np.random.Generator) -> list[list[int]]:
+    """A uniform random partition of n tasks into k groups of near-equal size."""
+    perm = rng.permutation(n)
+    return [sorted(int(i) for i in part) for part in np.array_split(perm, k)]
+
+
+def _train_and_evaluate(config: PipelineConfig, family: TaskFamily, groups: list[tuple[int, ...]], key, progress):
+    """Train every distinct group from scratch (one vmapped call per group size) and evaluate it on
+    its own tasks. Returns ``{group: float [N] returns (NaN outside)}`` and per-group env steps per task."""
+    n, L = family.n_tasks, family.episode_length
+    per_update = config.ppo.num_envs * config.ppo.unroll(L)
+    k_train, k_eval = jax.random.split(key)
+    returns, steps_per_task = {}, {}
+    for size in sorted({len(g) for g in groups}):
+        bucket = [g for g in groups if len(g) == size]
+        masks = np.stack([np.isin(np.arange(n), g) for g in bucket])
+        updates = int(group_updates(config.ppo, family, [size])[0])
+        cfg = dataclasses.replace(config.ppo, total_env_steps=updates * per_update)
+        # the key depends on the group only: a group shared by two groupings is one policy
+        keys = jnp.stack([jax.random.fold_in(k_train, sum(1 << i for i in g) % (2**31 - 1)) for g in bucket])
+        progress(f"train {len(bucket)} group(s) of size {size}")
+        params, metrics = ppo.train_many(cfg, family, masks, keys)
+        ppo.check_finite(metrics)
+        out = np.asarray(
+            _subset_eval(
+                params,
+                jnp.asarray(masks),
+                k_eval,
+                net=cfg.network,
+                family=family,
+                episodes=config.eval_episodes,
+                kmax=size,
+                batch=config.surrogate.subset_batch,
+            )
+        )
+        for g, r in zip(bucket, out, strict=True):
+            returns[g] = r
+            steps_per_task[g] = updates * per_update / size
+    return returns, steps_per_task
+
+
+def _normalise(returns: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """(R - R_random) / (R_best_single - R_random) per task (last axis)."""
+    span = high - low
+    if np.any(np.abs(span) < 1e-8):
+        bad = np.flatnonzero(np.abs(span) < 1e-8).tolist()
+        raise FloatingPointError(f"tasks {bad}: the best single-task policy scores the same as the random policy")
+    return (returns - low) / span
+
+
+def compare(
+    family: TaskFamily,
+    config: PipelineConfig,
+    seeds: Sequence[int],
+    *,
+    random_draws: int = 3,
+    groupings: Sequence[str] = GROUPINGS,
+    vconfig: ValidateConfig | None = None,
+    theta_stars: dict[int, AgentParams] | None = None,
+    true_groups: dict[int, list[list[int]]] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Train every grouping with the same per-task env-step budget and compare per-task returns.
+
+    Args:
+        family: the tasks.
+        config: :class:`PipelineConfig`; ``config.groups`` is k for the k-group groupings
+            (``"auto"``: the k PolicyGradEx picks for each seed).
+        seeds: one theta*, estimate, truth and set of trainings per seed (as ``pgx-jax run --seed``).
+        random_draws: random partitions per seed.
+        groupings: a subset of :data:`GROUPINGS` (``per_task`` is always trained: it anchors the
+            normalisation).
+        vconfig: the fine-tuning of ``ground_truth`` (:class:`ValidateConfig`).
+        theta_stars, true_groups: per seed, reuse a meta-policy / the groups of a true affinity
+            (e.g. from :func:`pgx_jax.validate.validate`) instead of computing them.
+        progress: called with a message as each step starts.
+
+    Returns:
+        JSON-able dict: per grouping, ``per_task_return`` [seeds, N] (random: the mean over its
+        draws), ``normalized`` [seeds, N], ``mean_return`` / ``mean_normalized`` per seed with
+        their ``mean`` and ``std`` over seeds, ``groups`` per seed and ``env_steps_per_task``;
+        ``random_policy_return`` [N], ``best_single_task_return`` [N] and ``improvement`` of
+        ``policygradex`` over each other grouping in mean normalised return.
+    """
+    unknown = sorted(set(groupings) - set(GROUPINGS))
+    if unknown:
+        raise ValueError(f"unknown groupings {unknown}; known: {list(GROUPINGS)}")
+    if random_draws < 1:
+        raise ValueError(f"random_draws must be >= 1, got {random_draws}")
+    if not seeds:
+        raise ValueError("give at least one seed")
+    config.check_for(family)
+    groupings = [g for g in GROUPINGS if g in set(groupings) | {"per_task"}]
+    vconfig = vconfig or ValidateConfig()
+    theta_stars, true_groups = dict(theta_stars or {}), dict(true_groups or {})
+    say = progress or (lambda msg: None)
+    n = family.n_tasks
+    per_seed = []
+    timings = {}
+    for seed in seeds:
+        t0 = time.perf_counter()
+        key = jax.random.PRNGKey(seed)
+        k_meta, k_est, k_truth, _ = jax.random.split(key, 4)  # as policygradex and validate split it
+        if seed not in theta_stars:
+            say(f"seed {seed}: meta-train")
+            theta, metrics = ppo.train_jit(config.ppo, family, jnp.ones(n, bool), k_meta)
+            ppo.check_finite(metrics)
+            theta_stars[seed] = theta
+        say(f"seed {seed}: estimate")
+        est = policygradex(family, dataclasses.replace(config, train_groups=False), key, theta_star=theta_stars[seed])
+        k = len(est.groups)
+        chosen: dict[str, list[list[list[int]]]] = {"per_task": [[[i] for i in range(n)]]}
+        if "multitask" in groupings:
+            chosen["multitask"] = [[list(range(n))]]
+        if "policygradex" in groupings:
+            chosen["policygradex"] = [est.groups]
+        if "gradient_similarity" in groupings:
+            sim = gradient_similarity(est.features)
+            chosen["gradient_similarity"] = [cluster_mod.cluster_tasks(sim, k, method=config.cluster_method)]
+        if "random" in groupings:
+            rng = np.random.default_rng(seed)
+            chosen["random"] = [random_groups(n, k, rng) for _ in range(random_draws)]
+        if "ground_truth" in groupings:
+            if seed not in true_groups:
+                say(f"seed {seed}: ground truth (fine-tuning {est.subsets.shape[0]} subsets)")
+                finetune = vconfig.finetune(config.ppo, family.episode_length)
+                true, _ = true_scores(
+                    finetune,
+                    family,
+                    theta_stars[seed],
+                    est.subsets,
+                    k_truth,
+                    jax.random.split(k_est)[1],
+                    episodes=config.eval_episodes,
+                    subset_batch=config.surrogate.subset_batch,
+                )
+                u_true = affinity_mod.affinity_matrix(true, est.subsets, config.affinity)
+                true_groups[seed] = cluster_mod.cluster_tasks(u_true, k, method=config.cluster_method)
+            chosen["ground_truth"] = [true_groups[seed]]
+        for draws in chosen.values():
+            for groups in draws:
+                group_masks(groups, n)  # every grouping must be a partition
+        distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
+        returns, steps = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
+        seed_out = {}
+        for name, draws in chosen.items():
+            per_draw = []
+            for groups in draws:
+                r = np.full(n, np.nan)
+                for g in groups:
+                    r[list(g)] = returns[tuple(g)][list(g)]
+                per_draw.append(r)
+            seed_out[name] = {
+                "groups": draws if name == "random" else draws[0],
+                "per_task_return": np.mean(per_draw, 0),
+                "env_steps_per_task": [[steps[tuple(g)] for g in groups] for groups in draws],
+            }
+        per_seed.append(seed_out)
+        timings[f"seed_{seed}"] = time.perf_counter() - t0
+
+    low = np.asarray(random_policy_returns(family, jnp.arange(n), jax.random.PRNGKey(0), config.eval_episodes))
+    high = np.max([s["per_task"]["per_task_return"] for s in per_seed], 0)
+    out: dict = {"groupings": {}}
+    for name in groupings:
+        r = np.stack([s[name]["per_task_return"] for s in per_seed])  # [seeds, N]
+        z = _normalise(r, low, high)
+        out["groupings"][name] = {
+            "per_task_return": r,
+            "normalized": z,
+            "mean_return": {"per_seed": r.mean(1), "mean": float(r.mean()), "std": float(r.mean(1).std())},
+            "mean_normalized": {"per_seed": z.mean(1), "mean": float(z.mean()), "std": float(z.mean(1).std())},
+            "groups": [s[name]["groups"] for s in per_seed],
+            "env_steps_per_task": [s[name]["env_steps_per_task"] for s in per_seed],
+        }
+    if "policygradex" in groupings:
+        ours = out["groupings"]["policygradex"]["mean_normalized"]["mean"]
+        out["improvement"] = {}
+        for name in groupings:
+            if name != "policygradex":
+                theirs = out["groupings"][name]["mean_normalized"]["mean"]
+                out["improvement"][name] = {
+                    "difference": ours - theirs,
+                    "relative": (ours - theirs) / abs(theirs) if abs(theirs) > 1e-12 else None,
+                }
+    out.update(
+        family=family.name,
+        tasks=list(family.task_names),
+        seeds=list(seeds),
+        random_draws=random_draws,
+        random_policy_return=low,
+        best_single_task_return=high,
+        config=config.to_dict(),
+        timings=timings,
+    )
+    return out
