@@ -106,18 +106,26 @@ def _sweep(family, config, report, theta, key, dims) -> dict:
     true = np.asarray(report["truth"]["true_scores"])
     k = report["truth"]["k"]
     out = {"m": {}, "d": {}}
+    s_total = masks.shape[0]
     for ev, t in report["truth"]["by_evaluator"].items():
         est = np.asarray(t["estimated_scores"])
         rows = []
-        for m in sorted({max(masks.shape[1], masks.shape[0] // 4), masks.shape[0] // 2, masks.shape[0]}):
-            sub, e, tr = masks[:m], est[:m], true[:m]
-            try:
-                ge = cluster_tasks(affinity_matrix(e, sub, config.affinity), k, method=config.cluster_method)
-                gt = cluster_tasks(affinity_matrix(tr, sub, config.affinity), k, method=config.cluster_method)
-            except ValueError as err:  # a pair not covered by the first m subsets
-                rows.append({"m": m, "error": str(err)})
-                continue
-            rows.append({"m": m, "nmi": nmi(ge, gt, masks.shape[1]), **agreement(e, tr, sub)})
+        for m in sorted({max(masks.shape[1], s_total // 3), s_total // 2, (3 * s_total) // 4, s_total}):
+            rng = np.random.default_rng(m)
+            draws = []
+            for _ in range(1 if m == s_total else 10):  # random m-subsets of the rows that cover every pair
+                pick = np.sort(rng.choice(s_total, m, replace=False))
+                sub, e, tr = masks[pick], est[pick], true[pick]
+                try:
+                    ge = cluster_tasks(affinity_matrix(e, sub, config.affinity), k, method=config.cluster_method)
+                    gt = cluster_tasks(affinity_matrix(tr, sub, config.affinity), k, method=config.cluster_method)
+                except ValueError:  # a pair not covered by these rows
+                    continue
+                draws.append({"nmi": nmi(ge, gt, masks.shape[1]), **agreement(e, tr, sub)})
+            if draws:
+                rows.append(
+                    {"m": m, "draws": len(draws), **{key: float(np.mean([d[key] for d in draws])) for key in draws[0]}}
+                )
         out["m"][ev] = rows
     g_true = cluster_tasks(np.asarray(report["truth"]["true_affinity"]), k, method=config.cluster_method)
     for ev in ("rollout", "loss"):

@@ -34,3 +34,64 @@ def _feature_cfg():
     from pgx_jax.features import FeatureConfig
 
     return FeatureConfig(dim=4, transitions=100, holdout=0)
+
+
+def test_flop_count_multiplies_loop_trip_counts():
+    """XLA's cost analysis counts a loop body once; ours must scale with the trip count."""
+    import functools
+
+    import jax.numpy as jnp
+
+    from pgx_jax.flops import count_flops, xla_flops
+
+    def f(x, n):
+        return jax.lax.scan(lambda c, _: (jnp.tanh(c @ c), None), x, None, length=n)[0]
+
+    x = jnp.ones((16, 16))
+    one = count_flops(functools.partial(f, n=1), x).flops
+    assert one == 2 * 16**3 + 16**2  # matmul multiply-adds + tanh
+    assert count_flops(functools.partial(f, n=10), x).flops == 10 * one
+    xla = [xla_flops(jax.jit(functools.partial(f, n=n)).lower(x).compile()) for n in (1, 10)]
+    assert xla[1] < 2 * xla[0]  # the reason count_flops exists
+
+    def w(x):
+        return jax.lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1] @ c[1]), (0, x))[1]
+
+    c = count_flops(w, x, while_trips=3)
+    assert c.while_loops == 1 and c.flops == c.while_flops >= 3 * 2 * 16**3
+
+
+def test_agreement_and_nmi_on_planted_scores():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((30, 4), bool)
+    for s in range(30):
+        masks[s, rng.choice(4, 2, replace=False)] = True
+    true = np.where(masks, rng.normal(size=(30, 4)) + np.arange(4) * 10, np.nan)
+    same = validate.agreement(2 * true + 1, true, masks)
+    assert same["spearman"] > 0.999 and same["spearman_within_task"] > 0.999
+    flipped = validate.agreement(-true, true, masks)
+    assert flipped["spearman_within_task"] < -0.999
+    assert abs(validate.agreement(true * 1.1, true, masks)["mean_rel_error"] - 0.1) < 1e-9
+    assert validate.nmi([[0, 1], [2, 3]], [[2, 3], [1, 0]], 4) == 1.0
+    assert validate.nmi([[0, 1], [2, 3]], [[0, 2], [1, 3]], 4) < 1e-9
+
+
+def test_group_budgets_are_equal_per_task(reacher):
+    from pgx_jax.config import budget_config
+    from pgx_jax.groups import group_updates
+
+    for budget in ("smoke", "demo"):
+        cfg = budget_config(budget, reacher.name, reacher.n_tasks)
+        sizes = np.arange(1, reacher.n_tasks + 1)
+        updates = group_updates(cfg, reacher, sizes)
+        assert np.all(updates / sizes == updates[0])
+        assert updates[-1] <= cfg.num_updates(reacher.episode_length)
+
+
+def test_validate_config_rejects_bad_values():
+    import pytest
+
+    with pytest.raises(ValueError, match="finetune_fraction"):
+        validate.ValidateConfig(finetune_fraction=0)
+    with pytest.raises(ValueError, match="directions"):
+        validate.ValidateConfig(directions=0)
