@@ -50,6 +50,11 @@ class AffinityConfig:
             raise ValueError(f"subset_size {size} exceeds the number of tasks {n}")
         return size
 
+    def coverage_for(self, n: int) -> int:
+        """The pair coverage to require: ``min_pair_coverage``, or less when even every subset of
+        this size covers a pair fewer times (C(n - 2, size - 2): e.g. n = 4, size 2 gives 1)."""
+        return min(self.min_pair_coverage, math.comb(n - 2, self.size_for(n) - 2))
+
     def count_for(self, n: int) -> int:
         if self.subsets is not None:
             return self.subsets
@@ -93,7 +98,7 @@ def sample_subsets(seed: int, n: int, cfg: AffinityConfig) -> np.ndarray:
     covered ``min_pair_coverage`` times. With ``cfg.subsets`` given, exactly that many are drawn
     and ``ValueError`` is raised if they do not cover every pair as required.
     """
-    size, m = cfg.size_for(n), cfg.count_for(n)
+    size, m, need = cfg.size_for(n), cfg.count_for(n), cfg.coverage_for(n)
     total = math.comb(n, size)
     if m > total:
         m = total  # every subset of that size, once
@@ -109,7 +114,7 @@ def sample_subsets(seed: int, n: int, cfg: AffinityConfig) -> np.ndarray:
         off = ~np.eye(n, dtype=bool)
 
         def covered():
-            return cov[off].min() >= cfg.min_pair_coverage
+            return cov[off].min() >= need
 
         while len(out) < m or (cfg.subsets is None and not covered() and len(out) < total):
             c = tuple(sorted(rng.choice(n, size=size, replace=False).tolist()))
@@ -119,7 +124,7 @@ def sample_subsets(seed: int, n: int, cfg: AffinityConfig) -> np.ndarray:
                 cov += np.outer(mask, mask)
                 out.append(mask)
     masks = np.stack(out)
-    check_coverage(masks, cfg.min_pair_coverage)
+    check_coverage(masks, need)
     return masks
 
 

@@ -77,11 +77,11 @@ class PipelineConfig:
         m = self.affinity.count_for(n)
         if m < math.comb(n, size):
             # m subsets of this size hold at most m * size (size - 1) / 2 pair slots
-            need = self.affinity.min_pair_coverage * n * (n - 1) / 2
+            need = self.affinity.coverage_for(n) * n * (n - 1) / 2
             if m * size * (size - 1) / 2 < need:
                 raise ValueError(
                     f"{m} subsets of size {size} cannot cover all {n * (n - 1) // 2} task pairs "
-                    f"{self.affinity.min_pair_coverage} times; use at least "
+                    f"{self.affinity.coverage_for(n)} times; use at least "
                     f"{math.ceil(2 * need / (size * (size - 1)))} subsets"
                 )
 

@@ -190,3 +190,15 @@ def test_advantages_use_the_critics_reward_scale(reacher):
     a0, a1, a2 = (run(s) for s in (1.0, 2.0, 3.0))
     np.testing.assert_allclose(a2 - a1, a1 - a0, rtol=1e-4, atol=1e-5)
     assert np.abs(a1 - a0).max() > 1e-3
+
+
+def test_small_families_take_every_subset_when_coverage_cannot_be_met():
+    """n = 4, size 2: every pair is in exactly one subset, so asking for 3 would make the
+    default run impossible; every subset once is the most there is."""
+    from pgx_jax.affinity import AffinityConfig, pair_coverage, sample_subsets
+
+    cfg = AffinityConfig()
+    masks = sample_subsets(0, 4, cfg)
+    assert masks.shape == (6, 4) and cfg.coverage_for(4) == 1
+    assert pair_coverage(masks)[~np.eye(4, dtype=bool)].min() == 1
+    assert AffinityConfig(subset_size=3).coverage_for(4) == 2
