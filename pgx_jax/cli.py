@@ -268,12 +268,27 @@ def _build_run(args):
     return family, config
 
 
+def _setup(args, command: str):
+    """Check every pipeline argument, load ``--resume``'s checkpoint, then (only then) create the
+    output directory and turn on the compilation cache. Raises ``ValueError`` on bad input.
+
+    Returns ``(family, config, out, theta or None)``."""
+    import jax
+
+    family, config = _build_run(args)
+    out = args.out or os.path.join("runs", f"{command}-{family.name}")
+    theta = _resume(args, family, config, out)
+    os.makedirs(out, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE))
+    return family, config, out, theta
+
+
 def _resume(args, family, config, out: str):
     """With ``--resume``, the finished theta* checkpoint in ``out`` (``ValueError`` if there is
     none or it does not fit); else None."""
     from pgx_jax import checkpoint
 
-    if not args.resume:
+    if not getattr(args, "resume", False):
         return None
     ckpt = os.path.join(out, "theta_star")
     if not os.path.exists(os.path.join(ckpt, "meta.json")):
@@ -310,16 +325,9 @@ def _cmd_run(args) -> int:
     from pgx_jax.results import markdown_table, plot_affinity, write_json
 
     try:
-        family, config = _build_run(args)
+        family, config, out, theta = _setup(args, "run")
     except ValueError as e:
         return _fail(str(e))
-    out = args.out or os.path.join("runs", f"run-{family.name}")
-    try:
-        theta = _resume(args, family, config, out)
-    except ValueError as e:
-        return _fail(str(e))
-    os.makedirs(out, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE))
     key = jax.random.PRNGKey(args.seed)
     timings = {}
     stages = ["meta-train", "estimate", "cluster", "train groups"]
@@ -410,17 +418,10 @@ def _cmd_validate(args) -> int:
     from pgx_jax.validate import ValidateConfig, validate
 
     try:
-        family, config = _build_run(args)
         vconfig = ValidateConfig(finetune_fraction=args.finetune_fraction)
+        family, config, out, theta = _setup(args, "validate")
     except ValueError as e:
         return _fail(str(e))
-    out = args.out or os.path.join("runs", f"validate-{family.name}")
-    try:
-        theta = _resume(args, family, config, out)
-    except ValueError as e:
-        return _fail(str(e))
-    os.makedirs(out, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE))
     key = jax.random.PRNGKey(args.seed)
     bar, progress = _stage_bar(
         args, ["meta-train", "estimate", "fine-tune", "compare", "count FLOPs", "first-order check"]
@@ -490,14 +491,12 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    import jax
 
     from pgx_jax.compare import GROUPINGS, compare
     from pgx_jax.results import markdown_table, write_json
     from pgx_jax.validate import ValidateConfig
 
     try:
-        family, config = _build_run(args)
         vconfig = ValidateConfig(finetune_fraction=args.finetune_fraction)
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
@@ -507,11 +506,9 @@ def _cmd_compare(args) -> int:
         unknown = sorted(set(groupings) - set(GROUPINGS))
         if unknown:
             raise ValueError(f"--groupings: unknown {unknown}; known: {list(GROUPINGS)}")
+        family, config, out, _ = _setup(args, "compare")
     except ValueError as e:
         return _fail(str(e))
-    out = args.out or os.path.join("runs", f"compare-{family.name}")
-    os.makedirs(out, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE))
 
     def progress(msg):
         if not args.no_progress:

@@ -181,6 +181,29 @@ def _rollout(params, feats, betas, scales, masks, key, *, net, family, episodes,
     return over_devices(score, (betas, scales, masks), devices)
 
 
+def evaluate_subsets(
+    config: PipelineConfig, family, theta_star, feats, betas, scales, masks, key, *, kmax, devices=None
+):
+    """f(S, i) for every subset with ``config.evaluator`` (one compiled call): float32 [S, N]."""
+    if config.evaluator == "loss":
+        return loss_scores(feats, betas, masks)
+    return _rollout(
+        theta_star,
+        feats,
+        betas,
+        scales,
+        masks,
+        key,
+        net=config.ppo.network,
+        family=family,
+        episodes=config.eval_episodes,
+        block=config.surrogate.param_block,
+        batch=config.surrogate.subset_batch,
+        kmax=kmax,
+        devices=devices,
+    )
+
+
 def estimate(
     config: PipelineConfig,
     family: TaskFamily,
@@ -216,24 +239,9 @@ def estimate(
     if not bool(jnp.all(jnp.isfinite(betas))):
         raise FloatingPointError("non-finite surrogate solution")
     t0 = time.perf_counter()
-    if config.evaluator == "loss":
-        scores = loss_scores(feats, betas, masks)
-    else:
-        scores = _rollout(
-            theta_star,
-            feats,
-            betas,
-            scales,
-            masks,
-            k_eval,
-            net=config.ppo.network,
-            family=family,
-            episodes=config.eval_episodes,
-            block=config.surrogate.param_block,
-            batch=config.surrogate.subset_batch,
-            kmax=kmax,
-            devices=devices,
-        )
+    scores = evaluate_subsets(
+        config, family, theta_star, feats, betas, scales, masks, k_eval, kmax=kmax, devices=devices
+    )
     scores = np.asarray(scores)
     timings["evaluate"] = time.perf_counter() - t0
     return feats, scores, timings

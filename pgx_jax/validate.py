@@ -304,7 +304,7 @@ def validate(
     search counted at its measured trip count.
     """
     from pgx_jax.evaluate import EVALUATORS
-    from pgx_jax.pipeline import _features, _rollout, _solve, estimate
+    from pgx_jax.pipeline import _features, _solve, estimate, evaluate_subsets
 
     vconfig = vconfig or ValidateConfig()
     config.check_for(family)
@@ -392,32 +392,12 @@ def validate(
     f_solve = count_flops(
         lambda f, m: _solve(f, m, cfg=config.surrogate, kmax=kmax, devices=None), feats, masks, while_trips=trips
     )
-    betas_shape = jax.ShapeDtypeStruct((s, d), jnp.float32)
-    if config.evaluator == "loss":
-        from pgx_jax.evaluate import loss_scores
-
-        f_eval = count_flops(loss_scores, feats, betas_shape, masks)
-    else:
-        f_eval = count_flops(
-            lambda b, c, m: _rollout(
-                theta_star,
-                feats,
-                b,
-                c,
-                m,
-                k_eval,
-                net=config.ppo.network,
-                family=family,
-                episodes=config.eval_episodes,
-                block=config.surrogate.param_block,
-                batch=config.surrogate.subset_batch,
-                kmax=kmax,
-                devices=None,
-            ),
-            betas_shape,
-            jax.ShapeDtypeStruct((s,), jnp.float32),
-            masks,
-        )
+    f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
+        lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax),
+        jax.ShapeDtypeStruct((s, d), jnp.float32),
+        jax.ShapeDtypeStruct((s,), jnp.float32),
+        masks,
+    )
     est_flops = f_feat.flops + f_solve.flops + f_eval.flops
     ft_flops = tinfo["flops_train"] + tinfo["flops_evaluate"]
     est_wall = sum(t_est.values())
