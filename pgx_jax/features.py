@@ -116,15 +116,22 @@ def projection_block(key: PRNGKey, index, block: int, dim: int) -> jax.Array:
 
 
 def project(grads: jax.Array, key: PRNGKey, dim: int, block: int) -> jax.Array:
-    """``grads`` [B, P] @ P -> [B, D], generating P block by block."""
+    """``grads`` [B, P] @ P -> [B, D], generating P block by block.
+
+    The last, partial block multiplies only its P mod block real rows (zero-padding it cost
+    3x the FLOPs of the whole projection for a 5.6k-parameter actor and 16384-row blocks)."""
     b, p = grads.shape
-    nb = _blocks(p, block)
-    padded = jnp.pad(grads, ((0, 0), (0, nb * block - p))).reshape(b, nb, block)
+    full, rest = divmod(p, block)
+    out = jnp.zeros((b, dim), grads.dtype)
+    if full:
+        blocks = grads[:, : full * block].reshape(b, full, block)
 
-    def body(acc, i):
-        return acc + padded[:, i] @ projection_block(key, i, block, dim), None
+        def body(acc, i):
+            return acc + blocks[:, i] @ projection_block(key, i, block, dim), None
 
-    out, _ = jax.lax.scan(body, jnp.zeros((b, dim), grads.dtype), jnp.arange(nb))
+        out, _ = jax.lax.scan(body, out, jnp.arange(full))
+    if rest:
+        out = out + grads[:, full * block :] @ projection_block(key, full, block, dim)[:rest]
     return out
 
 
