@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0.1,
         help="env steps of each subset's real fine-tuning, as a fraction of meta-training's (default 0.1)",
     )
+    v.add_argument(
+        "--replicates",
+        type=int,
+        default=1,
+        help="fine-tune every subset this many times; >= 2 reports how well the truth agrees with itself",
+    )
 
     c = sub.add_parser("compare", help="train the groupings (multitask, per task, random, ...) with equal budgets")
     _pipeline_args(c, "compare", seed=False)
@@ -418,7 +424,7 @@ def _cmd_validate(args) -> int:
     from pgx_jax.validate import ValidateConfig, validate
 
     try:
-        vconfig = ValidateConfig(finetune_fraction=args.finetune_fraction)
+        vconfig = ValidateConfig(finetune_fraction=args.finetune_fraction, replicates=args.replicates)
         family, config, out, theta = _setup(args, "validate")
     except ValueError as e:
         return _fail(str(e))

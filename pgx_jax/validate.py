@@ -89,6 +89,9 @@ class ValidateConfig:
     Attributes:
         finetune_fraction: env steps of each subset's real fine-tuning, as a fraction of the
             meta-training steps (0.1: 300k steps per subset on reacher-goals at the demo budget).
+        replicates: fine-tune every subset this many times (independent keys); with 2 or more,
+            ``truth["replicates"]`` says how well the truth agrees with itself: the ceiling of
+            any estimate's agreement with it.
         directions: surrogate directions (those of the first sampled subsets) and as many
             random directions for the first-order check.
         approx_transitions: fresh on-policy transitions per task for the first-order check.
@@ -96,6 +99,7 @@ class ValidateConfig:
     """
 
     finetune_fraction: float = 0.1
+    replicates: int = 1
     directions: int = 3
     approx_transitions: int = 256
     sizes: tuple[float, ...] = APPROX_SIZES
@@ -103,7 +107,7 @@ class ValidateConfig:
     def __post_init__(self):
         if not 0 < self.finetune_fraction:
             raise ValueError(f"finetune_fraction must be > 0, got {self.finetune_fraction!r}")
-        for name in ("directions", "approx_transitions"):
+        for name in ("replicates", "directions", "approx_transitions"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -358,8 +362,23 @@ def validate(
     timings["finetune_train"] = tinfo["train_s"]
     timings["finetune_evaluate"] = tinfo["evaluate_s"]
 
+    replicas = []
+    for r in range(1, vconfig.replicates):
+        again_true, _ = true_scores(
+            finetune,
+            family,
+            theta_star,
+            subsets,
+            jax.random.fold_in(k_truth, r),
+            k_eval,
+            episodes=config.eval_episodes,
+            subset_batch=config.surrogate.subset_batch,
+        )
+        replicas.append(again_true)
+
     say("compare")
     u_true = affinity_mod.affinity_matrix(true, subsets, config.affinity)
+
     by_evaluator = {}
     for name, est in estimates.items():
         u_est = affinity_mod.affinity_matrix(est, subsets, config.affinity)
@@ -382,6 +401,12 @@ def validate(
             entry["nmi_true_vs_planted"] = nmi(g_true, planted, n)
         by_evaluator[name] = entry
     main = by_evaluator[config.evaluator]
+    replicate_agreement = []  # the truth against itself, with the same k
+    for again_true in replicas:
+        u_again = affinity_mod.affinity_matrix(again_true, subsets, config.affinity)
+        g_again = cluster_mod.cluster_tasks(u_again, main["k"], method=config.cluster_method)
+        entry = {**agreement(again_true, true, subsets), "nmi": nmi(g_again, main["true_groups"], n)}
+        replicate_agreement.append(entry)
 
     say("count FLOPs")
     kmax = int(subsets.sum(1).max())
@@ -451,6 +476,7 @@ def validate(
             "finetune_env_steps_per_subset": finetune_steps,
             "true_scores": true,
             "true_affinity": u_true,
+            "replicates": replicate_agreement,
             "by_evaluator": by_evaluator,
         },
         "speedup": speedup,

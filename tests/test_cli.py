@@ -65,7 +65,7 @@ def four_goals(tmp_path_factory):
 def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     out = tmp_path / "v"
     argv = ["validate", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--out", str(out)]
-    assert main(argv + ["--no-progress"]) == 0
+    assert main(argv + ["--replicates", "2", "--no-progress"]) == 0
     v = json.loads((out / "validation.json").read_text())
     assert set(v["approx_error"]) == {"0.001", "0.005", "0.01", "0.05"}
     errs = [v["approx_error"][r]["random"] for r in ("0.001", "0.005", "0.01", "0.05")]
@@ -83,6 +83,8 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     assert sp["estimation"]["flops"] > 0 and sp["finetune"]["flops"] > 0 and sp["flops"] > 0 and sp["wall"] > 0
     assert sp["estimation"]["linesearch_trips_per_iteration"] >= 1
     assert truth["finetune_env_steps_per_subset"] > 0
+    (rep,) = truth["replicates"]  # the second fine-tuning of every subset, against the first
+    assert 0 <= rep["nmi"] <= 1 and -1 <= rep["spearman_within_task"] <= 1
     for png in ("approx_error.png", "truth_scatter.png", "affinity_estimated.png", "affinity_true.png"):
         assert (out / png).stat().st_size > 1000
     assert "speedup in FLOPs" in capsys.readouterr().out

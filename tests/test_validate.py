@@ -93,5 +93,7 @@ def test_validate_config_rejects_bad_values():
 
     with pytest.raises(ValueError, match="finetune_fraction"):
         validate.ValidateConfig(finetune_fraction=0)
+    with pytest.raises(ValueError, match="replicates"):
+        validate.ValidateConfig(replicates=0)
     with pytest.raises(ValueError, match="directions"):
         validate.ValidateConfig(directions=0)
