@@ -5,14 +5,20 @@ NMI move with m (subsets) and d (projection dimension).
 Each family/seed result is saved as soon as it exists (benchmarks/results/validation.json,
 comparison.json, sweep.json and the .md tables), so a cut-off run still leaves its figures.
 
-Usage: python benchmarks/validate_compare.py [--families reacher-goals ant-dir cheetah-vel]
-       [--seeds 0 1 2] [--compare-seeds-other 0] [--dims 50 100 200 800] [--budget demo]
+Run one family per process (three in one process ran out of memory compiling the third);
+results of other families already in the JSON files are kept.
+
+Usage (as run for RESULTS.md):
+  python benchmarks/validate_compare.py --families reacher-goals --seeds 0 1 2 --sweep --random-draws 2
+  python benchmarks/validate_compare.py --families ant-dir --seeds 0 --random-draws 2
+  python benchmarks/validate_compare.py --families cheetah-vel --seeds 0 --random-draws 2
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 
@@ -176,7 +182,8 @@ def main():
     p.add_argument("--families", nargs="+", default=["reacher-goals", "ant-dir", "cheetah-vel"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of the first family")
     p.add_argument("--other-seeds", nargs="+", type=int, default=[0], help="seeds of the other families")
-    p.add_argument("--dims", nargs="+", type=int, default=[50, 100, 200, 800])
+    p.add_argument("--sweep", action="store_true", help="the m and d sweep on the first family's first seed")
+    p.add_argument("--dims", nargs="+", type=int, default=[100, 800])
     p.add_argument("--random-draws", type=int, default=2)
     p.add_argument("--budget", default="demo")
     p.add_argument("--out", default=HERE)
@@ -185,7 +192,17 @@ def main():
     os.makedirs(here, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/pgx_jax/jax"))
     info = {"machine": machine(), "versions": versions(), "budget": args.budget}
-    reports, comps, sweeps = {}, {}, {}
+
+    def earlier(name, field):  # other families' results from earlier runs (one process per family
+        path = os.path.join(here, name)  # keeps memory bounded: 3 families in one process ran out)
+        if not os.path.exists(path):
+            return {}
+        with open(path) as f:
+            return {k: v for k, v in json.load(f)[field].items() if k not in args.families}
+
+    reports = earlier("validation.json", "reports")
+    comps = earlier("comparison.json", "comparisons")
+    sweeps = earlier("sweep.json", "sweeps")
     t_start = time.perf_counter()
     for f_i, name in enumerate(args.families):
         family = make_family(name)
@@ -225,7 +242,7 @@ def main():
                 family.task_names,
                 f"{name} seed {seed}: {config.evaluator} estimate vs fine-tuning",
             )
-            if f_i == 0 and seed == seeds[0]:
+            if args.sweep and f_i == 0 and seed == seeds[0]:
                 sweeps[name] = _sweep(family, config, r, thetas[seed], jax.random.PRNGKey(seed), args.dims)
                 write_json(os.path.join(here, "sweep.json"), {"info": info, "sweeps": sweeps})
                 _plot_sweep(
