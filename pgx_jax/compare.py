@@ -155,14 +155,12 @@ def compare(
     for seed in seeds:
         t0 = time.perf_counter()
         key = jax.random.PRNGKey(seed)
-        k_meta, k_est, k_truth, _ = jax.random.split(key, 4)  # as policygradex and validate split it
-        if seed not in theta_stars:
-            say(f"seed {seed}: meta-train")
-            theta, metrics = ppo.train_jit(config.ppo, family, jnp.ones(n, bool), k_meta)
-            ppo.check_finite(metrics)
-            theta_stars[seed] = theta
-        say(f"seed {seed}: estimate")
-        est = policygradex(family, dataclasses.replace(config, train_groups=False), key, theta_star=theta_stars[seed])
+        _, k_est, k_truth, _ = jax.random.split(key, 4)  # as pipeline.start splits it
+        say(f"seed {seed}: {'estimate' if seed in theta_stars else 'meta-train and estimate'}")
+        est = policygradex(
+            family, dataclasses.replace(config, train_groups=False), key, theta_star=theta_stars.get(seed)
+        )
+        theta_stars[seed] = est.theta_star
         k = len(est.groups)
         chosen: dict[str, list[list[list[int]]]] = {"per_task": [[[i] for i in range(n)]]}
         if "multitask" in groupings:

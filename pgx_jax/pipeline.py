@@ -249,6 +249,35 @@ def estimate(
     return feats, scores, timings
 
 
+def start(family: TaskFamily, config: PipelineConfig, key: PRNGKey, theta_star, subsets, say):
+    """The opening :func:`policygradex` and :func:`pgx_jax.validate.validate` share: check the
+    config, split ``key``, sample (or check) the subsets and meta-train theta* unless given.
+
+    Returns ``(subsets bool [S, N], theta_star, meta_metrics or None, timings, (k_est, k_rest))``:
+    the same key gives the same subsets, theta* and estimation key in both.
+    """
+    config.check_for(family)
+    n = family.n_tasks
+    k_meta, k_est, k_rest, k_sub = jax.random.split(key, 4)
+    if subsets is None:
+        seed = int(jax.random.randint(k_sub, (), 0, 2**31 - 1))
+        subsets = affinity_mod.sample_subsets(seed, n, config.affinity)
+    else:
+        subsets = np.asarray(subsets, bool)
+        ppo.check_mask(subsets, n)
+        affinity_mod.check_coverage(subsets, 1)
+    timings: dict[str, float] = {}
+    meta_metrics = None
+    if theta_star is None:
+        say("meta-train")
+        t0 = time.perf_counter()
+        theta_star, meta_metrics = ppo.train_jit(config.ppo, family, jnp.ones(n, bool), k_meta)
+        jax.block_until_ready(theta_star)
+        ppo.check_finite(meta_metrics)
+        timings["meta_train"] = time.perf_counter() - t0
+    return subsets, theta_star, meta_metrics, timings, (k_est, k_rest)
+
+
 def policygradex(
     family: TaskFamily,
     config: PipelineConfig,
@@ -271,26 +300,8 @@ def policygradex(
     Returns:
         :class:`Result`.
     """
-    config.check_for(family)
-    n = family.n_tasks
     say = progress or (lambda stage: None)
-    k_meta, k_est, k_groups, k_sub = jax.random.split(key, 4)
-    if subsets is None:
-        seed = int(jax.random.randint(k_sub, (), 0, 2**31 - 1))
-        subsets = affinity_mod.sample_subsets(seed, n, config.affinity)
-    else:
-        subsets = np.asarray(subsets, bool)
-        ppo.check_mask(subsets, n)
-        affinity_mod.check_coverage(subsets, 1)
-    timings: dict[str, float] = {}
-    meta_metrics = None
-    if theta_star is None:
-        say("meta-train")
-        t0 = time.perf_counter()
-        theta_star, meta_metrics = ppo.train_jit(config.ppo, family, jnp.ones(n, bool), k_meta)
-        jax.block_until_ready(theta_star)
-        ppo.check_finite(meta_metrics)
-        timings["meta_train"] = time.perf_counter() - t0
+    subsets, theta_star, meta_metrics, timings, (k_est, k_groups) = start(family, config, key, theta_star, subsets, say)
     say("estimate")
     feats, scores, t_est = estimate(config, family, theta_star, subsets, k_est)
     timings.update(t_est)

@@ -308,31 +308,15 @@ def validate(
     search counted at its measured trip count.
     """
     from pgx_jax.evaluate import EVALUATORS
-    from pgx_jax.pipeline import _features, _solve, estimate, evaluate_subsets
+    from pgx_jax.pipeline import _features, _solve, estimate, evaluate_subsets, start
 
     vconfig = vconfig or ValidateConfig()
-    config.check_for(family)
     n = family.n_tasks
     say = progress or (lambda stage: None)
-    k_meta, k_est, k_truth, k_sub = jax.random.split(key, 4)  # as policygradex splits it
-    if subsets is None:
-        seed = int(jax.random.randint(k_sub, (), 0, 2**31 - 1))
-        subsets = affinity_mod.sample_subsets(seed, n, config.affinity)
-    else:
-        subsets = np.asarray(subsets, bool)
-        ppo.check_mask(subsets, n)
-        affinity_mod.check_coverage(subsets, 1)
+    subsets, theta_star, _, timings, (k_est, k_truth) = start(family, config, key, theta_star, subsets, say)
     finetune = vconfig.finetune(config.ppo, family.episode_length)
     L = family.episode_length
     finetune_steps = finetune.num_updates(L) * finetune.num_envs * finetune.unroll(L)
-    timings: dict[str, float] = {}
-    if theta_star is None:
-        say("meta-train")
-        t0 = time.perf_counter()
-        theta_star, metrics = ppo.train_jit(config.ppo, family, jnp.ones(n, bool), k_meta)
-        jax.block_until_ready(theta_star)
-        ppo.check_finite(metrics)
-        timings["meta_train"] = time.perf_counter() - t0
 
     say("estimate")
     estimates = {}
