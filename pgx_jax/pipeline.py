@@ -223,6 +223,15 @@ def estimate(
 
     Returns ``(features, estimates float [S, N] with NaN outside each subset, timings)``.
     """
+    feats, _, _, scores, timings = estimate_with_solutions(config, family, theta_star, masks, key, devices=devices)
+    return feats, scores, timings
+
+
+def estimate_with_solutions(
+    config: PipelineConfig, family: TaskFamily, theta_star: AgentParams, masks, key, *, devices=None
+):
+    """:func:`estimate`, also returning the solutions: ``(features, betas [S, D], scales [S],
+    estimates [S, N], timings)`` (for a second evaluator or the first-order check without solving again)."""
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     timings = {}
     k_feat, k_eval = jax.random.split(key)
@@ -246,7 +255,7 @@ def estimate(
     )
     scores = np.asarray(scores)
     timings["evaluate"] = time.perf_counter() - t0
-    return feats, scores, timings
+    return feats, betas, scales, scores, timings
 
 
 def start(family: TaskFamily, config: PipelineConfig, key: PRNGKey, theta_star, subsets, say):

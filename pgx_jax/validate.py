@@ -173,9 +173,9 @@ def true_scores(
     info["train_s"] = time.perf_counter() - t0
     ppo.check_finite(metrics)
     static = dict(net=finetune.network, family=family, episodes=episodes, kmax=kmax, batch=subset_batch)
-    _subset_eval(params, jnp.asarray(masks), eval_key, **static).block_until_ready()  # compile
+    evaluate = _subset_eval.lower(params, jnp.asarray(masks), eval_key, **static).compile()
     t0 = time.perf_counter()
-    scores = np.asarray(_subset_eval(params, jnp.asarray(masks), eval_key, **static))
+    scores = np.asarray(evaluate(params, jnp.asarray(masks), eval_key))
     info["evaluate_s"] = time.perf_counter() - t0
     info["flops_train"] = count_flops(
         lambda m, k, p: ppo._train_many(finetune, family, m, k, p), jnp.asarray(masks), keys, theta_star
@@ -239,19 +239,16 @@ def linesearch_trips(features, masks, cfg, kmax: int) -> float:
     return float(steps.max(1).mean())
 
 
-def _first_order_check(config, vconfig: ValidateConfig, family, theta_star, feats, subsets, key) -> dict:
+def _first_order_check(config, vconfig: ValidateConfig, family, theta_star, feats, betas, key) -> dict:
     """``approx_error`` of :func:`validate`: mean error per relative size, along the surrogate
-    directions of the first ``vconfig.directions`` subsets and as many random directions."""
-    from pgx_jax.pipeline import _solve
-
+    directions ``betas`` [S, D] of the first ``vconfig.directions`` subsets and as many random
+    directions."""
     k_data, k_dir = jax.random.split(key)
     data_cfg = FeatureConfig(dim=1, transitions=vconfig.approx_transitions, holdout=0)
     data = collect(config.ppo, data_cfg, family, theta_star, k_data)
     obs = data["obs"].reshape(-1, family.obs_size)
     act = data["action"].reshape(-1, family.action_size)
-    nd = min(vconfig.directions, subsets.shape[0])
-    first = jnp.asarray(subsets[:nd])
-    betas, _ = _solve(feats, first, cfg=config.surrogate, kmax=int(subsets[:nd].sum(1).max()), devices=None)
+    nd = min(vconfig.directions, betas.shape[0])
     check = jax.jit(approximation_error, static_argnums=(0, 1, 6))
     theta, _ = flat_actor(theta_star)
     along = {"surrogate": [], "random": []}
@@ -308,7 +305,7 @@ def validate(
     search counted at its measured trip count.
     """
     from pgx_jax.evaluate import EVALUATORS
-    from pgx_jax.pipeline import _features, _solve, estimate, evaluate_subsets, start
+    from pgx_jax.pipeline import _features, _solve, estimate, estimate_with_solutions, evaluate_subsets, start
 
     vconfig = vconfig or ValidateConfig()
     n = family.n_tasks
@@ -319,19 +316,25 @@ def validate(
     finetune_steps = finetune.num_updates(L) * finetune.num_envs * finetune.unroll(L)
 
     say("estimate")
+    k_feat, k_eval = jax.random.split(k_est)  # as estimate splits it
+    kmax = int(subsets.sum(1).max())
     estimates = {}
-    feats, estimates[config.evaluator], t_first = estimate(config, family, theta_star, subsets, k_est)
+    feats, betas, scales, estimates[config.evaluator], t_first = estimate_with_solutions(
+        config, family, theta_star, subsets, k_est
+    )
     _, again, t_est = estimate(config, family, theta_star, subsets, k_est)  # compiled: steady-state timing
     if not np.allclose(again, estimates[config.evaluator], rtol=1e-5, atol=1e-6, equal_nan=True):
         raise RuntimeError("estimate is not deterministic for a fixed key")
-    for other in EVALUATORS:
+    for other in EVALUATORS:  # the other evaluator scores the same solutions
         if other != config.evaluator:
             other_config = dataclasses.replace(config, evaluator=other)
-            _, estimates[other], _ = estimate(other_config, family, theta_star, subsets, k_est)
+            scores = evaluate_subsets(
+                other_config, family, theta_star, feats, betas, scales, subsets, k_eval, kmax=kmax
+            )
+            estimates[other] = np.asarray(scores)
     timings.update({f"estimate_{k}": v for k, v in t_first.items()})
 
     say("fine-tune")
-    k_feat, k_eval = jax.random.split(k_est)  # as estimate splits it
     runs = [  # replicate r > 0 fine-tunes the same subsets with other keys
         true_scores(
             finetune,
@@ -383,7 +386,6 @@ def validate(
         replicate_agreement.append(entry)
 
     say("count FLOPs")
-    kmax = int(subsets.sum(1).max())
     masks = jnp.asarray(subsets)
     trips = linesearch_trips(feats, subsets, config.surrogate, kmax)
     s, d = subsets.shape[0], config.features.dim
@@ -431,7 +433,7 @@ def validate(
     }
 
     say("first-order check")
-    approx = _first_order_check(config, vconfig, family, theta_star, feats, subsets, jax.random.fold_in(key, 4))
+    approx = _first_order_check(config, vconfig, family, theta_star, feats, betas, jax.random.fold_in(key, 4))
 
     return {
         "family": family.name,
