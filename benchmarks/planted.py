@@ -32,17 +32,19 @@ HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EVALUATORS = ("rollout", "loss")
 
 
-def run_family(name: str, seeds: list[int], budget: str) -> list[dict]:
+def run_family(name: str, seeds: list[int], budget: str, meta_fraction: float = 1.0) -> list[dict]:
     family = make_family(name)
     planted = np.asarray(family.groups)
     k = len(np.unique(planted))
     rows = []
+    suffix = "" if meta_fraction == 1.0 else f"_meta{meta_fraction:g}"
     for seed in seeds:
         key = jax.random.PRNGKey(seed)
         base = pipeline_config(budget, family, groups=k, train_groups=False)
         t0 = time.perf_counter()
         k_meta = jax.random.split(key, 4)[0]  # the key policygradex / pgx-jax run use
-        theta, metrics = ppo.train_jit(base.ppo, family, jnp.ones(family.n_tasks, bool), k_meta)
+        meta_ppo = dataclasses.replace(base.ppo, total_env_steps=int(base.ppo.total_env_steps * meta_fraction))
+        theta, metrics = ppo.train_jit(meta_ppo, family, jnp.ones(family.n_tasks, bool), k_meta)
         jax.block_until_ready(theta)
         ppo.check_finite(metrics)
         t_meta = time.perf_counter() - t0
@@ -61,6 +63,7 @@ def run_family(name: str, seeds: list[int], budget: str) -> list[dict]:
                 "family": name,
                 "seed": seed,
                 "evaluator": evaluator,
+                "meta_fraction": meta_fraction,
                 "k": k,
                 "nmi": score,
                 "nmi_spectral": score_spectral,
@@ -78,7 +81,7 @@ def run_family(name: str, seeds: list[int], budget: str) -> list[dict]:
                 flush=True,
             )
             plot_affinity(
-                os.path.join(HERE, f"planted_{name}_{evaluator}_seed{seed}.png"),
+                os.path.join(HERE, f"planted_{name}_{evaluator}_seed{seed}{suffix}.png"),
                 result.affinity,
                 result.groups,
                 family.task_names,
@@ -92,16 +95,23 @@ def main():
     p.add_argument("--families", nargs="+", default=["reacher-goals", "cheetah-vel"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--budget", default="demo")
+    p.add_argument(
+        "--meta-fraction",
+        type=float,
+        default=1.0,
+        help="meta-train theta* on this fraction of the budget's env steps (1.0 = as pgx-jax run does)",
+    )
+    p.add_argument("--tag", default="", help="suffix of the output files (planted<tag>.json/.md)")
     args = p.parse_args()
     os.makedirs(HERE, exist_ok=True)
     rows = []
     for name in args.families:
-        rows += run_family(name, args.seeds, args.budget)
+        rows += run_family(name, args.seeds, args.budget, args.meta_fraction)
     family0 = make_family(args.families[0])
     config = pipeline_config(args.budget, family0)
-    info = {"machine": machine(), "versions": versions(), "budget": args.budget}
+    info = {"machine": machine(), "versions": versions(), "budget": args.budget, "meta_fraction": args.meta_fraction}
     write_json(
-        os.path.join(HERE, "planted.json"),
+        os.path.join(HERE, f"planted{args.tag}.json"),
         {**info, "estimation_config": config.to_dict() | {"ppo": "per family"}, "results": rows},
     )
     table = []
@@ -125,7 +135,8 @@ def main():
             )
     md = (
         "# Planted structure: NMI of the PolicyGradEx groups against the planted groups\n\n"
-        f"Budget `{args.budget}`; seeds {args.seeds}. "
+        f"Budget `{args.budget}`, theta* meta-trained on {args.meta_fraction:g} of its env steps; "
+        f"seeds {args.seeds}. "
         + provenance(info)
         + "\n\n"
         + markdown_table(
@@ -148,7 +159,7 @@ def main():
         "(U is z-scored per task; positive means the planted structure is in U). "
         "Heatmaps: `planted_<family>_<evaluator>_seed<S>.png`. Analysis: `benchmarks/RESULTS.md`.\n"
     )
-    write_markdown(os.path.join(HERE, "planted.md"), md)
+    write_markdown(os.path.join(HERE, f"planted{args.tag}.md"), md)
 
 
 if __name__ == "__main__":
