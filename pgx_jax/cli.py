@@ -143,15 +143,11 @@ def _train_all_tasks(config, family, key, *, show: bool, desc: str, position: in
 
 def _cmd_families() -> int:
     from pgx_jax.results import markdown_table
-    from pgx_jax.tasks import FAMILIES
+    from pgx_jax.tasks import family_catalog
 
-    rows = []
-    for name, spec in FAMILIES.items():
-        tasks = spec.default_tasks()
-        groups = [t.get("group") for t in tasks]
-        planted = "none" if groups[0] is None else f"{len(set(groups))} groups"
-        rows.append([name, len(tasks), spec.env_name, spec.backend, spec.objective, planted])
-    print(markdown_table(["family", "n", "brax env", "backend", "objective", "planted"], rows), end="")
+    cols = ["family", "n", "env", "backend", "varies", "objective", "planted"]
+    rows = [[row[c] for c in cols] for row in family_catalog()]
+    print(markdown_table([*cols[:-1], "planted grouping (default layout)"], rows), end="")
     return 0
 
 

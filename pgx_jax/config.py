@@ -124,14 +124,16 @@ _STEPS = {
     "reacher-goals": {"smoke": 20_000, "demo": 3_000_000, "full": 20_000_000},
     "cheetah-vel": {"smoke": 10_000, "demo": 1_000_000, "full": 50_000_000},
     "ant-dir": {"smoke": 10_000, "demo": 1_000_000, "full": 50_000_000},
+    "pendulum-physics": {"smoke": 20_000, "demo": 1_000_000, "full": 20_000_000},
 }
+_LOCOMOTION = ("cheetah-vel", "ant-dir", "cheetah-gravity", "hopper-mo", "walker-mo")
+for _name in _LOCOMOTION[2:]:
+    _STEPS[_name] = _STEPS["cheetah-vel"]
 # Locomotion returns are O(100) per episode: scaling rewards by 0.1 keeps value targets O(1)
 # (halfcheetah, 1M steps: the v=+3.5 task went from -350 to -182 with it), and 20-step unrolls
 # give 5x more updates for the same env steps.
-_FAMILY_FIELDS = {
-    "cheetah-vel": {"reward_scale": 0.1, "unroll_length": 20},
-    "ant-dir": {"reward_scale": 0.1, "unroll_length": 20},
-}
+# The pendulum's returns (up to 200) and 200-step episodes call for the same.
+_FAMILY_FIELDS = {name: {"reward_scale": 0.1, "unroll_length": 20} for name in (*_LOCOMOTION, "pendulum-physics")}
 _DEFAULT_STEPS = {"smoke": 20_000, "demo": 1_000_000, "full": 50_000_000}
 _ENVS = {"smoke": 32, "demo": 256, "full": 2048}
 
@@ -151,7 +153,7 @@ def budget_config(
         raise ValueError(f"unknown budget {budget!r}; known budgets: {list(BUDGETS)}")
     steps = _STEPS.get(family_name, _DEFAULT_STEPS)[budget]
     num_envs = _ENVS[budget]
-    if family_name in ("cheetah-vel", "ant-dir") and budget == "demo":
+    if family_name in _LOCOMOTION and budget == "demo":
         num_envs = 128
     fields = {"total_env_steps": steps, "num_envs": num_envs, **_FAMILY_FIELDS.get(family_name, {})}
     if budget == "smoke":

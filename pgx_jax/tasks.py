@@ -5,6 +5,11 @@ leading ``[N]`` axis, task names and (optionally) a planted grouping. Its ``rese
 task_id)`` and ``step(state, action)`` are pure: the reward is the task's objective and the
 observation is the environment's observation with the one-hot task id appended.
 
+Tasks differ in their reward (``reward_fn`` of the task parameters), in their dynamics
+(``system_fn`` maps the Brax ``System`` and the task parameters to that task's system: gravity,
+masses, lengths), or both. The system is rebuilt from traced parameters inside the step, so
+one compiled call steps every variant side by side.
+
 Families are built by name (:func:`make_family`), from user task parameters given in Python
 or in a JSON tasks file (:func:`load_tasks_file`), or from any Brax environment plus a reward
 function of ``(state, action, task parameters)`` (:func:`custom_family`).
@@ -12,6 +17,7 @@ function of ``(state, action, task parameters)`` (:func:`custom_family`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -70,6 +76,9 @@ class TaskFamily:
         metric: optional human-readable task metric ``(name, fn, reduce)``: ``fn(state, action,
             params) -> float32 []`` like a reward, ``reduce`` is ``"final"`` (value at the
             episode's last step) or ``"mean"`` (mean over the episode).
+        system_fn: optional ``(sys, params) -> sys``: the Brax ``System`` of one task (its
+            physics). None: every task shares ``env.sys``.
+        backend: the Brax backend the environment runs on (reported by ``describe``).
     """
 
     name: str
@@ -82,6 +91,8 @@ class TaskFamily:
     episode_length: int
     objective: str = ""
     metric: tuple[str, Callable, str] | None = None
+    system_fn: Callable[[Any, PyTree], Any] | None = None
+    backend: str = "spring"
 
     def __post_init__(self):
         n = len(self.task_names)
@@ -124,18 +135,28 @@ class TaskFamily:
         one_hot = jax.nn.one_hot(task_id, self.n_tasks, dtype=env_obs.dtype)
         return jnp.concatenate([env_obs, one_hot], axis=-1)
 
+    def task_env(self, params: PyTree) -> Any:
+        """The environment of one task: ``env`` itself, or a shallow copy whose ``sys`` is
+        ``system_fn(env.sys, params)`` (traced parameters are fine: nothing is compiled here)."""
+        if self.system_fn is None:
+            return self.env
+        env = copy.copy(self.env)
+        env.sys = self.system_fn(self.env.sys, params)
+        return env
+
     def reset(self, key: PRNGKey, task_id: jax.Array) -> TaskState:
         """Start an episode of task ``task_id`` (int32 []). Pure and jittable."""
         task_id = jnp.asarray(task_id, jnp.int32)
-        env_state = self.reset_fn(self.env, key, self.task_params(task_id))
+        params = self.task_params(task_id)
+        env_state = self.reset_fn(self.task_env(params), key, params)
         zero = jnp.zeros((), jnp.float32)
         return TaskState(env_state, task_id, self._observe(env_state.obs, task_id), zero, zero, zero)
 
     def step(self, state: TaskState, action: jax.Array) -> TaskState:
         """Apply ``action`` (float32 [A], clipped to [-1, 1]) and reward it by the task's objective."""
         action = jnp.clip(action, -1.0, 1.0)
-        env_state = self.env.step(state.env_state, action)
         params = self.task_params(state.task_id)
+        env_state = self.task_env(params).step(state.env_state, action)
         reward = jnp.asarray(self.reward_fn(env_state, action, params), jnp.float32)
         metric = jnp.zeros((), jnp.float32)
         if self.metric is not None:
@@ -156,6 +177,8 @@ class TaskFamily:
             "groups": None if self.groups is None else list(self.groups),
             "episode_length": self.episode_length,
             "objective": self.objective,
+            "backend": self.backend,
+            "varies": "dynamics" if self.system_fn is not None else "reward",
             "metric": None if self.metric is None else {"name": self.metric[0], "reduce": self.metric[2]},
         }
 
@@ -177,6 +200,7 @@ def custom_family(
     episode_length: int = 100,
     objective: str = "",
     metric: tuple[str, Callable, str] | None = None,
+    system_fn: Callable[[Any, PyTree], Any] | None = None,
 ) -> TaskFamily:
     """Build a family from any Brax environment plus a reward of ``(state, action, params)``.
 
@@ -194,6 +218,8 @@ def custom_family(
         objective: one line describing the reward, shown by ``pgx-jax families``.
         metric: optional ``(name, fn(state, action, params), "final" | "mean")`` reported by
             :func:`pgx_jax.evaluate.evaluate_metrics` next to the return.
+        system_fn: optional ``(sys, task_params) -> sys`` for tasks that differ in physics
+            (e.g. ``lambda sys, p: sys.replace(gravity=p["gravity"])``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -220,6 +246,7 @@ def custom_family(
         episode_length=int(episode_length),
         objective=objective,
         metric=metric,
+        system_fn=system_fn,
     )
 
 
@@ -323,15 +350,157 @@ def _ant_default_tasks() -> list[dict]:
     return tasks
 
 
+# --- Physics variants: tasks share the reward and differ in dynamics (system_fn) ---------------
+
+STANDARD_GRAVITY = 9.81
+
+
+def _pendulum_system(sys, params):
+    """Inverted pendulum with the task's gravity, pole mass and length (scales of the default
+    pole: its mass, its centre of mass and its inertia, a rod's m l^2) and motor gear (a negative
+    gear is a motor wired the other way round)."""
+    inertia = sys.link.inertia
+    m, length = params["pole_mass"], params["pole_length"]
+    inertia = inertia.replace(
+        mass=inertia.mass.at[1].multiply(m),
+        i=inertia.i.at[1].multiply(m * length * length),
+        transform=inertia.transform.replace(pos=inertia.transform.pos.at[1].multiply(length)),
+    )
+    gravity = jnp.zeros(3).at[2].set(-params["gravity"])
+    actuator = sys.actuator.replace(gear=sys.actuator.gear * params["motor"])
+    return sys.replace(link=sys.link.replace(inertia=inertia), gravity=gravity, actuator=actuator)
+
+
+PENDULUM_MAX_ANGLE = 0.2  # Brax's inverted_pendulum terminates beyond this pole angle (rad)
+
+
+def _pendulum_reward(state, action, params):
+    del action, params
+    return 1.0 - state.done  # one per step the pole stays up (Brax's reward, 0 on the falling step)
+
+
+def _pendulum_default_tasks() -> list[dict]:
+    """10 poles: 5 with the motor wired forward, 5 reversed (the planted groups); within each,
+    gravity from the Moon's to twice Earth's, pole mass x0.5-2 and length x0.5-1.5."""
+    variants = [  # (gravity m/s^2, pole mass scale, pole length scale)
+        (9.81, 1.0, 1.0),
+        (1.62, 1.0, 1.0),
+        (19.6, 1.0, 1.0),
+        (9.81, 2.0, 0.5),
+        (9.81, 0.5, 1.5),
+    ]
+    tasks = []
+    for group, motor in enumerate((1.0, -1.0)):
+        for g, m, length in variants:
+            tasks.append(
+                {
+                    "name": f"{'fwd' if motor > 0 else 'rev'}_g{g:g}_m{m:g}_l{length:g}",
+                    "gravity": g,
+                    "pole_mass": m,
+                    "pole_length": length,
+                    "motor": motor,
+                    "group": group,
+                }
+            )
+    return tasks
+
+
+def _check_physics(field, v):
+    lo, hi = {
+        "gravity": (0.0, 50.0),
+        "pole_mass": (0.1, 10.0),
+        "pole_length": (0.25, 4.0),
+        "motor": (-5.0, 5.0),
+        "torso_mass": (0.1, 10.0),
+    }[field]
+    x = float(v)
+    if not lo <= x <= hi:
+        return f"{field} {x} is outside [{lo}, {hi}]"
+    if field == "motor" and abs(x) < 0.1:
+        return f"motor {x}: |motor| must be >= 0.1 (a motor with no gear cannot move the cart)"
+    return None
+
+
+def _gravity_system(sys, params):
+    """The task's gravity (m/s^2, pointing down) and torso mass scale (inertia scaled with it)."""
+    inertia = sys.link.inertia
+    m = params["torso_mass"]
+    inertia = inertia.replace(mass=inertia.mass.at[0].multiply(m), i=inertia.i.at[0].multiply(m))
+    return sys.replace(link=sys.link.replace(inertia=inertia), gravity=jnp.zeros(3).at[2].set(-params["gravity"]))
+
+
+CHEETAH_GRAVITY_CTRL_COST = 0.1
+
+
+def _forward_reward(state, action, params):
+    del params
+    return state.metrics["x_velocity"] - CHEETAH_GRAVITY_CTRL_COST * jnp.sum(jnp.square(action))
+
+
+def _forward_velocity(state, action, params):
+    del action, params
+    return state.metrics["x_velocity"]
+
+
+def _cheetah_gravity_default_tasks() -> list[dict]:
+    """8 worlds: 4 of low gravity (0.15-0.5 g), 4 of high gravity (1-2 g) (the planted groups),
+    each with a lighter and a heavier torso."""
+    tasks = []
+    for group, gravities in enumerate(((1.62, 3.71), (9.81, 19.6))):
+        for g in gravities:
+            for m in (0.7, 1.5):
+                tasks.append({"name": f"g{g:g}_m{m:g}", "gravity": g, "torso_mass": m, "group": group})
+    return tasks
+
+
+# --- Multi-objective: tasks are weightings of forward speed, backward speed, height, energy ----
+
+MO_HEIGHT_SCALE = 10.0  # a torso 0.1 m above its start weighs like 1 m/s of speed
+MO_OBJECTIVES = ("forward", "backward", "height", "energy")
+
+
+def _mo_objectives(state, action):
+    """[forward speed, backward speed, 10 x torso height gain, -|a|^2] of one step."""
+    v = state.metrics["x_velocity"]
+    z = state.pipeline_state.x.pos[0, 2]
+    return jnp.stack([v, -v, MO_HEIGHT_SCALE * (z - 1.25), -jnp.sum(jnp.square(action))])
+
+
+def _mo_reward(state, action, params):
+    healthy = state.metrics["reward_healthy"]  # 1 while upright (terminate_when_unhealthy=False)
+    return _mo_objectives(state, action) @ params["weights"] + healthy
+
+
+def _mo_default_tasks() -> list[dict]:
+    """9 weightings in 3 planted groups: forward, backward, and height (jump) dominated."""
+    rows = {
+        0: [("fwd", (1.0, 0, 0, 0.001)), ("fwd_jump", (1.0, 0, 0.2, 0.001)), ("fwd_eco", (0.7, 0, 0, 0.05))],
+        1: [("back", (0, 1.0, 0, 0.001)), ("back_jump", (0, 1.0, 0.2, 0.001)), ("back_eco", (0, 0.7, 0, 0.05))],
+        2: [("jump", (0, 0, 1.0, 0.001)), ("jump_eco", (0, 0, 1.0, 0.05)), ("jump_high", (0, 0, 1.5, 0.001))],
+    }
+    return [{"name": n, "weights": list(w), "group": g} for g, entries in rows.items() for n, w in entries]
+
+
+def _check_weights(field, w):
+    if (w < 0).any() or (w > 10).any():
+        return f"weights {w.tolist()} must each lie in [0, 10] (order: {list(MO_OBJECTIVES)})"
+    if not (w[:3] > 0).any():
+        return f"weights {w.tolist()}: at least one of forward, backward, height must be > 0"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class FamilySpec:
-    """How to build a named family: its Brax env, task fields and their validation."""
+    """How to build a named family: its Brax env, task fields and their validation.
+
+    ``fields`` maps each task parameter (a key of a task entry) to its shape; ``validate``
+    checks one field's value (``(field, value) -> error message or None``).
+    """
 
     env_name: str
     env_kwargs: Mapping[str, Any]
-    field: str  # the task parameter field in the tasks file
-    field_shape: tuple[int, ...]
-    validate: Callable[[str, np.ndarray], str | None]  # returns an error message or None
+    fields: Mapping[str, tuple[int, ...]]
+    validate: Callable[[str, np.ndarray], str | None]
     default_tasks: Callable[[], list[dict]]
     reward_fn: RewardFn
     reset_fn: ResetFn
@@ -339,9 +508,11 @@ class FamilySpec:
     objective: str
     metric: tuple[str, Callable, str] | None = None
     backend: str = "spring"
+    system_fn: Callable[[Any, PyTree], Any] | None = None
+    varies: str = "reward"  # or "dynamics": what differs between tasks
 
 
-def _check_goal(name, goal):
+def _check_goal(field, goal):
     r = float(np.linalg.norm(goal))
     if not REACHER_MIN_RADIUS <= r <= REACHER_MAX_RADIUS:
         return (
@@ -351,13 +522,13 @@ def _check_goal(name, goal):
     return None
 
 
-def _check_velocity(name, v):
+def _check_velocity(field, v):
     if not -10.0 <= float(v) <= 10.0:
         return f"velocity {float(v)} m/s is outside [-10, 10] m/s"
     return None
 
 
-def _check_angle(name, a):
+def _check_angle(field, a):
     if not -2 * math.pi <= float(a) <= 2 * math.pi:
         return f"angle {float(a)} rad is outside [-2 pi, 2 pi]"
     return None
@@ -367,8 +538,7 @@ FAMILIES: dict[str, FamilySpec] = {
     "reacher-goals": FamilySpec(
         env_name="reacher",
         env_kwargs={},
-        field="goal",
-        field_shape=(2,),
+        fields={"goal": (2,)},
         validate=_check_goal,
         default_tasks=_reacher_default_tasks,
         reward_fn=_reacher_reward,
@@ -380,8 +550,7 @@ FAMILIES: dict[str, FamilySpec] = {
     "cheetah-vel": FamilySpec(
         env_name="halfcheetah",
         env_kwargs={},
-        field="velocity",
-        field_shape=(),
+        fields={"velocity": ()},
         validate=_check_velocity,
         default_tasks=_cheetah_default_tasks,
         reward_fn=_cheetah_reward,
@@ -393,8 +562,7 @@ FAMILIES: dict[str, FamilySpec] = {
     "ant-dir": FamilySpec(
         env_name="ant",
         env_kwargs={"terminate_when_unhealthy": False},
-        field="angle",
-        field_shape=(),
+        fields={"angle": ()},
         validate=_check_angle,
         default_tasks=_ant_default_tasks,
         reward_fn=_ant_reward,
@@ -402,6 +570,57 @@ FAMILIES: dict[str, FamilySpec] = {
         episode_length=100,
         objective=f"v . (cos angle, sin angle) + {ANT_HEALTHY_REWARD}*healthy - {ANT_CTRL_COST}*|a|^2",
         metric=("mean_heading_velocity", _ant_heading_velocity, "mean"),
+    ),
+    "pendulum-physics": FamilySpec(
+        env_name="inverted_pendulum",
+        env_kwargs={},
+        fields={"gravity": (), "pole_mass": (), "pole_length": (), "motor": ()},
+        validate=_check_physics,
+        default_tasks=_pendulum_default_tasks,
+        reward_fn=_pendulum_reward,
+        reset_fn=_default_reset,
+        episode_length=200,
+        objective=f"+1 per step while |pole angle| < {PENDULUM_MAX_ANGLE} rad (CartPole analogue)",
+        system_fn=_pendulum_system,
+        varies="dynamics",
+    ),
+    "cheetah-gravity": FamilySpec(
+        env_name="halfcheetah",
+        env_kwargs={},
+        fields={"gravity": (), "torso_mass": ()},
+        validate=_check_physics,
+        default_tasks=_cheetah_gravity_default_tasks,
+        reward_fn=_forward_reward,
+        reset_fn=_default_reset,
+        episode_length=100,
+        objective=f"v_x - {CHEETAH_GRAVITY_CTRL_COST}*|a|^2 under the task's gravity and torso mass",
+        metric=("mean_forward_velocity", _forward_velocity, "mean"),
+        system_fn=_gravity_system,
+        varies="dynamics",
+    ),
+    "hopper-mo": FamilySpec(
+        env_name="hopper",
+        env_kwargs={"terminate_when_unhealthy": False},
+        fields={"weights": (4,)},
+        validate=_check_weights,
+        default_tasks=_mo_default_tasks,
+        reward_fn=_mo_reward,
+        reset_fn=_default_reset,
+        episode_length=100,
+        objective="w . (v_x, -v_x, 10*(z - 1.25), -|a|^2) + healthy",
+        metric=("mean_forward_velocity", _forward_velocity, "mean"),
+    ),
+    "walker-mo": FamilySpec(
+        env_name="walker2d",
+        env_kwargs={"terminate_when_unhealthy": False},
+        fields={"weights": (4,)},
+        validate=_check_weights,
+        default_tasks=_mo_default_tasks,
+        reward_fn=_mo_reward,
+        reset_fn=_default_reset,
+        episode_length=100,
+        objective="w . (v_x, -v_x, 10*(z - 1.25), -|a|^2) + healthy",
+        metric=("mean_forward_velocity", _forward_velocity, "mean"),
     ),
 }
 
@@ -418,7 +637,7 @@ def _spec(name: str) -> FamilySpec:
 def validate_tasks(family_name: str, tasks: Any, *, source: str = "tasks") -> list[dict]:
     """Check user task entries for a named family; return them normalised.
 
-    Each entry is a mapping with ``name``, the family's parameter field and optionally
+    Each entry is a mapping with ``name``, the family's parameter fields and optionally
     ``group`` (int). Raises ``ValueError`` naming the bad entry.
     """
     spec = _spec(family_name)
@@ -432,7 +651,7 @@ def validate_tasks(family_name: str, tasks: Any, *, source: str = "tasks") -> li
         where = f"{source}[{i}]"
         if not isinstance(t, Mapping):
             raise ValueError(f"{where}: expected an object, got {t!r}")
-        allowed = {"name", spec.field, "group"}
+        allowed = {"name", "group", *spec.fields}
         extra = set(t) - allowed
         if extra:
             raise ValueError(f"{where}: unknown keys {sorted(extra)}; allowed: {sorted(allowed)}")
@@ -443,21 +662,23 @@ def validate_tasks(family_name: str, tasks: Any, *, source: str = "tasks") -> li
             raise ValueError(f"{where}: duplicate task name {name!r}")
         names.add(name)
         where = f"{source}[{i}] ({name!r})"
-        if spec.field not in t:
-            raise ValueError(f"{where}: missing '{spec.field}' (family {family_name!r} needs it)")
-        try:
-            value = np.asarray(t[spec.field], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: '{spec.field}' must be numeric, got {t[spec.field]!r}") from None
-        if value.shape != spec.field_shape:
-            want = "a number" if spec.field_shape == () else f"a list of {spec.field_shape[0]} numbers"
-            raise ValueError(f"{where}: '{spec.field}' must be {want}, got {t[spec.field]!r}")
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"{where}: '{spec.field}' must be finite, got {t[spec.field]!r}")
-        problem = spec.validate(name, value)
-        if problem:
-            raise ValueError(f"{where}: {problem}")
-        entry = {"name": name, spec.field: value.tolist()}
+        entry = {"name": name}
+        for field, shape in spec.fields.items():
+            if field not in t:
+                raise ValueError(f"{where}: missing '{field}' (family {family_name!r} needs {sorted(spec.fields)})")
+            try:
+                value = np.asarray(t[field], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: '{field}' must be numeric, got {t[field]!r}") from None
+            if value.shape != shape:
+                want = "a number" if shape == () else f"a list of {shape[0]} numbers"
+                raise ValueError(f"{where}: '{field}' must be {want}, got {t[field]!r}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{where}: '{field}' must be finite, got {t[field]!r}")
+            problem = spec.validate(field, value)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+            entry[field] = value.tolist()
         if "group" in t:
             g = t["group"]
             if isinstance(g, bool) or not isinstance(g, int) or g < 0:
@@ -496,8 +717,9 @@ def make_family(
     """Build a named family with its default layout, user ``tasks`` or a JSON ``tasks_file``.
 
     Args:
-        name: one of :data:`FAMILIES` (``reacher-goals``, ``cheetah-vel``, ``ant-dir``).
-        tasks: task entries ``{"name", <field>, "group"?}``; default: the family's layout.
+        name: one of :data:`FAMILIES` (``reacher-goals``, ``cheetah-vel``, ``ant-dir``,
+            ``pendulum-physics``, ``cheetah-gravity``, ``hopper-mo``, ``walker-mo``).
+        tasks: task entries ``{"name", <fields>..., "group"?}``; default: the family's layout.
         tasks_file: path of a JSON list of such entries (exclusive with ``tasks``).
         backend: Brax backend (default ``spring``, the cheapest to compile).
         episode_length: steps per episode (default: the family's).
@@ -516,12 +738,12 @@ def make_family(
     if backend not in ("spring", "positional", "generalized", "mjx"):
         raise ValueError(f"unknown backend {backend!r}; known: ['generalized', 'mjx', 'positional', 'spring']")
     env = _brax_env(spec.env_name, backend, tuple(sorted(spec.env_kwargs.items())))
-    values = np.asarray([e[spec.field] for e in entries], dtype=np.float32)
+    params = {f: jnp.asarray(np.asarray([e[f] for e in entries], dtype=np.float32)) for f in spec.fields}
     groups = [e["group"] for e in entries] if "group" in entries[0] else None
     return TaskFamily(
         name=name,
         env=env,
-        params={spec.field: jnp.asarray(values)},
+        params=params,
         task_names=tuple(e["name"] for e in entries),
         groups=None if groups is None else tuple(groups),
         reward_fn=spec.reward_fn,
@@ -529,4 +751,34 @@ def make_family(
         episode_length=int(episode_length or spec.episode_length),
         objective=spec.objective,
         metric=spec.metric,
+        system_fn=spec.system_fn,
+        backend=backend,
     )
+
+
+def _planted(tasks: Sequence[Mapping]) -> str:
+    groups = [t.get("group") for t in tasks]
+    if groups[0] is None:
+        return "none"
+    by = {}
+    for t, g in zip(tasks, groups, strict=True):
+        by.setdefault(g, []).append(t["name"])
+    return f"{len(by)}: " + " / ".join(",".join(names) for _, names in sorted(by.items()))
+
+
+def family_catalog() -> list[dict]:
+    """One row per built-in Brax family: name, n, environment, backend, what varies, objective and
+    planted grouping of its default layout (what ``pgx-jax families`` prints)."""
+    return [
+        {
+            "family": name,
+            "n": len(spec.default_tasks()),
+            "env": f"brax {spec.env_name}",
+            "backend": spec.backend,
+            "varies": spec.varies,
+            "objective": spec.objective,
+            "planted": _planted(spec.default_tasks()),
+            "extra": None,
+        }
+        for name, spec in FAMILIES.items()
+    ]

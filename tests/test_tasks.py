@@ -68,6 +68,79 @@ def test_ant_reward_hand_computed():
     assert float(r_east) == pytest.approx(float(m["x_velocity"]) + healthy - 0.5 * 8, abs=1e-5)
 
 
+def _roll(family, task_ids, action, steps):
+    """obs [T, K, O], reward [T, K], done [T, K] of ``steps`` constant-action steps from the same key."""
+
+    @jax.jit
+    def run(ids):
+        keys = jnp.broadcast_to(jax.random.PRNGKey(0), (ids.shape[0], 2))  # identical initial states
+        s = jax.vmap(family.reset)(keys, ids)
+
+        def body(s, _):
+            s = jax.vmap(family.step)(s, jnp.broadcast_to(action, (ids.shape[0], family.action_size)))
+            return s, (s.obs, s.reward, s.done)
+
+        return jax.lax.scan(body, s, None, length=steps)[1]
+
+    return jax.tree.map(np.asarray, run(jnp.asarray(task_ids, jnp.int32)))
+
+
+def test_pendulum_physics_change_the_dynamics():
+    """Same state, same action: gravity, pole mass/length and motor polarity each change the motion;
+    a reversed motor mirrors it; the reward is 1 per upright step and 0 from the fall on."""
+    fam = make_family("pendulum-physics")
+    assert fam.n_tasks == 10 and fam.groups == (0,) * 5 + (1,) * 5
+    assert fam.describe()["varies"] == "dynamics"
+    obs, reward, done = _roll(fam, range(10), jnp.array([0.3]), 30)
+    final = obs[-1, :, :4]  # cart position, pole angle, cart velocity, pole angular velocity
+    for i in range(1, 5):  # each variant departs from the Earth-standard pole
+        assert np.abs(final[i] - final[0]).max() > 0.05, (i, final[i], final[0])
+    # a reversed motor pushes the cart the other way (the initial states are not mirrored, so ~)
+    assert np.all(final[:5, 0] > 0.2) and np.all(final[5:, 0] < -0.2), final[:, 0]
+    np.testing.assert_allclose(final[5:, 0], -final[:5, 0], rtol=0.1)
+    first_fall = done.argmax(0)
+    # with the motor idle, the Moon's gravity topples the pole slower than Earth's, twice Earth's faster
+    _, _, idle_done = _roll(fam, [0, 1, 2], jnp.zeros(1), 150)
+    idle_fall = np.where(idle_done.any(0), idle_done.argmax(0), 150)
+    assert idle_fall[1] > idle_fall[0] > idle_fall[2], idle_fall
+    for k in range(10):
+        t = first_fall[k]
+        assert done[t, k] == 1 and np.all(reward[:t, k] == 1.0) and np.all(reward[t:, k] == 0.0)
+        assert np.abs(obs[t, k, 1]) > tasks.PENDULUM_MAX_ANGLE >= np.abs(obs[t - 1, k, 1])
+
+
+def test_cheetah_gravity_changes_the_fall():
+    fam = make_family("cheetah-gravity")
+    assert fam.n_tasks == 8 and fam.groups == (0,) * 4 + (1,) * 4
+    obs, reward, _ = _roll(fam, [0, 4, 6], jnp.zeros(6), 10)
+    z = obs[:, :, 0]  # torso height: falls faster under stronger gravity
+    drop = z[0] - z[-1]
+    assert drop[0] < drop[1] < drop[2], drop
+    state = jax.jit(fam.reset)(jax.random.PRNGKey(0), 0)
+    nxt = jax.jit(fam.step)(state, jnp.full(6, 0.5))
+    vx = float(nxt.env_state.metrics["x_velocity"])
+    assert float(nxt.reward) == pytest.approx(vx - 0.1 * 6 * 0.25, abs=1e-5)
+
+
+def test_hopper_mo_reward_hand_computed():
+    fam = make_family("hopper-mo")
+    assert fam.n_tasks == 9 and fam.groups == (0, 0, 0, 1, 1, 1, 2, 2, 2)
+    state = jax.jit(fam.reset)(jax.random.PRNGKey(0), 1)  # fwd_jump: (1, 0, 0.2, 0.001)
+    a = jnp.array([0.5, -0.5, 1.0])
+    nxt = jax.jit(fam.step)(state, a)
+    es = nxt.env_state
+    vx = float(es.metrics["x_velocity"])
+    z = float(es.pipeline_state.x.pos[0, 2])
+    healthy = float(es.metrics["reward_healthy"])
+    assert healthy == 1.0
+    want = vx + 0.2 * 10 * (z - 1.25) - 0.001 * 1.5 + healthy
+    assert float(nxt.reward) == pytest.approx(want, abs=1e-5)
+    back = tasks._mo_reward(es, a, {"weights": jnp.array([0.0, 0.7, 0.0, 0.05])})
+    assert float(back) == pytest.approx(-0.7 * vx - 0.05 * 1.5 + healthy, abs=1e-5)
+    walker = make_family("walker-mo")
+    assert walker.action_size == 6 and walker.task_names == fam.task_names
+
+
 def test_user_tasks_from_python_and_file(tmp_path):
     entries = [{"name": "near", "goal": [0.1, 0.0], "group": 0}, {"name": "far", "goal": [0.0, -0.2], "group": 1}]
     fam = make_family("reacher-goals", tasks=entries)
@@ -93,6 +166,13 @@ def test_user_tasks_from_python_and_file(tmp_path):
         ("cheetah-vel", [{"name": "x", "velocity": 50}], r"outside \[-10, 10\]"),
         ("ant-dir", [], "non-empty JSON list"),
         ("ant-dir", {"name": "x"}, "non-empty JSON list"),
+        ("pendulum-physics", [{"name": "x", "gravity": 9.8, "pole_mass": 1, "pole_length": 1}], r"missing 'motor'"),
+        ("pendulum-physics", [{"name": "x", "gravity": -1, "pole_mass": 1, "pole_length": 1, "motor": 1}], "gravity"),
+        ("pendulum-physics", [{"name": "x", "gravity": 9, "pole_mass": 1, "pole_length": 1, "motor": 0}], "motor 0"),
+        ("cheetah-gravity", [{"name": "x", "gravity": 9.8, "torso_mass": 20}], r"torso_mass 20.0 is outside"),
+        ("hopper-mo", [{"name": "x", "weights": [1, 0, 0]}], "must be a list of 4 numbers"),
+        ("walker-mo", [{"name": "x", "weights": [0, 0, 0, 1]}], "at least one of forward"),
+        ("walker-mo", [{"name": "x", "weights": [-1, 0, 0, 1]}], r"\[0, 10\]"),
     ],
 )
 def test_bad_tasks_are_named(family, entries, match):
@@ -114,7 +194,7 @@ def test_bad_tasks_file(tmp_path):
 
 
 def test_unknown_family_lists_known():
-    with pytest.raises(ValueError, match=r"unknown family 'hopper'.*\['ant-dir', 'cheetah-vel', 'reacher-goals'\]"):
+    with pytest.raises(ValueError, match=r"unknown family 'hopper'.*'ant-dir'.*'hopper-mo'.*'reacher-goals'"):
         make_family("hopper")
 
 
