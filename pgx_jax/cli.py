@@ -16,7 +16,7 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "pgx_jax", "jax"
 def _parser() -> argparse.ArgumentParser:
     from pgx_jax.compare import GROUPINGS
     from pgx_jax.config import BUDGETS
-    from pgx_jax.tasks import DEFAULT_FAMILY, FAMILIES
+    from pgx_jax.tasks import DEFAULT_FAMILY, family_names
 
     p = argparse.ArgumentParser(
         prog="pgx-jax", description="PolicyGradEx in JAX: which RL objectives to train together."
@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one multitask policy on every task of a family (the meta-policy)")
-    t.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {sorted(FAMILIES)} (default {DEFAULT_FAMILY})")
+    t.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {family_names()} (default {DEFAULT_FAMILY})")
     t.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
     t.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
     t.add_argument("--seed", type=int, default=0)
@@ -75,9 +75,9 @@ def _parser() -> argparse.ArgumentParser:
 def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True) -> None:
     """The arguments ``run``, ``validate`` and ``compare`` share (the pipeline's config)."""
     from pgx_jax.config import BUDGETS
-    from pgx_jax.tasks import DEFAULT_FAMILY, FAMILIES
+    from pgx_jax.tasks import DEFAULT_FAMILY, family_names
 
-    p.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {sorted(FAMILIES)} (default {DEFAULT_FAMILY})")
+    p.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {family_names()} (default {DEFAULT_FAMILY})")
     p.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
     p.add_argument("--groups", default="auto", help="number of groups k, or 'auto' (default)")
     p.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
@@ -145,9 +145,9 @@ def _cmd_families() -> int:
     from pgx_jax.results import markdown_table
     from pgx_jax.tasks import family_catalog
 
-    cols = ["family", "n", "env", "backend", "varies", "objective", "planted"]
+    cols = ["family", "n", "env", "backend", "varies", "objective", "planted", "extra"]
     rows = [[row[c] for c in cols] for row in family_catalog()]
-    print(markdown_table([*cols[:-1], "planted grouping (default layout)"], rows), end="")
+    print(markdown_table([*cols[:-2], "planted grouping (default layout)", "needs"], rows), end="")
     return 0
 
 
@@ -159,6 +159,7 @@ def _cmd_train(args) -> int:
     from pgx_jax import checkpoint
     from pgx_jax.config import budget_config
     from pgx_jax.evaluate import evaluate_metrics, random_policy_metrics
+    from pgx_jax.host import is_host
     from pgx_jax.results import markdown_table, plot_learning_curves, write_json
     from pgx_jax.tasks import make_family
 
@@ -193,10 +194,11 @@ def _cmd_train(args) -> int:
 
     t0 = time.perf_counter()
     ids = jnp.arange(n)
-    eval_fn = jax.jit(lambda p, k: evaluate_metrics(p, family, ids, k, args.episodes, network=config.network))
+    jit = (lambda f: f) if is_host(family) else jax.jit  # host rollouts run eagerly
+    eval_fn = jit(lambda p, k: evaluate_metrics(p, family, ids, k, args.episodes, network=config.network))
     stats = jax.tree.map(np.asarray, eval_fn(params, key_eval))
     random_stats = jax.tree.map(
-        np.asarray, jax.jit(lambda k: random_policy_metrics(family, ids, k, args.episodes))(key_eval)
+        np.asarray, jit(lambda k: random_policy_metrics(family, ids, k, args.episodes))(key_eval)
     )
     returns, random_returns = stats["return"], random_stats["return"]
     metric = family.metric[0] if family.metric else None

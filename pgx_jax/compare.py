@@ -32,12 +32,12 @@ import numpy as np
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
 from pgx_jax import ppo
-from pgx_jax.evaluate import random_policy_returns
+from pgx_jax.evaluate import policies_on_subsets, random_policy_returns
 from pgx_jax.groups import group_masks, group_updates
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
 from pgx_jax.tasks import TaskFamily
-from pgx_jax.validate import ValidateConfig, _subset_eval, true_scores
+from pgx_jax.validate import ValidateConfig, true_scores
 
 GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex")
 
@@ -76,17 +76,14 @@ def _train_and_evaluate(config: PipelineConfig, family: TaskFamily, groups: list
         progress(f"train {len(bucket)} group(s) of size {size}")
         params, metrics = ppo.train_many(cfg, family, masks, keys)
         ppo.check_finite(metrics)
-        out = np.asarray(
-            _subset_eval(
-                params,
-                jnp.asarray(masks),
-                k_eval,
-                net=cfg.network,
-                family=family,
-                episodes=config.eval_episodes,
-                kmax=size,
-                batch=config.surrogate.subset_batch,
-            )
+        out = policies_on_subsets(
+            params,
+            family,
+            masks,
+            k_eval,
+            network=cfg.network,
+            episodes=config.eval_episodes,
+            batch=config.surrogate.subset_batch,
         )
         for g, r in zip(bucket, out, strict=True):
             returns[g] = r

@@ -134,6 +134,18 @@ for _name in _LOCOMOTION[2:]:
 # give 5x more updates for the same env steps.
 # The pendulum's returns (up to 200) and 200-step episodes call for the same.
 _FAMILY_FIELDS = {name: {"reward_scale": 0.1, "unroll_length": 20} for name in (*_LOCOMOTION, "pendulum-physics")}
+# Host-stepped families (pgx_jax.host): every env step is a Python call, so fewer environments
+# (more updates for the same steps) and budgets set by measured host throughput (2-core CPU,
+# policy included): cartpole ~10k steps/s, lunarlander ~15k, Meta-World ~0.8k, highway ~60.
+_HOST = {
+    "cartpole-physics": ({"smoke": 4_000, "demo": 300_000, "full": 5_000_000}, 20, 0.1, 40),
+    "lunarlander-gravity": ({"smoke": 4_000, "demo": 300_000, "full": 5_000_000}, 20, 0.05, 40),
+    "highway-density": ({"smoke": 600, "demo": 20_000, "full": 1_000_000}, 10, 1.0, 20),
+    "metaworld-mt10": ({"smoke": 2_000, "demo": 100_000, "full": 20_000_000}, 50, 0.1, 20),
+}
+for _name, (_steps, _unroll, _scale, _envs) in _HOST.items():
+    _STEPS[_name] = _steps
+    _FAMILY_FIELDS[_name] = {"reward_scale": _scale, "unroll_length": _unroll, "num_envs": _envs}
 _DEFAULT_STEPS = {"smoke": 20_000, "demo": 1_000_000, "full": 50_000_000}
 _ENVS = {"smoke": 32, "demo": 256, "full": 2048}
 

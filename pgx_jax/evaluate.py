@@ -1,14 +1,20 @@
 """Policy evaluation: mean episode return (and the family's task metric) per task.
 
 Pure and vmappable over params: ``jax.vmap(lambda p: evaluate(p, family, ids, key))(params)``
-evaluates many policies in one call.
+evaluates many policies in one call. For host-stepped families (:mod:`pgx_jax.host`) the same
+functions run the rollouts on the host (concrete params only); :func:`policies_on_subsets` is
+the one entry for many policies that works for both.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from pgx_jax import host
 from pgx_jax.config import NetworkConfig
 from pgx_jax.features import with_actor
 from pgx_jax.networks import AgentParams, make_act
@@ -61,6 +67,18 @@ def evaluate_metrics(
     deterministic: bool = True,
 ) -> dict[str, jax.Array]:
     """Like :func:`evaluate`, returning the family's task metric next to the return."""
+    if host.is_host(family):
+        stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+        out = host.evaluate_policies(
+            stacked,
+            family,
+            np.asarray(task_ids)[None],
+            key,
+            episodes,
+            network=network or NetworkConfig(),
+            deterministic=deterministic,
+        )
+        return {k: v[0] for k, v in out.items()}
     act = make_act(network or NetworkConfig(), family.action_size, family.n_tasks, params, deterministic=deterministic)
     return episode_stats(family, act, task_ids, key, episodes)
 
@@ -95,6 +113,9 @@ def evaluate(
 
 def random_policy_metrics(family: TaskFamily, task_ids, key: PRNGKey, episodes: int = 16) -> dict[str, jax.Array]:
     """:func:`episode_stats` of the uniform random policy on [-1, 1]^A."""
+    if host.is_host(family):
+        out = host.evaluate_policies(None, family, np.asarray(task_ids)[None], key, episodes, network=NetworkConfig())
+        return {k: v[0] for k, v in out.items()}
 
     def act(obs, key):
         action = jax.random.uniform(key, (obs.shape[0], family.action_size), minval=-1.0, maxval=1.0)
@@ -194,3 +215,58 @@ def subset_returns(
     ret = evaluate(params, family, idx, key, episodes, network=network)
     valid = jnp.arange(kmax) < jnp.sum(mask)
     return jnp.full(n, jnp.nan).at[jnp.where(valid, idx, n)].set(ret, mode="drop")
+
+
+@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "kmax", "batch"))
+def _subset_eval(params, masks, key, *, net, family, episodes, kmax, batch):
+    def one(args):
+        p, m = args
+        return subset_returns(p, family, m, key, network=net, episodes=episodes, max_subset_size=kmax)
+
+    return jax.lax.map(one, (params, masks), batch_size=batch)
+
+
+def policies_on_subsets(
+    params: AgentParams,
+    family,
+    masks,
+    key: PRNGKey,
+    *,
+    network: NetworkConfig,
+    episodes: int = 8,
+    batch: int = 16,
+    compiled=None,
+) -> np.ndarray:
+    """Each policy of ``params`` (leading axis [S]) on the tasks of its mask (bool [S, N]), all
+    with ``key`` (the same initial states): float [S, N], NaN outside each mask.
+
+    Brax families: one compiled call (``batch`` policies at a time); pass ``compiled`` (from
+    :func:`lower_policies_on_subsets`) to time compile and run apart. Host families: the host
+    rollouts of :func:`pgx_jax.host.evaluate_policies`.
+    """
+    masks = np.asarray(masks, bool)
+    if host.is_host(family):
+        kmax = int(masks.sum(1).max())
+        idx = np.stack([np.resize(np.flatnonzero(m), kmax) for m in masks])  # padded with repeats
+        ret = host.evaluate_policies(params, family, idx, key, episodes, network=network)["return"]
+        out = np.full(masks.shape, np.nan)
+        for s, m in enumerate(masks):
+            k = int(m.sum())
+            out[s, idx[s, :k]] = ret[s, :k]
+        return out
+    if compiled is not None:
+        return np.asarray(compiled(params, jnp.asarray(masks), key))
+    static = _static(family, masks, network, episodes, batch)
+    return np.asarray(_subset_eval(params, jnp.asarray(masks), key, **static))
+
+
+def _static(family, masks, network, episodes, batch) -> dict:
+    return dict(net=network, family=family, episodes=episodes, kmax=int(np.asarray(masks).sum(1).max()), batch=batch)
+
+
+def lower_policies_on_subsets(params, family, masks, key, *, network, episodes=8, batch=16):
+    """The compiled call :func:`policies_on_subsets` makes for a Brax family (ahead of time), and
+    a function of ``(params, masks)`` to count its FLOPs with."""
+    static = _static(family, masks, network, episodes, batch)
+    compiled = _subset_eval.lower(params, jnp.asarray(masks), key, **static).compile()
+    return compiled, lambda p, m: _subset_eval(p, m, key, **static)

@@ -197,14 +197,23 @@ def collect(ppo: PPOConfig, cfg: FeatureConfig, family: TaskFamily, params: Agen
         dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K] with
         K = transitions + holdout, shuffled within each task (so the hold-out is a random part).
     """
-    net = ppo.network
     n, L = family.n_tasks, family.episode_length
     episodes = cfg.episodes_per_task(L)
     task_ids = jnp.repeat(jnp.arange(n), episodes)  # [E], E = N * episodes
     k_reset, k_roll, k_perm = jax.random.split(key, 3)
-    act = networks.make_act(net, family.action_size, n, params)
+    act = networks.make_act(ppo.network, family.action_size, n, params)
     state = reset_envs(family, k_reset, task_ids)
     _, traj = unroll(family, act, state, k_roll, L)  # [T, E]
+    return process_trajectory(ppo, cfg, family, params, traj, k_perm)
+
+
+def process_trajectory(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, traj, k_perm: PRNGKey):
+    """The rest of :func:`collect` once pi_theta* has been rolled out: ``traj`` is a
+    ``Transition`` [T, E] with E = N * episodes, env e on task e // episodes, one whole episode.
+    Shared with host-stepped families (:func:`pgx_jax.host.collect`)."""
+    net = ppo.network
+    n, L = family.n_tasks, family.episode_length
+    episodes = cfg.episodes_per_task(L)
     critic = lambda o: networks.value_apply(net, params.critic, networks.normalize(params.normalizer, o, n))  # noqa: E731
     values = critic(traj.obs)
     bootstrap = critic(traj.next_obs[-1])
@@ -233,7 +242,11 @@ def gradient_features(
         :class:`Features` with ``x`` [N, M, D] (M = ``cfg.transitions``) and hold-out [N, H, D].
     """
     k_collect, k_proj = jax.random.split(key)
-    data = collect(ppo, cfg, family, params, k_collect)
+    return featurize(ppo, cfg, family, params, collect(ppo, cfg, family, params, k_collect), k_proj)
+
+
+def featurize(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, data, k_proj: PRNGKey) -> Features:
+    """The projection half of :func:`gradient_features`, given :func:`collect`'s ``data``."""
     theta, _ = flat_actor(params)
     mask = param_mask(params, family.n_tasks, cfg.params)
     logp = log_prob_fn(ppo.network, family, params)

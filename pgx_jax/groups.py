@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pgx_jax import ppo
 from pgx_jax.config import PPOConfig
-from pgx_jax.evaluate import evaluate
+from pgx_jax.evaluate import policies_on_subsets
 from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
 
@@ -66,12 +65,10 @@ def train_groups(config: PPOConfig, family: TaskFamily, groups, key: PRNGKey, in
     keys = jax.random.split(k_train, len(groups))
     params, metrics = ppo.train_many(cfg, family, masks, keys, init_params, active_updates=active)
     ppo.check_finite(metrics)
-    ids = jnp.arange(n)
-    returns = jax.jit(jax.vmap(lambda p: evaluate(p, family, ids, k_eval, episodes, network=cfg.network)))(
-        params
-    )  # [G, N]
+    mine = np.asarray(masks, bool)  # each group's policy on its own tasks
+    returns = policies_on_subsets(params, family, mine, k_eval, network=cfg.network, episodes=episodes)  # [G, N]
     label = np.argmax(masks, 0)
-    per_task = np.asarray(returns)[label, np.arange(n)]
+    per_task = returns[label, np.arange(n)]
     per_update = cfg.num_envs * cfg.unroll(family.episode_length)
     steps_per_task = active[label] * per_update / masks.sum(1)[label]
     return {

@@ -19,11 +19,11 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import ppo
+from pgx_jax import host, ppo
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
-from pgx_jax.evaluate import EVALUATORS, loss_scores, rollout_scores
-from pgx_jax.features import FeatureConfig, Features, gradient_features
+from pgx_jax.evaluate import EVALUATORS, loss_scores, policies_on_subsets, rollout_scores
+from pgx_jax.features import FeatureConfig, Features, gradient_features, with_actor
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams
 from pgx_jax.surrogate import SurrogateConfig, solve_subsets
@@ -183,12 +183,32 @@ def _rollout(params, feats, betas, scales, masks, key, *, net, family, episodes,
     return over_devices(score, (betas, scales, masks), devices)
 
 
+@functools.partial(jax.jit, static_argnames=("block",))
+def _subset_params(theta_star, feats, betas, scales, *, block):
+    """theta_S = theta* + c_S P beta_S for every subset: params with leading axis [S]."""
+    return jax.vmap(lambda b, c: with_actor(theta_star, feats.theta + feats.delta(b, block) * c))(betas, scales)
+
+
+def features_at(ppo_config: PPOConfig, cfg: FeatureConfig, family, params, key) -> Features:
+    """Gradient features at ``params`` (one compiled call; host families roll out on the host)."""
+    if host.is_host(family):
+        return host.gradient_features(ppo_config, cfg, family, params, key)
+    return _features(ppo_config, cfg, family, params, key)
+
+
 def evaluate_subsets(
     config: PipelineConfig, family, theta_star, feats, betas, scales, masks, key, *, kmax, devices=None
 ):
-    """f(S, i) for every subset with ``config.evaluator`` (one compiled call): float32 [S, N]."""
+    """f(S, i) for every subset with ``config.evaluator`` (one compiled call): float32 [S, N].
+
+    Host-stepped families: theta_S for every subset in one compiled call, then host rollouts."""
     if config.evaluator == "loss":
         return loss_scores(feats, betas, masks)
+    if host.is_host(family):
+        params = _subset_params(theta_star, feats, betas, scales, block=config.surrogate.param_block)
+        return policies_on_subsets(
+            params, family, np.asarray(masks), key, network=config.ppo.network, episodes=config.eval_episodes
+        )
     return _rollout(
         theta_star,
         feats,
@@ -236,7 +256,7 @@ def estimate_with_solutions(
     timings = {}
     k_feat, k_eval = jax.random.split(key)
     t0 = time.perf_counter()
-    feats = _features(config.ppo, config.features, family, theta_star, k_feat)
+    feats = features_at(config.ppo, config.features, family, theta_star, k_feat)
     jax.block_until_ready(feats)
     timings["features"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(feats.x))):

@@ -133,9 +133,19 @@ def ppo_loss(trainable, normalizer, batch, config: PPOConfig, family: TaskFamily
 
 
 def init_state(
-    config: PPOConfig, family: TaskFamily, task_mask, key: PRNGKey, init_params: AgentParams | None = None
+    config: PPOConfig,
+    family: TaskFamily,
+    task_mask,
+    key: PRNGKey,
+    init_params: AgentParams | None = None,
+    *,
+    with_env: bool = True,
 ) -> TrainState:
-    """The state before the first update. Pure; vmappable over ``task_mask`` and ``key``."""
+    """The state before the first update. Pure; vmappable over ``task_mask`` and ``key``.
+
+    ``with_env=False`` leaves ``env`` empty (None): for environments stepped outside JAX
+    (:mod:`pgx_jax.host`), which keep their state on the host.
+    """
     k_params, k_env, k_state = jax.random.split(key, 3)
     if init_params is None:
         init_params = networks.init_agent(config.network, family.obs_size, family.action_size, k_params)
@@ -143,7 +153,7 @@ def init_state(
     return TrainState(
         params=init_params,
         opt_state=_optimizer(config).init(_trainable(init_params)),
-        env=reset_envs(family, k_env, task_ids),
+        env=reset_envs(family, k_env, task_ids) if with_env else None,
         task_ids=task_ids,
         episode_return=jnp.zeros(config.num_envs),
         update=jnp.zeros((), jnp.int32),
@@ -151,23 +161,38 @@ def init_state(
     )
 
 
+def episode_starts(config: PPOConfig, family, update) -> jax.Array:
+    """Whether update number ``update`` begins a new episode (episodes span whole updates)."""
+    return update % (family.episode_length // config.unroll(family.episode_length)) == 0
+
+
 def update(config: PPOConfig, family: TaskFamily, state: TrainState) -> tuple[TrainState, Metrics]:
     """One PPO update: (maybe reset), unroll T steps of E envs, GAE, epochs of minibatch SGD."""
     T = config.unroll(family.episode_length)
-    per_episode = family.episode_length // T
     key, k_reset, k_roll, k_perm = jax.random.split(state.key, 4)
 
     # Whole-batch reset at episode boundaries (a select: cheap next to T steps, and vmap-safe).
-    starts = state.update % per_episode == 0
+    starts = episode_starts(config, family, state.update)
     fresh = reset_envs(family, k_reset, state.task_ids)
     env = jax.tree.map(lambda a, b: jnp.where(starts, a, b), fresh, state.env)
     episode_return = jnp.where(starts, 0.0, state.episode_return)
 
+    act = networks.make_act(config.network, family.action_size, family.n_tasks, state.params)
+    env, traj = unroll(family, act, env, k_roll, T)
+    return learn(config, family, state.replace(env=env, episode_return=episode_return, key=key), traj, k_perm)
+
+
+def learn(config: PPOConfig, family, state: TrainState, traj, k_perm: PRNGKey) -> tuple[TrainState, Metrics]:
+    """The learning half of :func:`update`, given the unroll ``traj`` (a ``Transition`` [T, E]).
+
+    ``state`` already holds the environments after the unroll, the next key and the episode
+    returns before it (zeroed at an episode start). Shared by the Brax path and host-stepped
+    environments (:mod:`pgx_jax.host`); ``family`` needs only ``n_tasks``, ``action_size`` and
+    ``episode_length``.
+    """
+    per_episode = family.episode_length // config.unroll(family.episode_length)
     params = state.params
-    env, traj = unroll(
-        family, networks.make_act(config.network, family.action_size, family.n_tasks, params), env, k_roll, T
-    )
-    episode_return = episode_return + jnp.sum(traj.reward, 0)
+    episode_return = state.episode_return + jnp.sum(traj.reward, 0)
     ends = (state.update + 1) % per_episode == 0
     ret, cnt = segment_mean(episode_return, jnp.ones_like(episode_return), state.task_ids, family.n_tasks)
     ret = jnp.where(ends, ret, jnp.nan)
@@ -222,8 +247,24 @@ def update(config: PPOConfig, family: TaskFamily, state: TrainState) -> tuple[Tr
     aux = jax.tree.map(jnp.mean, aux)
     finite = jnp.all(jnp.isfinite(jnp.stack([aux["loss"], aux["grad_norm"], jnp.sum(traj.reward)])))
     metrics = dict(aux, episode_return=ret, episode_count=cnt, finite=finite)
-    new_state = TrainState(params, opt_state, env, state.task_ids, episode_return, state.update + 1, key)
+    new_state = state.replace(
+        params=params, opt_state=opt_state, episode_return=episode_return, update=state.update + 1
+    )
     return new_state, metrics
+
+
+def gate(old: TrainState, new: TrainState, metrics: Metrics, active_updates) -> tuple[TrainState, Metrics]:
+    """Keep ``old`` (and report no episodes) where ``old.update >= active_updates``: runs of
+    different lengths share one call. The update counter advances either way."""
+    on = old.update < active_updates
+    gated = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, old).replace(update=old.update + 1)
+    metrics = dict(
+        metrics,
+        episode_return=jnp.where(on, metrics["episode_return"], jnp.nan),
+        episode_count=jnp.where(on, metrics["episode_count"], 0.0),
+        finite=metrics["finite"] | ~on,
+    )
+    return gated, metrics
 
 
 def run_updates(config: PPOConfig, family: TaskFamily, state: TrainState, num_updates: int, active_updates=None):
@@ -237,16 +278,7 @@ def run_updates(config: PPOConfig, family: TaskFamily, state: TrainState, num_up
         new, metrics = update(config, family, state)
         if active_updates is None:
             return new, metrics
-        on = state.update < active_updates
-        new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, state)
-        new = new.replace(update=state.update + 1)
-        metrics = dict(
-            metrics,
-            episode_return=jnp.where(on, metrics["episode_return"], jnp.nan),
-            episode_count=jnp.where(on, metrics["episode_count"], 0.0),
-            finite=metrics["finite"] | ~on,
-        )
-        return new, metrics
+        return gate(state, new, metrics, active_updates)
 
     return jax.lax.scan(body, state, None, length=num_updates)
 
@@ -285,6 +317,11 @@ def train(
         ValueError: (on the host, before compiling) a config that does not fit the family, or a
             concrete mask that is malformed or selects no task.
     """
+    if _is_host(family):
+        raise TypeError(
+            f"family {family.name!r} is stepped on the host and cannot be traced; "
+            "use train_jit, train_many or train_chunked"
+        )
     config.check_for(family.n_tasks, family.episode_length)
     check_mask(task_mask, family.n_tasks)
     state = init_state(config, family, task_mask, key, init_params)
@@ -292,8 +329,28 @@ def train(
     return state.params, metrics
 
 
+def _is_host(family) -> bool:
+    from pgx_jax.host import is_host
+
+    return is_host(family)
+
+
 #: :func:`train` compiled (``config`` and ``family`` static): one wrapper, so one cache, for all callers.
-train_jit = jax.jit(train, static_argnums=(0, 1))
+_train_jit = jax.jit(train, static_argnums=(0, 1))
+
+
+def train_jit(config: PPOConfig, family, task_mask, key: PRNGKey, init_params: AgentParams | None = None):
+    """:func:`train`, compiled; for a host-stepped family, the host loop of :mod:`pgx_jax.host`."""
+    if _is_host(family):
+        from pgx_jax import host
+
+        config.check_for(family.n_tasks, family.episode_length)
+        check_mask(task_mask, family.n_tasks)
+        params, metrics = host.train_many(
+            config, family, np.asarray(task_mask)[None], jnp.asarray(key)[None], init_params
+        )
+        return jax.tree.map(lambda x: x[0], (params, metrics))
+    return _train_jit(config, family, task_mask, key, init_params)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -335,6 +392,10 @@ def train_many(
                 f"active_updates must be {task_masks.shape[0]} integers in [1, {total}], got {active_updates}"
             )
         active_updates = jnp.asarray(active_updates)
+    if _is_host(family):
+        from pgx_jax import host
+
+        return host.train_many(config, family, task_masks, keys, init_params, active_updates)
     return _train_many(config, family, jnp.asarray(task_masks), keys, init_params, active_updates)
 
 
@@ -366,6 +427,12 @@ def train_chunked(
     config.check_for(family.n_tasks, family.episode_length)
     check_mask(task_mask, family.n_tasks)
     total = config.num_updates(family.episode_length)
+    if _is_host(family):
+        from pgx_jax import host
+
+        masks, keys = np.asarray(task_mask)[None], jnp.asarray(key)[None]
+        out = host.train_many(config, family, masks, keys, init_params, on_update=on_chunk)
+        return jax.tree.map(lambda x: x[0], out)
     chunk = total // max(d for d in range(1, min(max_chunks, total) + 1) if total % d == 0)
     init = jax.jit(init_state, static_argnums=(0, 1))
     step = jax.jit(run_updates, static_argnums=(0, 1, 3))

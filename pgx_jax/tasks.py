@@ -627,11 +627,20 @@ FAMILIES: dict[str, FamilySpec] = {
 DEFAULT_FAMILY = "reacher-goals"
 
 
-def _spec(name: str) -> FamilySpec:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown family {name!r}; known families: {sorted(FAMILIES)}") from None
+def family_names() -> list[str]:
+    """Every family :func:`make_family` builds: the Brax ones and the host-stepped ones."""
+    from pgx_jax.host_families import HOST_FAMILIES
+
+    return sorted([*FAMILIES, *HOST_FAMILIES])
+
+
+def _spec(name: str):
+    from pgx_jax.host_families import HOST_FAMILIES
+
+    spec = FAMILIES.get(name) or HOST_FAMILIES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown family {name!r}; known families: {family_names()}")
+    return spec
 
 
 def validate_tasks(family_name: str, tasks: Any, *, source: str = "tasks") -> list[dict]:
@@ -718,7 +727,10 @@ def make_family(
 
     Args:
         name: one of :data:`FAMILIES` (``reacher-goals``, ``cheetah-vel``, ``ant-dir``,
-            ``pendulum-physics``, ``cheetah-gravity``, ``hopper-mo``, ``walker-mo``).
+            ``pendulum-physics``, ``cheetah-gravity``, ``hopper-mo``, ``walker-mo``), or a
+            host-stepped family of :mod:`pgx_jax.host_families` (``cartpole-physics``,
+            ``lunarlander-gravity``, ``highway-density``, ``metaworld-mt10``), which returns a
+            :class:`pgx_jax.host.HostFamily`.
         tasks: task entries ``{"name", <fields>..., "group"?}``; default: the family's layout.
         tasks_file: path of a JSON list of such entries (exclusive with ``tasks``).
         backend: Brax backend (default ``spring``, the cheapest to compile).
@@ -734,6 +746,12 @@ def make_family(
         entries = load_tasks_file(name, tasks_file)
     else:
         entries = validate_tasks(name, spec.default_tasks() if tasks is None else tasks)
+    if name not in FAMILIES:  # stepped on the host (pgx_jax.host)
+        from pgx_jax.host_families import make_host_family
+
+        if backend is not None:
+            raise ValueError(f"family {name!r} runs on the host; backend {backend!r} applies to Brax families only")
+        return make_host_family(name, entries, episode_length)
     backend = backend or spec.backend
     if backend not in ("spring", "positional", "generalized", "mjx"):
         raise ValueError(f"unknown backend {backend!r}; known: ['generalized', 'mjx', 'positional', 'spring']")
@@ -767,8 +785,11 @@ def _planted(tasks: Sequence[Mapping]) -> str:
 
 
 def family_catalog() -> list[dict]:
-    """One row per built-in Brax family: name, n, environment, backend, what varies, objective and
-    planted grouping of its default layout (what ``pgx-jax families`` prints)."""
+    """One row per built-in family: name, n, environment, backend, what varies, objective,
+    planted grouping of its default layout and, for host families, the package they need
+    (what ``pgx-jax families`` prints)."""
+    from pgx_jax.host_families import catalog_rows
+
     return [
         {
             "family": name,
@@ -778,7 +799,7 @@ def family_catalog() -> list[dict]:
             "varies": spec.varies,
             "objective": spec.objective,
             "planted": _planted(spec.default_tasks()),
-            "extra": None,
+            "extra": "(core)",
         }
         for name, spec in FAMILIES.items()
-    ]
+    ] + catalog_rows()

@@ -17,7 +17,6 @@ against groups from real fine-tuning; 26x fewer FLOPs than fine-tuning).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 
@@ -27,11 +26,12 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import ppo
+from pgx_jax import host, ppo
 from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.evaluate import subset_returns
+from pgx_jax.evaluate import lower_policies_on_subsets, policies_on_subsets
 from pgx_jax.features import FeatureConfig, collect, flat_actor, log_prob_fn
-from pgx_jax.flops import count_flops, xla_flops
+from pgx_jax.flops import FlopCount, count_flops, xla_flops
+from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
 from pgx_jax.surrogate import solve_with_info
 from pgx_jax.tasks import TaskFamily
@@ -122,17 +122,6 @@ class ValidateConfig:
         return dataclasses.replace(meta, total_env_steps=int(steps))
 
 
-@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "kmax", "batch"))
-def _subset_eval(params, masks, key, *, net, family, episodes, kmax, batch):
-    """Each policy of ``params`` (leading axis [S]) on the tasks of its mask: float32 [S, N]."""
-
-    def one(args):
-        p, m = args
-        return subset_returns(p, family, m, key, network=net, episodes=episodes, max_subset_size=kmax)
-
-    return jax.lax.map(one, (params, masks), batch_size=batch)
-
-
 def true_scores(
     finetune: PPOConfig,
     family: TaskFamily,
@@ -161,8 +150,17 @@ def true_scores(
     masks = np.asarray(masks, bool)
     ppo.check_mask(masks, family.n_tasks)
     keys = jax.random.split(key, masks.shape[0])
-    kmax = int(masks.sum(1).max())
     info = {}
+    if is_host(family):  # host rollouts: nothing to compile ahead, no FLOPs to count
+        t0 = time.perf_counter()
+        params, metrics = ppo.train_many(finetune, family, masks, keys, theta_star)
+        info.update(compile_s=0.0, train_s=time.perf_counter() - t0)
+        ppo.check_finite(metrics)
+        t0 = time.perf_counter()
+        scores = policies_on_subsets(params, family, masks, eval_key, network=finetune.network, episodes=episodes)
+        info.update(evaluate_s=time.perf_counter() - t0, flops_train=None, flops_evaluate=None, xla_flops_train=None)
+        _check_scores(scores, masks)
+        return scores, info
     t0 = time.perf_counter()
     # compiled ahead of time, so compile and run are timed apart without training twice
     compiled = ppo._train_many.lower(finetune, family, jnp.asarray(masks), keys, theta_star, None).compile()
@@ -172,21 +170,25 @@ def true_scores(
     jax.block_until_ready(params)
     info["train_s"] = time.perf_counter() - t0
     ppo.check_finite(metrics)
-    static = dict(net=finetune.network, family=family, episodes=episodes, kmax=kmax, batch=subset_batch)
-    evaluate = _subset_eval.lower(params, jnp.asarray(masks), eval_key, **static).compile()
+    net, batch = finetune.network, subset_batch
+    evaluate, traced = lower_policies_on_subsets(
+        params, family, masks, eval_key, network=net, episodes=episodes, batch=batch
+    )
     t0 = time.perf_counter()
-    scores = np.asarray(evaluate(params, jnp.asarray(masks), eval_key))
+    scores = policies_on_subsets(params, family, masks, eval_key, network=net, compiled=evaluate)
     info["evaluate_s"] = time.perf_counter() - t0
     info["flops_train"] = count_flops(
         lambda m, k, p: ppo._train_many(finetune, family, m, k, p), jnp.asarray(masks), keys, theta_star
     ).flops
-    info["flops_evaluate"] = count_flops(
-        lambda p, m: _subset_eval(p, m, eval_key, **static), params, jnp.asarray(masks)
-    ).flops
+    info["flops_evaluate"] = count_flops(traced, params, jnp.asarray(masks)).flops
     info["xla_flops_train"] = xla_flops(compiled)
+    _check_scores(scores, masks)
+    return scores, info
+
+
+def _check_scores(scores, masks) -> None:
     if not np.all(np.isfinite(scores[masks])):
         raise FloatingPointError("non-finite return of a fine-tuned policy on a task of its subset")
-    return scores, info
 
 
 def agreement(estimated, true, masks) -> dict[str, float]:
@@ -245,7 +247,7 @@ def _first_order_check(config, vconfig: ValidateConfig, family, theta_star, feat
     directions."""
     k_data, k_dir = jax.random.split(key)
     data_cfg = FeatureConfig(dim=1, transitions=vconfig.approx_transitions, holdout=0)
-    data = collect(config.ppo, data_cfg, family, theta_star, k_data)
+    data = (host.collect if is_host(family) else collect)(config.ppo, data_cfg, family, theta_star, k_data)
     obs = data["obs"].reshape(-1, family.obs_size)
     act = data["action"].reshape(-1, family.action_size)
     nd = min(vconfig.directions, betas.shape[0])
@@ -385,28 +387,32 @@ def validate(
         entry = {**agreement(again_true, true, subsets), "nmi": nmi(g_again, main["true_groups"], n)}
         replicate_agreement.append(entry)
 
-    say("count FLOPs")
-    masks = jnp.asarray(subsets)
-    trips = linesearch_trips(feats, subsets, config.surrogate, kmax)
     s, d = subsets.shape[0], config.features.dim
-    f_feat = count_flops(lambda p, k: _features(config.ppo, config.features, family, p, k), theta_star, k_feat)
-    f_solve = count_flops(
-        lambda f, m: _solve(f, m, cfg=config.surrogate, kmax=kmax, devices=None), feats, masks, while_trips=trips
-    )
-    f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
-        lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax),
-        jax.ShapeDtypeStruct((s, d), jnp.float32),
-        jax.ShapeDtypeStruct((s,), jnp.float32),
-        masks,
-    )
-    est_flops = f_feat.flops + f_solve.flops + f_eval.flops
-    ft_flops = tinfo["flops_train"] + tinfo["flops_evaluate"]
     est_wall = sum(t_est.values())
     ft_wall = tinfo["train_s"] + tinfo["evaluate_s"]
-    xla_feat = xla_flops(_features.lower(config.ppo, config.features, family, theta_star, k_feat).compile())
+    if is_host(family):  # the host simulator's work is outside JAX: FLOPs are not comparable
+        f_feat = f_solve = f_eval = FlopCount(None, 0, None, 0.0)
+        est_flops = ft_flops = trips = xla_feat = None
+    else:
+        say("count FLOPs")
+        masks = jnp.asarray(subsets)
+        trips = linesearch_trips(feats, subsets, config.surrogate, kmax)
+        f_feat = count_flops(lambda p, k: _features(config.ppo, config.features, family, p, k), theta_star, k_feat)
+        f_solve = count_flops(
+            lambda f, m: _solve(f, m, cfg=config.surrogate, kmax=kmax, devices=None), feats, masks, while_trips=trips
+        )
+        f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
+            lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax),
+            jax.ShapeDtypeStruct((s, d), jnp.float32),
+            jax.ShapeDtypeStruct((s,), jnp.float32),
+            masks,
+        )
+        est_flops = f_feat.flops + f_solve.flops + f_eval.flops
+        ft_flops = tinfo["flops_train"] + tinfo["flops_evaluate"]
+        xla_feat = xla_flops(_features.lower(config.ppo, config.features, family, theta_star, k_feat).compile())
     speedup = {
         "wall": ft_wall / est_wall,
-        "flops": ft_flops / est_flops,
+        "flops": None if est_flops is None else ft_flops / est_flops,
         "estimation": {
             "includes": f"gradient features at theta* (rollouts, per-sample gradients, projection to d={d}), "
             f"{s} surrogate solves, {config.evaluator} evaluation",
