@@ -99,9 +99,10 @@ def _comparison_md(comps: dict, info: dict) -> str:
                     f"{g['mean_normalized']['mean']:.3f} +- {g['mean_normalized']['std']:.3f}",
                     f"{g['mean_return']['mean']:.2f} +- {g['mean_return']['std']:.2f}",
                     "-" if imp is None or imp["relative"] is None else f"{100 * imp['relative']:+.1f}%",
+                    f"{g['metric']['name']} {g['metric']['mean']:.3f}" if "metric" in g else "-",
                 ]
             )
-    head = ["family", "seeds", "grouping", "normalised return", "mean return", "policygradex vs this"]
+    head = ["family", "seeds", "grouping", "normalised return", "mean return", "policygradex vs this", "metric"]
     return "# pgx-jax compare\n\n" + markdown_table(head, rows) + "\n" + provenance(info)
 
 

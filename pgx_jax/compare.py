@@ -34,6 +34,7 @@ from pgx_jax import cluster as cluster_mod
 from pgx_jax import ppo
 from pgx_jax.evaluate import policies_on_subsets, random_policy_returns
 from pgx_jax.groups import group_masks, group_updates
+from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
 from pgx_jax.tasks import TaskFamily
@@ -61,11 +62,12 @@ def random_groups(n: int, k: int, rng: np.random.Generator) -> list[list[int]]:
 
 def _train_and_evaluate(config: PipelineConfig, family: TaskFamily, groups: list[tuple[int, ...]], key, progress):
     """Train every distinct group from scratch (one vmapped call per group size) and evaluate it on
-    its own tasks. Returns ``{group: float [N] returns (NaN outside)}`` and per-group env steps per task."""
+    its own tasks. Returns ``{group: float [N] returns (NaN outside)}``, the same for the family's
+    metric (values None where the evaluation gives none) and per-group env steps per task."""
     n, L = family.n_tasks, family.episode_length
     per_update = config.ppo.num_envs * config.ppo.unroll(L)
     k_train, k_eval = jax.random.split(key)
-    returns, steps_per_task = {}, {}
+    returns, task_metric, steps_per_task = {}, {}, {}
     for size in sorted({len(g) for g in groups}):
         bucket = [g for g in groups if len(g) == size]
         masks = np.stack([np.isin(np.arange(n), g) for g in bucket])
@@ -76,7 +78,7 @@ def _train_and_evaluate(config: PipelineConfig, family: TaskFamily, groups: list
         progress(f"train {len(bucket)} group(s) of size {size}")
         params, metrics = ppo.train_many(cfg, family, masks, keys)
         ppo.check_finite(metrics)
-        out = policies_on_subsets(
+        out, metric = policies_on_subsets(
             params,
             family,
             masks,
@@ -84,11 +86,13 @@ def _train_and_evaluate(config: PipelineConfig, family: TaskFamily, groups: list
             network=cfg.network,
             episodes=config.eval_episodes,
             batch=config.surrogate.subset_batch,
+            with_metric=True,
         )
-        for g, r in zip(bucket, out, strict=True):
-            returns[g] = r
+        for j, g in enumerate(bucket):
+            returns[g] = out[j]
+            task_metric[g] = None if metric is None else metric[j]
             steps_per_task[g] = updates * per_update / size
-    return returns, steps_per_task
+    return returns, task_metric, steps_per_task
 
 
 def _normalise(returns: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -191,18 +195,22 @@ def compare(
             for groups in draws:
                 group_masks(groups, n)  # every grouping must be a partition
         distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
-        returns, steps = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
+        returns, metrics, steps = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
         seed_out = {}
         for name, draws in chosen.items():
-            per_draw = []
+            per_draw, per_draw_metric = [], []
             for groups in draws:
-                r = np.full(n, np.nan)
+                r, m = np.full(n, np.nan), np.full(n, np.nan)
                 for g in groups:
                     r[list(g)] = returns[tuple(g)][list(g)]
+                    if metrics[tuple(g)] is not None:
+                        m[list(g)] = metrics[tuple(g)][list(g)]
                 per_draw.append(r)
+                per_draw_metric.append(m)
             seed_out[name] = {
                 "groups": draws if name == "random" else draws[0],
                 "per_task_return": np.mean(per_draw, 0),
+                "per_task_metric": np.mean(per_draw_metric, 0),
                 "env_steps_per_task": [[steps[tuple(g)] for g in groups] for groups in draws],
             }
         per_seed.append(seed_out)
@@ -222,6 +230,15 @@ def compare(
             "groups": [s[name]["groups"] for s in per_seed],
             "env_steps_per_task": [s[name]["env_steps_per_task"] for s in per_seed],
         }
+        if family.metric is not None and is_host(family):  # e.g. Meta-World's success rate
+            m = np.stack([s[name]["per_task_metric"] for s in per_seed])
+            out["groupings"][name]["metric"] = {
+                "name": family.metric[0],
+                "per_task": m,
+                "per_seed": m.mean(1),
+                "mean": float(m.mean()),
+                "std": float(m.mean(1).std()),
+            }
     if "policygradex" in groupings:
         ours = out["groupings"]["policygradex"]["mean_normalized"]["mean"]
         out["improvement"] = {}

@@ -50,6 +50,8 @@ def episode_stats(family: TaskFamily, act: ActFn, task_ids, key: PRNGKey, episod
         if reduce == "final":
             last = jnp.argmax(jnp.cumsum(traj.valid, 0), 0)  # last valid step per env
             per_env = jnp.take_along_axis(traj.metric, last[None], 0)[0]
+        elif reduce == "max":  # e.g. success at any step of the episode
+            per_env = jnp.max(jnp.where(traj.valid > 0, traj.metric, -jnp.inf), 0)
         else:
             per_env = jnp.sum(traj.metric * traj.valid, 0) / jnp.maximum(jnp.sum(traj.valid, 0), 1.0)
         out[name] = segment_mean(per_env, ones, slot, k)[0]
@@ -236,28 +238,36 @@ def policies_on_subsets(
     episodes: int = 8,
     batch: int = 16,
     compiled=None,
-) -> np.ndarray:
+    with_metric: bool = False,
+):
     """Each policy of ``params`` (leading axis [S]) on the tasks of its mask (bool [S, N]), all
     with ``key`` (the same initial states): float [S, N], NaN outside each mask.
 
     Brax families: one compiled call (``batch`` policies at a time); pass ``compiled`` (from
     :func:`lower_policies_on_subsets`) to time compile and run apart. Host families: the host
     rollouts of :func:`pgx_jax.host.evaluate_policies`.
+
+    ``with_metric=True`` returns ``(returns, metric)``: the family's task metric [S, N] from the
+    same episodes (host families, e.g. Meta-World's success rate), None for Brax families.
     """
     masks = np.asarray(masks, bool)
     if host.is_host(family):
         kmax = int(masks.sum(1).max())
         idx = np.stack([np.resize(np.flatnonzero(m), kmax) for m in masks])  # padded with repeats
-        ret = host.evaluate_policies(params, family, idx, key, episodes, network=network)["return"]
-        out = np.full(masks.shape, np.nan)
+        stats = host.evaluate_policies(params, family, idx, key, episodes, network=network)
+        out = {name: np.full(masks.shape, np.nan) for name in stats}
         for s, m in enumerate(masks):
             k = int(m.sum())
-            out[s, idx[s, :k]] = ret[s, :k]
-        return out
+            for name, v in stats.items():
+                out[name][s, idx[s, :k]] = v[s, :k]
+        metric = out[family.metric[0]] if family.metric is not None else None
+        return (out["return"], metric) if with_metric else out["return"]
     if compiled is not None:
-        return np.asarray(compiled(params, jnp.asarray(masks), key))
-    static = _static(family, masks, network, episodes, batch)
-    return np.asarray(_subset_eval(params, jnp.asarray(masks), key, **static))
+        ret = np.asarray(compiled(params, jnp.asarray(masks), key))
+    else:
+        static = _static(family, masks, network, episodes, batch)
+        ret = np.asarray(_subset_eval(params, jnp.asarray(masks), key, **static))
+    return (ret, None) if with_metric else ret
 
 
 def _static(family, masks, network, episodes, batch) -> dict:

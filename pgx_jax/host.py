@@ -35,9 +35,8 @@ from pgx_jax import features, networks, ppo
 from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.networks import AgentParams
 from pgx_jax.rollout import Transition
+from pgx_jax.tasks import check_family
 from pgx_jax.types import PRNGKey
-
-METRIC_REDUCES = ("final", "mean", "max")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -81,18 +80,10 @@ class HostFamily:
     max_envs: int = 512
 
     def __post_init__(self):
-        n = len(self.task_names)
-        if n < 1:
-            raise ValueError(f"family {self.name!r} has no tasks; give at least one")
-        if len(set(self.task_names)) != n:
-            raise ValueError(f"family {self.name!r}: task names must be unique, got {self.task_names}")
-        if self.groups is not None and len(self.groups) != n:
-            raise ValueError(f"family {self.name!r}: {len(self.groups)} group labels for {n} tasks")
-        for what in ("episode_length", "env_obs_size", "action_size", "max_envs"):
+        check_family(self.name, self.task_names, self.groups, self.episode_length, self.metric)
+        for what in ("env_obs_size", "action_size", "max_envs"):
             if getattr(self, what) < 1:
                 raise ValueError(f"{what} must be >= 1, got {getattr(self, what)}")
-        if self.metric is not None and self.metric[2] not in METRIC_REDUCES:
-            raise ValueError(f"metric reduce must be one of {list(METRIC_REDUCES)}, got {self.metric[2]!r}")
 
     @property
     def n_tasks(self) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from pgx_jax.host import HostFamily
+from pgx_jax.tasks import range_validator
 
 
 class MissingExtraError(ImportError):
@@ -43,7 +44,7 @@ def require(module: str, family: str, pip: str):
     except ImportError as e:
         raise MissingExtraError(
             f"family {family!r} needs the {module!r} package, which is not installed ({e}). "
-            f"Install it with: pip install {pip}"
+            f"Install it with: pip install {pip} (or, from a clone of pgx_jax: pip install -e '.[envs]')"
         ) from None
 
 
@@ -85,14 +86,9 @@ def _cartpole_default_tasks() -> list[dict]:
     ]
 
 
-def _check_cartpole(field, v):
-    lo, hi = {"gravity": (0.1, 50.0), "masspole": (0.01, 5.0), "length": (0.05, 5.0), "motor": (-5.0, 5.0)}[field]
-    x = float(v)
-    if not lo <= x <= hi:
-        return f"{field} {x} is outside [{lo}, {hi}]"
-    if field == "motor" and abs(x) < 0.1:
-        return f"motor {x}: |motor| must be >= 0.1"
-    return None
+_check_cartpole = range_validator(
+    {"gravity": (0.1, 50.0), "masspole": (0.01, 5.0), "length": (0.05, 5.0), "motor": (-5.0, 5.0)}
+)
 
 
 def _make_cartpole(task: Mapping, episode_length: int):
@@ -116,7 +112,6 @@ def _build_cartpole(entries: list[dict], episode_length: int) -> HostFamily:
         env_obs_size=4,
         action_size=1,
         to_env_action=_sign_to_discrete,
-        objective="+1 per step until the pole falls (|angle| > 12 deg) or the cart leaves the track",
     )
 
 
@@ -157,7 +152,6 @@ def _build_lunar(entries: list[dict], episode_length: int) -> HostFamily:
         env_obs_size=8,
         action_size=2,
         to_env_action=lambda a: a,
-        objective="gymnasium LunarLander (continuous) shaped landing reward",
     )
 
 
@@ -196,7 +190,6 @@ def _build_highway(entries: list[dict], episode_length: int) -> HostFamily:
         env_obs_size=25,
         action_size=2,
         to_env_action=lambda a: a,
-        objective="highway-env reward: speed, right lane, no collision (episode ends on a crash)",
         max_envs=128,
     )
 
@@ -250,9 +243,7 @@ def _build_mt10(entries: list[dict], episode_length: int) -> HostFamily:
         env_obs_size=39,
         action_size=4,
         to_env_action=lambda a: a,
-        objective="Meta-World v3 dense reward (0-10 per step); success rate reported",
         metric=("success_rate", lambda info: float(info.get("success", 0.0)), "max"),
-        backend="host (Meta-World, MuJoCo)",
         max_envs=160,
     )
 
@@ -261,6 +252,7 @@ def _family(name, entries, episode_length, make_env, **kwargs) -> HostFamily:
     """A HostFamily over validated ``entries``; ``make_env(task_index)`` builds an env."""
     fields = [k for k in entries[0] if k not in ("name", "group")]
     groups = [e["group"] for e in entries] if "group" in entries[0] else None
+    spec = HOST_FAMILIES[name]
     return HostFamily(
         name=name,
         make_env=make_env,
@@ -268,6 +260,8 @@ def _family(name, entries, episode_length, make_env, **kwargs) -> HostFamily:
         groups=None if groups is None else tuple(groups),
         episode_length=int(episode_length),
         params={f: [e[f] for e in entries] for f in fields},
+        objective=spec.objective,
+        backend=spec.backend,
         **kwargs,
     )
 
@@ -282,7 +276,7 @@ HOST_FAMILIES: dict[str, HostSpec] = {
         default_tasks=_cartpole_default_tasks,
         build=_build_cartpole,
         episode_length=200,
-        objective="+1 per step while the pole is up (CartPole-v1)",
+        objective="+1 per step until the pole falls (|angle| > 12 deg) or the cart leaves the track",
         varies="dynamics",
     ),
     "lunarlander-gravity": HostSpec(
@@ -320,7 +314,7 @@ HOST_FAMILIES: dict[str, HostSpec] = {
         default_tasks=_mt10_default_tasks,
         build=_build_mt10,
         episode_length=150,
-        objective="Meta-World dense reward; success rate reported",
+        objective="Meta-World v3 dense reward (0-10 per step); success rate reported",
         varies="reward and dynamics (10 different manipulation tasks)",
         backend="host (Meta-World, MuJoCo)",
     ),

@@ -35,6 +35,39 @@ from flax import struct
 
 from pgx_jax.types import PRNGKey, PyTree, ResetFn, RewardFn
 
+METRIC_REDUCES = ("final", "mean", "max")
+
+
+def check_family(name: str, task_names, groups, episode_length: int, metric) -> None:
+    """The checks every family kind (Brax or host-stepped) makes of its tasks; raises ValueError."""
+    n = len(task_names)
+    if n < 1:
+        raise ValueError(f"family {name!r} has no tasks; give at least one")
+    if len(set(task_names)) != n:
+        raise ValueError(f"family {name!r}: task names must be unique, got {task_names}")
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"family {name!r}: {len(groups)} group labels for {n} tasks")
+    if episode_length < 1:
+        raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+    if metric is not None and metric[2] not in METRIC_REDUCES:
+        raise ValueError(f"metric reduce must be one of {list(METRIC_REDUCES)}, got {metric[2]!r}")
+
+
+def range_validator(ranges: Mapping[str, tuple[float, float]]) -> Callable[[str, np.ndarray], str | None]:
+    """A field validator: each named scalar field must lie in its [lo, hi]; a ``motor`` (gear
+    scale, negative = wired in reverse) must also be at least 0.1 in magnitude."""
+
+    def check(field, v):
+        lo, hi = ranges[field]
+        x = float(v)
+        if not lo <= x <= hi:
+            return f"{field} {x} is outside [{lo}, {hi}]"
+        if field == "motor" and abs(x) < 0.1:
+            return f"motor {x}: |motor| must be >= 0.1 (a motor with no gear cannot move anything)"
+        return None
+
+    return check
+
 
 @struct.dataclass
 class TaskState:
@@ -95,23 +128,14 @@ class TaskFamily:
     backend: str = "spring"
 
     def __post_init__(self):
+        check_family(self.name, self.task_names, self.groups, self.episode_length, self.metric)
         n = len(self.task_names)
-        if n < 1:
-            raise ValueError(f"family {self.name!r} has no tasks; give at least one")
-        if len(set(self.task_names)) != n:
-            raise ValueError(f"family {self.name!r}: task names must be unique, got {self.task_names}")
         for path, leaf in jax.tree_util.tree_leaves_with_path(self.params):
             if np.shape(leaf)[:1] != (n,):
                 raise ValueError(
                     f"family {self.name!r}: parameter {jax.tree_util.keystr(path)} has shape "
                     f"{np.shape(leaf)}, expected a leading axis of {n} tasks"
                 )
-        if self.groups is not None and len(self.groups) != n:
-            raise ValueError(f"family {self.name!r}: {len(self.groups)} group labels for {n} tasks")
-        if self.episode_length < 1:
-            raise ValueError(f"episode_length must be >= 1, got {self.episode_length}")
-        if self.metric is not None and self.metric[2] not in ("final", "mean"):
-            raise ValueError(f"metric reduce must be 'final' or 'mean', got {self.metric[2]!r}")
 
     @property
     def n_tasks(self) -> int:
@@ -405,20 +429,15 @@ def _pendulum_default_tasks() -> list[dict]:
     return tasks
 
 
-def _check_physics(field, v):
-    lo, hi = {
+_check_physics = range_validator(
+    {
         "gravity": (0.0, 50.0),
         "pole_mass": (0.1, 10.0),
         "pole_length": (0.25, 4.0),
         "motor": (-5.0, 5.0),
         "torso_mass": (0.1, 10.0),
-    }[field]
-    x = float(v)
-    if not lo <= x <= hi:
-        return f"{field} {x} is outside [{lo}, {hi}]"
-    if field == "motor" and abs(x) < 0.1:
-        return f"motor {x}: |motor| must be >= 0.1 (a motor with no gear cannot move the cart)"
-    return None
+    }
+)
 
 
 def _gravity_system(sys, params):
@@ -610,19 +629,9 @@ FAMILIES: dict[str, FamilySpec] = {
         objective="w . (v_x, -v_x, 10*(z - 1.25), -|a|^2) + healthy",
         metric=("mean_forward_velocity", _forward_velocity, "mean"),
     ),
-    "walker-mo": FamilySpec(
-        env_name="walker2d",
-        env_kwargs={"terminate_when_unhealthy": False},
-        fields={"weights": (4,)},
-        validate=_check_weights,
-        default_tasks=_mo_default_tasks,
-        reward_fn=_mo_reward,
-        reset_fn=_default_reset,
-        episode_length=100,
-        objective="w . (v_x, -v_x, 10*(z - 1.25), -|a|^2) + healthy",
-        metric=("mean_forward_velocity", _forward_velocity, "mean"),
-    ),
 }
+
+FAMILIES["walker-mo"] = dataclasses.replace(FAMILIES["hopper-mo"], env_name="walker2d")  # same objectives
 
 DEFAULT_FAMILY = "reacher-goals"
 

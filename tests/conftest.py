@@ -1,7 +1,12 @@
 """Shared fixtures. Compiles are the cost on a 2-core CPU, so families and trained results are
 session-scoped and the tiny brax ``fast`` env carries the PPO mechanics tests."""
 
+import os
 import warnings
+
+# The CLI tests run in-process: keep them from switching the persistent compilation cache on for
+# the rest of the session (a cache write segfaulted once mid-suite, in XLA's serialisation).
+os.environ["PGX_JAX_CACHE"] = ""
 
 import jax.numpy as jnp
 import pytest

@@ -44,10 +44,29 @@ def test_bad_tasks_file_fails_before_training(tmp_path, capsys):
 
 
 def test_families_lists_all(capsys):
+    from pgx_jax.tasks import family_names
+
     assert main(["families"]) == 0
     out = capsys.readouterr().out
-    for name in ("reacher-goals", "cheetah-vel", "ant-dir"):
-        assert name in out
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines()[2:]}
+    assert sorted(rows) == family_names() and len(rows) == 11
+    assert "| 10 | brax inverted_pendulum | spring | dynamics |" in rows["pendulum-physics"]
+    assert "2: fwd_g9.81_m1_l1," in rows["pendulum-physics"]  # the planted grouping, by task name
+    assert "host (Meta-World, MuJoCo)" in rows["metaworld-mt10"] and "metaworld==3.1.1" in rows["metaworld-mt10"]
+    assert "| none |" in rows["metaworld-mt10"]  # no planted grouping
+
+
+def test_run_smoke_on_a_brax_physics_family(tmp_path):
+    """pendulum-physics end to end: the per-task physics pass through meta-training, the
+    features and group training in compiled calls."""
+    out = tmp_path / "pend"
+    argv = ["run", "--family", "pendulum-physics", "--budget", "smoke", "--evaluator", "loss", "--groups", "2"]
+    assert main(argv + ["--out", str(out), "--no-progress"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert len(result["tasks"]) == 10 and len(result["groups"]) == 2
+    assert sorted(i for g in result["groups"] for i in g) == list(range(10))
+    returns = np.array(list(result["per_task_return"].values()))
+    assert np.isfinite(returns).all() and returns.max() <= 200  # +1 per upright step, 200 steps
 
 
 @pytest.fixture(scope="module")
