@@ -187,3 +187,28 @@ def test_run_smoke_on_a_host_family(tmp_path, cartpole, capsys):
     assert sorted(i for g in result["groups"] for i in g) == list(range(10))
     assert all(np.isfinite(v) for v in result["per_task_return"].values())
     assert "fwd_g9.8_m0.1_l0.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["lunarlander-gravity", "highway-density", "metaworld-mt10"])
+def test_adapter_family_smoke(name):
+    """Each adapter family through the jitted learning code: one PPO update on its host envs,
+    gradient features from host rollouts, and the rollout evaluation of two policies."""
+    if not installed(name):
+        pytest.skip(f"{name}: extra not installed")
+    fam = make_family(name)
+    t = {"lunarlander-gravity": 20, "highway-density": 5, "metaworld-mt10": 10}[name]
+    config = budget_config("smoke", name, fam.n_tasks, unroll_length=t, num_envs=20, total_env_steps=20 * t)
+    assert config.num_updates(fam.episode_length) == 1
+    params, metrics = ppo.train_jit(config, fam, np.ones(fam.n_tasks, bool), jax.random.PRNGKey(0))
+    ppo.check_finite(metrics)
+    feats = host.gradient_features(
+        config, FeatureConfig(dim=8, transitions=8, holdout=2), fam, params, jax.random.PRNGKey(1)
+    )
+    assert feats.x.shape == (fam.n_tasks, 8, 8) and np.isfinite(np.asarray(feats.x)).all()
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, params)
+    out = host.evaluate_policies(
+        stacked, fam, np.array([[0, 1], [2, 3]]), jax.random.PRNGKey(2), 1, network=config.network
+    )
+    assert out["return"].shape == (2, 2) and np.isfinite(out["return"]).all()
+    if fam.metric is not None:
+        assert set(np.unique(out[fam.metric[0]])) <= {0.0, 1.0}
