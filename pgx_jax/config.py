@@ -173,7 +173,7 @@ def budget_config(
     fields.update(overrides)
     if n_tasks and "num_envs" not in overrides:
         multiple = math.lcm(n_tasks, fields.get("num_minibatches", 4))
-        fields["num_envs"] = -(-num_envs // multiple) * multiple
+        fields["num_envs"] = -(-fields["num_envs"] // multiple) * multiple
     if isinstance(fields.get("network"), Mapping):
         fields["network"] = NetworkConfig(**fields["network"])
     return PPOConfig(**fields)
