@@ -225,7 +225,7 @@ def main():
             t = r["truth"]
             print(
                 f"{name} seed {seed}: spearman {t['spearman']:.3f} within {t['spearman_within_task']:.3f} "
-                f"NMI {t['nmi']:.3f}; speedup flops {r['speedup']['flops']:.1f} wall {r['speedup']['wall']:.1f}; "
+                f"NMI {t['nmi']:.3f}; speedup flops {r['speedup']['flops']} wall {r['speedup']['wall']:.1f}; "
                 f"approx 1% {r['approx_error']['0.01']}",
                 flush=True,
             )
