@@ -7,6 +7,9 @@ import warnings
 # The CLI tests run in-process: keep them from switching the persistent compilation cache on for
 # the rest of the session (a cache write segfaulted once mid-suite, in XLA's serialisation).
 os.environ["PGX_JAX_CACHE"] = ""
+# The suite runs in pytest-xdist workers (README: -n 2): on a GPU each worker would otherwise
+# reserve 75% of the device's memory for itself.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax.numpy as jnp
 import pytest
