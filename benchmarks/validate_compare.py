@@ -12,6 +12,7 @@ Usage (as run for RESULTS.md):
   python benchmarks/validate_compare.py --families reacher-goals --seeds 0 1 2 --sweep --random-draws 2
   python benchmarks/validate_compare.py --families ant-dir --seeds 0 --random-draws 2
   python benchmarks/validate_compare.py --families cheetah-vel --seeds 0 --random-draws 2
+  python benchmarks/validate_compare.py --families cheetah-gravity --seeds 0 --random-draws 2 --compare-only
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pgx_jax import make_family
 from pgx_jax.affinity import affinity_matrix
 from pgx_jax.checkpoint import versions
 from pgx_jax.cluster import cluster_tasks
-from pgx_jax.compare import compare
+from pgx_jax.compare import compare, comparison_table, summarise
 from pgx_jax.pipeline import estimate, pipeline_config
 from pgx_jax.results import (
     machine,
@@ -87,23 +88,21 @@ def _validation_md(reports: dict, info: dict) -> str:
 
 
 def _comparison_md(comps: dict, info: dict) -> str:
-    rows = []
+    rows, head = [], None
     for fam, c in comps.items():
-        for name, g in c["groupings"].items():
-            imp = c.get("improvement", {}).get(name)
-            rows.append(
-                [
-                    fam,
-                    len(c["seeds"]),
-                    name,
-                    f"{g['mean_normalized']['mean']:.3f} +- {g['mean_normalized']['std']:.3f}",
-                    f"{g['mean_return']['mean']:.2f} +- {g['mean_return']['std']:.2f}",
-                    "-" if imp is None or imp["relative"] is None else f"{100 * imp['relative']:+.1f}%",
-                    f"{g['metric']['name']} {g['metric']['mean']:.3f}" if "metric" in g else "-",
-                ]
-            )
-    head = ["family", "seeds", "grouping", "normalised return", "mean return", "policygradex vs this", "metric"]
-    return "# pgx-jax compare\n\n" + markdown_table(head, rows) + "\n" + provenance(info)
+        c = summarise(c)  # also completes reports written before improvement_return existed
+        head, fam_rows = comparison_table(c)
+        metric = len(head) > 5
+        rows += [[fam, len(c["seeds"])] + r + ([] if metric else ["-"]) for r in fam_rows]
+    head = ["family", "seeds"] + head[:5] + ["metric"]
+    notes = [
+        f"- {fam}: normalised returns mean little on {c['ill_conditioned_tasks']} (the best single-task policy "
+        "hardly beats or trails the random policy there): read the raw-return column."
+        for fam, c in comps.items()
+        if c["ill_conditioned_tasks"]
+    ]
+    body = markdown_table(head, rows) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    return "# pgx-jax compare\n\n" + body + "\n" + provenance(info)
 
 
 def _sweep(family, config, report, theta, key, dims) -> dict:
@@ -188,6 +187,12 @@ def main():
     p.add_argument("--random-draws", type=int, default=2)
     p.add_argument("--budget", default="demo")
     p.add_argument("--out", default=HERE)
+    p.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="skip validate: take each seed's true groups from the validation.json already in --out "
+        "(theta* is meta-trained again from the same seed, so it is the same policy)",
+    )
     args = p.parse_args()
     here = args.out
     os.makedirs(here, exist_ok=True)
@@ -202,6 +207,19 @@ def main():
             return {k: v for k, v in json.load(f)[field].items() if k not in args.families}
 
     reports = earlier("validation.json", "reports")
+    validated = {}
+    if args.compare_only:
+        with open(os.path.join(here, "validation.json")) as f:
+            validated = json.load(f)["reports"]
+        missing = [
+            (n, s)
+            for i, n in enumerate(args.families)
+            for s in (args.seeds if i == 0 else args.other_seeds)
+            if str(s) not in validated.get(n, {})
+        ]
+        if missing:
+            raise SystemExit(f"--compare-only: no validate report in {here}/validation.json for {missing}")
+        reports.update({n: validated[n] for n in args.families})
     comps = earlier("comparison.json", "comparisons")
     sweeps = earlier("sweep.json", "sweeps")
     t_start = time.perf_counter()
@@ -209,8 +227,15 @@ def main():
         family = make_family(name)
         seeds = args.seeds if f_i == 0 else args.other_seeds
         config = pipeline_config(args.budget, family, groups=3)
-        reports[name], thetas, truths = {}, {}, {}
-        for seed in seeds:
+        thetas, truths = {}, {}
+        if args.compare_only:
+            for seed in seeds:
+                t = validated[name][str(seed)]["truth"]
+                truths[seed] = t["by_evaluator"][t["evaluator"]]["true_groups"]
+            seeds_to_validate = []
+        else:
+            reports[name], seeds_to_validate = {}, seeds
+        for seed in seeds_to_validate:
             t0 = time.perf_counter()
             r = validate(
                 family,

@@ -506,7 +506,7 @@ def _cmd_validate(args) -> int:
 
 def _cmd_compare(args) -> int:
 
-    from pgx_jax.compare import GROUPINGS, compare
+    from pgx_jax.compare import GROUPINGS, compare, comparison_table
     from pgx_jax.results import markdown_table, write_json
     from pgx_jax.validate import ValidateConfig
 
@@ -542,22 +542,13 @@ def _cmd_compare(args) -> int:
         return _fail(str(e))
     report["versions"] = _versions()
     write_json(os.path.join(out, "comparison.json"), report)
-    rows = []
-    for name, g in report["groupings"].items():
-        imp = report.get("improvement", {}).get(name)
-        rows.append(
-            [
-                name,
-                f"{g['mean_normalized']['mean']:.3f} +- {g['mean_normalized']['std']:.3f}",
-                f"{g['mean_return']['mean']:.3f} +- {g['mean_return']['std']:.3f}",
-                "-" if imp is None or imp["relative"] is None else f"{100 * imp['relative']:+.1f}%",
-            ]
-            + ([f"{g['metric']['mean']:.3f} +- {g['metric']['std']:.3f}"] if "metric" in g else [])
-        )
-    header = ["grouping", "normalised return (mean +- std over seeds)", "mean return", "policygradex vs this"]
-    metric = next((g["metric"]["name"] for g in report["groupings"].values() if "metric" in g), None)
-    header += [metric] if metric else []
+    header, rows = comparison_table(report)
     print(markdown_table(header, rows), end="")
+    if report["ill_conditioned_tasks"]:
+        print(
+            f"note: on {report['ill_conditioned_tasks']} the best single-task policy hardly beats (or trails) the "
+            "random policy, so normalised returns mean little there: read the raw-return column"
+        )
     print(f"wrote {out}/comparison.json")
     return 0
 

@@ -104,6 +104,35 @@ def _normalise(returns: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.nda
     return (returns - low) / span
 
 
+ANCHOR_MARGIN = 0.1
+
+
+def ill_conditioned_tasks(low: np.ndarray, high: np.ndarray, best: np.ndarray, margin: float = ANCHOR_MARGIN):
+    """int list: tasks whose normalised return means little.
+
+    A task's score is normalised between the random policy (``low``) and the best single-task
+    policy (``high``). Where the single-task policy beats the random one by less than ``margin``
+    of the way from ``low`` to ``best`` (the best return any grouping reached on the task), the
+    span is small or negative (a per-task budget too small to learn the task alone) and a normalised
+    score blows up: compare the raw returns (``improvement_return``) there instead.
+    """
+    low, high, best = (np.asarray(a, float) for a in (low, high, best))
+    reach = np.maximum(best - low, 0.0)
+    return [int(i) for i in np.flatnonzero((high - low <= margin * reach) | (high <= low))]
+
+
+def _improvement(values: dict[str, float], ours: str = "policygradex") -> dict:
+    """``ours`` against every other entry: absolute difference and difference relative to |theirs|."""
+    return {
+        name: {
+            "difference": values[ours] - theirs,
+            "relative": (values[ours] - theirs) / abs(theirs) if abs(theirs) > 1e-12 else None,
+        }
+        for name, theirs in values.items()
+        if name != ours
+    }
+
+
 def compare(
     family: TaskFamily,
     config: PipelineConfig,
@@ -135,8 +164,10 @@ def compare(
         JSON-able dict: per grouping, ``per_task_return`` [seeds, N] (random: the mean over its
         draws), ``normalized`` [seeds, N], ``mean_return`` / ``mean_normalized`` per seed with
         their ``mean`` and ``std`` over seeds, ``groups`` per seed and ``env_steps_per_task``;
-        ``random_policy_return`` [N], ``best_single_task_return`` [N] and ``improvement`` of
-        ``policygradex`` over each other grouping in mean normalised return.
+        ``random_policy_return`` [N], ``best_single_task_return`` [N], ``improvement`` of
+        ``policygradex`` over each other grouping in mean normalised return and
+        ``improvement_return`` in mean raw return, and ``ill_conditioned_tasks`` (names; see
+        :func:`ill_conditioned_tasks`: where it is not empty, read ``improvement_return``).
     """
     unknown = sorted(set(groupings) - set(GROUPINGS))
     if unknown:
@@ -239,16 +270,6 @@ def compare(
                 "mean": float(m.mean()),
                 "std": float(m.mean(1).std()),
             }
-    if "policygradex" in groupings:
-        ours = out["groupings"]["policygradex"]["mean_normalized"]["mean"]
-        out["improvement"] = {}
-        for name in groupings:
-            if name != "policygradex":
-                theirs = out["groupings"][name]["mean_normalized"]["mean"]
-                out["improvement"][name] = {
-                    "difference": ours - theirs,
-                    "relative": (ours - theirs) / abs(theirs) if abs(theirs) > 1e-12 else None,
-                }
     out.update(
         family=family.name,
         tasks=list(family.task_names),
@@ -259,4 +280,51 @@ def compare(
         config=config.to_dict(),
         timings=timings,
     )
-    return out
+    return summarise(out)
+
+
+def summarise(report: dict) -> dict:
+    """Fill a compare report's ``improvement`` (policygradex over each other grouping, mean
+    normalised return), ``improvement_return`` (the same in mean raw return) and
+    ``ill_conditioned_tasks`` from its stored returns. Works on a report read back from JSON,
+    so reports written before a field existed can be completed. Returns the report."""
+    groupings = report["groupings"]
+    if "policygradex" in groupings:
+        for field, key in (("improvement", "mean_normalized"), ("improvement_return", "mean_return")):
+            report[field] = _improvement({name: g[key]["mean"] for name, g in groupings.items()})
+    best = np.max([np.nanmean(np.asarray(g["per_task_return"], float), 0) for g in groupings.values()], 0)
+    bad = ill_conditioned_tasks(report["random_policy_return"], report["best_single_task_return"], best)
+    report["ill_conditioned_tasks"] = [report["tasks"][i] for i in bad]
+    return report
+
+
+def comparison_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a compare report, one row per grouping (for ``pgx-jax compare`` and the
+    benchmark tables): normalised and raw mean return (mean +- std over seeds), policygradex's
+    relative improvement over the grouping in each, and the family's metric where there is one."""
+
+    def pct(field, name):
+        imp = report.get(field, {}).get(name)
+        return "-" if imp is None or imp["relative"] is None else f"{100 * imp['relative']:+.1f}%"
+
+    metric = next((g["metric"]["name"] for g in report["groupings"].values() if "metric" in g), None)
+    header = [
+        "grouping",
+        "normalised return",
+        "mean return",
+        "policygradex vs this (normalised)",
+        "policygradex vs this (return)",
+    ] + ([metric] if metric else [])
+    rows = []
+    for name, g in report["groupings"].items():
+        row = [
+            name,
+            f"{g['mean_normalized']['mean']:.3f} +- {g['mean_normalized']['std']:.3f}",
+            f"{g['mean_return']['mean']:.2f} +- {g['mean_return']['std']:.2f}",
+            pct("improvement", name),
+            pct("improvement_return", name),
+        ]
+        if metric:
+            row.append(f"{g['metric']['mean']:.3f} +- {g['metric']['std']:.3f}" if "metric" in g else "-")
+        rows.append(row)
+    return header, rows

@@ -63,7 +63,8 @@ def test_compare_smoke_uses_equal_budgets(tmp_path, four_goals):
     assert len(c["groupings"]["random"]["groups"][0]) == 2
     for g in c["groupings"].values():
         assert np.all(np.isfinite(np.array(g["per_task_return"], dtype=float)))
-    assert set(c["improvement"]) == {"multitask", "per_task", "random"}
+    assert set(c["improvement"]) == set(c["improvement_return"]) == {"multitask", "per_task", "random"}
+    assert isinstance(c["ill_conditioned_tasks"], list)
 
 
 @pytest.mark.parametrize(

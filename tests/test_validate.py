@@ -97,3 +97,30 @@ def test_validate_config_rejects_bad_values():
         validate.ValidateConfig(replicates=0)
     with pytest.raises(ValueError, match="directions"):
         validate.ValidateConfig(directions=0)
+
+
+def test_compare_flags_tasks_whose_normalisation_blows_up():
+    from pgx_jax.compare import ill_conditioned_tasks, summarise
+
+    low = np.array([0.0, 0.0, 10.0, -5.0])  # random policy
+    high = np.array([10.0, 0.5, 5.0, 5.0])  # best single-task policy: fine, barely above, below, fine
+    best = np.array([12.0, 20.0, 30.0, 5.0])  # best return of any grouping
+    assert ill_conditioned_tasks(low, high, best) == [1, 2]
+
+    def grouping(per_task):  # one seed
+        r = np.array([per_task], float)
+        z = (r - low) / (high - low)
+        return {"per_task_return": r, "mean_return": {"mean": r.mean()}, "mean_normalized": {"mean": z.mean()}}
+
+    report = {
+        "tasks": ["a", "b", "c", "d"],
+        "random_policy_return": low,
+        "best_single_task_return": high,
+        "groupings": {"per_task": grouping(high), "policygradex": grouping(best), "multitask": grouping(high + 1)},
+    }
+    summarise(report)
+    assert report["ill_conditioned_tasks"] == ["b", "c"]
+    # task c's negative span turns a better raw return into a worse normalised one: both are reported
+    raw = report["improvement_return"]["per_task"]
+    assert raw["difference"] == (best.mean() - high.mean()) and raw["relative"] > 0
+    assert set(report["improvement"]) == set(report["improvement_return"]) == {"per_task", "multitask"}
