@@ -90,7 +90,6 @@ def _validation_md(reports: dict, info: dict) -> str:
 def _comparison_md(comps: dict, info: dict) -> str:
     rows, head = [], None
     for fam, c in comps.items():
-        c = summarise(c)  # also completes reports written before improvement_return existed
         head, fam_rows = comparison_table(c)
         metric = len(head) > 5
         rows += [[fam, len(c["seeds"])] + r + ([] if metric else ["-"]) for r in fam_rows]
@@ -220,7 +219,7 @@ def main():
         if missing:
             raise SystemExit(f"--compare-only: no validate report in {here}/validation.json for {missing}")
         reports.update({n: validated[n] for n in args.families})
-    comps = earlier("comparison.json", "comparisons")
+    comps = {k: summarise(c) for k, c in earlier("comparison.json", "comparisons").items()}  # completes old reports
     sweeps = earlier("sweep.json", "sweeps")
     t_start = time.perf_counter()
     for f_i, name in enumerate(args.families):
