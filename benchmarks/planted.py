@@ -8,6 +8,8 @@ k = the planted number of groups).
 
 Writes benchmarks/results/planted.json and planted.md.
 Usage: python benchmarks/planted.py [--families reacher-goals cheetah-vel] [--seeds 0 1 2]
+       python benchmarks/planted.py --families cheetah-vel --tasks-file benchmarks/cheetah_vel_clusters.json \
+           --tag _clusters
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EVALUATORS = ("rollout", "loss")
 
 
-def run_family(name: str, seeds: list[int], budget: str, meta_fraction: float = 1.0) -> list[dict]:
-    family = make_family(name)
+def run_family(
+    name: str, seeds: list[int], budget: str, meta_fraction: float = 1.0, tasks_file: str | None = None, tag: str = ""
+) -> list[dict]:
+    family = make_family(name, tasks_file=tasks_file)
     planted = np.asarray(family.groups)
     k = len(np.unique(planted))
     rows = []
-    suffix = "" if meta_fraction == 1.0 else f"_meta{meta_fraction:g}"
+    suffix = ("" if meta_fraction == 1.0 else f"_meta{meta_fraction:g}") + tag
     for seed in seeds:
         key = jax.random.PRNGKey(seed)
         base = pipeline_config(budget, family, groups=k, train_groups=False)
@@ -101,15 +105,18 @@ def main():
         default=1.0,
         help="meta-train theta* on this fraction of the budget's env steps (1.0 = as pgx-jax run does)",
     )
-    p.add_argument("--tag", default="", help="suffix of the output files (planted<tag>.json/.md)")
+    p.add_argument("--tag", default="", help="suffix of the output files (planted<tag>.json/.md, heatmaps)")
+    p.add_argument("--tasks-file", help="a JSON task layout (with planted groups) instead of the default one")
     args = p.parse_args()
     os.makedirs(HERE, exist_ok=True)
     rows = []
     for name in args.families:
-        rows += run_family(name, args.seeds, args.budget, args.meta_fraction)
-    family0 = make_family(args.families[0])
+        rows += run_family(name, args.seeds, args.budget, args.meta_fraction, args.tasks_file, args.tag)
+    family0 = make_family(args.families[0], tasks_file=args.tasks_file)
     config = pipeline_config(args.budget, family0)
     info = {"machine": machine(), "versions": versions(), "budget": args.budget, "meta_fraction": args.meta_fraction}
+    if args.tasks_file:
+        info["tasks"] = family0.describe()
     write_json(
         os.path.join(HERE, f"planted{args.tag}.json"),
         {**info, "estimation_config": config.to_dict() | {"ppo": "per family"}, "results": rows},
@@ -135,8 +142,9 @@ def main():
             )
     md = (
         "# Planted structure: NMI of the PolicyGradEx groups against the planted groups\n\n"
-        f"Budget `{args.budget}`, theta* meta-trained on {args.meta_fraction:g} of its env steps; "
+        f"Budget `{args.budget}`, theta* meta-trained on {args.meta_fraction:.0%} of its env steps; "
         f"seeds {args.seeds}. "
+        + (f"Tasks from `{args.tasks_file}`. " if args.tasks_file else "")
         + provenance(info)
         + "\n\n"
         + markdown_table(
