@@ -30,7 +30,7 @@ from pgx_jax import make_family
 from pgx_jax.affinity import affinity_matrix
 from pgx_jax.checkpoint import versions
 from pgx_jax.cluster import cluster_tasks
-from pgx_jax.compare import compare, comparison_table, summarise
+from pgx_jax.compare import compare, comparison_table, ill_conditioned_note, summarise
 from pgx_jax.pipeline import estimate, pipeline_config
 from pgx_jax.results import (
     machine,
@@ -88,18 +88,11 @@ def _validation_md(reports: dict, info: dict) -> str:
 
 
 def _comparison_md(comps: dict, info: dict) -> str:
-    rows, head = [], None
+    rows = []
     for fam, c in comps.items():
-        head, fam_rows = comparison_table(c)
-        metric = len(head) > 5
-        rows += [[fam, len(c["seeds"])] + r + ([] if metric else ["-"]) for r in fam_rows]
-    head = ["family", "seeds"] + head[:5] + ["metric"]
-    notes = [
-        f"- {fam}: normalised returns mean little on {c['ill_conditioned_tasks']} (the best single-task policy "
-        "hardly beats or trails the random policy there): read the raw-return column."
-        for fam, c in comps.items()
-        if c["ill_conditioned_tasks"]
-    ]
+        rows += [[fam, len(c["seeds"])] + r + ["-"] * (6 - len(r)) for r in comparison_table(c)[1]]  # pad: no metric
+    head = ["family", "seeds"] + comparison_table({"groupings": {}})[0] + ["metric"]
+    notes = [f"- {fam}: {note}." for fam, c in comps.items() if (note := ill_conditioned_note(c))]
     body = markdown_table(head, rows) + ("\n" + "\n".join(notes) + "\n" if notes else "")
     return "# pgx-jax compare\n\n" + body + "\n" + provenance(info)
 

@@ -506,7 +506,7 @@ def _cmd_validate(args) -> int:
 
 def _cmd_compare(args) -> int:
 
-    from pgx_jax.compare import GROUPINGS, compare, comparison_table
+    from pgx_jax.compare import GROUPINGS, compare, comparison_table, ill_conditioned_note
     from pgx_jax.results import markdown_table, write_json
     from pgx_jax.validate import ValidateConfig
 
@@ -544,11 +544,8 @@ def _cmd_compare(args) -> int:
     write_json(os.path.join(out, "comparison.json"), report)
     header, rows = comparison_table(report)
     print(markdown_table(header, rows), end="")
-    if report["ill_conditioned_tasks"]:
-        print(
-            f"note: on {report['ill_conditioned_tasks']} the best single-task policy hardly beats (or trails) the "
-            "random policy, so normalised returns mean little there: read the raw-return column"
-        )
+    if note := ill_conditioned_note(report):
+        print(f"note: {note}")
     print(f"wrote {out}/comparison.json")
     return 0
 

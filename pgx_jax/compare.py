@@ -118,7 +118,17 @@ def ill_conditioned_tasks(low: np.ndarray, high: np.ndarray, best: np.ndarray, m
     """
     low, high, best = (np.asarray(a, float) for a in (low, high, best))
     reach = np.maximum(best - low, 0.0)
-    return [int(i) for i in np.flatnonzero((high - low <= margin * reach) | (high <= low))]
+    return [int(i) for i in np.flatnonzero(high - low <= margin * reach)]  # reach >= 0: high <= low is in it
+
+
+def ill_conditioned_note(report: dict) -> str | None:
+    """One line for a report's ``ill_conditioned_tasks``, or None where there are none."""
+    if not report["ill_conditioned_tasks"]:
+        return None
+    return (
+        f"normalised returns mean little on {report['ill_conditioned_tasks']} (the best single-task policy "
+        "hardly beats or trails the random policy there): read the raw-return column"
+    )
 
 
 def _improvement(values: dict[str, float], ours: str = "policygradex") -> dict:
