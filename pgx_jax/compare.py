@@ -7,8 +7,8 @@ Groupings of the n tasks into k groups (``multitask`` and ``per_task`` fix k at 
 - ``random``: uniform random partitions into k near-equal groups (several draws per seed);
 - ``gradient_similarity``: the cosine similarity of the per-task mean policy gradients
   (advantage-weighted, projected) at theta*, clustered like PolicyGradEx's affinity;
-- ``ground_truth``: the groups of the true affinity from real fine-tuning
-  (:func:`pgx_jax.validate.true_scores`);
+- ``ground_truth``: the groups of the true affinity from real training of every sampled subset
+  (the primary truth of ``vconfig``, :func:`pgx_jax.validate.run_truth`);
 - ``policygradex``: the groups of the estimated affinity.
 
 Every policy trains from scratch with the same env steps per task (a group of s tasks gets s
@@ -38,7 +38,7 @@ from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
 from pgx_jax.tasks import TaskFamily
-from pgx_jax.validate import ValidateConfig, true_scores
+from pgx_jax.validate import ValidateConfig, run_truth, truth_key
 
 GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex")
 
@@ -165,7 +165,7 @@ def compare(
         random_draws: random partitions per seed.
         groupings: a subset of :data:`GROUPINGS` (``per_task`` is always trained: it anchors the
             normalisation).
-        vconfig: the fine-tuning of ``ground_truth`` (:class:`ValidateConfig`).
+        vconfig: the truth behind ``ground_truth`` (:class:`ValidateConfig`; its primary truth).
         theta_stars, true_groups: per seed, reuse a meta-policy / the groups of a true affinity
             (e.g. from :func:`pgx_jax.validate.validate`) instead of computing them.
         progress: called with a message as each step starts.
@@ -217,17 +217,11 @@ def compare(
             chosen["random"] = [random_groups(n, k, rng) for _ in range(random_draws)]
         if "ground_truth" in groupings:
             if seed not in true_groups:
-                say(f"seed {seed}: ground truth (fine-tuning {est.subsets.shape[0]} subsets)")
-                finetune = vconfig.finetune(config.ppo, family.episode_length)
-                true, _ = true_scores(
-                    finetune,
-                    family,
-                    theta_stars[seed],
-                    est.subsets,
-                    k_truth,
-                    jax.random.split(k_est)[1],
-                    episodes=config.eval_episodes,
-                    subset_batch=config.surrogate.subset_batch,
+                kind = vconfig.kinds[0]
+                say(f"seed {seed}: ground truth ({kind} training of {est.subsets.shape[0]} subsets)")
+                base = truth_key(kind, k_truth)  # as validate: the same truth for the same seed
+                true, _ = run_truth(
+                    kind, vconfig, config, family, theta_stars[seed], est.subsets, base, jax.random.split(k_est)[1]
                 )
                 u_true = affinity_mod.affinity_matrix(true, est.subsets, config.affinity)
                 true_groups[seed] = cluster_mod.cluster_tasks(u_true, k, method=config.cluster_method)

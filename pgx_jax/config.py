@@ -14,16 +14,27 @@ from collections.abc import Mapping
 from typing import Any
 
 ACTIVATIONS = ("tanh", "relu", "elu", "swish")
+CONDITIONINGS = ("task_id", "none")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
-    """Actor and critic MLPs. The paper uses 2-, 4- and 8-layer MLPs."""
+    """Actor and critic MLPs. The paper uses 2-, 4- and 8-layer MLPs.
+
+    ``conditioning`` says what the networks are told about the task: ``"task_id"`` (default)
+    feeds them the one-hot task id every family appends to the observation, so one network can
+    serve every task; ``"none"`` feeds zeros in its place (the input is the environment
+    observation alone, as in the paper's meta-RL experiments), so tasks that want different
+    behaviour from the same observations compete for one policy. The input size is the same
+    either way (the id's first-layer rows then get no gradient), so parameter layouts, features
+    and checkpoints do not depend on it.
+    """
 
     depth: int = 2
     width: int = 64
     activation: str = "tanh"
     init_log_std: float = -0.5
+    conditioning: str = "task_id"
 
     def __post_init__(self):
         if self.depth < 1:
@@ -32,6 +43,8 @@ class NetworkConfig:
             raise ValueError(f"network width must be >= 1, got {self.width}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {list(ACTIVATIONS)}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {self.conditioning!r}; known: {list(CONDITIONINGS)}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -18,32 +18,69 @@ from pgx_jax import host
 from pgx_jax.config import NetworkConfig
 from pgx_jax.features import with_actor
 from pgx_jax.networks import AgentParams, make_act
-from pgx_jax.rollout import ActFn, reset_envs, segment_mean, unroll
+from pgx_jax.rollout import ActFn, unroll
 from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
+
+
+def episode_ids(task_ids, episodes: int) -> tuple[jax.Array, jax.Array]:
+    """(task int32 [K * episodes], episode index int32 [K * episodes]) of every evaluation
+    environment, task-major (the episodes of ``task_ids[0]`` first)."""
+    task_ids = jnp.asarray(task_ids, jnp.int32)
+    return jnp.repeat(task_ids, episodes), jnp.tile(jnp.arange(episodes, dtype=jnp.int32), task_ids.shape[0])
+
+
+def episode_keys(key: PRNGKey, env_tasks, env_episodes) -> jax.Array:
+    """``fold_in(fold_in(key, task), episode)`` for every environment: keys [E].
+
+    Evaluation keys its randomness by (task id, episode index), never by a position in a batch:
+    task i's episodes start from the same states (and draw the same action noise) whichever other
+    tasks are evaluated beside it, in whatever order (common random numbers across subsets and
+    policies). A repeated task gets the same episodes.
+    """
+    return jax.vmap(lambda t, j: jax.random.fold_in(jax.random.fold_in(key, t), j))(env_tasks, env_episodes)
+
+
+def keyed_act(act: ActFn, env_tasks, env_episodes) -> ActFn:
+    """``act`` (on one environment at a time, vmapped) with the noise of each environment at a
+    step drawn from :func:`episode_keys` of that step's key: the same (task, episode) draws the
+    same noise at the same step wherever it sits in the batch."""
+
+    def one(obs, key):
+        action, log_prob = act(obs[None], key)
+        return action[0], log_prob[0]
+
+    def keyed(obs, step_key):
+        return jax.vmap(one)(obs, episode_keys(step_key, env_tasks, env_episodes))
+
+    return keyed
 
 
 def episode_stats(family: TaskFamily, act: ActFn, task_ids, key: PRNGKey, episodes: int) -> dict[str, jax.Array]:
     """Run ``episodes`` full episodes per task with the policy ``act``.
 
+    Episode j of task t starts from a state and draws action noise keyed by (t, j) only
+    (:func:`episode_keys`): the return of task t does not depend on which tasks are evaluated
+    beside it or where t sits among them.
+
     Args:
         task_ids: int32 [K], the tasks to evaluate (repeats allowed).
 
     Returns:
-        ``{"return": float32 [K]}`` (mean episode return) plus, when the family has a task
+        ``{"return": float32 [K]}`` (mean episode return), ``{"return_se": float32 [K]}`` (its
+        standard error over the episodes, 0 with one episode) plus, when the family has a task
         metric, ``{metric_name: float32 [K]}`` reduced as the family says (final or mean).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    task_ids = jnp.asarray(task_ids, jnp.int32)
-    k = task_ids.shape[0]
-    env_tasks = jnp.repeat(task_ids, episodes)  # [K * episodes]
-    slot = jnp.repeat(jnp.arange(k), episodes)
+    k = jnp.asarray(task_ids).shape[0]
+    env_tasks, env_episodes = episode_ids(task_ids, episodes)  # [K * episodes]
     k_reset, k_roll = jax.random.split(key)
-    state = reset_envs(family, k_reset, env_tasks)
+    state = jax.vmap(family.reset)(episode_keys(k_reset, env_tasks, env_episodes), env_tasks)
+    act = keyed_act(act, env_tasks, env_episodes)
     _, traj = unroll(family, act, state, k_roll, family.episode_length)
-    ones = jnp.ones(env_tasks.shape[0])
-    out = {"return": segment_mean(jnp.sum(traj.reward, 0), ones, slot, k)[0]}
+    per_episode = jnp.sum(traj.reward, 0).reshape(k, episodes)
+    out = {"return": jnp.mean(per_episode, 1), "return_se": _standard_error(per_episode)}
     if family.metric is not None:
         name, _, reduce = family.metric
         # steps after an early termination do not count (valid = 0)
@@ -54,8 +91,16 @@ def episode_stats(family: TaskFamily, act: ActFn, task_ids, key: PRNGKey, episod
             per_env = jnp.max(jnp.where(traj.valid > 0, traj.metric, -jnp.inf), 0)
         else:
             per_env = jnp.sum(traj.metric * traj.valid, 0) / jnp.maximum(jnp.sum(traj.valid, 0), 1.0)
-        out[name] = segment_mean(per_env, ones, slot, k)[0]
+        out[name] = jnp.mean(per_env.reshape(k, episodes), 1)
     return out
+
+
+def _standard_error(per_episode):
+    """Standard error of the mean over the last axis (episodes); 0 for a single episode."""
+    e = per_episode.shape[-1]
+    if e < 2:
+        return jnp.zeros(per_episode.shape[:-1])
+    return jnp.std(per_episode, -1, ddof=1) / jnp.sqrt(e)
 
 
 def evaluate_metrics(
@@ -162,7 +207,7 @@ def loss_scores(features, betas: jax.Array, masks) -> jax.Array:
     return jnp.where(jnp.asarray(masks, bool), -loss, jnp.nan)
 
 
-def rollout_scores(
+def rollout_stats(
     params: AgentParams,
     family: TaskFamily,
     features,
@@ -173,29 +218,35 @@ def rollout_scores(
     *,
     network: NetworkConfig,
     episodes: int = 8,
-    param_block: int = 16384,
     subset_batch: int = 16,
     max_subset_size: int | None = None,
-) -> jax.Array:
-    """f(S, i): mean return on task i of the estimated policy theta_S = theta* + c_S P beta_S.
+) -> dict[str, jax.Array]:
+    """f(S, i): mean return on task i of the estimated policy theta_S = theta* + c_S P beta_S,
+    and its standard error over the episodes.
 
-    Every subset is evaluated with the same key (common random numbers: the same initial states),
-    only on its own tasks (padded to ``max_subset_size``, default N), ``subset_batch`` subsets
-    at a time.
+    Every subset is evaluated with the same key, and every episode is keyed by its task and
+    episode index (:func:`episode_keys`): task i starts from the same states in every subset
+    (common random numbers). Only the subset's own tasks are rolled out (padded to
+    ``max_subset_size``, default N), ``subset_batch`` subsets at a time.
 
     Returns:
-        float32 [S, N]; NaN where task i is not in subset S.
+        ``{"return": float32 [S, N], "return_se": float32 [S, N]}``; NaN where i is not in S.
     """
 
     def one(args):
         beta, scale, mask = args
-        p = with_actor(params, features.theta + features.delta(beta, param_block) * scale)
-        return subset_returns(p, family, mask, key, network=network, episodes=episodes, max_subset_size=max_subset_size)
+        p = with_actor(params, features.theta + features.delta(beta) * scale)
+        return subset_stats(p, family, mask, key, network=network, episodes=episodes, max_subset_size=max_subset_size)
 
     return jax.lax.map(one, (betas, scales, jnp.asarray(masks, bool)), batch_size=subset_batch)
 
 
-def subset_returns(
+def rollout_scores(params, family, features, betas, scales, masks, key, **kwargs) -> jax.Array:
+    """float32 [S, N]: the mean returns of :func:`rollout_stats` (same arguments)."""
+    return rollout_stats(params, family, features, betas, scales, masks, key, **kwargs)["return"]
+
+
+def subset_stats(
     params: AgentParams,
     family: TaskFamily,
     mask,
@@ -204,31 +255,38 @@ def subset_returns(
     network: NetworkConfig,
     episodes: int = 8,
     max_subset_size: int | None = None,
-) -> jax.Array:
-    """Mean return of the policy ``params`` on each task of ``mask`` (bool [N]); only those tasks
-    are rolled out (padded to ``max_subset_size``, default N). Pure, vmappable over params and mask.
+) -> dict[str, jax.Array]:
+    """Mean return of the policy ``params`` on each task of ``mask`` (bool [N]) and its standard
+    error; only those tasks are rolled out (padded to ``max_subset_size``, default N), each
+    task's episodes keyed by the task (:func:`episode_keys`). Pure, vmappable over params and mask.
 
     Returns:
-        float32 [N]; NaN outside the mask.
+        ``{"return": float32 [N], "return_se": float32 [N]}``; NaN outside the mask.
     """
     n = family.n_tasks
     kmax = n if max_subset_size is None else max_subset_size
     idx = jnp.nonzero(mask, size=kmax, fill_value=0)[0]
-    ret = evaluate(params, family, idx, key, episodes, network=network)
+    stats = evaluate_metrics(params, family, idx, key, episodes, network=network)
     valid = jnp.arange(kmax) < jnp.sum(mask)
-    return jnp.full(n, jnp.nan).at[jnp.where(valid, idx, n)].set(ret, mode="drop")
+    where = jnp.where(valid, idx, n)
+    return {name: jnp.full(n, jnp.nan).at[where].set(stats[name], mode="drop") for name in ("return", "return_se")}
+
+
+def subset_returns(params, family, mask, key, **kwargs) -> jax.Array:
+    """float32 [N]: the mean returns of :func:`subset_stats` (same arguments); NaN outside the mask."""
+    return subset_stats(params, family, mask, key, **kwargs)["return"]
 
 
 @functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "kmax", "batch"))
 def _subset_eval(params, masks, key, *, net, family, episodes, kmax, batch):
     def one(args):
         p, m = args
-        return subset_returns(p, family, m, key, network=net, episodes=episodes, max_subset_size=kmax)
+        return subset_stats(p, family, m, key, network=net, episodes=episodes, max_subset_size=kmax)
 
     return jax.lax.map(one, (params, masks), batch_size=batch)
 
 
-def policies_on_subsets(
+def policies_on_subsets_stats(
     params: AgentParams,
     family,
     masks,
@@ -238,17 +296,19 @@ def policies_on_subsets(
     episodes: int = 8,
     batch: int = 16,
     compiled=None,
-    with_metric: bool = False,
-):
+) -> dict[str, np.ndarray]:
     """Each policy of ``params`` (leading axis [S]) on the tasks of its mask (bool [S, N]), all
-    with ``key`` (the same initial states): float [S, N], NaN outside each mask.
+    with ``key``; every episode keyed by its task and episode index, so a task starts from the
+    same states under every policy and in every subset (common random numbers).
 
     Brax families: one compiled call (``batch`` policies at a time); pass ``compiled`` (from
     :func:`lower_policies_on_subsets`) to time compile and run apart. Host families: the host
     rollouts of :func:`pgx_jax.host.evaluate_policies`.
 
-    ``with_metric=True`` returns ``(returns, metric)``: the family's task metric [S, N] from the
-    same episodes (host families, e.g. Meta-World's success rate), None for Brax families.
+    Returns:
+        ``{"return": float [S, N], "return_se": float [S, N]}`` and, for host families with a task
+        metric (e.g. Meta-World's success rate), ``{metric name: float [S, N]}``; NaN outside
+        each mask.
     """
     masks = np.asarray(masks, bool)
     if host.is_host(family):
@@ -260,14 +320,21 @@ def policies_on_subsets(
             k = int(m.sum())
             for name, v in stats.items():
                 out[name][s, idx[s, :k]] = v[s, :k]
-        metric = out[family.metric[0]] if family.metric is not None else None
-        return (out["return"], metric) if with_metric else out["return"]
-    if compiled is not None:
-        ret = np.asarray(compiled(params, jnp.asarray(masks), key))
-    else:
-        static = _static(family, masks, network, episodes, batch)
-        ret = np.asarray(_subset_eval(params, jnp.asarray(masks), key, **static))
-    return (ret, None) if with_metric else ret
+        return out
+    if compiled is None:
+        compiled = functools.partial(_subset_eval, **_static(family, masks, network, episodes, batch))
+    return {name: np.asarray(v) for name, v in compiled(params, jnp.asarray(masks), key).items()}
+
+
+def policies_on_subsets(params, family, masks, key, *, with_metric: bool = False, **kwargs):
+    """The returns of :func:`policies_on_subsets_stats` (same arguments): float [S, N], NaN
+    outside each mask. ``with_metric=True`` returns ``(returns, metric)``: the family's task
+    metric [S, N] from the same episodes (host families), None for Brax families."""
+    out = policies_on_subsets_stats(params, family, masks, key, **kwargs)
+    if not with_metric:
+        return out["return"]
+    metric = out[family.metric[0]] if host.is_host(family) and family.metric is not None else None
+    return out["return"], metric
 
 
 def _static(family, masks, network, episodes, batch) -> dict:

@@ -72,8 +72,13 @@ class FeatureConfig:
         if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 0:
             raise ValueError(f"holdout must be a non-negative integer, got {self.holdout!r}")
 
+    def episode_split(self, episode_length: int) -> tuple[int, int]:
+        """(training episodes, held-out episodes) per task: the held-out transitions come from
+        whole episodes of their own, never from an episode that also gave training transitions."""
+        return math.ceil(self.transitions / episode_length), math.ceil(self.holdout / episode_length)
+
     def episodes_per_task(self, episode_length: int) -> int:
-        return math.ceil((self.transitions + self.holdout) / episode_length)
+        return sum(self.episode_split(episode_length))
 
 
 @struct.dataclass
@@ -89,6 +94,9 @@ class Features:
         param_mask: float32 [P], 1 on the parameters the gradients cover (``FeatureConfig.params``),
             0 elsewhere; updates are masked the same way.
         key: the projection key (P is regenerated from it).
+        param_block: rows of P generated at once (static): the block size the projection used,
+            so mapping a solution back (:meth:`delta`) regenerates the same P. It lives here
+            only: a second copy that disagreed would turn every update into a random direction.
     """
 
     x: jax.Array
@@ -100,10 +108,12 @@ class Features:
     theta: jax.Array
     param_mask: jax.Array
     key: PRNGKey
+    param_block: int = struct.field(pytree_node=False, default=16384)
 
-    def delta(self, beta: jax.Array, block: int = 16384) -> jax.Array:
-        """The parameter update ``mask * (P beta)``: beta [D] -> float32 [P]."""
-        return unproject(beta, self.key, self.theta.shape[0], block) * self.param_mask
+    def delta(self, beta: jax.Array) -> jax.Array:
+        """The parameter update ``mask * (P beta)``: beta [D] -> float32 [P], with the P that
+        projected the gradients (same key, same ``param_block``)."""
+        return unproject(beta, self.key, self.theta.shape[0], self.param_block) * self.param_mask
 
 
 def _blocks(num_params: int, block: int) -> int:
@@ -180,7 +190,7 @@ def log_prob_fn(net: NetworkConfig, family: TaskFamily, params: AgentParams):
     _, unravel = flat_actor(params)
 
     def f(theta, obs, action):
-        obs = networks.normalize(params.normalizer, obs, family.n_tasks)
+        obs = networks.net_input(net, params.normalizer, obs, family.n_tasks)
         mean, log_std = networks.policy_apply(net, family.action_size, unravel(theta), obs)
         return networks.gaussian_log_prob(mean, log_std, action)
 
@@ -195,7 +205,10 @@ def collect(ppo: PPOConfig, cfg: FeatureConfig, family: TaskFamily, params: Agen
 
     Returns:
         dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K] with
-        K = transitions + holdout, shuffled within each task (so the hold-out is a random part).
+        K = transitions + holdout: per task, the first ``transitions`` are a random sample of the
+        training episodes' steps and the last ``holdout`` one of the held-out episodes' steps
+        (:meth:`FeatureConfig.episode_split`), so held-out transitions share no episode with
+        training ones.
     """
     n, L = family.n_tasks, family.episode_length
     episodes = cfg.episodes_per_task(L)
@@ -214,20 +227,29 @@ def process_trajectory(ppo: PPOConfig, cfg: FeatureConfig, family, params: Agent
     net = ppo.network
     n, L = family.n_tasks, family.episode_length
     episodes = cfg.episodes_per_task(L)
-    critic = lambda o: networks.value_apply(net, params.critic, networks.normalize(params.normalizer, o, n))  # noqa: E731
+    critic = lambda o: networks.value_apply(net, params.critic, networks.net_input(net, params.normalizer, o, n))  # noqa: E731
     values = critic(traj.obs)
     bootstrap = critic(traj.next_obs[-1])
     rewards = traj.reward * ppo.reward_scale
     adv, _ = gae(rewards, values, bootstrap, traj.terminal, discount=ppo.discount, lam=ppo.gae_lambda)
     adv = adv * traj.valid  # steps after a termination carry no signal
 
-    def per_task(x):  # [T, E, ...] -> [N, T * episodes, ...]
+    train_eps, _ = cfg.episode_split(L)
+
+    def per_task(x):  # [T, E, ...] -> [N, episodes * T, ...], episode-major within a task
         x = jnp.swapaxes(x, 0, 1).reshape((n, episodes * L) + x.shape[2:])
         return x
 
     data = {"obs": per_task(traj.obs), "action": per_task(traj.action), "advantage": per_task(adv)}
-    k = cfg.transitions + cfg.holdout
-    perms = jax.vmap(lambda kk: jax.random.permutation(kk, episodes * L)[:k])(jax.random.split(k_perm, n))
+    k_train, k_hold = jax.random.split(k_perm)
+    cut = train_eps * L  # steps of the training episodes come first
+
+    def pick(kk, lo, hi, size):
+        return lo + jax.random.permutation(kk, hi - lo)[:size]
+
+    train_idx = jax.vmap(lambda kk: pick(kk, 0, cut, cfg.transitions))(jax.random.split(k_train, n))
+    hold_idx = jax.vmap(lambda kk: pick(kk, cut, episodes * L, cfg.holdout))(jax.random.split(k_hold, n))
+    perms = jnp.concatenate([train_idx, hold_idx], 1)
     return jax.tree.map(lambda x: jax.vmap(lambda xi, p: xi[p])(x, perms), data)
 
 
@@ -271,4 +293,4 @@ def featurize(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, d
     y = jnp.where(adv >= 0, 1.0, -1.0)
     w = jnp.abs(adv)
     m = cfg.transitions
-    return Features(x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, mask, k_proj)
+    return Features(x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, mask, k_proj, cfg.param_block)

@@ -165,11 +165,11 @@ class EnvBatch:
             )
         return x
 
-    def reset(self, seed: int, period: int | None = None) -> np.ndarray:
-        """Start an episode everywhere; env i is seeded ``seed + i`` (``seed + i % period``: every
-        block of ``period`` envs starts alike)."""
-        period = period or len(self.envs)
-        env_obs = [self._observe(env.reset(seed=int(seed) + i % period)[0]) for i, env in enumerate(self.envs)]
+    def reset(self, seed) -> np.ndarray:
+        """Start an episode everywhere: env i is seeded ``seed + i`` (an int ``seed``) or
+        ``seed[i]`` (int [B]: evaluation seeds each env by its task and episode)."""
+        seeds = int(seed) + np.arange(len(self.envs)) if np.ndim(seed) == 0 else np.asarray(seed).reshape(-1)
+        env_obs = [self._observe(env.reset(seed=int(sd))[0]) for sd, env in zip(seeds, self.envs, strict=True)]
         self.obs = np.concatenate([np.stack(env_obs), self.one_hot], -1)
         self.done[:] = 0.0
         self.metric[:] = 0.0
@@ -211,14 +211,21 @@ def _seed(key: PRNGKey) -> int:
     return int(jax.random.randint(key, (), 0, 2**31 - 1 - 1_000_000))
 
 
+def _random_act(action_size: int):
+    def act(obs, key):
+        return jax.random.uniform(key, (obs.shape[0], action_size), minval=-1.0, maxval=1.0), jnp.zeros(obs.shape[0])
+
+    return act
+
+
 @functools.partial(jax.jit, static_argnames=("net", "action_size", "n_tasks", "deterministic"))
 def act_stacked(params: AgentParams, obs, key, *, net, action_size, n_tasks, deterministic=False):
     """P policies (params with leading [P]) on their own envs: obs [P, K, O] -> (action [P, K, A],
-    log_prob [P, K]); ``params=None`` is the uniform random policy on [-1, 1]^A."""
+    log_prob [P, K]), one key per policy (training); ``params=None`` is the uniform random
+    policy on [-1, 1]^A."""
     keys = jax.random.split(key, obs.shape[0])
     if params is None:
-        a = jax.random.uniform(key, obs.shape[:2] + (action_size,), minval=-1.0, maxval=1.0)
-        return a, jnp.zeros(obs.shape[:2])
+        return jax.vmap(_random_act(action_size))(obs, keys)
 
     def one(p, o, k):
         return networks.make_act(net, action_size, n_tasks, p, deterministic=deterministic)(o, k)
@@ -375,8 +382,10 @@ def evaluate_policies(
         task_ids: int [P, K], the tasks of each policy (repeats allowed).
 
     Returns:
-        ``{"return": float [P, K], <metric name>: float [P, K]}``. Every (policy, task) pair sees
-        the same initial states for the same key (common random numbers).
+        ``{"return": float [P, K], "return_se": float [P, K], <metric name>: float [P, K]}``.
+        Every env is seeded, and draws its action noise, by its (task, episode) alone: a task sees
+        the same initial states for the same key whatever the policy, the other tasks beside it
+        and its position among them (common random numbers).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -385,32 +394,66 @@ def evaluate_policies(
     per_policy = k * episodes
     chunk = max(1, family.max_envs // per_policy)
     k_reset, k_roll = jax.random.split(key)
-    seed = _seed(k_reset)
     outs = []
     for lo in range(0, p, chunk):
         hi = min(p, lo + chunk)
         env_tasks = np.repeat(task_ids[lo:hi], episodes, axis=1)  # [P', K * episodes]
         part = None if params is None else jax.tree.map(lambda x, sl=slice(lo, hi): x[sl], params)
         act = functools.partial(
-            act_stacked,
+            _act_per_policy_tasks,
             part,
+            task_ids=jnp.asarray(task_ids[lo:hi], jnp.int32),
+            episodes=episodes,
             net=network,
             action_size=family.action_size,
             n_tasks=family.n_tasks,
             deterministic=deterministic,
         )
         with EnvBatch(family, env_tasks) as batch:
-            # the same seeds for every policy: env j of each policy starts alike
-            batch.reset(seed, period=per_policy)
+            # every env seeded by its task and episode: common random numbers whatever the slot
+            batch.reset(episode_seeds(k_reset, env_tasks, episodes))
             traj = unroll(batch, act, k_roll, family.episode_length, env_tasks.shape)
         outs.append(_episode_stats(family, traj, hi - lo, k, episodes))
     return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
 
 
+@functools.partial(jax.jit, static_argnames=("episodes", "net", "action_size", "n_tasks", "deterministic"))
+def _act_per_policy_tasks(params, obs, key, *, task_ids, episodes, net, action_size, n_tasks, deterministic):
+    """:func:`act_stacked` for evaluation: policy p's envs run the tasks ``task_ids[p]`` (int32
+    [P, K]), ``episodes`` each, and every env's noise is keyed by its (task, episode)."""
+    from pgx_jax.evaluate import episode_ids, keyed_act
+
+    def one(p, o, tasks):
+        if p is None:
+            act = _random_act(action_size)
+        else:
+            act = networks.make_act(net, action_size, n_tasks, p, deterministic=deterministic)
+        return keyed_act(act, *episode_ids(tasks, episodes))(o, key)
+
+    if params is None:
+        return jax.vmap(lambda o, t: one(None, o, t))(obs, task_ids)
+    return jax.vmap(one)(params, obs, task_ids)
+
+
+def episode_seeds(key: PRNGKey, env_tasks, episodes: int) -> np.ndarray:
+    """int64 [..., K * episodes]: the reset seed of every host evaluation env, from
+    :func:`pgx_jax.evaluate.episode_keys` of its (task, episode): slot-independent."""
+    from pgx_jax.evaluate import episode_keys
+
+    env_tasks = np.asarray(env_tasks)
+    flat_tasks = env_tasks.reshape(-1)
+    episode = np.tile(np.arange(episodes), flat_tasks.size // episodes)
+    keys = episode_keys(key, jnp.asarray(flat_tasks, jnp.int32), jnp.asarray(episode, jnp.int32))
+    seeds = jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys)
+    return np.asarray(seeds, np.int64).reshape(env_tasks.shape)
+
+
 def _episode_stats(family: HostFamily, traj: Transition, p: int, k: int, episodes: int) -> dict[str, np.ndarray]:
     """Per (policy, task) means over episodes of the return and the metric, from traj [T, P, K*ep]."""
     shape = (p, k, episodes)
-    out = {"return": traj.reward.sum(0).reshape(shape).mean(-1)}
+    per_episode = traj.reward.sum(0).reshape(shape)
+    se = per_episode.std(-1, ddof=1) / np.sqrt(episodes) if episodes > 1 else np.zeros(shape[:2])
+    out = {"return": per_episode.mean(-1), "return_se": se}
     if family.metric is not None:
         name, _, reduce = family.metric
         m, v = traj.metric, traj.valid

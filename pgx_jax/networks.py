@@ -103,10 +103,20 @@ def normalizer_update(state: NormalizerState, obs: jax.Array, weight: jax.Array)
     return NormalizerState(mean, var, total)
 
 
-def normalize(state: NormalizerState, obs: jax.Array, n_tasks: int) -> jax.Array:
-    """Standardise the environment part of ``obs``; the trailing one-hot task id is left as is."""
+def normalize(state: NormalizerState, obs: jax.Array, n_tasks: int, conditioning: str = "task_id") -> jax.Array:
+    """The networks' input: the environment part of ``obs`` [..., O] standardised, then the
+    trailing one-hot task id as is (``conditioning="task_id"``) or zeros (``"none"``: the
+    networks are not told the task; see :class:`pgx_jax.config.NetworkConfig`)."""
     env_part = (obs[..., :-n_tasks] - state.mean[:-n_tasks]) / jnp.sqrt(state.var[:-n_tasks] + 1e-8)
-    return jnp.concatenate([jnp.clip(env_part, -10.0, 10.0), obs[..., -n_tasks:]], axis=-1)
+    task_part = obs[..., -n_tasks:]
+    if conditioning == "none":
+        task_part = jnp.zeros_like(task_part)
+    return jnp.concatenate([jnp.clip(env_part, -10.0, 10.0), task_part], axis=-1)
+
+
+def net_input(net: NetworkConfig, state: NormalizerState, obs: jax.Array, n_tasks: int) -> jax.Array:
+    """:func:`normalize` with the network's own conditioning: what actor and critic see."""
+    return normalize(state, obs, n_tasks, net.conditioning)
 
 
 def init_agent(net: NetworkConfig, obs_size: int, action_size: int, key: PRNGKey) -> AgentParams:
@@ -144,7 +154,7 @@ def make_act(net: NetworkConfig, action_size: int, n_tasks: int, params: AgentPa
     """The policy as a rollout act function: raw obs [E, O] and a key -> (action [E, A], log_prob [E])."""
 
     def act(obs, key):
-        mean, log_std = policy_apply(net, action_size, params.actor, normalize(params.normalizer, obs, n_tasks))
+        mean, log_std = policy_apply(net, action_size, params.actor, net_input(net, params.normalizer, obs, n_tasks))
         action = mean if deterministic else mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
         return action, gaussian_log_prob(mean, log_std, action)
 

@@ -11,7 +11,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ from pgx_jax import cluster as cluster_mod
 from pgx_jax import host, ppo
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
-from pgx_jax.evaluate import EVALUATORS, loss_scores, policies_on_subsets, rollout_scores
+from pgx_jax.evaluate import EVALUATORS, loss_scores, policies_on_subsets_stats, rollout_stats
 from pgx_jax.features import FeatureConfig, Features, gradient_features, with_actor
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams
@@ -161,32 +161,20 @@ def _solve(feats, masks, *, cfg, kmax, devices):
     return over_devices(lambda m: solve_subsets(feats, m, cfg, kmax), masks, devices)
 
 
-@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "block", "batch", "kmax", "devices"))
-def _rollout(params, feats, betas, scales, masks, key, *, net, family, episodes, block, batch, kmax, devices):
+@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "batch", "kmax", "devices"))
+def _rollout(params, feats, betas, scales, masks, key, *, net, family, episodes, batch, kmax, devices):
     def score(args):
         b, c, m = args
-        return rollout_scores(
-            params,
-            family,
-            feats,
-            b,
-            c,
-            m,
-            key,
-            network=net,
-            episodes=episodes,
-            param_block=block,
-            subset_batch=batch,
-            max_subset_size=kmax,
-        )
+        kwargs = dict(network=net, episodes=episodes, subset_batch=batch, max_subset_size=kmax)
+        return rollout_stats(params, family, feats, b, c, m, key, **kwargs)
 
     return over_devices(score, (betas, scales, masks), devices)
 
 
-@functools.partial(jax.jit, static_argnames=("block",))
-def _subset_params(theta_star, feats, betas, scales, *, block):
+@jax.jit
+def _subset_params(theta_star, feats, betas, scales):
     """theta_S = theta* + c_S P beta_S for every subset: params with leading axis [S]."""
-    return jax.vmap(lambda b, c: with_actor(theta_star, feats.theta + feats.delta(b, block) * c))(betas, scales)
+    return jax.vmap(lambda b, c: with_actor(theta_star, feats.theta + feats.delta(b) * c))(betas, scales)
 
 
 def features_at(ppo_config: PPOConfig, cfg: FeatureConfig, family, params, key) -> Features:
@@ -199,31 +187,45 @@ def features_at(ppo_config: PPOConfig, cfg: FeatureConfig, family, params, key) 
 def evaluate_subsets(
     config: PipelineConfig, family, theta_star, feats, betas, scales, masks, key, *, kmax, devices=None
 ):
-    """f(S, i) for every subset with ``config.evaluator`` (one compiled call): float32 [S, N].
+    """f(S, i) for every subset with ``config.evaluator`` (one compiled call).
 
+    Returns ``(scores float32 [S, N], standard errors [S, N] or None)``: the ``rollout``
+    evaluator's standard error over the evaluation episodes; the ``loss`` evaluator has none.
     Host-stepped families: theta_S for every subset in one compiled call, then host rollouts."""
     if config.evaluator == "loss":
-        return loss_scores(feats, betas, masks)
+        return loss_scores(feats, betas, masks), None
     if host.is_host(family):
-        params = _subset_params(theta_star, feats, betas, scales, block=config.surrogate.param_block)
-        return policies_on_subsets(
+        params = _subset_params(theta_star, feats, betas, scales)
+        stats = policies_on_subsets_stats(
             params, family, np.asarray(masks), key, network=config.ppo.network, episodes=config.eval_episodes
         )
-    return _rollout(
-        theta_star,
-        feats,
-        betas,
-        scales,
-        masks,
-        key,
-        net=config.ppo.network,
-        family=family,
-        episodes=config.eval_episodes,
-        block=config.surrogate.param_block,
-        batch=config.surrogate.subset_batch,
-        kmax=kmax,
-        devices=devices,
-    )
+    else:
+        stats = _rollout(
+            theta_star,
+            feats,
+            betas,
+            scales,
+            masks,
+            key,
+            net=config.ppo.network,
+            family=family,
+            episodes=config.eval_episodes,
+            batch=config.surrogate.subset_batch,
+            kmax=kmax,
+            devices=devices,
+        )
+    return stats["return"], stats["return_se"]
+
+
+class Estimate(NamedTuple):
+    """What :func:`estimate_with_solutions` returns (host-side scores)."""
+
+    features: Features
+    betas: jax.Array  # float32 [S, D]
+    scales: jax.Array  # float32 [S]: theta_S = theta* + c_S P beta_S
+    scores: np.ndarray  # float [S, N], f(S, i), NaN outside S
+    scores_se: np.ndarray | None  # float [S, N]: standard error of each f (rollout evaluator)
+    timings: dict[str, float]
 
 
 def estimate(
@@ -243,15 +245,15 @@ def estimate(
 
     Returns ``(features, estimates float [S, N] with NaN outside each subset, timings)``.
     """
-    feats, _, _, scores, timings = estimate_with_solutions(config, family, theta_star, masks, key, devices=devices)
-    return feats, scores, timings
+    est = estimate_with_solutions(config, family, theta_star, masks, key, devices=devices)
+    return est.features, est.scores, est.timings
 
 
 def estimate_with_solutions(
     config: PipelineConfig, family: TaskFamily, theta_star: AgentParams, masks, key, *, devices=None
-):
-    """:func:`estimate`, also returning the solutions: ``(features, betas [S, D], scales [S],
-    estimates [S, N], timings)`` (for a second evaluator or the first-order check without solving again)."""
+) -> Estimate:
+    """:func:`estimate`, also returning the solutions and the scores' standard errors (for a second
+    evaluator or the first-order check without solving again): an :class:`Estimate`."""
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     timings = {}
     k_feat, k_eval = jax.random.split(key)
@@ -270,12 +272,13 @@ def estimate_with_solutions(
     if not bool(jnp.all(jnp.isfinite(betas))):
         raise FloatingPointError("non-finite surrogate solution")
     t0 = time.perf_counter()
-    scores = evaluate_subsets(
+    scores, se = evaluate_subsets(
         config, family, theta_star, feats, betas, scales, masks, k_eval, kmax=kmax, devices=devices
     )
     scores = np.asarray(scores)
+    se = None if se is None else np.asarray(se)
     timings["evaluate"] = time.perf_counter() - t0
-    return feats, betas, scales, scores, timings
+    return Estimate(feats, betas, scales, scores, se, timings)
 
 
 def start(family: TaskFamily, config: PipelineConfig, key: PRNGKey, theta_star, subsets, say):

@@ -114,7 +114,7 @@ def ppo_loss(trainable, normalizer, batch, config: PPOConfig, family: TaskFamily
     Returns:
         (loss [], metrics dict), shaped for ``jax.value_and_grad(has_aux=True)``.
     """
-    obs = networks.normalize(normalizer, batch["obs"], family.n_tasks)
+    obs = networks.net_input(config.network, normalizer, batch["obs"], family.n_tasks)
     mean, log_std = networks.policy_apply(config.network, family.action_size, trainable["actor"], obs)
     log_prob = networks.gaussian_log_prob(mean, log_std, batch["action"])
     w = batch["valid"]
@@ -203,8 +203,8 @@ def learn(config: PPOConfig, family, state: TrainState, traj, k_perm: PRNGKey) -
     if config.normalize_observations:
         normalizer = networks.normalizer_update(normalizer, traj.obs.reshape(-1, traj.obs.shape[-1]), valid_flat)
     critic = functools.partial(networks.value_apply, config.network, params.critic)
-    values = critic(networks.normalize(normalizer, traj.obs, family.n_tasks))
-    bootstrap = critic(networks.normalize(normalizer, traj.next_obs[-1], family.n_tasks))
+    values = critic(networks.net_input(config.network, normalizer, traj.obs, family.n_tasks))
+    bootstrap = critic(networks.net_input(config.network, normalizer, traj.next_obs[-1], family.n_tasks))
     advantage, target = gae(
         traj.reward * config.reward_scale,
         values,

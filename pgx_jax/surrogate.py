@@ -40,21 +40,21 @@ class SurrogateConfig:
         step_size: ||theta_S - theta*|| / ||theta*|| after rescaling; None keeps P beta as solved.
         iterations: L-BFGS iterations (fixed: one compiled program for every subset).
         subset_batch: subsets solved together (vmapped) per ``lax.map`` step.
-        param_block: rows of P regenerated at once when mapping beta back.
+
+    (P's block size is the features' own, :attr:`pgx_jax.features.Features.param_block`.)
     """
 
     l2: float = 1e-3
     step_size: float | None = 0.01
     iterations: int = 50
     subset_batch: int = 16
-    param_block: int = 16384
 
     def __post_init__(self):
         if not self.l2 >= 0:
             raise ValueError(f"l2 must be >= 0, got {self.l2!r}")
         if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"step_size must be > 0 or None, got {self.step_size!r}")
-        for name in ("iterations", "subset_batch", "param_block"):
+        for name in ("iterations", "subset_batch"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -103,7 +103,7 @@ def solve_with_info(features: Features, mask: TaskMask, cfg: SurrogateConfig, ma
 
 def update_direction(features: Features, beta: jax.Array, cfg: SurrogateConfig):
     """(delta theta float32 [P], scale c): the parameter update P beta, rescaled to ``step_size``."""
-    delta = features.delta(beta, cfg.param_block)
+    delta = features.delta(beta)
     if cfg.step_size is None:
         return delta, jnp.ones(())
     scale = cfg.step_size * jnp.linalg.norm(features.theta) / jnp.maximum(jnp.linalg.norm(delta), 1e-12)

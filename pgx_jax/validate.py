@@ -17,6 +17,7 @@ against groups from real fine-tuning; 26x fewer FLOPs than fine-tuning).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 
@@ -26,11 +27,12 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import host, ppo
+from pgx_jax import host, networks, ppo
 from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.evaluate import lower_policies_on_subsets, policies_on_subsets
+from pgx_jax.evaluate import lower_policies_on_subsets, policies_on_subsets_stats
 from pgx_jax.features import FeatureConfig, collect, flat_actor, log_prob_fn
 from pgx_jax.flops import FlopCount, count_flops, xla_flops
+from pgx_jax.groups import group_updates
 from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
 from pgx_jax.surrogate import solve_with_info
@@ -38,6 +40,46 @@ from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
 
 APPROX_SIZES = (0.001, 0.005, 0.01, 0.05)
+
+
+def first_order_error(logp, theta: jax.Array, obs, actions, direction: jax.Array, sizes=APPROX_SIZES) -> jax.Array:
+    r"""How well the first-order term predicts the change of log pi after a step along ``direction``.
+
+    For each relative size r: delta = r ||theta|| direction / ||direction||, and with
+    base = log pi_theta(a|s), exact = log pi_{theta+delta}(a|s) and lin = g^T delta (a
+    forward-mode derivative, ``jax.jvp``: no per-sample gradient is stored):
+
+    .. math::  err(r) = \frac{\sum_t |exact_t - base_t - lin_t|}{\sum_t |exact_t - base_t|}
+
+    the remainder relative to the change the step makes (0: the linear term predicts it exactly;
+    1: it explains none of it), and, for comparison with the paper's table, the same remainder
+    relative to sum |exact_t| (``vs_logp``; dominated by the constant -log sigma - log(2 pi)/2
+    terms of a Gaussian's log density, it says little about the step).
+
+    Args:
+        logp: ``(theta [P], obs [O], action [A]) -> log pi_theta(a|s)``.
+        theta: float32 [P], the point of expansion.
+        obs: float32 [B, O]; actions: float32 [B, A].
+        direction: float32 [P] (any norm but zero).
+        sizes: relative step sizes (static).
+
+    Returns:
+        float32 [2, len(sizes)]: row 0 the ratio to the change, row 1 the ratio to |log pi|.
+    """
+    base = jax.vmap(logp, in_axes=(None, 0, 0))(theta, obs, actions)
+    unit = direction / jnp.linalg.norm(direction)
+
+    def one(r):
+        delta = r * jnp.linalg.norm(theta) * unit
+        lin = jax.vmap(lambda o, a: jax.jvp(lambda th: logp(th, o, a), (theta,), (delta,))[1])(obs, actions)
+        exact = jax.vmap(logp, in_axes=(None, 0, 0))(theta + delta, obs, actions)
+        remainder = jnp.sum(jnp.abs(exact - base - lin))
+        change = jnp.sum(jnp.abs(exact - base))
+        return jnp.stack(
+            [remainder / jnp.maximum(change, 1e-30), remainder / jnp.maximum(jnp.sum(jnp.abs(exact)), 1e-30)]
+        )
+
+    return jnp.stack([one(r) for r in sizes], 1)
 
 
 def approximation_error(
@@ -49,37 +91,53 @@ def approximation_error(
     direction: jax.Array,
     sizes=APPROX_SIZES,
 ) -> jax.Array:
-    """Relative error of the first-order estimate of log pi after a step along ``direction``.
-
-    For each relative size r: delta = r ||theta*|| direction / ||direction||, and
-
-    .. math::  err(r) = \\frac{\\sum_t |\\log\\pi_{\\theta^*+\\delta}(a_t|s_t) - \\log\\pi_{\\theta^*}(a_t|s_t)
-               - g_t^T\\delta|}{\\sum_t |\\log\\pi_{\\theta^*+\\delta}(a_t|s_t)|}
-
-    g_t^T delta is a forward-mode derivative (``jax.jvp``), so no per-sample gradient is stored.
-    Pure and jittable (``net``, ``family`` and ``sizes`` static).
+    """:func:`first_order_error` of the policy ``params`` (its actor perturbed, theta*'s
+    normaliser kept): float32 [2, len(sizes)]. Pure and jittable (``net``, ``family`` and
+    ``sizes`` static).
 
     Args:
-        params: theta* (its actor is perturbed; the normaliser is theta*'s).
-        obs: float32 [B, O] raw observations; actions: float32 [B, A] (e.g. held-out transitions).
-        direction: float32 [P] over the flattened actor parameters (any norm but zero).
-        sizes: relative perturbation sizes.
-
-    Returns:
-        float32 [len(sizes)].
+        params: theta*.
+        obs: float32 [B, O] raw observations; actions: float32 [B, A] (fresh on-policy transitions).
+        direction: float32 [P] over the flattened actor parameters.
     """
     theta, _ = flat_actor(params)
-    logp = log_prob_fn(net, family, params)
-    base = jax.vmap(logp, in_axes=(None, 0, 0))(theta, obs, actions)
-    unit = direction / jnp.linalg.norm(direction)
+    return first_order_error(log_prob_fn(net, family, params), theta, obs, actions, direction, sizes)
 
-    def one(r):
-        delta = r * jnp.linalg.norm(theta) * unit
-        lin = jax.vmap(lambda o, a: jax.jvp(lambda th: logp(th, o, a), (theta,), (delta,))[1])(obs, actions)
-        exact = jax.vmap(logp, in_axes=(None, 0, 0))(theta + delta, obs, actions)
-        return jnp.sum(jnp.abs(exact - base - lin)) / jnp.maximum(jnp.sum(jnp.abs(exact)), 1e-12)
 
-    return jnp.stack([one(r) for r in sizes])
+def policy_kl(net: NetworkConfig, family, params_a: AgentParams, params_b: AgentParams, obs) -> jax.Array:
+    """KL(pi_a(.|s) || pi_b(.|s)) of two Gaussian policies at each raw observation ``obs``
+    [..., O] (each policy with its own normaliser): float32 [...]."""
+    n, a = family.n_tasks, family.action_size
+
+    def dist(p):
+        return networks.policy_apply(net, a, p.actor, networks.net_input(net, p.normalizer, obs, n))
+
+    mean_a, log_std_a = dist(params_a)
+    mean_b, log_std_b = dist(params_b)
+    var_a, var_b = jnp.exp(2 * log_std_a), jnp.exp(2 * log_std_b)
+    kl = log_std_b - log_std_a + (var_a + jnp.square(mean_a - mean_b)) / (2 * var_b) - 0.5
+    return jnp.sum(kl, -1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def subset_kl(net: NetworkConfig, family, theta_star: AgentParams, params: AgentParams, masks, obs) -> jax.Array:
+    """Mean KL(pi_theta* || pi_S) over the states of each subset's tasks: float32 [S].
+
+    Args:
+        params: the subsets' policies, leading axis [S].
+        masks: bool [S, N].
+        obs: float32 [N, B, O], B on-policy observations of pi_theta* per task.
+    """
+
+    def one(args):
+        p, m = args
+        per_task = jnp.mean(policy_kl(net, family, theta_star, p, obs), -1)  # [N]
+        return jnp.sum(jnp.where(m, per_task, 0.0)) / jnp.maximum(jnp.sum(m), 1)
+
+    return jax.lax.map(one, (params, jnp.asarray(masks, bool)), batch_size=16)
+
+
+TRUTHS = ("full", "finetune", "both")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,17 +145,24 @@ class ValidateConfig:
     """What :func:`validate` does beyond the pipeline's own config.
 
     Attributes:
-        finetune_fraction: env steps of each subset's real fine-tuning, as a fraction of the
+        truth: the reference the estimate is checked against. ``"full"``: every sampled subset
+            trained from scratch with the per-task env-step budget ``compare`` gives a group of
+            that size (the paper's ground truth); ``"finetune"``: PPO fine-tuning from theta* for
+            ``finetune_fraction`` of the meta-training steps, theta*'s observation normaliser
+            frozen; ``"both"``: each, reported side by side (``full`` first: it is the primary).
+        finetune_fraction: env steps of each subset's fine-tuning, as a fraction of the
             meta-training steps (0.1: 300k steps per subset on reacher-goals at the demo budget).
-        replicates: fine-tune every subset this many times (independent keys); with 2 or more,
-            ``truth["replicates"]`` says how well the truth agrees with itself: the ceiling of
-            any estimate's agreement with it.
+        replicates: run every truth this many times (independent keys); with 2 or more, each
+            truth's ``replicates`` say how well it agrees with itself: the ceiling of any
+            estimate's agreement with it.
         directions: surrogate directions (those of the first sampled subsets) and as many
             random directions for the first-order check.
-        approx_transitions: fresh on-policy transitions per task for the first-order check.
+        approx_transitions: fresh on-policy transitions per task for the first-order check and
+            the KL of each estimated policy.
         sizes: relative step sizes of the first-order check.
     """
 
+    truth: str = "full"
     finetune_fraction: float = 0.1
     replicates: int = 1
     directions: int = 3
@@ -105,6 +170,8 @@ class ValidateConfig:
     sizes: tuple[float, ...] = APPROX_SIZES
 
     def __post_init__(self):
+        if self.truth not in TRUTHS:
+            raise ValueError(f"unknown truth {self.truth!r}; known: {list(TRUTHS)}")
         if not 0 < self.finetune_fraction:
             raise ValueError(f"finetune_fraction must be > 0, got {self.finetune_fraction!r}")
         for name in ("replicates", "directions", "approx_transitions"):
@@ -114,75 +181,150 @@ class ValidateConfig:
         if not self.sizes or any(not r > 0 for r in self.sizes):
             raise ValueError(f"sizes must be positive relative step sizes, got {self.sizes!r}")
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The truths to run, the primary first."""
+        return ("full", "finetune") if self.truth == "both" else (self.truth,)
+
     def finetune(self, meta: PPOConfig, episode_length: int) -> PPOConfig:
         """The PPO config of each subset's fine-tuning: ``meta`` with a fraction of its steps
-        (at least one update)."""
+        (at least one update) and the observation normaliser frozen at theta*'s statistics
+        (fine-tuning would otherwise shift every task's inputs towards the subset's
+        observations: a change no estimate made at theta* can model)."""
         per_update = meta.num_envs * meta.unroll(episode_length)
         steps = max(per_update, round(self.finetune_fraction * meta.total_env_steps))
-        return dataclasses.replace(meta, total_env_steps=int(steps))
+        return dataclasses.replace(meta, total_env_steps=int(steps), normalize_observations=False)
+
+
+def full_training(meta: PPOConfig, family, sizes) -> tuple[PPOConfig, np.ndarray]:
+    """The ``full`` truth's training of subsets of these sizes (int [S]): the config (from
+    scratch, normaliser learning) and each subset's active updates (int32 [S]): per task the
+    env steps ``compare`` gives any group (:func:`pgx_jax.groups.group_updates`), so a subset
+    of s tasks trains s times as long as one task alone."""
+    active = group_updates(meta, family, np.asarray(sizes))
+    per_update = meta.num_envs * meta.unroll(family.episode_length)
+    return dataclasses.replace(meta, total_env_steps=int(active.max()) * per_update), active
 
 
 def true_scores(
-    finetune: PPOConfig,
+    train_config: PPOConfig,
     family: TaskFamily,
-    theta_star: AgentParams,
+    init_params: AgentParams | None,
     masks,
     key: PRNGKey,
     eval_key: PRNGKey,
     *,
+    active_updates=None,
     episodes: int = 8,
     subset_batch: int = 16,
 ) -> tuple[np.ndarray, dict]:
-    """The truth f(S, i): PPO fine-tuning from theta* on each subset, then its return on task i.
+    """The truth f(S, i): PPO on each subset (fine-tuning from ``init_params``, or from scratch
+    when it is None), then the trained policy's return on task i.
 
-    All subsets fine-tune in one vmapped :func:`pgx_jax.ppo.train_many` call and are evaluated
-    in one compiled call, with ``eval_key`` (pass the estimate's evaluation key: the same
-    initial states, so differences are not evaluation noise).
+    All subsets train in one vmapped :func:`pgx_jax.ppo.train_many` call and are evaluated in
+    one compiled call, with ``eval_key`` (pass the estimate's evaluation key: every episode is
+    keyed by its task, so a task starts from the same states as in the estimate).
 
     Args:
-        finetune: the fine-tuning config (see :meth:`ValidateConfig.finetune`).
+        train_config: e.g. :meth:`ValidateConfig.finetune` or :func:`full_training`'s config.
         masks: bool [S, N].
+        active_updates: int [S], each subset's number of updates (default: all of the config's).
 
     Returns:
-        ``(scores float [S, N] with NaN outside each subset, info)``; ``info`` holds the
-        wall-clock (``compile_s``, ``train_s``, ``evaluate_s``) and ``flops`` of both calls.
+        ``(scores float [S, N] with NaN outside each subset, info)``; ``info`` holds
+        ``return_se`` [S, N] (standard error over the evaluation episodes), ``params`` (the
+        trained policies, leading axis [S]), the wall-clock (``compile_s``, ``train_s``,
+        ``evaluate_s``) and ``flops`` of both calls.
     """
     masks = np.asarray(masks, bool)
     ppo.check_mask(masks, family.n_tasks)
     keys = jax.random.split(key, masks.shape[0])
     info = {}
+    active = None if active_updates is None else jnp.asarray(active_updates, jnp.int32)
     if is_host(family):  # host rollouts: nothing to compile ahead, no FLOPs to count
         t0 = time.perf_counter()
-        params, metrics = ppo.train_many(finetune, family, masks, keys, theta_star)
+        params, metrics = ppo.train_many(train_config, family, masks, keys, init_params, active)
         info.update(compile_s=0.0, train_s=time.perf_counter() - t0)
         ppo.check_finite(metrics)
         t0 = time.perf_counter()
-        scores = policies_on_subsets(params, family, masks, eval_key, network=finetune.network, episodes=episodes)
+        stats = policies_on_subsets_stats(
+            params, family, masks, eval_key, network=train_config.network, episodes=episodes
+        )
         info.update(evaluate_s=time.perf_counter() - t0, flops_train=None, flops_evaluate=None, xla_flops_train=None)
-        _check_scores(scores, masks)
-        return scores, info
-    t0 = time.perf_counter()
-    # compiled ahead of time, so compile and run are timed apart without training twice
-    compiled = ppo._train_many.lower(finetune, family, jnp.asarray(masks), keys, theta_star, None).compile()
-    info["compile_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    params, metrics = compiled(jnp.asarray(masks), keys, theta_star, None)
-    jax.block_until_ready(params)
-    info["train_s"] = time.perf_counter() - t0
-    ppo.check_finite(metrics)
-    net, batch = finetune.network, subset_batch
-    evaluate, traced = lower_policies_on_subsets(
-        params, family, masks, eval_key, network=net, episodes=episodes, batch=batch
-    )
-    t0 = time.perf_counter()
-    scores = policies_on_subsets(params, family, masks, eval_key, network=net, compiled=evaluate)
-    info["evaluate_s"] = time.perf_counter() - t0
-    info["flops_train"] = count_flops(
-        lambda m, k, p: ppo._train_many(finetune, family, m, k, p), jnp.asarray(masks), keys, theta_star
-    ).flops
-    info["flops_evaluate"] = count_flops(traced, params, jnp.asarray(masks)).flops
-    info["xla_flops_train"] = xla_flops(compiled)
+    else:
+        t0 = time.perf_counter()
+        # compiled ahead of time, so compile and run are timed apart without training twice
+        compiled = ppo._train_many.lower(train_config, family, jnp.asarray(masks), keys, init_params, active).compile()
+        info["compile_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        params, metrics = compiled(jnp.asarray(masks), keys, init_params, active)
+        jax.block_until_ready(params)
+        info["train_s"] = time.perf_counter() - t0
+        ppo.check_finite(metrics)
+        net = train_config.network
+        evaluate, traced = lower_policies_on_subsets(
+            params, family, masks, eval_key, network=net, episodes=episodes, batch=subset_batch
+        )
+        t0 = time.perf_counter()
+        stats = policies_on_subsets_stats(params, family, masks, eval_key, network=net, compiled=evaluate)
+        info["evaluate_s"] = time.perf_counter() - t0
+        info["flops_train"] = count_flops(
+            lambda m, k, p, a: ppo._train_many(train_config, family, m, k, p, a),
+            jnp.asarray(masks),
+            keys,
+            init_params,
+            active,
+        ).flops
+        info["flops_evaluate"] = count_flops(traced, params, jnp.asarray(masks)).flops
+        info["xla_flops_train"] = xla_flops(compiled)
+    scores = stats["return"]
     _check_scores(scores, masks)
+    info["return_se"] = stats["return_se"]
+    info["params"] = params
+    return scores, info
+
+
+def truth_key(kind: str, key: PRNGKey) -> PRNGKey:
+    """The training key of a truth from the run's truth key (``finetune`` keeps the key itself)."""
+    return key if kind == "finetune" else jax.random.fold_in(key, 1_000_003)
+
+
+def run_truth(
+    kind: str,
+    vconfig: ValidateConfig,
+    config,
+    family,
+    theta_star: AgentParams,
+    masks,
+    key: PRNGKey,
+    eval_key: PRNGKey,
+) -> tuple[np.ndarray, dict]:
+    """One truth (``"full"`` or ``"finetune"``, see :class:`ValidateConfig`) on every subset of
+    ``masks`` [S, N]: :func:`true_scores` with that truth's training; ``info`` also holds
+    ``env_steps_per_subset`` int [S] and ``env_steps_per_task`` float [S]."""
+    masks = np.asarray(masks, bool)
+    L = family.episode_length
+    if kind == "finetune":
+        cfg, init, active = vconfig.finetune(config.ppo, L), theta_star, None
+        steps = np.full(masks.shape[0], cfg.num_updates(L) * cfg.num_envs * cfg.unroll(L))
+    elif kind == "full":
+        init = None
+        cfg, active = full_training(config.ppo, family, masks.sum(1))
+        steps = active * cfg.num_envs * cfg.unroll(L)
+    else:
+        raise ValueError(f"unknown truth {kind!r}; known: ['full', 'finetune']")
+    scores, info = true_scores(
+        cfg,
+        family,
+        init,
+        masks,
+        key,
+        eval_key,
+        active_updates=active,
+        episodes=config.eval_episodes,
+        subset_batch=config.surrogate.subset_batch,
+    )
+    info.update(config=cfg, env_steps_per_subset=steps, env_steps_per_task=steps / masks.sum(1))
     return scores, info
 
 
@@ -241,10 +383,12 @@ def linesearch_trips(features, masks, cfg, kmax: int) -> float:
     return float(steps.max(1).mean())
 
 
-def _first_order_check(config, vconfig: ValidateConfig, family, theta_star, feats, betas, key) -> dict:
+def _first_order_check(
+    config, vconfig: ValidateConfig, family, theta_star, feats, betas, key
+) -> tuple[dict, jax.Array]:
     """``approx_error`` of :func:`validate`: mean error per relative size, along the surrogate
     directions ``betas`` [S, D] of the first ``vconfig.directions`` subsets and as many random
-    directions."""
+    directions; also returns the fresh on-policy observations it used (float32 [N, B, O])."""
     k_data, k_dir = jax.random.split(key)
     data_cfg = FeatureConfig(dim=1, transitions=vconfig.approx_transitions, holdout=0)
     data = (host.collect if is_host(family) else collect)(config.ppo, data_cfg, family, theta_star, k_data)
@@ -255,7 +399,7 @@ def _first_order_check(config, vconfig: ValidateConfig, family, theta_star, feat
     theta, _ = flat_actor(theta_star)
     along = {"surrogate": [], "random": []}
     for j in range(nd):
-        d_sur = feats.delta(betas[j], config.surrogate.param_block)
+        d_sur = feats.delta(betas[j])
         d_rnd = jax.random.normal(jax.random.fold_in(k_dir, j), theta.shape)
         for kind, d in (("surrogate", d_sur), ("random", d_rnd)):
             along[kind].append(np.asarray(check(config.ppo.network, family, theta_star, obs, act, d, vconfig.sizes)))
@@ -263,105 +407,45 @@ def _first_order_check(config, vconfig: ValidateConfig, family, theta_star, feat
     for r_i, r in enumerate(vconfig.sizes):
         entry = {}
         for kind, errs in along.items():
-            vals = [float(e[r_i]) for e in errs]
-            if not np.all(np.isfinite(vals)):
-                raise FloatingPointError(f"non-finite first-order error at size {r} along a {kind} direction")
-            entry[kind] = float(np.mean(vals))
-            entry[f"{kind}_per_direction"] = vals
+            for row, suffix in ((0, ""), (1, "_vs_logp")):
+                vals = [float(e[row, r_i]) for e in errs]
+                if not np.all(np.isfinite(vals)):
+                    raise FloatingPointError(f"non-finite first-order error at size {r} along a {kind} direction")
+                entry[f"{kind}{suffix}"] = float(np.mean(vals))
+                entry[f"{kind}{suffix}_per_direction"] = vals
         out[str(r)] = entry
-    return out
+    return out, data["obs"]
 
 
-def validate(
-    family: TaskFamily,
-    config,
-    key: PRNGKey,
-    *,
-    vconfig: ValidateConfig | None = None,
-    theta_star: AgentParams | None = None,
-    subsets: np.ndarray | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict:
-    """Check PolicyGradEx's estimates against real fine-tuning, on the subsets ``pgx-jax run``
-    with the same key would use.
+def _kl_summary(kl) -> dict:
+    kl = np.asarray(kl, float)
+    if not np.all(np.isfinite(kl)):
+        raise FloatingPointError(f"non-finite KL for subsets {np.flatnonzero(~np.isfinite(kl)).tolist()}")
+    return {"per_subset": kl, "mean": float(kl.mean()), "min": float(kl.min()), "max": float(kl.max())}
 
-    Args:
-        family: the tasks.
-        config: :class:`pgx_jax.pipeline.PipelineConfig` (``train_groups`` is ignored).
-        key: as for :func:`pgx_jax.policygradex` (the same theta*, subsets and estimates).
-        vconfig: :class:`ValidateConfig`.
-        theta_star: skip meta-training and use this meta-policy.
-        subsets: bool [S, N] to use instead of sampling.
-        progress: called with a stage name as each stage starts.
 
-    Returns:
-        A JSON-able dict (numpy arrays inside) with ``approx_error``, ``truth``, ``speedup``,
-        ``subset_masks``, ``timings`` and the configs; see the README for every field.
+def _se_summary(se, masks) -> dict | None:
+    if se is None:
+        return None
+    vals = np.asarray(se)[np.asarray(masks, bool)]
+    return {"mean": float(np.mean(vals)), "max": float(np.max(vals)), "per_pair": se}
 
-    Cost accounting (``speedup``): the estimation path is gradient features at theta* (rollouts,
-    per-sample gradients, projection), every subset's surrogate solve and the evaluation with
-    ``config.evaluator``; the fine-tuning path is PPO fine-tuning from theta* on every subset and
-    the rollout evaluation of each fine-tuned policy on its subset's tasks. Meta-training (shared
-    by both) and clustering (negligible) are in neither. Wall-clock excludes compilation (given
-    apart); FLOPs are :func:`pgx_jax.flops.count_flops` of the same calls, with the solves' line
-    search counted at its measured trip count.
-    """
-    from pgx_jax.evaluate import EVALUATORS
-    from pgx_jax.pipeline import _features, _solve, estimate, estimate_with_solutions, evaluate_subsets, start
 
-    vconfig = vconfig or ValidateConfig()
+def _groups(scores, masks, config, k):
+    """(affinity [N, N], groups) of scores f [S, N], with k groups (``config.groups`` if None)."""
+    u = affinity_mod.affinity_matrix(scores, masks, config.affinity)
+    return u, cluster_mod.cluster_tasks(u, config.groups if k is None else k, method=config.cluster_method)
+
+
+def _truth_report(kind, true, info, replicas, estimates, subsets, config, family, est_groups) -> dict:
+    """One truth's entry of :func:`validate`'s report: the estimate's agreement with it (per
+    evaluator), its groups, their NMI against the planted ones and its agreement with itself."""
     n = family.n_tasks
-    say = progress or (lambda stage: None)
-    subsets, theta_star, _, timings, (k_est, k_truth) = start(family, config, key, theta_star, subsets, say)
-    finetune = vconfig.finetune(config.ppo, family.episode_length)
-    L = family.episode_length
-    finetune_steps = finetune.num_updates(L) * finetune.num_envs * finetune.unroll(L)
-
-    say("estimate")
-    k_feat, k_eval = jax.random.split(k_est)  # as estimate splits it
-    kmax = int(subsets.sum(1).max())
-    estimates = {}
-    feats, betas, scales, estimates[config.evaluator], t_first = estimate_with_solutions(
-        config, family, theta_star, subsets, k_est
-    )
-    _, again, t_est = estimate(config, family, theta_star, subsets, k_est)  # compiled: steady-state timing
-    if not np.allclose(again, estimates[config.evaluator], rtol=1e-5, atol=1e-6, equal_nan=True):
-        raise RuntimeError("estimate is not deterministic for a fixed key")
-    for other in EVALUATORS:  # the other evaluator scores the same solutions
-        if other != config.evaluator:
-            other_config = dataclasses.replace(config, evaluator=other)
-            scores = evaluate_subsets(
-                other_config, family, theta_star, feats, betas, scales, subsets, k_eval, kmax=kmax
-            )
-            estimates[other] = np.asarray(scores)
-    timings.update({f"estimate_{k}": v for k, v in t_first.items()})
-
-    say("fine-tune")
-    runs = [  # replicate r > 0 fine-tunes the same subsets with other keys
-        true_scores(
-            finetune,
-            family,
-            theta_star,
-            subsets,
-            k_truth if r == 0 else jax.random.fold_in(k_truth, r),
-            k_eval,
-            episodes=config.eval_episodes,
-            subset_batch=config.surrogate.subset_batch,
-        )
-        for r in range(vconfig.replicates)
-    ]
-    (true, tinfo), replicas = runs[0], [scores for scores, _ in runs[1:]]
-    timings["finetune_compile"] = tinfo["compile_s"]
-    timings["finetune_train"] = tinfo["train_s"]
-    timings["finetune_evaluate"] = tinfo["evaluate_s"]
-
-    say("compare")
+    planted = None if family.groups is None else cluster_mod.labels_to_groups(np.asarray(family.groups))
     u_true = affinity_mod.affinity_matrix(true, subsets, config.affinity)
-
     by_evaluator = {}
     for name, est in estimates.items():
-        u_est = affinity_mod.affinity_matrix(est, subsets, config.affinity)
-        g_est = cluster_mod.cluster_tasks(u_est, config.groups, method=config.cluster_method)
+        u_est, g_est = est_groups[name]
         g_true = cluster_mod.cluster_tasks(u_true, len(g_est), method=config.cluster_method)
         entry = agreement(est, true, subsets)
         if name != "rollout":  # scores that are not returns: only ranks compare
@@ -374,25 +458,161 @@ def validate(
             estimated_affinity=u_est,
             estimated_scores=est,
         )
-        if family.groups is not None:
-            planted = cluster_mod.labels_to_groups(np.asarray(family.groups))
+        if planted is not None:
             entry["nmi_estimated_vs_planted"] = nmi(g_est, planted, n)
             entry["nmi_true_vs_planted"] = nmi(g_true, planted, n)
         by_evaluator[name] = entry
     main = by_evaluator[config.evaluator]
     replicate_agreement = []  # the truth against itself, with the same k
-    for again_true in replicas:
-        u_again = affinity_mod.affinity_matrix(again_true, subsets, config.affinity)
-        g_again = cluster_mod.cluster_tasks(u_again, main["k"], method=config.cluster_method)
-        entry = {**agreement(again_true, true, subsets), "nmi": nmi(g_again, main["true_groups"], n)}
+    for again in replicas:
+        _, g_again = _groups(again, subsets, config, main["k"])
+        entry = {**agreement(again, true, subsets), "nmi": nmi(g_again, main["true_groups"], n)}
+        if planted is not None:
+            entry["nmi_vs_planted"] = nmi(g_again, planted, n)
         replicate_agreement.append(entry)
+    self_agreement = None
+    if replicate_agreement:
+        self_agreement = {
+            key: float(np.mean([r[key] for r in replicate_agreement]))
+            for key in ("spearman", "spearman_within_task", "nmi")
+        }
+    return {
+        "kind": kind,
+        "evaluator": config.evaluator,
+        "spearman": main["spearman"],
+        "spearman_within_task": main["spearman_within_task"],
+        "mean_rel_error": main["mean_rel_error"],
+        "nmi": main["nmi"],
+        "k": main["k"],
+        "true_groups": main["true_groups"],
+        "nmi_true_vs_planted": main.get("nmi_true_vs_planted"),
+        "env_steps_per_subset": info["env_steps_per_subset"],
+        "env_steps_per_task": info["env_steps_per_task"],
+        "true_scores": true,
+        "true_scores_se": _se_summary(info["return_se"], subsets),
+        "true_affinity": u_true,
+        "replicates": replicate_agreement,
+        "self_agreement": self_agreement,
+        "by_evaluator": by_evaluator,
+    }
+
+
+def validate(
+    family: TaskFamily,
+    config,
+    key: PRNGKey,
+    *,
+    vconfig: ValidateConfig | None = None,
+    theta_star: AgentParams | None = None,
+    subsets: np.ndarray | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Check PolicyGradEx's estimates against the truth (real training on every subset), on the
+    subsets ``pgx-jax run`` with the same key would use.
+
+    Args:
+        family: the tasks.
+        config: :class:`pgx_jax.pipeline.PipelineConfig` (``train_groups`` is ignored).
+        key: as for :func:`pgx_jax.policygradex` (the same theta*, subsets and estimates).
+        vconfig: :class:`ValidateConfig` (which truth: ``full``, ``finetune`` or ``both``).
+        theta_star: skip meta-training and use this meta-policy.
+        subsets: bool [S, N] to use instead of sampling.
+        progress: called with a stage name as each stage starts.
+
+    Returns:
+        A JSON-able dict (numpy arrays inside) with ``approx_error``, ``estimate`` (standard
+        errors and the KL of every estimated policy), ``truths`` (one entry per truth run),
+        ``truth`` (the primary one), ``speedup`` (against the primary truth, and ``by_truth``),
+        ``subset_masks``, ``timings`` and the configs; see the README for every field.
+
+    Cost accounting (``speedup``): the estimation path is gradient features at theta* (rollouts,
+    per-sample gradients, projection), every subset's surrogate solve and the evaluation with
+    ``config.evaluator``; a truth's path is its PPO training on every subset and the rollout
+    evaluation of each trained policy on its subset's tasks. Meta-training (which the
+    ``finetune`` truth shares with the estimate, and ``full`` does not need) and clustering
+    (negligible) are in neither. Wall-clock excludes compilation (given apart); FLOPs are
+    :func:`pgx_jax.flops.count_flops` of the same calls, with the solves' line search counted
+    at its measured trip count.
+    """
+    from pgx_jax.evaluate import EVALUATORS
+    from pgx_jax.pipeline import (
+        _features,
+        _solve,
+        _subset_params,
+        estimate,
+        estimate_with_solutions,
+        evaluate_subsets,
+        start,
+    )
+
+    vconfig = vconfig or ValidateConfig()
+    say = progress or (lambda stage: None)
+    subsets, theta_star, _, timings, (k_est, k_truth) = start(family, config, key, theta_star, subsets, say)
+
+    say("estimate")
+    k_feat, k_eval = jax.random.split(k_est)  # as estimate splits it
+    kmax = int(subsets.sum(1).max())
+    est = estimate_with_solutions(config, family, theta_star, subsets, k_est)
+    feats, betas, scales = est.features, est.betas, est.scales
+    estimates = {config.evaluator: est.scores}
+    _, again, t_est = estimate(config, family, theta_star, subsets, k_est)  # compiled: steady-state timing
+    if not np.allclose(again, est.scores, rtol=1e-5, atol=1e-6, equal_nan=True):
+        raise RuntimeError("estimate is not deterministic for a fixed key")
+    rollout_se = est.scores_se
+    for other in EVALUATORS:  # the other evaluator scores the same solutions
+        if other != config.evaluator:
+            other_config = dataclasses.replace(config, evaluator=other)
+            scores, se = evaluate_subsets(
+                other_config, family, theta_star, feats, betas, scales, subsets, k_eval, kmax=kmax
+            )
+            estimates[other] = np.asarray(scores)
+            rollout_se = rollout_se if se is None else np.asarray(se)
+    timings.update({f"estimate_{k}": v for k, v in est.timings.items()})
+    est_groups = {name: _groups(scores, subsets, config, None) for name, scores in estimates.items()}
+
+    truths, truth_info = {}, {}
+    for kind in vconfig.kinds:
+        say(f"truth: {kind}")
+        base = truth_key(kind, k_truth)
+        runs = [  # replicate r > 0 trains the same subsets with other keys
+            run_truth(
+                kind,
+                vconfig,
+                config,
+                family,
+                theta_star,
+                subsets,
+                base if r == 0 else jax.random.fold_in(base, r),
+                k_eval,
+            )
+            for r in range(vconfig.replicates)
+        ]
+        (true, info), replicas = runs[0], [scores for scores, _ in runs[1:]]
+        for name in ("compile", "train", "evaluate"):
+            timings[f"truth_{kind}_{name}"] = info[f"{name}_s"]
+        truths[kind] = _truth_report(kind, true, info, replicas, estimates, subsets, config, family, est_groups)
+        truth_info[kind] = info
+
+    say("KL")
+    theta_s = _subset_params(theta_star, feats, betas, scales)
+    say("first-order check")
+    approx, kl_obs = _first_order_check(config, vconfig, family, theta_star, feats, betas, jax.random.fold_in(key, 4))
+    net = config.ppo.network
+    estimate_report = {
+        "evaluator": config.evaluator,
+        "rollout_scores_se": _se_summary(rollout_se, subsets),
+        "kl": _kl_summary(subset_kl(net, family, theta_star, theta_s, jnp.asarray(subsets), kl_obs)),
+        "step_size": config.surrogate.step_size,
+    }
+    if "finetune" in truth_info:  # how far real fine-tuning moves the policy, on the same states
+        kl = subset_kl(net, family, theta_star, truth_info["finetune"]["params"], jnp.asarray(subsets), kl_obs)
+        truths["finetune"]["kl"] = _kl_summary(kl)
 
     s, d = subsets.shape[0], config.features.dim
     est_wall = sum(t_est.values())
-    ft_wall = tinfo["train_s"] + tinfo["evaluate_s"]
     if is_host(family):  # the host simulator's work is outside JAX: FLOPs are not comparable
         f_feat = f_solve = f_eval = FlopCount(None, 0, None, 0.0)
-        est_flops = ft_flops = trips = xla_feat = None
+        est_flops = trips = xla_feat = None
     else:
         say("count FLOPs")
         masks = jnp.asarray(subsets)
@@ -402,45 +622,54 @@ def validate(
             lambda f, m: _solve(f, m, cfg=config.surrogate, kmax=kmax, devices=None), feats, masks, while_trips=trips
         )
         f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
-            lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax),
+            lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax)[0],
             jax.ShapeDtypeStruct((s, d), jnp.float32),
             jax.ShapeDtypeStruct((s,), jnp.float32),
             masks,
         )
         est_flops = f_feat.flops + f_solve.flops + f_eval.flops
-        ft_flops = tinfo["flops_train"] + tinfo["flops_evaluate"]
         xla_feat = xla_flops(_features.lower(config.ppo, config.features, family, theta_star, k_feat).compile())
+    estimation = {
+        "includes": f"gradient features at theta* (rollouts, per-sample gradients, projection to d={d}), "
+        f"{s} surrogate solves, {config.evaluator} evaluation",
+        "wall_s": est_wall,
+        "wall_s_per_stage": t_est,
+        "compile_s": sum(est.timings.values()) - est_wall,
+        "flops": est_flops,
+        "flops_per_stage": {"features": f_feat.flops, "solve": f_solve.flops, "evaluate": f_eval.flops},
+        "linesearch_trips_per_iteration": trips,
+        "solve_flops_inside_linesearch": f_solve.while_flops,
+        "xla_cost_analysis_flops_features": xla_feat,
+    }
+    by_truth = {}
+    for kind, info in truth_info.items():
+        ref_flops = None if info["flops_train"] is None else info["flops_train"] + info["flops_evaluate"]
+        ref_wall = info["train_s"] + info["evaluate_s"]
+        what = "fine-tuning from theta*" if kind == "finetune" else "training from scratch"
+        by_truth[kind] = {
+            "wall": ref_wall / est_wall,
+            "flops": None if est_flops is None or ref_flops is None else ref_flops / est_flops,
+            "reference": {
+                "includes": f"PPO {what} on {s} subsets ({int(info['env_steps_per_subset'].max())} env steps "
+                "per subset at most), rollout evaluation of each policy on its subset's tasks",
+                "wall_s": ref_wall,
+                "compile_s": info["compile_s"],
+                "flops": ref_flops,
+                "flops_per_stage": {"train": info["flops_train"], "evaluate": info["flops_evaluate"]},
+                "xla_cost_analysis_flops_train": info["xla_flops_train"],
+            },
+        }
+    primary = vconfig.kinds[0]
     speedup = {
-        "wall": ft_wall / est_wall,
-        "flops": None if est_flops is None else ft_flops / est_flops,
-        "estimation": {
-            "includes": f"gradient features at theta* (rollouts, per-sample gradients, projection to d={d}), "
-            f"{s} surrogate solves, {config.evaluator} evaluation",
-            "wall_s": est_wall,
-            "wall_s_per_stage": t_est,
-            "compile_s": sum(t_first.values()) - est_wall,
-            "flops": est_flops,
-            "flops_per_stage": {"features": f_feat.flops, "solve": f_solve.flops, "evaluate": f_eval.flops},
-            "linesearch_trips_per_iteration": trips,
-            "solve_flops_inside_linesearch": f_solve.while_flops,
-            "xla_cost_analysis_flops_features": xla_feat,
-        },
-        "finetune": {
-            "includes": f"PPO fine-tuning from theta* on {s} subsets ({finetune_steps} env steps each), "
-            "rollout evaluation of each fine-tuned policy on its subset's tasks",
-            "wall_s": ft_wall,
-            "compile_s": tinfo["compile_s"],
-            "flops": ft_flops,
-            "flops_per_stage": {"train": tinfo["flops_train"], "evaluate": tinfo["flops_evaluate"]},
-            "xla_cost_analysis_flops_train": tinfo["xla_flops_train"],
-        },
+        "against": primary,
+        "wall": by_truth[primary]["wall"],
+        "flops": by_truth[primary]["flops"],
+        "estimation": estimation,
+        "by_truth": by_truth,
         "flops_method": "jaxpr count (pgx_jax.flops): loops times their trip counts; XLA's cost analysis "
         "(given for reference) counts each loop body once",
     }
-
-    say("first-order check")
-    approx = _first_order_check(config, vconfig, family, theta_star, feats, betas, jax.random.fold_in(key, 4))
-
+    configs = {kind: info["config"].to_dict() for kind, info in truth_info.items()}
     return {
         "family": family.name,
         "tasks": list(family.task_names),
@@ -448,23 +677,13 @@ def validate(
         "subsets": int(s),
         "subset_masks": subsets.astype(int),
         "approx_error": approx,
-        "truth": {
-            "evaluator": config.evaluator,
-            "spearman": main["spearman"],
-            "spearman_within_task": main["spearman_within_task"],
-            "mean_rel_error": main["mean_rel_error"],
-            "nmi": main["nmi"],
-            "k": main["k"],
-            "finetune_env_steps_per_subset": finetune_steps,
-            "true_scores": true,
-            "true_affinity": u_true,
-            "replicates": replicate_agreement,
-            "by_evaluator": by_evaluator,
-        },
+        "estimate": estimate_report,
+        "truth": truths[primary],
+        "truths": truths,
         "speedup": speedup,
         "timings": timings,
         "config": config.to_dict(),
-        "finetune_config": finetune.to_dict(),
+        "truth_configs": configs,
         "validate_config": dataclasses.asdict(vconfig),
         "theta_star": theta_star,
     }

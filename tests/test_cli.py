@@ -28,6 +28,7 @@ def test_train_smoke_writes_results(tmp_path, reacher, capsys):
         (["train", "--family", "walker"], "unknown family 'walker'"),
         (["train", "--budget", "huge"], "unknown budget 'huge'"),
         (["train", "--episodes", "0"], "--episodes must be >= 1"),
+        (["train", "--conditioning", "goal"], "--conditioning: unknown conditioning 'goal'"),
     ],
 )
 def test_bad_arguments_fail_before_training(argv, message, capsys, tmp_path):

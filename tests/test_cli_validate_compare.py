@@ -24,29 +24,43 @@ def four_goals(tmp_path_factory):
 def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     out = tmp_path / "v"
     argv = ["validate", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--out", str(out)]
-    assert main(argv + ["--replicates", "2", "--no-progress"]) == 0
+    assert main(argv + ["--replicates", "2", "--truth", "both", "--no-progress"]) == 0
     v = json.loads((out / "validation.json").read_text())
     assert set(v["approx_error"]) == {"0.001", "0.005", "0.01", "0.05"}
-    errs = [v["approx_error"][r]["random"] for r in ("0.001", "0.005", "0.01", "0.05")]
-    assert all(0 <= a < b for a, b in zip(errs, errs[1:], strict=False)), errs  # shrinks with the step
-    truth = v["truth"]
-    for key in ("spearman", "spearman_within_task", "mean_rel_error", "nmi", "true_scores", "true_affinity"):
-        assert key in truth
-    assert set(truth["by_evaluator"]) == {"rollout", "loss"}
+    for kind in ("random", "random_vs_logp"):
+        errs = [v["approx_error"][r][kind] for r in ("0.001", "0.005", "0.01", "0.05")]
+        assert all(0 <= a < b for a, b in zip(errs, errs[1:], strict=False)), errs  # shrinks with the step
+    kl = v["estimate"]["kl"]
+    assert len(kl["per_subset"]) == v["subsets"] and 0 < kl["min"] <= kl["mean"] <= kl["max"]
+    assert v["estimate"]["rollout_scores_se"]["mean"] >= 0
+    assert list(v["truths"]) == ["full", "finetune"] and v["truth"]["kind"] == "full"
     masks = np.array(v["subset_masks"], bool)
-    true = np.array(truth["true_scores"], dtype=float)
-    assert np.all(np.isfinite(true[masks])) and np.all(np.isnan(true[~masks]))
-    groups = truth["by_evaluator"]["rollout"]["true_groups"]
-    assert sorted(i for g in groups for i in g) == [0, 1, 2, 3] and len(groups) == 2
+    for kind, truth in v["truths"].items():
+        for key in ("spearman", "spearman_within_task", "mean_rel_error", "nmi", "true_scores", "true_affinity"):
+            assert key in truth
+        assert set(truth["by_evaluator"]) == {"rollout", "loss"}
+        true = np.array(truth["true_scores"], dtype=float)
+        assert np.all(np.isfinite(true[masks])) and np.all(np.isnan(true[~masks]))
+        groups = truth["by_evaluator"]["rollout"]["true_groups"]
+        assert sorted(i for g in groups for i in g) == [0, 1, 2, 3] and len(groups) == 2
+        assert min(truth["env_steps_per_subset"]) > 0
+        (rep,) = truth["replicates"]  # the second training of every subset, against the first
+        assert 0 <= rep["nmi"] <= 1 and -1 <= rep["spearman_within_task"] <= 1
+        assert truth["self_agreement"]["nmi"] == rep["nmi"]
+        sp = v["speedup"]["by_truth"][kind]
+        assert sp["reference"]["flops"] > 0 and sp["flops"] > 0 and sp["wall"] > 0
+        for png in (f"truth_scatter_{kind}.png", f"affinity_true_{kind}.png"):
+            assert (out / png).stat().st_size > 1000
+    # full training gives every task of a subset the per-task budget of any group
+    full, ft = v["truths"]["full"], v["truths"]["finetune"]
+    assert len(set(full["env_steps_per_task"])) == 1 and len(set(ft["env_steps_per_subset"])) == 1
+    assert "kl" in ft and "kl" not in full
     sp = v["speedup"]
-    assert sp["estimation"]["flops"] > 0 and sp["finetune"]["flops"] > 0 and sp["flops"] > 0 and sp["wall"] > 0
-    assert sp["estimation"]["linesearch_trips_per_iteration"] >= 1
-    assert truth["finetune_env_steps_per_subset"] > 0
-    (rep,) = truth["replicates"]  # the second fine-tuning of every subset, against the first
-    assert 0 <= rep["nmi"] <= 1 and -1 <= rep["spearman_within_task"] <= 1
-    for png in ("approx_error.png", "truth_scatter.png", "affinity_estimated.png", "affinity_true.png"):
+    assert sp["against"] == "full" and sp["flops"] == sp["by_truth"]["full"]["flops"]
+    assert sp["estimation"]["flops"] > 0 and sp["estimation"]["linesearch_trips_per_iteration"] >= 1
+    for png in ("approx_error.png", "affinity_estimated.png"):
         assert (out / png).stat().st_size > 1000
-    assert "speedup in FLOPs" in capsys.readouterr().out
+    assert "[full] speedup in FLOPs" in capsys.readouterr().out
 
 
 def test_compare_smoke_uses_equal_budgets(tmp_path, four_goals):
@@ -75,6 +89,10 @@ def test_compare_smoke_uses_equal_budgets(tmp_path, four_goals):
         (["compare", "--groupings", "multitask,oracle"], "unknown ['oracle']"),
         (["compare", "--seeds", "0"], "--seeds must be >= 1"),
         (["compare", "--evaluator", "magic"], "unknown evaluator 'magic'"),
+        (["validate", "--truth", "oracle"], "unknown truth 'oracle'"),
+        (["compare", "--truth", "oracle"], "unknown truth 'oracle'"),
+        (["validate", "--conditioning", "task"], "--conditioning: unknown conditioning 'task'"),
+        (["run", "--eval-episodes", "0"], "--eval-episodes must be >= 1"),
     ],
 )
 def test_bad_validate_and_compare_arguments_fail_first(argv, message, capsys, tmp_path):

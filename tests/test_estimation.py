@@ -95,7 +95,7 @@ def test_body_parameter_set_drops_log_std_and_task_id_rows():
 
 def test_step_size_rescales_the_update():
     feats = _toy_features(jax.random.PRNGKey(2))
-    cfg = SurrogateConfig(step_size=0.01, param_block=16)
+    cfg = SurrogateConfig(step_size=0.01)
     beta = surrogate.solve(feats, jnp.ones(4, bool), cfg)
     delta, _ = surrogate.update_direction(feats, beta, cfg)
     assert float(jnp.linalg.norm(delta) / jnp.linalg.norm(feats.theta)) == pytest.approx(0.01, rel=1e-4)

@@ -8,8 +8,9 @@ from pgx_jax.networks import init_agent
 
 
 def test_first_order_error_shrinks_with_the_perturbation(reacher):
-    """The first-order estimate of log pi is exact up to second order: its error must fall
-    quadratically as the step shrinks, along random directions."""
+    """The first-order estimate of log pi is exact up to second order: its remainder falls
+    quadratically as the step shrinks, along random directions, so relative to the change the
+    step makes (first order) it falls in proportion to the step."""
     net = NetworkConfig(depth=2, width=32)
     params = init_agent(net, reacher.obs_size, reacher.action_size, jax.random.PRNGKey(0))
     theta, _ = flat_actor(params)
@@ -21,13 +22,16 @@ def test_first_order_error_shrinks_with_the_perturbation(reacher):
     sizes = (0.001, 0.01, 0.05)
     for k in range(2):
         direction = jax.random.normal(jax.random.PRNGKey(10 + k), theta.shape)
-        err = np.asarray(validate.approximation_error(net, reacher, params, obs, act, direction, sizes))
+        rel, err = np.asarray(validate.approximation_error(net, reacher, params, obs, act, direction, sizes))
         assert np.all(np.isfinite(err)) and np.all(err >= 0)
         assert err[0] < err[1] < err[2], err
         assert err[0] < 1e-3
         # the remainder is second order: a 10x larger step gives about 100x the error. A wrong
         # linear term (e.g. none at all) leaves a first-order remainder, only about 10x.
         assert err[1] / err[0] > 30, err
+        # relative to the change: about 10x for a 10x step (a missing linear term: about 1 always)
+        assert rel[0] < rel[1] < rel[2] and rel[0] < 0.05, rel
+        assert 5 < rel[1] / rel[0] < 20, rel
 
 
 def _feature_cfg():
@@ -97,6 +101,8 @@ def test_validate_config_rejects_bad_values():
         validate.ValidateConfig(replicates=0)
     with pytest.raises(ValueError, match="directions"):
         validate.ValidateConfig(directions=0)
+    with pytest.raises(ValueError, match="unknown truth 'oracle'"):
+        validate.ValidateConfig(truth="oracle")
 
 
 def test_compare_flags_tasks_whose_normalisation_blows_up():
