@@ -21,6 +21,8 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results", "measurement")
 CLUSTERS = os.path.join(HERE, "cheetah_vel_clusters.json")
@@ -51,6 +53,13 @@ def run_case(name: str) -> int:
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
 
 
+def _spread(scores, masks) -> float:
+    """Mean over tasks of the std of f(S, i) over the subsets S holding i: the signal an
+    estimate must rank, to set beside the standard error of one f."""
+    f = np.array(scores, dtype=float)
+    return float(np.mean([np.std(f[masks[:, i], i]) for i in range(masks.shape[1]) if masks[:, i].sum() > 1]))
+
+
 def _f(x, digits=3):
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -68,6 +77,7 @@ def table() -> str:
         "approx err 1% (of log pi)",
         "KL estimate / KL fine-tune",
         "SE of f: estimate / truth",
+        "within-task std of f over subsets: estimate / truth",
     ]
     rows, versions = [], None
     for name in sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []:
@@ -80,6 +90,7 @@ def table() -> str:
         a = v["approx_error"]
         approx = " / ".join(f"{100 * a[r]['surrogate']:.2f}%" for r in ("0.001", "0.005", "0.01", "0.05"))
         est = v["estimate"]
+        masks = np.array(v["subset_masks"], bool)
         for kind, t in v["truths"].items():
             sa = t["self_agreement"]
             ev = t["by_evaluator"]
@@ -98,6 +109,7 @@ def table() -> str:
                     f"{100 * a['0.01']['surrogate_vs_logp']:.3f}%",
                     f"{est['kl']['mean']:.2g} / {'-' if kl_ft is None else f'{kl_ft:.2g}'}",
                     f"{est['rollout_scores_se']['mean']:.2f} / {t['true_scores_se']['mean']:.2f}",
+                    f"{_spread(ev['rollout']['estimated_scores'], masks):.3g} / {_spread(t['true_scores'], masks):.3g}",
                 ]
             )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

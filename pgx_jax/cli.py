@@ -491,7 +491,15 @@ def _cmd_validate(args) -> int:
     try:
         if theta is None:
             theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar)
-        report = validate(family, config, key, vconfig=vconfig, theta_star=theta, progress=progress)
+        report = validate(
+            family,
+            config,
+            key,
+            vconfig=vconfig,
+            theta_star=theta,
+            progress=progress,
+            meta_train_s=timings.get("meta_train"),
+        )
     except (ValueError, FloatingPointError) as e:
         return _fail(str(e))
     finally:

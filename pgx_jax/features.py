@@ -108,7 +108,7 @@ class Features:
     theta: jax.Array
     param_mask: jax.Array
     key: PRNGKey
-    param_block: int = struct.field(pytree_node=False, default=16384)
+    param_block: int = struct.field(pytree_node=False)
 
     def delta(self, beta: jax.Array) -> jax.Array:
         """The parameter update ``mask * (P beta)``: beta [D] -> float32 [P], with the P that
@@ -158,25 +158,27 @@ def flat_actor(params: AgentParams):
     return ravel_pytree(params.actor)
 
 
-def param_mask(params: AgentParams, n_tasks: int, which: str = "body") -> jax.Array:
+def param_mask(params: AgentParams, n_tasks: int, which: str = "body", conditioning: str = "task_id") -> jax.Array:
     """float32 [P] over the flattened actor parameters: 1 where ``which`` includes the parameter.
 
     ``"body"`` drops the log std and the first-layer kernel rows fed by the task one-hot (the
-    last ``n_tasks`` inputs); ``"all"`` keeps everything.
+    last ``n_tasks`` inputs); ``"all"`` keeps everything. With ``conditioning="none"`` the
+    one-hot rows are dropped either way: they are fed zeros, so a step along them would change
+    nothing and only shrink the useful part of a step of fixed size.
     """
     if which not in PARAM_SETS:
         raise ValueError(f"unknown parameter set {which!r}; known: {list(PARAM_SETS)}")
     ones = jax.tree.map(jnp.ones_like, params.actor)
+    inner = dict(ones["params"])
     if which == "body":
-        inner = dict(ones["params"])
         inner["log_std"] = jnp.zeros_like(inner["log_std"])
+    if which == "body" or conditioning == "none":
         mlp = dict(inner["MLP_0"])
         first = dict(mlp["Dense_0"])
         first["kernel"] = first["kernel"].at[-n_tasks:].set(0.0)
         mlp["Dense_0"] = first
         inner["MLP_0"] = mlp
-        ones = {**ones, "params": inner}
-    return ravel_pytree(ones)[0]
+    return ravel_pytree({**ones, "params": inner})[0]
 
 
 def with_actor(params: AgentParams, theta: jax.Array) -> AgentParams:
@@ -204,7 +206,8 @@ def collect(ppo: PPOConfig, cfg: FeatureConfig, family: TaskFamily, params: Agen
     and GAE lambda the critic learned under, so the advantages match the critic's values.
 
     Returns:
-        dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K] with
+        dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K] and ``valid``
+        [N, K] (0 for the frozen steps after a termination; their advantage is 0) with
         K = transitions + holdout: per task, the first ``transitions`` are a random sample of the
         training episodes' steps and the last ``holdout`` one of the held-out episodes' steps
         (:meth:`FeatureConfig.episode_split`), so held-out transitions share no episode with
@@ -240,7 +243,12 @@ def process_trajectory(ppo: PPOConfig, cfg: FeatureConfig, family, params: Agent
         x = jnp.swapaxes(x, 0, 1).reshape((n, episodes * L) + x.shape[2:])
         return x
 
-    data = {"obs": per_task(traj.obs), "action": per_task(traj.action), "advantage": per_task(adv)}
+    data = {
+        "obs": per_task(traj.obs),
+        "action": per_task(traj.action),
+        "advantage": per_task(adv),
+        "valid": per_task(traj.valid),
+    }
     k_train, k_hold = jax.random.split(k_perm)
     cut = train_eps * L  # steps of the training episodes come first
 
@@ -270,7 +278,7 @@ def gradient_features(
 def featurize(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, data, k_proj: PRNGKey) -> Features:
     """The projection half of :func:`gradient_features`, given :func:`collect`'s ``data``."""
     theta, _ = flat_actor(params)
-    mask = param_mask(params, family.n_tasks, cfg.params)
+    mask = param_mask(params, family.n_tasks, cfg.params, ppo.network.conditioning)
     logp = log_prob_fn(ppo.network, family, params)
     grad_one = jax.grad(logp)
     n, k = data["advantage"].shape

@@ -162,6 +162,38 @@ def test_evaluate_policies_common_random_numbers(cartpole):
     assert not np.array_equal(out[0], out[2])
 
 
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_host_evaluation_is_keyed_by_task_not_slot(cartpole, deterministic):
+    """Tasks 1 and 2 evaluated beside other tasks and at other positions, and under another
+    policy's batch: the same returns (each env seeded, and its action noise drawn, by its task and
+    episode). Seeded by position, as before issue 12, task 1 at slot 1 and at slot 0 differ."""
+    net = NetworkConfig()
+    params = ppo.networks.init_agent(net, cartpole.obs_size, 1, jax.random.PRNGKey(0))
+    stacked = jax.tree.map(lambda x: jnp.stack([x] * 3), params)
+    ids = np.array([[0, 1, 2], [1, 2, 3], [2, 7, 1]])
+    key = jax.random.PRNGKey(4)
+    out = host.evaluate_policies(stacked, cartpole, ids, key, 3, network=net, deterministic=deterministic)
+    ret = out["return"]
+    np.testing.assert_array_equal([ret[0, 1], ret[1, 0], ret[2, 2]], ret[0, 1])
+    np.testing.assert_array_equal([ret[0, 2], ret[1, 1], ret[2, 0]], ret[0, 2])
+    assert out["return_se"].shape == (3, 3) and np.all(out["return_se"] >= 0)
+    # one policy on its own, on task 1 alone: the same episodes again
+    alone = host.evaluate_policies(
+        jax.tree.map(lambda x: x[:1], stacked),
+        cartpole,
+        np.array([[1]]),
+        key,
+        3,
+        network=net,
+        deterministic=deterministic,
+    )["return"]
+    assert alone[0, 0] == ret[0, 1]
+    # the episodes of a task are distinct draws: returns vary over start states for a random policy
+    rand = host.evaluate_policies(None, cartpole, np.array([[0, 0], [0, 0]]), key, 8, network=net)
+    np.testing.assert_array_equal(rand["return"][0], rand["return"][1])
+    assert rand["return_se"][0, 0] > 0
+
+
 def test_missing_extra_names_the_pip_install(monkeypatch):
     import importlib
 

@@ -18,7 +18,7 @@ def _toy_features(key, n=4, m=200, d=8):
     y = jnp.where(jax.random.uniform(k3, (n, m)) < jax.nn.sigmoid(logits), 1.0, -1.0)
     w = jax.random.uniform(k3, (n, m), minval=0.1, maxval=2.0)
     theta = jnp.ones(50)
-    return Features(x, y, w, x[:, :50], y[:, :50], w[:, :50], theta, jnp.ones(50), jax.random.PRNGKey(7))
+    return Features(x, y, w, x[:, :50], y[:, :50], w[:, :50], theta, jnp.ones(50), jax.random.PRNGKey(7), 16)
 
 
 def test_solve_matches_sklearn_weighted_logistic_regression():

@@ -94,16 +94,26 @@ def test_episodes_are_independent_replicates_with_a_standard_error(family, param
 
 
 def test_a_policy_without_conditioning_ignores_the_task_id(family):
+    """With conditioning none, the action distribution (as acted, and as differentiated for the
+    features), the value and the features' parameter mask ignore the one-hot task id; with the
+    id they do not (the control)."""
+    env_obs = jnp.array([0.3, -0.2])
+    obs = jnp.stack([jnp.concatenate([env_obs, jax.nn.one_hot(t, 4)]) for t in range(4)])
+    action = jnp.array([0.1])
     for conditioning, ignores in (("none", True), ("task_id", False)):
         net = NetworkConfig(depth=1, width=16, conditioning=conditioning)
         p = networks.init_agent(net, family.obs_size, family.action_size, jax.random.PRNGKey(1))
         p = p.replace(actor=jax.tree.map(lambda x: x * 30.0, p.actor))  # make the id rows matter
-        env_obs = jnp.array([0.3, -0.2])
-        obs = jnp.stack([jnp.concatenate([env_obs, jax.nn.one_hot(t, 4)]) for t in range(4)])
-        mean, log_std = networks.policy_apply(net, 1, p.actor, networks.net_input(net, p.normalizer, obs, 4))
+        act = networks.make_act(net, 1, 4, p, deterministic=True)
+        mean, _ = act(obs, jax.random.PRNGKey(0))
+        theta, _ = features.flat_actor(p)
+        logp = jax.vmap(features.log_prob_fn(net, family, p), in_axes=(None, 0, None))(theta, obs, action)
         value = networks.value_apply(net, p.critic, networks.net_input(net, p.normalizer, obs, 4))
-        same = np.allclose(mean, mean[0]) and np.allclose(log_std, log_std[0]) and np.allclose(value, value[0])
-        assert same == ignores, conditioning
+        same = [np.allclose(x, x[0], rtol=1e-6, atol=1e-7) for x in (mean, logp, value)]
+        assert same == [ignores] * 3, (conditioning, same)
+        mask = features.param_mask(p, 4, "all", conditioning)
+        first = features.flat_actor(p)[1](mask)["params"]["MLP_0"]["Dense_0"]["kernel"]
+        assert float(first[-4:].sum()) == (0.0 if ignores else first[-4:].size)
     with pytest.raises(ValueError, match="unknown conditioning 'task'"):
         NetworkConfig(conditioning="task")
 
@@ -184,19 +194,26 @@ def test_first_order_error_is_relative_to_the_change():
 
 
 def test_projection_block_has_one_source(family, params):
-    """Features carry the block size the projection used; mapping a solution back cannot take
-    another: g . delta(beta) == (g P) . beta for any g, with a block that does not divide P."""
-    assert list(inspect.signature(Features.delta).parameters) == ["self", "beta"]
+    """Features carry the block size their projection used, and mapping a solution back cannot
+    take another: for a real transition, x_t . beta == (mask * grad log pi_t) . delta(beta),
+    with a block that does not divide the parameter count."""
+    import dataclasses
+
     from pgx_jax.surrogate import SurrogateConfig
 
-    assert "param_block" not in {f.name for f in __import__("dataclasses").fields(SurrogateConfig)}
+    assert list(inspect.signature(Features.delta).parameters) == ["self", "beta"]
+    assert "param_block" not in {f.name for f in dataclasses.fields(SurrogateConfig)}
+    ppo_cfg, key = _tiny(), jax.random.PRNGKey(4)
     cfg = FeatureConfig(dim=8, transitions=10, holdout=0, param_block=7)
-    feats = features.gradient_features(_tiny(), cfg, family, params, jax.random.PRNGKey(4))
+    feats = features.gradient_features(ppo_cfg, cfg, family, params, key)
     assert feats.param_block == 7
-    g = jax.random.normal(jax.random.PRNGKey(5), (3, feats.theta.shape[0])) * feats.param_mask
+    k_collect, _ = jax.random.split(key)  # as gradient_features splits it
+    data = features.collect(ppo_cfg, cfg, family, params, k_collect)
+    grad = jax.grad(features.log_prob_fn(NET, family, params))
     beta = jax.random.normal(jax.random.PRNGKey(6), (8,))
-    projected = features.project(g, feats.key, 8, feats.param_block)
-    np.testing.assert_allclose(np.asarray(g @ feats.delta(beta)), np.asarray(projected @ beta), rtol=1e-4)
+    for task, t in ((0, 0), (3, 9)):
+        g = grad(feats.theta, data["obs"][task, t], data["action"][task, t]) * feats.param_mask
+        np.testing.assert_allclose(float(feats.x[task, t] @ beta), float(g @ feats.delta(beta)), rtol=1e-4, atol=1e-6)
 
 
 def test_held_out_transitions_come_from_their_own_episodes(family, params):
