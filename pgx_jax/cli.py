@@ -132,9 +132,8 @@ def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True) 
     p.add_argument(
         "--evaluator",
         default="rollout",
-        help="f(S, i): 'rollout' (default; returns of theta_S on each task of S; it tracks real fine-tuning, "
-        "see benchmarks/RESULTS.md) or 'loss' (held-out surrogate loss; no rollouts, cheaper, but it did not "
-        "track real fine-tuning on reacher-goals)",
+        help="f(S, i): 'rollout' (default; returns of theta_S on each task of S) or 'loss' (held-out surrogate "
+        "loss; no rollouts, cheaper). Neither tracks the truth well yet; see benchmarks/RESULTS.md, issue 12",
     )
     p.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
     p.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")

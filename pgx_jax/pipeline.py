@@ -38,9 +38,12 @@ class PipelineConfig:
     Attributes:
         ppo: meta-training and group training (groups get the same per-task env steps).
         features, surrogate, affinity: the estimation stages.
-        evaluator: ``"rollout"`` (returns of theta_S; the default, because its f(S, i) track real
-            fine-tuning: within-task Spearman 0.32-0.37 on reacher-goals against -0.13 to 0.00
-            for ``"loss"``, benchmarks/RESULTS.md) or ``"loss"`` (held-out surrogate loss).
+        evaluator: ``"rollout"`` (returns of theta_S; the default) or ``"loss"`` (held-out
+            surrogate loss). The evidence that made ``rollout`` the default (issue 4) was measured
+            with slot-keyed evaluation and is superseded; re-measured on pendulum-physics against
+            the full truth, ``loss`` ranked better (within-task Spearman 0.21 vs -0.08, NMI 0.63
+            vs 0.27; benchmarks/RESULTS.md, issue 12). The default is re-chosen with the
+            estimator's sweep (issue 13).
         groups: number of groups k, or ``"auto"``.
         cluster_method: ``"sdp"`` or ``"spectral"``.
         eval_episodes: episodes per task for rollout scores, the truths and final evaluation
