@@ -272,11 +272,6 @@ def subset_stats(
     return {name: jnp.full(n, jnp.nan).at[where].set(stats[name], mode="drop") for name in ("return", "return_se")}
 
 
-def subset_returns(params, family, mask, key, **kwargs) -> jax.Array:
-    """float32 [N]: the mean returns of :func:`subset_stats` (same arguments); NaN outside the mask."""
-    return subset_stats(params, family, mask, key, **kwargs)["return"]
-
-
 @functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "kmax", "batch"))
 def _subset_eval(params, masks, key, *, net, family, episodes, kmax, batch):
     def one(args):

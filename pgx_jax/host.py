@@ -226,11 +226,14 @@ def act_stacked(params: AgentParams, obs, key, *, net, action_size, n_tasks, det
     keys = jax.random.split(key, obs.shape[0])
     if params is None:
         return jax.vmap(_random_act(action_size))(obs, keys)
+    return jax.vmap(lambda p, o, k: _policy_act(p, net, action_size, n_tasks, deterministic)(o, k))(params, obs, keys)
 
-    def one(p, o, k):
-        return networks.make_act(net, action_size, n_tasks, p, deterministic=deterministic)(o, k)
 
-    return jax.vmap(one)(params, obs, keys)
+def _policy_act(params, net, action_size: int, n_tasks: int, deterministic: bool):
+    """The act function of one policy's params, or of the uniform random policy for None."""
+    if params is None:
+        return _random_act(action_size)
+    return networks.make_act(net, action_size, n_tasks, params, deterministic=deterministic)
 
 
 def unroll(batch: EnvBatch, act: Callable, key: PRNGKey, length: int, shape: tuple[int, int]) -> Transition:
@@ -424,10 +427,7 @@ def _act_per_policy_tasks(params, obs, key, *, task_ids, episodes, net, action_s
     from pgx_jax.evaluate import episode_ids, keyed_act
 
     def one(p, o, tasks):
-        if p is None:
-            act = _random_act(action_size)
-        else:
-            act = networks.make_act(net, action_size, n_tasks, p, deterministic=deterministic)
+        act = _policy_act(p, net, action_size, n_tasks, deterministic)
         return keyed_act(act, *episode_ids(tasks, episodes))(o, key)
 
     if params is None:
