@@ -132,8 +132,34 @@ def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True) 
     p.add_argument(
         "--evaluator",
         default="rollout",
-        help="f(S, i): 'rollout' (default; returns of theta_S on each task of S) or 'loss' (held-out surrogate "
-        "loss; no rollouts, cheaper). Neither tracks the truth well yet; see benchmarks/RESULTS.md, issue 12",
+        help="f(S, i): 'rollout' (default; returns of theta_S on each task of S), 'loss' (held-out surrogate "
+        "loss) or 'gain' (first-order improvement of task i's held-out surrogate objective under the step); the "
+        "last two need no rollouts. See benchmarks/RESULTS.md for how each tracks the truth",
+    )
+    p.add_argument(
+        "--solver",
+        default=None,
+        help="surrogate solve: 'newton' (default; closed form from per-task statistics, exact Newton steps "
+        "where it has not converged) or 'lbfgs'",
+    )
+    p.add_argument(
+        "--rho",
+        type=float,
+        default=None,
+        help="L2 penalty relative to the data Hessian's mean eigenvalue: lambda_S = rho tr(G_S) / d",
+    )
+    p.add_argument(
+        "--step",
+        default=None,
+        help="step size mode: 'relative' (default; --step-size is ||theta_S - theta*|| / ||theta*||) or 'kl' "
+        "(--step-size is the mean KL(pi_theta* || pi_theta_S) in nats over the subset's states)",
+    )
+    p.add_argument("--step-size", type=float, default=None, help="see --step (default 0.01 either way)")
+    p.add_argument(
+        "--params",
+        default=None,
+        help="actor parameters the gradients and steps cover: 'all' (default), 'mean' (the mean network, no log "
+        "std) or 'body' (also without the task-id rows)",
     )
     p.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
     p.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")
@@ -327,6 +353,12 @@ def _build_run(args):
         config = dataclasses.replace(config, eval_episodes=args.eval_episodes)
     if args.dim is not None:
         config = dataclasses.replace(config, features=dataclasses.replace(config.features, dim=args.dim))
+    if args.params is not None:
+        config = dataclasses.replace(config, features=dataclasses.replace(config.features, params=args.params))
+    solve = {"solver": args.solver, "rho": args.rho, "step": args.step, "step_size": args.step_size}
+    solve = {name: v for name, v in solve.items() if v is not None}
+    if solve:  # SurrogateConfig names the bad value and what is allowed
+        config = dataclasses.replace(config, surrogate=dataclasses.replace(config.surrogate, **solve))
     config.check_for(family)
     return family, config
 
@@ -436,6 +468,8 @@ def _cmd_run(args) -> int:
             "subset_masks": result.subsets.astype(int),
             "estimates": result.estimates,
             "timings": timings,
+            "flops": result.flops,
+            "solve": result.solve_info,
             "config": config.to_dict(),
             "seed": args.seed,
             "versions": checkpoint.versions(),

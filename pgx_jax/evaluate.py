@@ -180,7 +180,7 @@ def random_policy_returns(family: TaskFamily, task_ids, key: PRNGKey, episodes: 
 # Subset evaluators f(S, i) (PolicyGradEx step 4)
 # ---------------------------------------------------------------------------------------------
 
-EVALUATORS = ("rollout", "loss")
+EVALUATORS = ("rollout", "loss", "gain")
 
 
 @jax.jit
@@ -205,6 +205,30 @@ def loss_scores(features, betas: jax.Array, masks) -> jax.Array:
     w = features.w_hold[None]
     loss = jnp.sum(w * jax.nn.softplus(-margins), -1) / jnp.maximum(jnp.sum(w, -1), 1e-12)
     return jnp.where(jnp.asarray(masks, bool), -loss, jnp.nan)
+
+
+@jax.jit
+def gain_scores(features, betas: jax.Array, scales: jax.Array, masks) -> jax.Array:
+    """Rollout-free f(S, i): the first-order improvement of task i's surrogate objective under
+    the step theta_S - theta* = c_S P beta_S, on its held-out transitions.
+
+    E[r_t A_t] ~= E[A_t] + E[A_t g_t^T (theta_S - theta*)], so the score is the mean over task i's
+    held-out transitions of A_t g~_t^T c_S beta_S (A_t = y_t w_t): the step's alignment with task
+    i's policy gradient, at the step's real size (unlike ``loss``, which mixes alignment with
+    ||beta||).
+
+    Args:
+        features: :class:`pgx_jax.features.Features`.
+        betas: float32 [S, D]; scales: float32 [S] (the step c_S).
+        masks: bool [S, N].
+
+    Returns:
+        float32 [S, N]; NaN where task i is not in subset S. Higher is better.
+    """
+    ag = jnp.einsum("nh,nhd->nd", features.y_hold * features.w_hold, features.x_hold)
+    ag = ag / jnp.maximum(features.x_hold.shape[1], 1)  # [N, D]: mean of A g~ per task
+    gain = jnp.einsum("nd,sd->sn", ag, betas * scales[:, None])
+    return jnp.where(jnp.asarray(masks, bool), gain, jnp.nan)
 
 
 def rollout_stats(

@@ -33,7 +33,7 @@ from pgx_jax.rollout import reset_envs, unroll
 from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey, PyTree
 
-PARAM_SETS = ("body", "all")
+PARAM_SETS = ("all", "mean", "body")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,9 +50,13 @@ class FeatureConfig:
             cover: ``"all"`` (default) every actor parameter, including the log std and the
             first-layer rows fed by the task one-hot; ``"body"`` every weight of the mean network
             except those task-id rows (the predecessors take only the main body's parameters).
-            On reacher-goals (one subset sample, k = 3) ``"all"`` separated the planted regions
-            better with the ``loss`` evaluator (intra-minus-inter affinity 0.28 vs 0.08 at the
-            demo theta*, 0.45 vs 0.37 at a 1M-step theta*).
+            ``"mean"`` the whole mean network (task-id rows included) without the log std: the
+            parameters the deterministic evaluation actually uses, so what is stepped is what is
+            scored. On reacher-goals (one subset sample, k = 3, slot-keyed evaluation: superseded)
+            ``"all"`` separated the planted regions better with the ``loss`` evaluator
+            (intra-minus-inter affinity 0.28 vs 0.08 at the demo theta*).
+        center_advantages: subtract each task's mean advantage (over its valid steps) before
+            taking signs and weights: E[A] g is pure noise in the policy gradient (E[g] = 0).
     """
 
     dim: int = 400
@@ -61,6 +65,7 @@ class FeatureConfig:
     sample_chunk: int = 1024
     param_block: int = 16384
     params: str = "all"
+    center_advantages: bool = False
 
     def __post_init__(self):
         if self.params not in PARAM_SETS:
@@ -97,6 +102,8 @@ class Features:
         param_block: rows of P generated at once (static): the block size the projection used,
             so mapping a solution back (:meth:`delta`) regenerates the same P. It lives here
             only: a second copy that disagreed would turn every update into a random direction.
+        valid: float32 [N, M], 1 for a real transition, 0 for a frozen step after a termination
+            (None: all real). Frozen steps carry no advantage; they must not enter the Fisher.
     """
 
     x: jax.Array
@@ -109,6 +116,7 @@ class Features:
     param_mask: jax.Array
     key: PRNGKey
     param_block: int = struct.field(pytree_node=False)
+    valid: jax.Array | None = None
 
     def delta(self, beta: jax.Array) -> jax.Array:
         """The parameter update ``mask * (P beta)``: beta [D] -> float32 [P], with the P that
@@ -162,15 +170,16 @@ def param_mask(params: AgentParams, n_tasks: int, which: str = "body", condition
     """float32 [P] over the flattened actor parameters: 1 where ``which`` includes the parameter.
 
     ``"body"`` drops the log std and the first-layer kernel rows fed by the task one-hot (the
-    last ``n_tasks`` inputs); ``"all"`` keeps everything. With ``conditioning="none"`` the
-    one-hot rows are dropped either way: they are fed zeros, so a step along them would change
-    nothing and only shrink the useful part of a step of fixed size.
+    last ``n_tasks`` inputs); ``"mean"`` drops the log std only; ``"all"`` keeps everything.
+    With ``conditioning="none"`` the one-hot rows are dropped either way: they are fed zeros, so
+    a step along them would change nothing and only shrink the useful part of a step of fixed
+    size.
     """
     if which not in PARAM_SETS:
         raise ValueError(f"unknown parameter set {which!r}; known: {list(PARAM_SETS)}")
     ones = jax.tree.map(jnp.ones_like, params.actor)
     inner = dict(ones["params"])
-    if which == "body":
+    if which in ("body", "mean"):
         inner["log_std"] = jnp.zeros_like(inner["log_std"])
     if which == "body" or conditioning == "none":
         mlp = dict(inner["MLP_0"])
@@ -236,6 +245,10 @@ def process_trajectory(ppo: PPOConfig, cfg: FeatureConfig, family, params: Agent
     rewards = traj.reward * ppo.reward_scale
     adv, _ = gae(rewards, values, bootstrap, traj.terminal, discount=ppo.discount, lam=ppo.gae_lambda)
     adv = adv * traj.valid  # steps after a termination carry no signal
+    if cfg.center_advantages:  # per task, over its valid steps
+        per = lambda x: jnp.swapaxes(x, 0, 1).reshape(n, -1)  # noqa: E731  [T, E] -> [N, episodes * T]
+        mean = per(adv).sum(1) / jnp.maximum(per(traj.valid).sum(1), 1.0)  # [N]
+        adv = (adv - jnp.repeat(mean, episodes)[None]) * traj.valid
 
     train_eps, _ = cfg.episode_split(L)
 
@@ -301,4 +314,7 @@ def featurize(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, d
     y = jnp.where(adv >= 0, 1.0, -1.0)
     w = jnp.abs(adv)
     m = cfg.transitions
-    return Features(x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, mask, k_proj, cfg.param_block)
+    valid = data["valid"][:, :m].astype(x.dtype)
+    return Features(
+        x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, mask, k_proj, cfg.param_block, valid
+    )

@@ -8,6 +8,7 @@ so that number says nothing about them. :func:`count_flops` walks the jaxpr inst
 - ``dot_general``: 2 x (batch) x (free lhs) x (free rhs) x (contracted) multiply-adds;
 - elementwise arithmetic and transcendental ops: one per output element;
 - reductions and cumulative ops: one per input element;
+- ``cholesky`` of [..., n, n]: n^3 / 3 per matrix; ``triangular_solve``: n^2 per right-hand side;
 - data movement (reshape, gather, slice, select, broadcast, ...) and random bits: zero;
 - ``scan`` bodies times their length; ``cond``: the most expensive branch; ``while`` bodies
   (data-dependent trip counts, e.g. a line search) times ``while_trips``, a number the caller
@@ -68,6 +69,10 @@ def _jaxpr_flops(jaxpr, while_trips: float) -> tuple[float, int, float]:
             total += _size(eqn.outvars[0].aval)
         elif name in _REDUCTIONS:
             total += _size(eqn.invars[0].aval)
+        elif name == "cholesky":
+            total += _size(eqn.invars[0].aval) * eqn.invars[0].aval.shape[-1] / 3
+        elif name == "triangular_solve":  # a [..., n, n], b [..., n, k] (or [..., k, n])
+            total += _size(eqn.invars[1].aval) * eqn.invars[0].aval.shape[-1]
         elif name == "scan":
             f, w, iw = _jaxpr_flops(p["jaxpr"], while_trips)
             total += p["length"] * f

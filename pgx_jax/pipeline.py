@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,11 +23,11 @@ from pgx_jax import cluster as cluster_mod
 from pgx_jax import host, ppo
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
-from pgx_jax.evaluate import EVALUATORS, loss_scores, policies_on_subsets_stats, rollout_stats
+from pgx_jax.evaluate import EVALUATORS, gain_scores, loss_scores, policies_on_subsets_stats, rollout_stats
 from pgx_jax.features import FeatureConfig, Features, gradient_features, with_actor
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams
-from pgx_jax.surrogate import SurrogateConfig, solve_subsets
+from pgx_jax.surrogate import Solutions, SurrogateConfig, TaskStats, solve_subsets, task_stats
 from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
 
@@ -134,6 +135,8 @@ class Result:
     group_params: AgentParams | None
     timings: dict[str, float]
     meta_metrics: dict | None = None
+    solve_info: dict | None = None  # the solve diagnostics (:func:`solve_summary`)
+    flops: dict | None = None  # FLOPs per stage (:func:`stage_flops`); None entries on host families
 
 
 def over_devices(fn: Callable, xs, devices: tuple | None = None):
@@ -163,9 +166,69 @@ def _features(ppo_config, cfg, family, params, key):
     return gradient_features(ppo_config, cfg, family, params, key)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices"))
-def _solve(feats, masks, *, cfg, kmax, devices):
-    return over_devices(lambda m: solve_subsets(feats, m, cfg, kmax), masks, devices)
+_stats = jax.jit(task_stats)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices", "refine"))
+def _solve(feats, stats, masks, *, cfg, kmax, devices, refine=0):
+    return over_devices(lambda m: solve_subsets(feats, m, cfg, kmax, stats, refine), masks, devices)
+
+
+def solve_all(
+    cfg: SurrogateConfig, feats: Features, masks, *, kmax: int, devices=None, stats: TaskStats | None = None
+) -> tuple[Solutions, dict]:
+    """Every subset's surrogate solve, refined where it has not converged, with diagnostics.
+
+    Pass 1 solves every subset (closed form for ``newton``; one compiled call). Pass 2 takes
+    ``cfg.refine`` exact Newton steps for just the subsets whose gradient-norm ratio exceeds
+    ``cfg.tol`` (padded to a multiple of ``cfg.subset_batch``). A solve still above ``tol`` is
+    named in a warning; a non-finite one raises.
+
+    Returns:
+        ``(Solutions [S] as numpy, summary dict)``: the summary holds per-subset ``kl``,
+        ``grad_ratio``, ``margin_rms``, ``margin_p95`` and ``refined`` and their mean / max.
+    """
+    devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
+    masks = np.asarray(masks, bool)
+    stats = _stats(feats) if stats is None else stats
+    sol = _solve(feats, stats, jnp.asarray(masks), cfg=cfg, kmax=kmax, devices=devices)
+    sol = Solutions(*(np.array(x) for x in sol))
+    refined = np.zeros(masks.shape[0], bool)
+    if cfg.solver == "newton" and cfg.refine:
+        bad = np.nonzero(~(sol.grad_ratio <= cfg.tol))[0]
+        if bad.size:
+            pad = (-bad.size) % cfg.subset_batch
+            rows = np.concatenate([bad, np.repeat(bad[:1], pad)])
+            rows = jnp.asarray(masks[rows])
+            again = _solve(feats, stats, rows, cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine)
+            for field, new in zip(sol, again, strict=True):
+                field[bad] = np.asarray(new)[: bad.size]
+            refined[bad] = True
+    if not (np.all(np.isfinite(sol.betas)) and np.all(np.isfinite(sol.scales))):
+        bad = np.nonzero(~np.all(np.isfinite(sol.betas), 1) | ~np.isfinite(sol.scales))[0]
+        raise FloatingPointError(f"non-finite surrogate solution for subsets {bad.tolist()}")
+    unconverged = np.nonzero(~(sol.grad_ratio <= cfg.tol))[0]
+    if unconverged.size:
+        shown = ", ".join(f"{i} ({sol.grad_ratio[i]:.3g})" for i in unconverged[:10])
+        more = "" if unconverged.size <= 10 else f" and {unconverged.size - 10} more"
+        warnings.warn(
+            f"{unconverged.size} of {masks.shape[0]} surrogate solves did not converge (gradient-norm ratio "
+            f"above tol {cfg.tol}): subsets {shown}{more}; raise rho, refine or iterations",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return sol, solve_summary(sol, refined, cfg)
+
+
+def solve_summary(sol: Solutions, refined: np.ndarray, cfg: SurrogateConfig) -> dict:
+    """The solve diagnostics of :func:`solve_all` as JSON-ready lists and summaries."""
+    out: dict[str, Any] = {"solver": cfg.solver, "rho": cfg.rho, "step": cfg.step, "step_size": cfg.step_size}
+    for name in ("kl", "grad_ratio", "margin_rms", "margin_p95"):
+        v = np.asarray(getattr(sol, name), float)
+        out[name] = {"mean": float(v.mean()), "max": float(v.max()), "min": float(v.min()), "per_subset": v.tolist()}
+    out["refined"] = int(refined.sum())
+    out["unconverged"] = int(np.sum(~(np.asarray(sol.grad_ratio) <= cfg.tol)))
+    return out
 
 
 @functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "batch", "kmax", "devices"))
@@ -197,10 +260,12 @@ def evaluate_subsets(
     """f(S, i) for every subset with ``config.evaluator`` (one compiled call).
 
     Returns ``(scores float32 [S, N], standard errors [S, N] or None)``: the ``rollout``
-    evaluator's standard error over the evaluation episodes; the ``loss`` evaluator has none.
+    evaluator's standard error over the evaluation episodes; ``loss`` and ``gain`` have none.
     Host-stepped families: theta_S for every subset in one compiled call, then host rollouts."""
     if config.evaluator == "loss":
         return loss_scores(feats, betas, masks), None
+    if config.evaluator == "gain":
+        return gain_scores(feats, betas, scales, masks), None
     if host.is_host(family):
         params = _subset_params(theta_star, feats, betas, scales)
         stats = policies_on_subsets_stats(
@@ -224,6 +289,50 @@ def evaluate_subsets(
     return stats["return"], stats["return_se"]
 
 
+def estimation_flops(
+    config: PipelineConfig, family, theta_star, feats: Features, masks, key, *, kmax: int, refined: int
+):
+    """FLOPs of each estimation stage (:mod:`pgx_jax.flops`, traced, not run): ``features``,
+    ``solve`` (statistics, every solve, and the ``refined`` subsets' Newton steps; L-BFGS's line
+    search at its measured trip count) and ``evaluate``. None for host-stepped families, whose
+    simulator works outside JAX."""
+    from pgx_jax.flops import count_flops
+    from pgx_jax.validate import linesearch_trips, solve_flops
+
+    if host.is_host(family):
+        return dict.fromkeys(("features", "solve", "evaluate", "linesearch_trips", "solve_in_linesearch"))
+    cfg = config.surrogate
+    k_feat, k_eval = jax.random.split(key)
+    s, d = np.asarray(masks).shape[0], feats.x.shape[-1]
+    trips = linesearch_trips(feats, masks, cfg, kmax) if cfg.solver == "lbfgs" else None
+    f_feat = count_flops(lambda p, k: _features(config.ppo, config.features, family, p, k), theta_star, k_feat)
+    f_solve = solve_flops(cfg, feats, masks, kmax, refined, trips)
+    f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
+        lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax)[0],
+        jax.ShapeDtypeStruct((s, d), jnp.float32),
+        jax.ShapeDtypeStruct((s,), jnp.float32),
+        jnp.asarray(masks, bool),
+    )
+    return {
+        "features": f_feat.flops,
+        "solve": f_solve.flops,
+        "evaluate": f_eval.flops,
+        "linesearch_trips": trips,
+        "solve_in_linesearch": f_solve.while_flops,
+    }
+
+
+def stage_flops(config: PipelineConfig, family, theta_star, feats: Features, masks, key, *, kmax: int, refined: int):
+    """:func:`estimation_flops` and ``meta_train`` (one PPO training on every task, traced)."""
+    from pgx_jax.flops import count_flops
+
+    out = estimation_flops(config, family, theta_star, feats, masks, key, kmax=kmax, refined=refined)
+    if out["features"] is not None:
+        all_tasks = jnp.ones(family.n_tasks, bool)
+        out["meta_train"] = count_flops(lambda m, k: ppo.train(config.ppo, family, m, k)[0], all_tasks, key).flops
+    return out
+
+
 class Estimate(NamedTuple):
     """What :func:`estimate_with_solutions` returns (host-side scores)."""
 
@@ -233,6 +342,7 @@ class Estimate(NamedTuple):
     scores: np.ndarray  # float [S, N], f(S, i), NaN outside S
     scores_se: np.ndarray | None  # float [S, N]: standard error of each f (rollout evaluator)
     timings: dict[str, float]
+    solve_info: dict  # solve diagnostics (:func:`solve_summary`)
 
 
 def estimate(
@@ -273,11 +383,9 @@ def estimate_with_solutions(
     kmax = int(np.asarray(masks, bool).sum(1).max())  # static bound on subset sizes, from the host copy
     masks = jnp.asarray(masks, bool)
     t0 = time.perf_counter()
-    betas, scales = _solve(feats, masks, cfg=config.surrogate, kmax=kmax, devices=devices)
-    jax.block_until_ready(betas)
+    sol, solve_info = solve_all(config.surrogate, feats, masks, kmax=kmax, devices=devices)
+    betas, scales = jnp.asarray(sol.betas), jnp.asarray(sol.scales)
     timings["solve"] = time.perf_counter() - t0
-    if not bool(jnp.all(jnp.isfinite(betas))):
-        raise FloatingPointError("non-finite surrogate solution")
     t0 = time.perf_counter()
     scores, se = evaluate_subsets(
         config, family, theta_star, feats, betas, scales, masks, k_eval, kmax=kmax, devices=devices
@@ -285,7 +393,7 @@ def estimate_with_solutions(
     scores = np.asarray(scores)
     se = None if se is None else np.asarray(se)
     timings["evaluate"] = time.perf_counter() - t0
-    return Estimate(feats, betas, scales, scores, se, timings)
+    return Estimate(feats, betas, scales, scores, se, timings, solve_info)
 
 
 def start(family: TaskFamily, config: PipelineConfig, key: PRNGKey, theta_star, subsets, say):
@@ -342,8 +450,11 @@ def policygradex(
     say = progress or (lambda stage: None)
     subsets, theta_star, meta_metrics, timings, (k_est, k_groups) = start(family, config, key, theta_star, subsets, say)
     say("estimate")
-    feats, scores, t_est = estimate(config, family, theta_star, subsets, k_est)
-    timings.update(t_est)
+    est = estimate_with_solutions(config, family, theta_star, subsets, k_est)
+    feats, scores = est.features, est.scores
+    timings.update(est.timings)
+    kmax = int(subsets.sum(1).max())
+    flops = stage_flops(config, family, theta_star, feats, subsets, k_est, kmax=kmax, refined=est.solve_info["refined"])
     say("cluster")
     t0 = time.perf_counter()
     u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)
@@ -369,4 +480,6 @@ def policygradex(
         group_params=group_params,
         timings=timings,
         meta_metrics=meta_metrics,
+        solve_info=est.solve_info,
+        flops=flops,
     )

@@ -5,13 +5,33 @@ E[r_t A_t] is recast as an advantage-weighted logistic regression on the project
 the transitions of the tasks in the subset S:
 
 .. math::  \\min_\\beta \\; \\frac{\\sum_{t \\in S} w_t \\log(1 + e^{-y_t \\tilde g_t^T \\beta})}
-           {\\sum_{t \\in S} w_t} + \\frac{\\lambda}{2} \\|\\beta\\|^2, \\qquad
-           \\theta_S = \\theta^* + c \\, P \\beta
+           {W_S} + \\frac{\\lambda_S}{2 W_S} \\|\\beta\\|^2, \\qquad
+           \\theta_S = \\theta^* + c_S \\, P \\beta
 
-where y_t = sign(A_t), w_t = |A_t|, lambda is ``l2`` and c rescales the update to a fixed
-relative distance ``step_size`` * ||theta*|| (the first-order expansion holds for small steps:
-the paper reports <= 2% error at 1% distance). The loss is normalised by the subset's total
-weight, so lambda means the same for every subset size.
+where y_t = sign(A_t), w_t = |A_t| and W_S = sum_{t in S} w_t.
+
+**The Newton solve** (``solver="newton"``, default). Near zero margin softplus(-m) = log 2 - m/2 +
+m^2/8 - ..., so gradient and Hessian at beta = 0 are sums of per-task statistics (:func:`task_stats`)
+
+.. math::  b_i = \\tfrac12 \\sum_{t \\in i} w_t y_t \\tilde g_t, \\qquad
+           G_i = \\tfrac14 \\sum_{t \\in i} w_t \\tilde g_t \\tilde g_t^T
+
+and one Newton step from zero is beta_S = (G_S + lambda_S I)^{-1} b_S: one d x d Cholesky per
+subset, whatever the number of transitions. Where the margins at that solution are not small the
+quadratic model is not the loss; :func:`refine` then takes exact Newton (IRLS) steps on the
+subset's transitions, warm-started from it. Every solve reports its gradient-norm ratio
+|grad L(beta)| / |grad L(0)| (:class:`Solutions`), so an unconverged solve is seen, never
+silently used. ``solver="lbfgs"`` minimises the same objective with L-BFGS.
+
+**The penalty on the data's scale**: lambda_S = ``rho`` * tr(G_S) / d, a fraction of the mean
+eigenvalue of the data Hessian (a fixed l2 next to it was negligible for some subsets and
+dominant for others).
+
+**The step** c_S: ``step="relative"`` rescales the update to ||c P beta|| = ``step_size`` *
+||theta*|| (the paper's 1%); ``step="kl"`` to a mean KL(pi_theta* || pi_theta_S) of ``step_size``
+nats over the subset's tasks' states, from the second-order expansion KL = c^2 beta^T F_S beta / 2
+with F_S the mean over the subset's tasks of their projected Fisher matrices F_i (the mean of
+g~ g~^T over a task's transitions). Either way each subset's KL is reported.
 
 A subset is a mask [N]; masks [S, N] are solved in one compiled call with ``jax.lax.map`` over
 batches of ``subset_batch`` vmapped solves, so memory stays bounded for large S.
@@ -22,13 +42,19 @@ References: arXiv:2511.12779, Sec. 3.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
+from jax.scipy.linalg import cho_factor, cho_solve
 
 from pgx_jax.features import Features
 from pgx_jax.types import TaskMask
+
+SOLVERS = ("newton", "lbfgs")
+STEPS = ("relative", "kl")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -36,28 +62,101 @@ class SurrogateConfig:
     """The subset solve.
 
     Attributes:
-        l2: L2 penalty lambda on beta (on the weight-normalised loss).
-        step_size: ||theta_S - theta*|| / ||theta*|| after rescaling; None keeps P beta as solved.
-        iterations: L-BFGS iterations (fixed: one compiled program for every subset).
+        solver: ``"newton"`` (closed form from per-task statistics, then exact Newton steps where
+            it is not converged) or ``"lbfgs"`` (``iterations`` L-BFGS steps on the transitions).
+        rho: the penalty lambda_S = rho * tr(G_S) / d, relative to the data Hessian's mean
+            eigenvalue (so it means the same on every family and subset size).
+        step: ``"relative"`` (``step_size`` is ||theta_S - theta*|| / ||theta*||) or ``"kl"``
+            (``step_size`` is the target mean KL(pi_theta* || pi_theta_S) in nats).
+        step_size: see ``step``; None keeps P beta as solved (``relative`` only).
+        refine: exact Newton steps taken by a subset whose gradient-norm ratio after the
+            closed-form solve exceeds ``tol`` (``newton`` only; 0: never).
+        tol: gradient-norm ratio |grad L(beta)| / |grad L(0)| above which a solve counts as not
+            converged (refined, and named in a warning if still above it).
+        iterations: L-BFGS iterations (``lbfgs`` only; fixed: one compiled program).
         subset_batch: subsets solved together (vmapped) per ``lax.map`` step.
 
     (P's block size is the features' own, :attr:`pgx_jax.features.Features.param_block`.)
     """
 
-    l2: float = 1e-3
+    solver: str = "newton"
+    rho: float = 0.1
+    step: str = "relative"
     step_size: float | None = 0.01
+    refine: int = 3
+    tol: float = 0.05
     iterations: int = 50
     subset_batch: int = 16
 
     def __post_init__(self):
-        if not self.l2 >= 0:
-            raise ValueError(f"l2 must be >= 0, got {self.l2!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; known: {list(SOLVERS)}")
+        if self.step not in STEPS:
+            raise ValueError(f"unknown step {self.step!r}; known: {list(STEPS)}")
+        if not self.rho >= 0:
+            raise ValueError(f"rho must be >= 0, got {self.rho!r}")
         if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"step_size must be > 0 or None, got {self.step_size!r}")
+        if self.step == "kl" and self.step_size is None:
+            raise ValueError("step 'kl' needs a target KL: step_size must be > 0, got None")
+        if not self.tol > 0:
+            raise ValueError(f"tol must be > 0, got {self.tol!r}")
         for name in ("iterations", "subset_batch"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
+            raise ValueError(f"refine must be a non-negative integer, got {self.refine!r}")
+
+
+@struct.dataclass
+class TaskStats:
+    """Per-task sufficient statistics of the surrogate at beta = 0 (sums over a subset's tasks
+    give the subset's).
+
+    Attributes:
+        b: float32 [N, D], sum_t w_t y_t g~_t / 2 (minus the loss gradient, times W).
+        G: float32 [N, D, D], sum_t w_t g~_t g~_t^T / 4 (the loss Hessian, times W).
+        F: float32 [N, D, D], mean over the task's valid transitions of g~_t g~_t^T (the Fisher
+            information of pi_theta* in projected coordinates).
+        W: float32 [N], sum_t w_t.
+    """
+
+    b: jax.Array
+    G: jax.Array
+    F: jax.Array
+    W: jax.Array
+
+
+def task_stats(features: Features) -> TaskStats:
+    """:class:`TaskStats` of every task from its training transitions (one pass, O(N M D^2))."""
+    x, y, w = features.x, features.y, features.w
+    valid = jnp.ones_like(w) if features.valid is None else features.valid
+    b = jnp.einsum("nm,nmd->nd", w * y, x) / 2
+    g = jnp.einsum("nm,nmd,nme->nde", w, x, x) / 4
+    f = jnp.einsum("nm,nmd,nme->nde", valid, x, x) / jnp.maximum(valid.sum(1), 1.0)[:, None, None]
+    return TaskStats(b, g, f, w.sum(1))
+
+
+class Solutions(NamedTuple):
+    """What :func:`solve_subsets` returns, per subset (leading axis [S]).
+
+    Attributes:
+        betas: float32 [S, D], the solutions.
+        scales: float32 [S], the step c_S: theta_S = theta* + c_S P beta_S.
+        kl: float32 [S], the second-order mean KL(pi_theta* || pi_theta_S) over the subset's tasks.
+        grad_ratio: float32 [S], |grad L(beta_S)| / |grad L(0)| of the regularised loss.
+        margin_rms: float32 [S], |A|-weighted RMS of the margins y g~^T beta_S (small: the
+            quadratic model is the loss).
+        margin_p95: float32 [S], |A|-weighted 95th percentile of |margin|.
+    """
+
+    betas: jax.Array
+    scales: jax.Array
+    kl: jax.Array
+    grad_ratio: jax.Array
+    margin_rms: jax.Array
+    margin_p95: jax.Array
 
 
 def weighted_logistic_loss(beta, x, y, w, l2):
@@ -66,27 +165,53 @@ def weighted_logistic_loss(beta, x, y, w, l2):
     return jnp.sum(w * jax.nn.softplus(-margins)) / jnp.maximum(jnp.sum(w), 1e-12) + 0.5 * l2 * beta @ beta
 
 
-def solve(features: Features, mask: TaskMask, cfg: SurrogateConfig, max_subset_size: int | None = None) -> jax.Array:
-    """beta [D] minimising the surrogate loss on the training transitions of the tasks in ``mask``.
+def _subset(stats: TaskStats, mask: TaskMask, rho: float):
+    """(G_S + lambda_S I, b_S, W_S, F_S, l2_S) of one subset, l2_S = lambda_S / W_S (the penalty
+    on the weight-normalised loss)."""
+    m = jnp.asarray(mask, stats.W.dtype)
+    g = jnp.einsum("n,nde->de", m, stats.G)
+    d = g.shape[0]
+    lam = rho * jnp.trace(g) / d
+    w = m @ stats.W
+    f = jnp.einsum("n,nde->de", m, stats.F) / jnp.maximum(m.sum(), 1.0)
+    return g + lam * jnp.eye(d, dtype=g.dtype), m @ stats.b, w, f, lam / jnp.maximum(w, 1e-12)
 
-    Pure, jittable, vmappable over ``mask`` (bool [N]). With ``max_subset_size`` K (static, at
-    least the mask's size) only the K gathered tasks' transitions enter the loss, so a solve
-    costs K/N of a full pass.
-    """
-    return solve_with_info(features, mask, cfg, max_subset_size)[0]
 
-
-def solve_with_info(features: Features, mask: TaskMask, cfg: SurrogateConfig, max_subset_size: int | None = None):
-    """:func:`solve`, also returning the line-search steps of each L-BFGS iteration (int32
-    [iterations]): the one data-dependent loop of the solve, which FLOP counts need."""
+def _gathered(features: Features, mask: TaskMask, kmax: int | None):
+    """The subset's training transitions (x [K*M, D], y, w [K*M]); padding tasks weigh 0."""
     n, m, d = features.x.shape
-    k = n if max_subset_size is None else max_subset_size
-    idx = jnp.nonzero(mask, size=k, fill_value=0)[0]  # the tasks of the subset, padded
+    k = n if kmax is None else kmax
+    idx = jnp.nonzero(mask, size=k, fill_value=0)[0]
     keep = (jnp.arange(k) < jnp.sum(mask)).astype(features.w.dtype)
-    x = features.x[idx].reshape(k * m, d)
-    y = features.y[idx].reshape(k * m)
     w = (features.w[idx] * keep[:, None]).reshape(k * m)
-    loss = lambda b: weighted_logistic_loss(b, x, y, w, cfg.l2)  # noqa: E731
+    return features.x[idx].reshape(k * m, d), features.y[idx].reshape(k * m), w
+
+
+def _newton_step(beta, x, y, w, l2):
+    """One exact Newton (IRLS) step on the weight-normalised regularised logistic loss."""
+    total = jnp.maximum(w.sum(), 1e-12)
+    s = jax.nn.sigmoid(-y * (x @ beta))
+    grad = -(x.T @ (w * y * s)) / total + l2 * beta
+    hess = (x.T * (w * s * (1 - s))) @ x / total + l2 * jnp.eye(beta.shape[0], dtype=beta.dtype)
+    return beta - cho_solve(cho_factor(hess), grad)
+
+
+def _diagnostics(beta, x, y, w, l2, b_s):
+    """(gradient-norm ratio, weighted RMS margin, weighted 95th-percentile |margin|) at beta."""
+    total = jnp.maximum(w.sum(), 1e-12)
+    margins = y * (x @ beta)
+    grad = -(x.T @ (w * y * jax.nn.sigmoid(-margins))) / total + l2 * beta
+    ratio = jnp.linalg.norm(grad) / jnp.maximum(jnp.linalg.norm(b_s / total), 1e-30)
+    rms = jnp.sqrt(jnp.sum(w * margins**2) / total)
+    order = jnp.argsort(jnp.abs(margins))
+    cum = jnp.cumsum(w[order])
+    p95 = jnp.abs(margins)[order][jnp.searchsorted(cum, 0.95 * cum[-1])]
+    return ratio, rms, p95
+
+
+def _lbfgs(x, y, w, l2, iterations: int):
+    """(beta, line-search steps per iteration int32 [iterations]) by L-BFGS from zero."""
+    loss = lambda b: weighted_logistic_loss(b, x, y, w, l2)  # noqa: E731
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(loss)
 
@@ -96,36 +221,96 @@ def solve_with_info(features: Features, mask: TaskMask, cfg: SurrogateConfig, ma
         updates, state = opt.update(grad, state, beta, value=value, grad=grad, value_fn=loss)
         return (optax.apply_updates(beta, updates), state), optax.tree_utils.tree_get(state, "num_linesearch_steps")
 
-    beta0 = jnp.zeros(d, x.dtype)
-    (beta, _), ls_steps = jax.lax.scan(step, (beta0, opt.init(beta0)), None, length=cfg.iterations)
+    beta0 = jnp.zeros(x.shape[1], x.dtype)
+    (beta, _), ls_steps = jax.lax.scan(step, (beta0, opt.init(beta0)), None, length=iterations)
     return beta, ls_steps
 
 
-def update_direction(features: Features, beta: jax.Array, cfg: SurrogateConfig):
-    """(delta theta float32 [P], scale c): the parameter update P beta, rescaled to ``step_size``."""
-    delta = features.delta(beta)
+def solve_with_info(
+    features: Features,
+    mask: TaskMask,
+    cfg: SurrogateConfig,
+    max_subset_size: int | None = None,
+    stats: TaskStats | None = None,
+    refine: int = 0,
+):
+    """beta [D] minimising the surrogate loss of the tasks in ``mask``, and its diagnostics.
+
+    Pure, jittable, vmappable over ``mask`` (bool [N]). With ``max_subset_size`` K (static, at
+    least the mask's size) only the K gathered tasks' transitions are touched (the diagnostics,
+    refinement and L-BFGS), so those cost K/N of a full pass. ``refine`` (static) exact Newton
+    steps follow the closed-form solve (``newton``); ``stats`` default to :func:`task_stats`.
+
+    Returns:
+        ``(beta float32 [D], info)``: info has ``grad_ratio``, ``margin_rms``, ``margin_p95``,
+        ``kl_per_unit`` (beta^T F_S beta / 2: the KL of the unscaled step P beta) and
+        ``linesearch`` (int32 [iterations] line-search steps of L-BFGS; zeros for ``newton``).
+    """
+    stats = task_stats(features) if stats is None else stats
+    h, b_s, w_s, f_s, l2 = _subset(stats, mask, cfg.rho)
+    x, y, w = _gathered(features, mask, max_subset_size)
+    if cfg.solver == "newton":
+        beta = cho_solve(cho_factor(h), b_s)
+        for _ in range(refine):
+            beta = _newton_step(beta, x, y, w, l2)
+        ls = jnp.zeros(cfg.iterations, jnp.int32)
+    else:
+        beta, ls = _lbfgs(x, y, w, l2, cfg.iterations)
+    ratio, rms, p95 = _diagnostics(beta, x, y, w, l2, b_s)
+    info = {"grad_ratio": ratio, "margin_rms": rms, "margin_p95": p95, "kl_per_unit": beta @ f_s @ beta / 2}
+    return beta, {**info, "linesearch": ls}
+
+
+def solve(features: Features, mask: TaskMask, cfg: SurrogateConfig, max_subset_size: int | None = None) -> jax.Array:
+    """beta [D] of :func:`solve_with_info` (with ``cfg.refine`` Newton steps): one subset."""
+    return solve_with_info(features, mask, cfg, max_subset_size, refine=cfg.refine)[0]
+
+
+def step_scale(features: Features, beta: jax.Array, kl_per_unit: jax.Array, cfg: SurrogateConfig):
+    """(c, KL): the step c_S of ``cfg.step`` and the mean KL(pi_theta* || pi_theta_S) it makes
+    (second order: c^2 beta^T F_S beta / 2, ``kl_per_unit`` being beta^T F_S beta / 2)."""
     if cfg.step_size is None:
-        return delta, jnp.ones(())
-    scale = cfg.step_size * jnp.linalg.norm(features.theta) / jnp.maximum(jnp.linalg.norm(delta), 1e-12)
-    return delta * scale, scale
+        c = jnp.ones((), beta.dtype)
+    elif cfg.step == "kl":
+        c = jnp.sqrt(cfg.step_size / jnp.maximum(kl_per_unit, 1e-30))
+    else:
+        c = cfg.step_size * jnp.linalg.norm(features.theta) / jnp.maximum(jnp.linalg.norm(features.delta(beta)), 1e-12)
+    return c, c**2 * kl_per_unit
 
 
-def solve_subsets(features: Features, masks, cfg: SurrogateConfig, max_subset_size: int | None = None):
+def update_direction(features: Features, beta: jax.Array, cfg: SurrogateConfig, kl_per_unit=None):
+    """(delta theta float32 [P], scale c): the parameter update c P beta of ``cfg.step``
+    (``kl_per_unit`` is needed for the ``kl`` step: see :func:`solve_with_info`)."""
+    c, _ = step_scale(features, beta, jnp.zeros(()) if kl_per_unit is None else kl_per_unit, cfg)
+    return features.delta(beta) * c, c
+
+
+def solve_subsets(
+    features: Features,
+    masks,
+    cfg: SurrogateConfig,
+    max_subset_size: int | None = None,
+    stats: TaskStats | None = None,
+    refine: int = 0,
+) -> Solutions:
     """Solve every subset in one call.
 
     Args:
         features: gradient features of all N tasks.
         masks: bool [S, N].
-        max_subset_size: static bound K on the subset sizes (default N); see :func:`solve`.
+        max_subset_size: static bound K on the subset sizes (default N); see :func:`solve_with_info`.
+        stats: :func:`task_stats` of ``features`` (computed here if not given).
+        refine: exact Newton steps after the closed-form solve (static; ``newton`` only). The
+            pipeline solves every subset with 0, then refines only those above ``cfg.tol``.
 
     Returns:
-        ``(betas float32 [S, D], scales float32 [S])``: the solution and the rescaling c of each
-        subset, so theta_S = theta* + c_S P beta_S and the surrogate uses c_S beta_S.
+        :class:`Solutions` [S]: theta_S = theta* + c_S P beta_S, and the solve's diagnostics.
     """
+    stats = task_stats(features) if stats is None else stats
 
     def one(mask):
-        beta = solve(features, mask, cfg, max_subset_size)
-        _, scale = update_direction(features, beta, cfg)
-        return beta, scale
+        beta, info = solve_with_info(features, mask, cfg, max_subset_size, stats, refine)
+        c, kl = step_scale(features, beta, info["kl_per_unit"], cfg)
+        return Solutions(beta, c, kl, info["grad_ratio"], info["margin_rms"], info["margin_p95"])
 
     return jax.lax.map(one, jnp.asarray(masks, bool), batch_size=cfg.subset_batch)

@@ -35,7 +35,7 @@ from pgx_jax.flops import FlopCount, count_flops, xla_flops
 from pgx_jax.groups import group_updates
 from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
-from pgx_jax.surrogate import solve_with_info
+from pgx_jax.surrogate import solve_with_info, task_stats
 from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
 
@@ -387,9 +387,30 @@ def linesearch_trips(features, masks, cfg, kmax: int) -> float:
     b = min(cfg.subset_batch, masks.shape[0])
     pad = (-masks.shape[0]) % b
     batched = np.concatenate([masks, np.repeat(masks[:1], pad, 0)]).reshape(-1, b, masks.shape[1])
-    run = jax.jit(lambda f, ms: jax.vmap(jax.vmap(lambda m: solve_with_info(f, m, cfg, kmax)[1]))(ms))
+    stats = task_stats(features)
+    trips = lambda f, m: solve_with_info(f, m, cfg, kmax, stats)[1]["linesearch"]  # noqa: E731
+    run = jax.jit(lambda f, ms: jax.vmap(jax.vmap(lambda m: trips(f, m)))(ms))
     steps = np.asarray(run(features, jnp.asarray(batched)))  # [batches, b, iterations]
     return float(steps.max(1).mean())
+
+
+def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None) -> FlopCount:
+    """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
+    every subset's solve, and ``refined`` of them again with ``cfg.refine`` Newton steps (their
+    count is data-dependent: pass the number that :func:`solve_all` refined). ``trips``: L-BFGS's
+    measured line-search steps per iteration (:func:`linesearch_trips`)."""
+    from pgx_jax.pipeline import _solve, _stats
+
+    stats = jax.eval_shape(_stats, feats)
+    masks = jnp.asarray(masks, bool)
+    run = lambda f, st, m, r: _solve(f, st, m, cfg=cfg, kmax=kmax, devices=None, refine=r)  # noqa: E731
+    total = count_flops(_stats, feats)
+    first = count_flops(lambda f, st, m: run(f, st, m, 0), feats, stats, masks, while_trips=trips or 1.0)
+    flops, in_while = total.flops + first.flops, first.while_flops
+    if refined and cfg.solver == "newton" and cfg.refine:
+        again = count_flops(lambda f, st, m: run(f, st, m, cfg.refine), feats, stats, masks[:1])
+        flops += refined * again.flops
+    return FlopCount(flops, first.while_loops, in_while, first.while_trips)
 
 
 def _first_order_check(
@@ -559,10 +580,10 @@ def validate(
     from pgx_jax.evaluate import EVALUATORS
     from pgx_jax.pipeline import (
         _features,
-        _solve,
         _subset_params,
         estimate,
         estimate_with_solutions,
+        estimation_flops,
         evaluate_subsets,
         start,
     )
@@ -628,6 +649,7 @@ def validate(
         "rollout_scores_se": _se_summary(rollout_se, subsets),
         "kl": _kl_summary(subset_kl(net, family, theta_star, theta_s, jnp.asarray(subsets), kl_obs, kl_valid)),
         "step_size": config.surrogate.step_size,
+        "solve": est.solve_info,
     }
     if "finetune" in truth_info:  # how far real fine-tuning moves the policy, on the same states
         kl = subset_kl(
@@ -637,24 +659,13 @@ def validate(
 
     s, d = subsets.shape[0], config.features.dim
     est_wall = sum(t_est.values())
-    if is_host(family):  # the host simulator's work is outside JAX: FLOPs are not comparable
-        f_feat = f_solve = f_eval = FlopCount(None, 0, None, 0.0)
-        est_flops = trips = xla_feat = meta_flops = None
-    else:
+    flops = estimation_flops(
+        config, family, theta_star, feats, subsets, k_est, kmax=kmax, refined=est.solve_info["refined"]
+    )
+    est_flops = meta_flops = xla_feat = None
+    if flops["features"] is not None:  # the host simulator's work is outside JAX: FLOPs are not comparable
         say("count FLOPs")
-        masks = jnp.asarray(subsets)
-        trips = linesearch_trips(feats, subsets, config.surrogate, kmax)
-        f_feat = count_flops(lambda p, k: _features(config.ppo, config.features, family, p, k), theta_star, k_feat)
-        f_solve = count_flops(
-            lambda f, m: _solve(f, m, cfg=config.surrogate, kmax=kmax, devices=None), feats, masks, while_trips=trips
-        )
-        f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
-            lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax)[0],
-            jax.ShapeDtypeStruct((s, d), jnp.float32),
-            jax.ShapeDtypeStruct((s,), jnp.float32),
-            masks,
-        )
-        est_flops = f_feat.flops + f_solve.flops + f_eval.flops
+        est_flops = flops["features"] + flops["solve"] + flops["evaluate"]
         meta_flops = count_flops(
             lambda m, k: ppo.train(config.ppo, family, m, k)[0], jnp.ones(family.n_tasks, bool), k_feat
         ).flops
@@ -666,9 +677,10 @@ def validate(
         "wall_s_per_stage": t_est,
         "compile_s": sum(est.timings.values()) - est_wall,
         "flops": est_flops,
-        "flops_per_stage": {"features": f_feat.flops, "solve": f_solve.flops, "evaluate": f_eval.flops},
-        "linesearch_trips_per_iteration": trips,
-        "solve_flops_inside_linesearch": f_solve.while_flops,
+        "flops_per_stage": {name: flops[name] for name in ("features", "solve", "evaluate")},
+        "linesearch_trips_per_iteration": flops["linesearch_trips"],
+        "solve_flops_inside_linesearch": flops["solve_in_linesearch"],
+        "solve_flops_per_subset": None if flops["solve"] is None else flops["solve"] / s,
         "xla_cost_analysis_flops_features": xla_feat,
         "meta_training_flops": meta_flops,
         "meta_training_wall_s": meta_train_s,

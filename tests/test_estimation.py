@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,41 +23,122 @@ def _toy_features(key, n=4, m=200, d=8):
     return Features(x, y, w, x[:, :50], y[:, :50], w[:, :50], theta, jnp.ones(50), jax.random.PRNGKey(7), 16)
 
 
-def test_solve_matches_sklearn_weighted_logistic_regression():
+def _pooled(feats, mask):
+    sel = np.asarray(mask)
+    d = feats.x.shape[-1]
+    return (
+        np.asarray(feats.x)[sel].reshape(-1, d),
+        np.asarray(feats.y)[sel].reshape(-1),
+        np.asarray(feats.w)[sel].reshape(-1),
+    )
+
+
+def _lam(feats, mask, rho):
+    """lambda_S = rho tr(G_S) / d from the pooled transitions."""
+    x, _, w = _pooled(feats, mask)
+    return rho * np.sum(w[:, None] * x**2) / 4 / x.shape[1]
+
+
+def test_task_statistics_summed_over_a_subset_equal_the_pooled_statistics():
+    feats = _toy_features(jax.random.PRNGKey(5))
+    stats = surrogate.task_stats(feats)
+    mask = np.array([True, False, True, True])
+    x, y, w = _pooled(feats, mask)
+    np.testing.assert_allclose(stats.b[mask].sum(0), (w * y) @ x / 2, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats.G[mask].sum(0), (x.T * w) @ x / 4, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(stats.W[mask].sum(), w.sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        stats.F[0], np.asarray(feats.x[0]).T @ np.asarray(feats.x[0]) / 200, rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_solve_matches_sklearn_weighted_logistic_regression(solver):
+    """Both solvers, run to convergence, give scikit-learn's weighted logistic regression with
+    the penalty lambda_S = rho tr(G_S) / d (Newton after its exact refinement steps)."""
     from sklearn.linear_model import LogisticRegression
 
     feats = _toy_features(jax.random.PRNGKey(0))
     mask = jnp.array([True, False, True, False])
-    cfg = SurrogateConfig(l2=1e-2, iterations=100)
-    beta = np.asarray(surrogate.solve(feats, mask, cfg))
-    sel = np.asarray(mask)
-    x = np.asarray(feats.x)[sel].reshape(-1, 8)
-    y = np.asarray(feats.y)[sel].reshape(-1)
-    w = np.asarray(feats.w)[sel].reshape(-1)
-    # sklearn: 0.5 |b|^2 + C sum w log(1 + exp(-y x b)); ours divides the loss by sum(w)
-    ref = LogisticRegression(C=1.0 / (cfg.l2 * w.sum()), fit_intercept=False, tol=1e-10, max_iter=10_000)
+    cfg = SurrogateConfig(solver=solver, rho=1e-2, refine=6, iterations=200)
+    beta, info = surrogate.solve_with_info(feats, mask, cfg, refine=cfg.refine)
+    x, y, w = _pooled(feats, mask)
+    # sklearn: 0.5 |b|^2 + C sum w log(1 + exp(-y x b)); ours: sum w softplus / W + lambda |b|^2 / (2 W)
+    ref = LogisticRegression(C=1.0 / _lam(feats, mask, cfg.rho), fit_intercept=False, tol=1e-12, max_iter=10_000)
     ref.fit(x, y, sample_weight=w)
     np.testing.assert_allclose(beta, ref.coef_[0], rtol=1e-3, atol=1e-4)
+    assert float(info["grad_ratio"]) < 1e-3
+    assert float(info["margin_rms"]) > 0.5  # far from the quadratic regime: refinement was needed
+
+
+def test_closed_form_newton_is_the_quadratic_model_and_refinement_converges():
+    """Without refinement the Newton solve is (G_S + lambda I)^{-1} b_S, whose gradient ratio is
+    reported honestly (not converged on strongly separable toy data); refinement and L-BFGS
+    converge to the same beta (cosine > 0.99)."""
+    feats = _toy_features(jax.random.PRNGKey(6))
+    mask = jnp.array([True, True, False, False])
+    cfg = SurrogateConfig(rho=0.1, refine=5, iterations=300)
+    stats = surrogate.task_stats(feats)
+    beta0, info0 = surrogate.solve_with_info(feats, mask, cfg, stats=stats)
+    x, y, w = _pooled(feats, mask)
+    lam = _lam(feats, mask, cfg.rho)
+    closed = np.linalg.solve((x.T * w) @ x / 4 + lam * np.eye(8), (w * y) @ x / 2)
+    np.testing.assert_allclose(beta0, closed, rtol=1e-3, atol=1e-4)
+    assert float(info0["grad_ratio"]) > 0.05
+    newton, info = surrogate.solve_with_info(feats, mask, cfg, stats=stats, refine=cfg.refine)
+    lbfgs, info_l = surrogate.solve_with_info(feats, mask, dataclasses.replace(cfg, solver="lbfgs"), stats=stats)
+    assert float(info["grad_ratio"]) < 1e-3 and float(info_l["grad_ratio"]) < 1e-3
+    cos = float(newton @ lbfgs / np.linalg.norm(newton) / np.linalg.norm(lbfgs))
+    assert cos > 0.99
+
+
+def test_unconverged_solves_are_refined_then_named_in_a_warning():
+    from pgx_jax.pipeline import solve_all
+
+    feats = _toy_features(jax.random.PRNGKey(1))
+    masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], bool)
+    sol, info = solve_all(SurrogateConfig(rho=0.1, refine=5, subset_batch=2), feats, masks, kmax=2)
+    assert info["refined"] == 3 and info["unconverged"] == 0
+    assert np.all(np.asarray(sol.grad_ratio) < 0.05)
+    with pytest.warns(RuntimeWarning, match=r"3 of 3 surrogate solves did not converge .*subsets 0 \("):
+        _, info = solve_all(SurrogateConfig(rho=0.1, refine=0), feats, masks, kmax=2)
+    assert info["unconverged"] == 3 and info["refined"] == 0
 
 
 def test_vmapped_solves_equal_per_subset_solves():
     feats = _toy_features(jax.random.PRNGKey(1))
     masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0], [1, 1, 1, 1], [0, 1, 1, 1]], bool)
-    cfg = SurrogateConfig(l2=1e-2, iterations=60, subset_batch=2, step_size=None)
-    betas, scales = jax.jit(surrogate.solve_subsets, static_argnums=(2,))(feats, jnp.asarray(masks), cfg)
-    assert betas.shape == (5, 8) and np.allclose(scales, 1.0)
-    for s, mask in enumerate(masks):
-        np.testing.assert_allclose(betas[s], surrogate.solve(feats, jnp.asarray(mask), cfg), rtol=1e-4, atol=1e-5)
+    for solver in surrogate.SOLVERS:
+        cfg = SurrogateConfig(solver=solver, rho=1e-2, iterations=60, subset_batch=2, step_size=None, refine=2)
+        sol = jax.jit(surrogate.solve_subsets, static_argnums=(2, 3, 5))(feats, jnp.asarray(masks), cfg, None, None, 2)
+        assert sol.betas.shape == (5, 8) and np.allclose(sol.scales, 1.0)
+        for s, mask in enumerate(masks):
+            np.testing.assert_allclose(
+                sol.betas[s], surrogate.solve(feats, jnp.asarray(mask), cfg), rtol=1e-4, atol=1e-5
+            )
 
 
 def test_gathered_subset_solve_equals_masked_full_solve():
     """Solving over the K gathered tasks (padding weighted 0) gives the full masked solve."""
     feats = _toy_features(jax.random.PRNGKey(3))
     masks = jnp.array([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 0]], bool)
-    cfg = SurrogateConfig(l2=1e-2, iterations=60, step_size=None)
-    full, _ = surrogate.solve_subsets(feats, masks, cfg)
-    gathered, _ = surrogate.solve_subsets(feats, masks, cfg, max_subset_size=3)
-    np.testing.assert_allclose(gathered, full, rtol=1e-4, atol=1e-5)
+    for solver in surrogate.SOLVERS:
+        cfg = SurrogateConfig(solver=solver, rho=1e-2, iterations=60, step_size=None)
+        full = surrogate.solve_subsets(feats, masks, cfg, refine=2)
+        gathered = surrogate.solve_subsets(feats, masks, cfg, max_subset_size=3, refine=2)
+        np.testing.assert_allclose(gathered.betas, full.betas, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(gathered.grad_ratio, full.grad_ratio, rtol=1e-3, atol=1e-6)
+
+
+def test_surrogate_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown solver 'cg'"):
+        SurrogateConfig(solver="cg")
+    with pytest.raises(ValueError, match="unknown step 'norm'"):
+        SurrogateConfig(step="norm")
+    with pytest.raises(ValueError, match="rho must be >= 0, got -1"):
+        SurrogateConfig(rho=-1)
+    with pytest.raises(ValueError, match="step 'kl' needs a target KL"):
+        SurrogateConfig(step="kl", step_size=None)
 
 
 def test_loss_scores_favour_tasks_sharing_the_subsets_direction():
@@ -65,7 +148,7 @@ def test_loss_scores_favour_tasks_sharing_the_subsets_direction():
 
     feats = _toy_features(jax.random.PRNGKey(4), m=400)
     masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 0]], bool)
-    betas, _ = surrogate.solve_subsets(feats, masks, SurrogateConfig(l2=1e-2, iterations=60, step_size=None))
+    betas = surrogate.solve_subsets(feats, masks, SurrogateConfig(rho=1e-2, step_size=None), refine=3).betas
     f = np.asarray(loss_scores(feats, betas, masks))
     assert np.isnan(f[0, 2]) and np.isnan(f[1, 0])  # outside the subset
     assert f[0, 1] > f[1, 1] + 0.05

@@ -1,0 +1,102 @@
+"""The surrogate solve's step and scale (issue 13): a KL-sized step hits its KL on a real Gaussian
+policy, the ``mean`` parameter set steps what the deterministic evaluation uses, the ``gain``
+evaluator ranks a task by its alignment with the step, and 10,000 subsets go through one
+compiled solve."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgx_jax import features, networks, surrogate
+from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax.features import FeatureConfig
+from pgx_jax.surrogate import SurrogateConfig
+from pgx_jax.validate import subset_kl
+
+NET = NetworkConfig(depth=1, width=16)
+
+
+def _toy(key, n=4, m=300, d=8):
+    """Tasks 0, 1 share one direction of the advantage-weighted gradient, tasks 2, 3 another."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    dirs = jax.random.normal(k1, (2, d))
+    x = jax.random.normal(k2, (n, m, d))
+    logits = jnp.einsum("nmd,nd->nm", x, dirs[jnp.array([0, 0, 1, 1])])
+    y = jnp.where(jax.random.uniform(k3, (n, m)) < jax.nn.sigmoid(logits), 1.0, -1.0)
+    w = jax.random.uniform(k3, (n, m), minval=0.1, maxval=2.0)
+    theta = jnp.ones(50)
+    return features.Features(x, y, w, x[:, ::2], y[:, ::2], w[:, ::2], theta, jnp.ones(50), jax.random.PRNGKey(7), 16)
+
+
+@pytest.mark.parametrize("target", [0.003, 0.03])
+def test_kl_step_hits_its_target_kl_on_a_gaussian_policy(fast_family, target):
+    """theta_S = theta* + c P beta with c from the projected Fisher: the exact mean KL of the
+    Gaussian policies over the subset's states is the target (second order, sampled Fisher)."""
+    fam = fast_family
+    params = networks.init_agent(NET, fam.obs_size, fam.action_size, jax.random.PRNGKey(0))
+    ppo_cfg = PPOConfig(total_env_steps=240, num_envs=8, network=NET)
+    cfg = FeatureConfig(dim=32, transitions=2000, holdout=0)
+    k_data, k_proj = jax.random.split(jax.random.PRNGKey(1))
+    data = features.collect(ppo_cfg, cfg, fam, params, k_data)
+    feats = features.featurize(ppo_cfg, cfg, fam, params, data, k_proj)
+    masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]], bool)
+    sol = surrogate.solve_subsets(feats, masks, SurrogateConfig(step="kl", step_size=target, rho=0.1))
+    np.testing.assert_allclose(sol.kl, target, rtol=1e-4)  # the reported (second-order) KL
+    theta_s = jax.vmap(lambda b, c: features.with_actor(params, feats.theta + feats.delta(b) * c))(
+        sol.betas, sol.scales
+    )
+    exact = np.asarray(subset_kl(NET, fam, params, theta_s, masks, data["obs"], data["valid"]))
+    np.testing.assert_allclose(exact, target, rtol=0.15)
+    # the relative step reports the KL it makes, from the same statistics
+    rel = surrogate.solve_subsets(feats, masks, SurrogateConfig(step="relative", step_size=0.01, rho=0.1))
+    theta_r = jax.vmap(lambda b, c: features.with_actor(params, feats.theta + feats.delta(b) * c))(
+        rel.betas, rel.scales
+    )
+    exact_r = np.asarray(subset_kl(NET, fam, params, theta_r, masks, data["obs"], data["valid"]))
+    np.testing.assert_allclose(rel.kl, exact_r, rtol=0.15)
+
+
+def test_mean_parameter_set_steps_the_mean_network_only():
+    n_tasks, obs_size, act = 3, 7, 2
+    params = networks.init_agent(NetworkConfig(depth=2, width=16), obs_size, act, jax.random.PRNGKey(0))
+    mean = features.param_mask(params, n_tasks, "mean")
+    tree = features.flat_actor(params)[1](mean)["params"]
+    assert float(tree["log_std"].sum()) == 0.0
+    assert float(tree["MLP_0"]["Dense_0"]["kernel"].min()) == 1.0  # task-id rows kept
+    assert float(mean.sum()) == mean.shape[0] - act
+    hidden = features.param_mask(params, n_tasks, "mean", conditioning="none")
+    assert float(mean.sum() - hidden.sum()) == n_tasks * 16  # unless the id is hidden
+
+
+def test_gain_scores_rank_a_task_by_its_alignment_with_the_step():
+    from pgx_jax.evaluate import gain_scores
+
+    feats = _toy(jax.random.PRNGKey(4))
+    masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 0]], bool)
+    sol = surrogate.solve_subsets(feats, masks, SurrogateConfig(rho=0.1, step_size=None))
+    f = np.asarray(gain_scores(feats, sol.betas, sol.scales, masks))
+    assert np.isnan(f[0, 2]) and np.isnan(f[1, 0])
+    assert f[0, 1] > f[1, 1] > -np.inf and f[0, 1] > 0
+    # linear in the step: doubling c doubles the gain
+    f2 = np.asarray(gain_scores(feats, sol.betas, 2 * sol.scales, masks))
+    np.testing.assert_allclose(f2[masks], 2 * f[masks], rtol=1e-5)
+
+
+def test_ten_thousand_subsets_go_through_one_compiled_solve():
+    from pgx_jax import pipeline
+
+    feats = _toy(jax.random.PRNGKey(2))
+    rng = np.random.default_rng(0)
+    masks = np.zeros((10_000, 4), bool)
+    for s in range(masks.shape[0]):
+        masks[s, rng.choice(4, 2, replace=False)] = True
+    cfg = SurrogateConfig(rho=10.0, refine=2, tol=0.5)  # converged without refinement: one pass
+    before = pipeline._solve._cache_size()
+    sol, info = pipeline.solve_all(cfg, feats, masks, kmax=2)
+    assert pipeline._solve._cache_size() - before == 1
+    assert sol.betas.shape == (10_000, 8) and info["refined"] == 0
+    # the same pair always gives the same solve
+    same = np.nonzero(np.all(masks == masks[0], 1))[0]
+    assert same.size > 1
+    np.testing.assert_allclose(sol.betas[same], np.repeat(sol.betas[:1], same.size, 0), rtol=1e-5, atol=1e-6)
