@@ -439,7 +439,7 @@ def _cmd_run(args) -> int:
         bar.update(1)
 
     def progress(stage):
-        if bar is not None and stage != "estimate":
+        if bar is not None and not stage.startswith("estimate"):
             bar.update(1)
         if bar is not None:
             bar.set_description(stage)

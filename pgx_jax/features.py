@@ -55,6 +55,11 @@ class FeatureConfig:
             scored. On reacher-goals (one subset sample, k = 3, slot-keyed evaluation: superseded)
             ``"all"`` separated the planted regions better with the ``loss`` evaluator
             (intra-minus-inter affinity 0.28 vs 0.08 at the demo theta*).
+        gradient_transitions: transitions per task behind b_i, the projected advantage-weighted
+            policy gradient the Newton solve's right-hand side is made of (None: the
+            ``transitions`` above). b_i needs one backward pass over them and one projection,
+            no per-sample gradients, so it can use 10-100x more transitions than G_i (which
+            needs per-sample projected gradients) at little cost; its noise falls as 1/sqrt(M).
         center_advantages: subtract each task's mean advantage (over its valid steps) before
             taking signs and weights: E[A] g is pure noise in the policy gradient (E[g] = 0).
     """
@@ -65,6 +70,7 @@ class FeatureConfig:
     sample_chunk: int = 1024
     param_block: int = 16384
     params: str = "all"
+    gradient_transitions: int | None = None
     center_advantages: bool = False
 
     def __post_init__(self):
@@ -76,6 +82,16 @@ class FeatureConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 0:
             raise ValueError(f"holdout must be a non-negative integer, got {self.holdout!r}")
+        g = self.gradient_transitions
+        if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 1):
+            raise ValueError(f"gradient_transitions must be a positive integer or None, got {g!r}")
+
+    def gradient_sample(self) -> FeatureConfig | None:
+        """The config of the separate sample behind b_i (``gradient_transitions`` training
+        transitions, no held-out ones), or None when b_i comes from the training transitions."""
+        if self.gradient_transitions is None:
+            return None
+        return dataclasses.replace(self, transitions=self.gradient_transitions, holdout=0, gradient_transitions=None)
 
     def episode_split(self, episode_length: int) -> tuple[int, int]:
         """(training episodes, held-out episodes) per task: the held-out transitions come from
@@ -104,6 +120,8 @@ class Features:
             only: a second copy that disagreed would turn every update into a random direction.
         valid: float32 [N, M], 1 for a real transition, 0 for a frozen step after a termination
             (None: all real). Frozen steps carry no advantage; they must not enter the Fisher.
+        ag: float32 [N, D], the mean over a separate, larger sample of each task's transitions of
+            A_t g~_t (``FeatureConfig.gradient_transitions``); None: b_i comes from x, y, w.
     """
 
     x: jax.Array
@@ -117,6 +135,7 @@ class Features:
     key: PRNGKey
     param_block: int = struct.field(pytree_node=False)
     valid: jax.Array | None = None
+    ag: jax.Array | None = None
 
     def delta(self, beta: jax.Array) -> jax.Array:
         """The parameter update ``mask * (P beta)``: beta [D] -> float32 [P], with the P that
@@ -285,7 +304,43 @@ def gradient_features(
         :class:`Features` with ``x`` [N, M, D] (M = ``cfg.transitions``) and hold-out [N, H, D].
     """
     k_collect, k_proj = jax.random.split(key)
-    return featurize(ppo, cfg, family, params, collect(ppo, cfg, family, params, k_collect), k_proj)
+    feats = featurize(ppo, cfg, family, params, collect(ppo, cfg, family, params, k_collect), k_proj)
+    big = cfg.gradient_sample()
+    if big is None:
+        return feats
+    data = collect(ppo, big, family, params, gradient_sample_key(key))
+    return feats.replace(ag=mean_policy_gradients(ppo, cfg, family, params, data, k_proj))
+
+
+def gradient_sample_key(key: PRNGKey) -> PRNGKey:
+    """The key of the separate sample behind b_i (folded in: the other features keep their keys)."""
+    return jax.random.fold_in(key, 1)
+
+
+def mean_policy_gradients(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, data, k_proj) -> jax.Array:
+    """float32 [N, D]: per task, P^T of the mean over its transitions in ``data`` (from
+    :func:`collect`) of A_t grad log pi(a_t|s_t), masked like the features: one backward pass
+    per chunk of transitions, one projection per task."""
+    theta, _ = flat_actor(params)
+    mask = param_mask(params, family.n_tasks, cfg.params, ppo.network.conditioning)
+    logp = jax.vmap(log_prob_fn(ppo.network, family, params), in_axes=(None, 0, 0))
+    n, k = data["advantage"].shape
+    chunk = min(cfg.sample_chunk * 8, k)
+    pad = (-k) % chunk
+
+    def per_task(args):
+        obs, act, adv = (jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)) for x in args)  # padding: A = 0
+        split = lambda x: x.reshape((-1, chunk) + x.shape[1:])  # noqa: E731
+
+        def body(total, c):
+            o, a, w = c
+            return total + jax.grad(lambda th: jnp.sum(w * logp(th, o, a)))(theta), None
+
+        total, _ = jax.lax.scan(body, jnp.zeros_like(theta), (split(obs), split(act), split(adv)))
+        return total * mask / k
+
+    grads = jax.lax.map(per_task, (data["obs"], data["action"], data["advantage"]))  # [N, P]
+    return project(grads, k_proj, cfg.dim, cfg.param_block)
 
 
 def featurize(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, data, k_proj: PRNGKey) -> Features:

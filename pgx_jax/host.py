@@ -365,7 +365,15 @@ _featurize = jax.jit(features.featurize, static_argnums=(0, 1, 2))
 def gradient_features(ppo_config: PPOConfig, cfg, family: HostFamily, params: AgentParams, key: PRNGKey):
     """:func:`pgx_jax.features.gradient_features` for a host family (host rollout, jitted rest)."""
     k_collect, k_proj = jax.random.split(key)
-    return _featurize(ppo_config, cfg, family, params, collect(ppo_config, cfg, family, params, k_collect), k_proj)
+    feats = _featurize(ppo_config, cfg, family, params, collect(ppo_config, cfg, family, params, k_collect), k_proj)
+    big = cfg.gradient_sample()
+    if big is None:
+        return feats
+    data = collect(ppo_config, big, family, params, features.gradient_sample_key(key))
+    return feats.replace(ag=_mean_gradients(ppo_config, cfg, family, params, data, k_proj))
+
+
+_mean_gradients = jax.jit(features.mean_policy_gradients, static_argnums=(0, 1, 2))
 
 
 def evaluate_policies(

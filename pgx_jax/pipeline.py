@@ -50,6 +50,9 @@ class PipelineConfig:
         eval_episodes: episodes per task for rollout scores, the truths and final evaluation
             (every episode keyed by task and episode: common random numbers).
         train_groups: train one policy per group at the end (the costly part).
+        subset_chunk: subsets per compiled solve / evaluation call. More subsets than this go
+            through the same compiled call chunk by chunk (padded), with progress between
+            chunks; memory stays that of one chunk.
     """
 
     ppo: PPOConfig
@@ -61,6 +64,7 @@ class PipelineConfig:
     cluster_method: str = "sdp"
     eval_episodes: int = 8
     train_groups: bool = True
+    subset_chunk: int = 1024
 
     def __post_init__(self):
         if self.evaluator not in EVALUATORS:
@@ -73,6 +77,8 @@ class PipelineConfig:
             raise ValueError(f"groups must be a positive integer or 'auto', got {self.groups!r}")
         if self.eval_episodes < 1:
             raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+        if self.subset_chunk < 1:
+            raise ValueError(f"subset_chunk must be >= 1, got {self.subset_chunk}")
 
     def check_for(self, family: TaskFamily) -> None:
         """Raise ``ValueError`` before any work if this config cannot run on ``family``."""
@@ -169,13 +175,47 @@ def _features(ppo_config, cfg, family, params, key):
 _stats = jax.jit(task_stats)
 
 
+def chunked(fn: Callable, xs, chunk: int, progress: Callable[[int, int], None] | None = None):
+    """``fn(xs)`` for a pytree ``xs`` with leading axis [S], ``chunk`` rows per call.
+
+    Every call gets exactly ``chunk`` rows (the last padded with copies of row 0), so ``fn``
+    compiles once whatever S; outputs (pytrees with leading [chunk]) are brought to the host
+    and concatenated, padding dropped. ``progress(done, total)`` is called after each chunk.
+    With S <= chunk this is one call on the unpadded ``xs``.
+    """
+    s = jax.tree.leaves(xs)[0].shape[0]
+    if s <= chunk:
+        out = jax.tree.map(np.asarray, fn(xs))
+        if progress is not None:
+            progress(s, s)
+        return out
+    parts = []
+    for lo in range(0, s, chunk):
+        part = jax.tree.map(lambda x: np.asarray(x)[lo : lo + chunk], xs)  # noqa: B023
+        pad = chunk - jax.tree.leaves(part)[0].shape[0]
+        if pad:
+            part = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], pad, 0)]), part)  # noqa: B023
+        parts.append(jax.tree.map(lambda x: np.asarray(x)[: chunk - pad], fn(part)))  # noqa: B023
+        if progress is not None:
+            progress(min(lo + chunk, s), s)
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices", "refine"))
 def _solve(feats, stats, masks, *, cfg, kmax, devices, refine=0):
     return over_devices(lambda m: solve_subsets(feats, m, cfg, kmax, stats, refine), masks, devices)
 
 
 def solve_all(
-    cfg: SurrogateConfig, feats: Features, masks, *, kmax: int, devices=None, stats: TaskStats | None = None
+    cfg: SurrogateConfig,
+    feats: Features,
+    masks,
+    *,
+    kmax: int,
+    devices=None,
+    stats: TaskStats | None = None,
+    chunk: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Solutions, dict]:
     """Every subset's surrogate solve, refined where it has not converged, with diagnostics.
 
@@ -191,16 +231,19 @@ def solve_all(
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     masks = np.asarray(masks, bool)
     stats = _stats(feats) if stats is None else stats
-    sol = _solve(feats, stats, jnp.asarray(masks), cfg=cfg, kmax=kmax, devices=devices)
-    sol = Solutions(*(np.array(x) for x in sol))
+    solve = lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices)  # noqa: E731
+    sol = Solutions(*(np.array(x) for x in chunked(solve, masks, chunk, progress)))
     refined = np.zeros(masks.shape[0], bool)
     if cfg.solver == "newton" and cfg.refine:
         bad = np.nonzero(~(sol.grad_ratio <= cfg.tol))[0]
         if bad.size:
             pad = (-bad.size) % cfg.subset_batch
             rows = np.concatenate([bad, np.repeat(bad[:1], pad)])
-            rows = jnp.asarray(masks[rows])
-            again = _solve(feats, stats, rows, cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine)
+            again = chunked(
+                lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine),
+                masks[rows],
+                chunk,
+            )
             for field, new in zip(sol, again, strict=True):
                 field[bad] = np.asarray(new)[: bad.size]
             refined[bad] = True
@@ -367,10 +410,21 @@ def estimate(
 
 
 def estimate_with_solutions(
-    config: PipelineConfig, family: TaskFamily, theta_star: AgentParams, masks, key, *, devices=None
+    config: PipelineConfig,
+    family: TaskFamily,
+    theta_star: AgentParams,
+    masks,
+    key,
+    *,
+    devices=None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Estimate:
     """:func:`estimate`, also returning the solutions and the scores' standard errors (for a second
-    evaluator or the first-order check without solving again): an :class:`Estimate`."""
+    evaluator or the first-order check without solving again): an :class:`Estimate`.
+
+    ``progress(stage, done, total)`` is called after each chunk of ``config.subset_chunk``
+    subsets of the ``"solve"`` and ``"evaluate"`` stages."""
+    on = (lambda stage: None) if progress is None else (lambda stage: lambda done, total: progress(stage, done, total))
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     timings = {}
     k_feat, k_eval = jax.random.split(key)
@@ -383,15 +437,18 @@ def estimate_with_solutions(
     kmax = int(np.asarray(masks, bool).sum(1).max())  # static bound on subset sizes, from the host copy
     masks = jnp.asarray(masks, bool)
     t0 = time.perf_counter()
-    sol, solve_info = solve_all(config.surrogate, feats, masks, kmax=kmax, devices=devices)
+    sol, solve_info = solve_all(
+        config.surrogate, feats, masks, kmax=kmax, devices=devices, chunk=config.subset_chunk, progress=on("solve")
+    )
     betas, scales = jnp.asarray(sol.betas), jnp.asarray(sol.scales)
     timings["solve"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scores, se = evaluate_subsets(
-        config, family, theta_star, feats, betas, scales, masks, k_eval, kmax=kmax, devices=devices
-    )
-    scores = np.asarray(scores)
-    se = None if se is None else np.asarray(se)
+
+    def evaluate(args):
+        b, c, m = (jnp.asarray(a) for a in args)
+        return evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax, devices=devices)
+
+    scores, se = chunked(evaluate, (betas, scales, masks), config.subset_chunk, on("evaluate"))
     timings["evaluate"] = time.perf_counter() - t0
     return Estimate(feats, betas, scales, scores, se, timings, solve_info)
 
@@ -442,7 +499,8 @@ def policygradex(
         key: PRNG key; the subset sample is seeded from it too, so a key fixes the whole run.
         theta_star: skip meta-training and use this meta-policy.
         subsets: bool [S, N] to use instead of sampling.
-        progress: called with a stage name as each stage starts (host side).
+        progress: called with a stage name as each stage starts (host side), and with
+            ``"estimate: solve|evaluate done/total subsets"`` after each chunk of subsets.
 
     Returns:
         :class:`Result`.
@@ -450,7 +508,8 @@ def policygradex(
     say = progress or (lambda stage: None)
     subsets, theta_star, meta_metrics, timings, (k_est, k_groups) = start(family, config, key, theta_star, subsets, say)
     say("estimate")
-    est = estimate_with_solutions(config, family, theta_star, subsets, k_est)
+    chunks = (lambda stage, done, total: say(f"estimate: {stage} {done}/{total} subsets")) if progress else None
+    est = estimate_with_solutions(config, family, theta_star, subsets, k_est, progress=chunks)
     feats, scores = est.features, est.scores
     timings.update(est.timings)
     kmax = int(subsets.sum(1).max())

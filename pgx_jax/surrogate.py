@@ -8,7 +8,9 @@ the transitions of the tasks in the subset S:
            {W_S} + \\frac{\\lambda_S}{2 W_S} \\|\\beta\\|^2, \\qquad
            \\theta_S = \\theta^* + c_S \\, P \\beta
 
-where y_t = sign(A_t), w_t = |A_t| and W_S = sum_{t in S} w_t.
+where y_t = sign(A_t), w_t = |A_t| and W_S = sum_{t in S} w_t. (With a separate, larger
+sample behind the gradient, ``FeatureConfig.gradient_transitions``, the loss's linear part comes
+from it and the training transitions give the curvature: see :func:`task_stats`.)
 
 **The Newton solve** (``solver="newton"``, default). Near zero margin softplus(-m) = log 2 - m/2 +
 m^2/8 - ..., so gradient and Hessian at beta = 0 are sums of per-task statistics (:func:`task_stats`)
@@ -129,10 +131,16 @@ class TaskStats:
 
 
 def task_stats(features: Features) -> TaskStats:
-    """:class:`TaskStats` of every task from its training transitions (one pass, O(N M D^2))."""
+    """:class:`TaskStats` of every task from its training transitions (one pass, O(N M D^2)).
+
+    With ``features.ag`` (the mean of A g~ over a separate, larger sample) b_i is M times it / 2
+    (M training transitions: the scale of G_i), else the sum over the training transitions."""
     x, y, w = features.x, features.y, features.w
     valid = jnp.ones_like(w) if features.valid is None else features.valid
-    b = jnp.einsum("nm,nmd->nd", w * y, x) / 2
+    if features.ag is None:
+        b = jnp.einsum("nm,nmd->nd", w * y, x) / 2
+    else:
+        b = features.ag * x.shape[1] / 2
     g = jnp.einsum("nm,nmd,nme->nde", w, x, x) / 4
     f = jnp.einsum("nm,nmd,nme->nde", valid, x, x) / jnp.maximum(valid.sum(1), 1.0)[:, None, None]
     return TaskStats(b, g, f, w.sum(1))
@@ -187,20 +195,32 @@ def _gathered(features: Features, mask: TaskMask, kmax: int | None):
     return features.x[idx].reshape(k * m, d), features.y[idx].reshape(k * m), w
 
 
-def _newton_step(beta, x, y, w, l2):
-    """One exact Newton (IRLS) step on the weight-normalised regularised logistic loss."""
+def _shift(x, y, w, b_s):
+    """b_S minus the training transitions' own b: zero unless b_S comes from the separate, larger
+    sample (``Features.ag``), in which case the loss gains the linear term -shift^T beta / W, so
+    its gradient at 0 is -b_S / W and the training transitions supply the curvature only."""
+    return b_s - x.T @ (w * y) / 2
+
+
+def _gradient(beta, x, y, w, l2, shift):
     total = jnp.maximum(w.sum(), 1e-12)
     s = jax.nn.sigmoid(-y * (x @ beta))
-    grad = -(x.T @ (w * y * s)) / total + l2 * beta
+    return -(x.T @ (w * y * s) + shift) / total + l2 * beta, s
+
+
+def _newton_step(beta, x, y, w, l2, shift):
+    """One exact Newton (IRLS) step on the weight-normalised regularised logistic loss."""
+    total = jnp.maximum(w.sum(), 1e-12)
+    grad, s = _gradient(beta, x, y, w, l2, shift)
     hess = (x.T * (w * s * (1 - s))) @ x / total + l2 * jnp.eye(beta.shape[0], dtype=beta.dtype)
     return beta - cho_solve(cho_factor(hess), grad)
 
 
-def _diagnostics(beta, x, y, w, l2, b_s):
+def _diagnostics(beta, x, y, w, l2, b_s, shift):
     """(gradient-norm ratio, weighted RMS margin, weighted 95th-percentile |margin|) at beta."""
     total = jnp.maximum(w.sum(), 1e-12)
     margins = y * (x @ beta)
-    grad = -(x.T @ (w * y * jax.nn.sigmoid(-margins))) / total + l2 * beta
+    grad, _ = _gradient(beta, x, y, w, l2, shift)
     ratio = jnp.linalg.norm(grad) / jnp.maximum(jnp.linalg.norm(b_s / total), 1e-30)
     rms = jnp.sqrt(jnp.sum(w * margins**2) / total)
     order = jnp.argsort(jnp.abs(margins))
@@ -209,9 +229,10 @@ def _diagnostics(beta, x, y, w, l2, b_s):
     return ratio, rms, p95
 
 
-def _lbfgs(x, y, w, l2, iterations: int):
+def _lbfgs(x, y, w, l2, shift, iterations: int):
     """(beta, line-search steps per iteration int32 [iterations]) by L-BFGS from zero."""
-    loss = lambda b: weighted_logistic_loss(b, x, y, w, l2)  # noqa: E731
+    total = jnp.maximum(w.sum(), 1e-12)
+    loss = lambda b: weighted_logistic_loss(b, x, y, w, l2) - shift @ b / total  # noqa: E731
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(loss)
 
@@ -249,14 +270,15 @@ def solve_with_info(
     stats = task_stats(features) if stats is None else stats
     h, b_s, w_s, f_s, l2 = _subset(stats, mask, cfg.rho)
     x, y, w = _gathered(features, mask, max_subset_size)
+    shift = jnp.zeros_like(b_s) if features.ag is None else _shift(x, y, w, b_s)
     if cfg.solver == "newton":
         beta = cho_solve(cho_factor(h), b_s)
         for _ in range(refine):
-            beta = _newton_step(beta, x, y, w, l2)
+            beta = _newton_step(beta, x, y, w, l2, shift)
         ls = jnp.zeros(cfg.iterations, jnp.int32)
     else:
-        beta, ls = _lbfgs(x, y, w, l2, cfg.iterations)
-    ratio, rms, p95 = _diagnostics(beta, x, y, w, l2, b_s)
+        beta, ls = _lbfgs(x, y, w, l2, shift, cfg.iterations)
+    ratio, rms, p95 = _diagnostics(beta, x, y, w, l2, b_s, shift)
     info = {"grad_ratio": ratio, "margin_rms": rms, "margin_p95": p95, "kl_per_unit": beta @ f_s @ beta / 2}
     return beta, {**info, "linesearch": ls}
 

@@ -3,6 +3,8 @@ policy, the ``mean`` parameter set steps what the deterministic evaluation uses,
 evaluator ranks a task by its alignment with the step, and 10,000 subsets go through one
 compiled solve."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,10 +95,44 @@ def test_ten_thousand_subsets_go_through_one_compiled_solve():
         masks[s, rng.choice(4, 2, replace=False)] = True
     cfg = SurrogateConfig(rho=10.0, refine=2, tol=0.5)  # converged without refinement: one pass
     before = pipeline._solve._cache_size()
-    sol, info = pipeline.solve_all(cfg, feats, masks, kmax=2)
-    assert pipeline._solve._cache_size() - before == 1
+    seen = []
+    sol, info = pipeline.solve_all(cfg, feats, masks, kmax=2, chunk=4096, progress=lambda d, t: seen.append((d, t)))
+    assert pipeline._solve._cache_size() - before == 1  # three chunks, the last padded: one program
+    assert seen == [(4096, 10_000), (8192, 10_000), (10_000, 10_000)]
     assert sol.betas.shape == (10_000, 8) and info["refined"] == 0
+    whole, _ = pipeline.solve_all(cfg, feats, masks[:300], kmax=2)
+    np.testing.assert_allclose(sol.betas[:300], whole.betas, rtol=1e-5, atol=1e-6)
     # the same pair always gives the same solve
     same = np.nonzero(np.all(masks == masks[0], 1))[0]
     assert same.size > 1
     np.testing.assert_allclose(sol.betas[same], np.repeat(sol.betas[:1], same.size, 0), rtol=1e-5, atol=1e-6)
+
+
+def test_mean_policy_gradient_of_one_backward_pass_equals_the_per_sample_features(fast_family):
+    """b_i from one backward pass over a task's transitions (the larger-sample path) equals the
+    mean of A_t g~_t from the per-sample projected gradients of the same transitions, and a solve
+    whose b_i comes from it is the solve from the transitions themselves."""
+    fam = fast_family
+    params = networks.init_agent(NET, fam.obs_size, fam.action_size, jax.random.PRNGKey(0))
+    ppo_cfg = PPOConfig(total_env_steps=240, num_envs=8, network=NET)
+    cfg = FeatureConfig(dim=16, transitions=60, holdout=0, sample_chunk=7)  # chunks that do not divide 60
+    k_data, k_proj = jax.random.split(jax.random.PRNGKey(2))
+    data = features.collect(ppo_cfg, cfg, fam, params, k_data)
+    feats = features.featurize(ppo_cfg, cfg, fam, params, data, k_proj)
+    ag = features.mean_policy_gradients(ppo_cfg, cfg, fam, params, data, k_proj)
+    per_sample = jnp.einsum("nm,nmd->nd", feats.y * feats.w, feats.x) / cfg.transitions
+    np.testing.assert_allclose(ag, per_sample, rtol=1e-4, atol=1e-6)
+    masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 1]], bool)
+    scfg = SurrogateConfig(rho=0.1, step_size=None)
+    for refine in (0, 3):
+        plain = surrogate.solve_subsets(feats, masks, scfg, refine=refine)
+        shared = surrogate.solve_subsets(feats.replace(ag=ag), masks, scfg, refine=refine)
+        np.testing.assert_allclose(shared.betas, plain.betas, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(shared.grad_ratio, plain.grad_ratio, rtol=1e-2, atol=1e-5)
+    # the larger sample really is separate and larger
+    big = dataclasses.replace(cfg, gradient_transitions=200)
+    out = features.gradient_features(ppo_cfg, big, fam, params, jax.random.PRNGKey(2))
+    assert out.ag.shape == (4, 16) and out.x.shape == (4, 60, 16)
+    assert not np.allclose(out.ag, ag)
+    with pytest.raises(ValueError, match="gradient_transitions must be a positive integer or None, got 0"):
+        FeatureConfig(gradient_transitions=0)
