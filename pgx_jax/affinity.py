@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+ESTIMATORS = ("mean", "regression")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AffinityConfig:
@@ -25,6 +27,11 @@ class AffinityConfig:
         standardize: z-score f(S, i) per target task i before averaging.
         symmetrize: return (U + U^T) / 2.
         zero_diagonal: set U[i, i] = 0 (only when standardised: a raw diagonal carries scale).
+        estimator: ``"mean"`` (the paper's: U[i, j] is the mean of f(S, i) over the subsets
+            holding i and j) or ``"regression"`` (U[i, j] is the coefficient of j in a ridge
+            regression of task i's scores on which other tasks share its subset: j's own effect,
+            not the effect of the tasks that happened to be sampled beside it).
+        ridge: the regression's penalty, relative to the mean diagonal of its Gram matrix.
     """
 
     subsets: int | None = None
@@ -33,6 +40,8 @@ class AffinityConfig:
     standardize: bool = True
     symmetrize: bool = True
     zero_diagonal: bool = True
+    estimator: str = "mean"
+    ridge: float = 0.1
 
     def __post_init__(self):
         if self.subsets is not None and (isinstance(self.subsets, bool) or self.subsets < 1):
@@ -41,6 +50,10 @@ class AffinityConfig:
             raise ValueError(f"subset_size must be >= 2 (a pair), got {self.subset_size!r}")
         if self.min_pair_coverage < 1:
             raise ValueError(f"min_pair_coverage must be >= 1, got {self.min_pair_coverage!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown affinity estimator {self.estimator!r}; known: {list(ESTIMATORS)}")
+        if not self.ridge > 0:
+            raise ValueError(f"ridge must be > 0, got {self.ridge!r}")
 
     def size_for(self, n: int) -> int:
         if n < 2:
@@ -159,10 +172,29 @@ def affinity_matrix(scores: np.ndarray, masks: np.ndarray, cfg: AffinityConfig) 
         sd = np.sqrt(np.where(masks, (f - mu) ** 2, 0.0).sum(0) / cnt)
         f = np.where(masks, (f - mu) / np.where(sd > 0, sd, 1.0), 0.0)
     m = masks.astype(np.float64)
-    # U[i, j] = sum_S f(S, i) [i in S][j in S] / #{S: i, j in S}
-    u = (f.T @ m) / (m.T @ m)
+    if cfg.estimator == "regression":
+        u = _regression(f, masks, cfg.ridge)
+    else:  # U[i, j] = sum_S f(S, i) [i in S][j in S] / #{S: i, j in S}
+        u = (f.T @ m) / (m.T @ m)
     if cfg.symmetrize:
         u = 0.5 * (u + u.T)
     if cfg.standardize and cfg.zero_diagonal:
         np.fill_diagonal(u, 0.0)
+    return u
+
+
+def _regression(f: np.ndarray, masks: np.ndarray, ridge: float) -> np.ndarray:
+    """float [N, N]: row i holds the ridge coefficients of f(S, i) (centred over the subsets
+    holding i) on the indicators [j in S] of the other tasks (centred too); the diagonal is 0."""
+    n = masks.shape[1]
+    u = np.zeros((n, n))
+    for i in range(n):
+        rows = masks[:, i]
+        others = np.delete(np.arange(n), i)
+        x = masks[rows][:, others].astype(np.float64)
+        x -= x.mean(0)
+        y = f[rows, i] - f[rows, i].mean()
+        gram = x.T @ x
+        lam = ridge * max(np.trace(gram) / len(others), 1e-12)
+        u[i, others] = np.linalg.solve(gram + lam * np.eye(len(others)), x.T @ y)
     return u

@@ -264,12 +264,11 @@ def process_trajectory(ppo: PPOConfig, cfg: FeatureConfig, family, params: Agent
     rewards = traj.reward * ppo.reward_scale
     adv, _ = gae(rewards, values, bootstrap, traj.terminal, discount=ppo.discount, lam=ppo.gae_lambda)
     adv = adv * traj.valid  # steps after a termination carry no signal
-    if cfg.center_advantages:  # per task, over its valid steps
-        per = lambda x: jnp.swapaxes(x, 0, 1).reshape(n, -1)  # noqa: E731  [T, E] -> [N, episodes * T]
+    train_eps, _ = cfg.episode_split(L)
+    if cfg.center_advantages:  # per task, over the valid steps of its training episodes only
+        per = lambda x: jnp.swapaxes(x, 0, 1).reshape(n, episodes * L)[:, : train_eps * L]  # noqa: E731
         mean = per(adv).sum(1) / jnp.maximum(per(traj.valid).sum(1), 1.0)  # [N]
         adv = (adv - jnp.repeat(mean, episodes)[None]) * traj.valid
-
-    train_eps, _ = cfg.episode_split(L)
 
     def per_task(x):  # [T, E, ...] -> [N, episodes * T, ...], episode-major within a task
         x = jnp.swapaxes(x, 0, 1).reshape((n, episodes * L) + x.shape[2:])

@@ -202,7 +202,7 @@ def chunked(fn: Callable, xs, chunk: int, progress: Callable[[int, int], None] |
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices", "refine"))
-def _solve(feats, stats, masks, *, cfg, kmax, devices, refine=0):
+def _solve(feats, stats, masks, *, cfg, kmax, devices, refine):
     return over_devices(lambda m: solve_subsets(feats, m, cfg, kmax, stats, refine), masks, devices)
 
 
@@ -231,13 +231,13 @@ def solve_all(
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     masks = np.asarray(masks, bool)
     stats = _stats(feats) if stats is None else stats
-    solve = lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices)  # noqa: E731
+    solve = lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=0)  # noqa: E731
     sol = Solutions(*(np.array(x) for x in chunked(solve, masks, chunk, progress)))
     refined = np.zeros(masks.shape[0], bool)
     if cfg.solver == "newton" and cfg.refine:
         bad = np.nonzero(~(sol.grad_ratio <= cfg.tol))[0]
-        if bad.size:
-            pad = (-bad.size) % cfg.subset_batch
+        if bad.size:  # padded to a power of two (at least a batch): few compiles, little waste
+            pad = max(cfg.subset_batch, 1 << (bad.size - 1).bit_length()) - bad.size
             rows = np.concatenate([bad, np.repeat(bad[:1], pad)])
             again = chunked(
                 lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine),
@@ -270,6 +270,13 @@ def solve_summary(sol: Solutions, refined: np.ndarray, cfg: SurrogateConfig) -> 
         v = np.asarray(getattr(sol, name), float)
         out[name] = {"mean": float(v.mean()), "max": float(v.max()), "min": float(v.min()), "per_subset": v.tolist()}
     out["refined"] = int(refined.sum())
+    out["linesearch_trips"] = None
+    if cfg.solver == "lbfgs":  # a vmapped batch runs each iteration's line search to its slowest member
+        steps = np.asarray(sol.linesearch)
+        b = min(cfg.subset_batch, steps.shape[0])
+        pad = (-steps.shape[0]) % b
+        steps = np.concatenate([steps, np.repeat(steps[:1], pad, 0)]).reshape(-1, b, steps.shape[1])
+        out["linesearch_trips"] = float(steps.max(1).mean())
     out["unconverged"] = int(np.sum(~(np.asarray(sol.grad_ratio) <= cfg.tol)))
     return out
 
@@ -333,21 +340,30 @@ def evaluate_subsets(
 
 
 def estimation_flops(
-    config: PipelineConfig, family, theta_star, feats: Features, masks, key, *, kmax: int, refined: int
+    config: PipelineConfig,
+    family,
+    theta_star,
+    feats: Features,
+    masks,
+    key,
+    *,
+    kmax: int,
+    refined: int,
+    linesearch_trips: float | None = None,
 ):
     """FLOPs of each estimation stage (:mod:`pgx_jax.flops`, traced, not run): ``features``,
     ``solve`` (statistics, every solve, and the ``refined`` subsets' Newton steps; L-BFGS's line
     search at its measured trip count) and ``evaluate``. None for host-stepped families, whose
     simulator works outside JAX."""
     from pgx_jax.flops import count_flops
-    from pgx_jax.validate import linesearch_trips, solve_flops
+    from pgx_jax.validate import solve_flops
 
     if host.is_host(family):
         return dict.fromkeys(("features", "solve", "evaluate", "linesearch_trips", "solve_in_linesearch"))
     cfg = config.surrogate
     k_feat, k_eval = jax.random.split(key)
     s, d = np.asarray(masks).shape[0], feats.x.shape[-1]
-    trips = linesearch_trips(feats, masks, cfg, kmax) if cfg.solver == "lbfgs" else None
+    trips = linesearch_trips
     f_feat = count_flops(lambda p, k: _features(config.ppo, config.features, family, p, k), theta_star, k_feat)
     f_solve = solve_flops(cfg, feats, masks, kmax, refined, trips)
     f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
@@ -365,11 +381,21 @@ def estimation_flops(
     }
 
 
-def stage_flops(config: PipelineConfig, family, theta_star, feats: Features, masks, key, *, kmax: int, refined: int):
+def stage_flops(config: PipelineConfig, family, theta_star, feats: Features, masks, key, *, kmax: int, solve_info):
     """:func:`estimation_flops` and ``meta_train`` (one PPO training on every task, traced)."""
     from pgx_jax.flops import count_flops
 
-    out = estimation_flops(config, family, theta_star, feats, masks, key, kmax=kmax, refined=refined)
+    out = estimation_flops(
+        config,
+        family,
+        theta_star,
+        feats,
+        masks,
+        key,
+        kmax=kmax,
+        refined=solve_info["refined"],
+        linesearch_trips=solve_info["linesearch_trips"],
+    )
     if out["features"] is not None:
         all_tasks = jnp.ones(family.n_tasks, bool)
         out["meta_train"] = count_flops(lambda m, k: ppo.train(config.ppo, family, m, k)[0], all_tasks, key).flops
@@ -513,7 +539,7 @@ def policygradex(
     feats, scores = est.features, est.scores
     timings.update(est.timings)
     kmax = int(subsets.sum(1).max())
-    flops = stage_flops(config, family, theta_star, feats, subsets, k_est, kmax=kmax, refined=est.solve_info["refined"])
+    flops = stage_flops(config, family, theta_star, feats, subsets, k_est, kmax=kmax, solve_info=est.solve_info)
     say("cluster")
     t0 = time.perf_counter()
     u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)

@@ -157,6 +157,8 @@ class Solutions(NamedTuple):
         margin_rms: float32 [S], |A|-weighted RMS of the margins y g~^T beta_S (small: the
             quadratic model is the loss).
         margin_p95: float32 [S], |A|-weighted 95th percentile of |margin|.
+        linesearch: int32 [S, iterations], L-BFGS's line-search steps per iteration (zeros for
+            ``newton``): the solve's one data-dependent loop, which FLOP counts need.
     """
 
     betas: jax.Array
@@ -165,6 +167,7 @@ class Solutions(NamedTuple):
     grad_ratio: jax.Array
     margin_rms: jax.Array
     margin_p95: jax.Array
+    linesearch: jax.Array
 
 
 def weighted_logistic_loss(beta, x, y, w, l2):
@@ -303,6 +306,8 @@ def step_scale(features: Features, beta: jax.Array, kl_per_unit: jax.Array, cfg:
 def update_direction(features: Features, beta: jax.Array, cfg: SurrogateConfig, kl_per_unit=None):
     """(delta theta float32 [P], scale c): the parameter update c P beta of ``cfg.step``
     (``kl_per_unit`` is needed for the ``kl`` step: see :func:`solve_with_info`)."""
+    if cfg.step == "kl" and kl_per_unit is None:
+        raise ValueError("a 'kl' step needs kl_per_unit (beta^T F_S beta / 2, from solve_with_info)")
     c, _ = step_scale(features, beta, jnp.zeros(()) if kl_per_unit is None else kl_per_unit, cfg)
     return features.delta(beta) * c, c
 
@@ -313,7 +318,7 @@ def solve_subsets(
     cfg: SurrogateConfig,
     max_subset_size: int | None = None,
     stats: TaskStats | None = None,
-    refine: int = 0,
+    refine: int | None = None,
 ) -> Solutions:
     """Solve every subset in one call.
 
@@ -322,17 +327,19 @@ def solve_subsets(
         masks: bool [S, N].
         max_subset_size: static bound K on the subset sizes (default N); see :func:`solve_with_info`.
         stats: :func:`task_stats` of ``features`` (computed here if not given).
-        refine: exact Newton steps after the closed-form solve (static; ``newton`` only). The
-            pipeline solves every subset with 0, then refines only those above ``cfg.tol``.
+        refine: exact Newton steps after the closed-form solve (static; ``newton`` only; None:
+            ``cfg.refine``). The pipeline (:func:`pgx_jax.pipeline.solve_all`) solves every
+            subset with 0, then refines only those above ``cfg.tol``.
 
     Returns:
         :class:`Solutions` [S]: theta_S = theta* + c_S P beta_S, and the solve's diagnostics.
     """
     stats = task_stats(features) if stats is None else stats
+    refine = cfg.refine if refine is None else refine
 
     def one(mask):
         beta, info = solve_with_info(features, mask, cfg, max_subset_size, stats, refine)
         c, kl = step_scale(features, beta, info["kl_per_unit"], cfg)
-        return Solutions(beta, c, kl, info["grad_ratio"], info["margin_rms"], info["margin_p95"])
+        return Solutions(beta, c, kl, info["grad_ratio"], info["margin_rms"], info["margin_p95"], info["linesearch"])
 
     return jax.lax.map(one, jnp.asarray(masks, bool), batch_size=cfg.subset_batch)

@@ -35,7 +35,6 @@ from pgx_jax.flops import FlopCount, count_flops, xla_flops
 from pgx_jax.groups import group_updates
 from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
-from pgx_jax.surrogate import solve_with_info, task_stats
 from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
 
@@ -375,30 +374,11 @@ def nmi(groups_a, groups_b, n: int) -> float:
     return float(normalized_mutual_info_score(labels(groups_a, n), labels(groups_b, n)))
 
 
-def linesearch_trips(features, masks, cfg, kmax: int) -> float:
-    """Mean line-search steps the vmapped solves execute per L-BFGS iteration.
-
-    A vmapped ``while`` runs until every member of the batch is done, so per iteration a batch
-    of ``cfg.subset_batch`` solves costs the maximum over the batch; this is that maximum,
-    averaged over iterations and batches: the trip count :func:`pgx_jax.flops.count_flops`
-    needs for the solves' one data-dependent loop.
-    """
-    masks = np.asarray(masks, bool)
-    b = min(cfg.subset_batch, masks.shape[0])
-    pad = (-masks.shape[0]) % b
-    batched = np.concatenate([masks, np.repeat(masks[:1], pad, 0)]).reshape(-1, b, masks.shape[1])
-    stats = task_stats(features)
-    trips = lambda f, m: solve_with_info(f, m, cfg, kmax, stats)[1]["linesearch"]  # noqa: E731
-    run = jax.jit(lambda f, ms: jax.vmap(jax.vmap(lambda m: trips(f, m)))(ms))
-    steps = np.asarray(run(features, jnp.asarray(batched)))  # [batches, b, iterations]
-    return float(steps.max(1).mean())
-
-
 def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None) -> FlopCount:
     """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
     every subset's solve, and ``refined`` of them again with ``cfg.refine`` Newton steps (their
     count is data-dependent: pass the number that :func:`solve_all` refined). ``trips``: L-BFGS's
-    measured line-search steps per iteration (:func:`linesearch_trips`)."""
+    measured line-search steps per iteration (``Solutions.linesearch``, summarised by :func:`pgx_jax.pipeline.solve_summary`)."""
     from pgx_jax.pipeline import _solve, _stats
 
     stats = jax.eval_shape(_stats, feats)
@@ -659,8 +639,17 @@ def validate(
 
     s, d = subsets.shape[0], config.features.dim
     est_wall = sum(t_est.values())
+    info = est.solve_info
     flops = estimation_flops(
-        config, family, theta_star, feats, subsets, k_est, kmax=kmax, refined=est.solve_info["refined"]
+        config,
+        family,
+        theta_star,
+        feats,
+        subsets,
+        k_est,
+        kmax=kmax,
+        refined=info["refined"],
+        linesearch_trips=info["linesearch_trips"],
     )
     est_flops = meta_flops = xla_feat = None
     if flops["features"] is not None:  # the host simulator's work is outside JAX: FLOPs are not comparable

@@ -57,7 +57,10 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     assert "kl" in ft and "kl" not in full
     sp = v["speedup"]
     assert sp["against"] == "full" and sp["flops"] == sp["by_truth"]["full"]["flops"]
-    assert sp["estimation"]["flops"] > 0 and sp["estimation"]["linesearch_trips_per_iteration"] >= 1
+    assert sp["estimation"]["flops"] > 0 and sp["estimation"]["linesearch_trips_per_iteration"] is None  # newton
+    solve = v["estimate"]["solve"]
+    assert solve["solver"] == "newton" and len(solve["grad_ratio"]["per_subset"]) == v["subsets"]
+    assert solve["kl"]["max"] > 0
     for png in ("approx_error.png", "affinity_estimated.png"):
         assert (out / png).stat().st_size > 1000
     assert "[full] speedup in FLOPs" in capsys.readouterr().out

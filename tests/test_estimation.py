@@ -50,6 +50,13 @@ def test_task_statistics_summed_over_a_subset_equal_the_pooled_statistics():
     np.testing.assert_allclose(
         stats.F[0], np.asarray(feats.x[0]).T @ np.asarray(feats.x[0]) / 200, rtol=1e-4, atol=1e-4
     )
+    # frozen steps after a termination are not states the policy acts in: not in the Fisher
+    valid = np.ones((4, 200), np.float32)
+    valid[0, 150:] = 0
+    frozen = surrogate.task_stats(feats.replace(valid=jnp.asarray(valid)))
+    x0 = np.asarray(feats.x[0, :150])
+    np.testing.assert_allclose(frozen.F[0], x0.T @ x0 / 150, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(frozen.F[1], stats.F[1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("solver", ["newton", "lbfgs"])
@@ -285,3 +292,24 @@ def test_small_families_take_every_subset_when_coverage_cannot_be_met():
     assert masks.shape == (6, 4) and cfg.coverage_for(4) == 1
     assert pair_coverage(masks)[~np.eye(4, dtype=bool)].min() == 1
     assert AffinityConfig(subset_size=3).coverage_for(4) == 2
+
+
+def test_regression_affinity_recovers_each_tasks_own_effect():
+    """f(S, i) = sum of planted pair effects of i's subset mates: the regression estimator returns
+    exactly those effects (up to the ridge's shrinkage), and ranks the planted blocks like the mean."""
+    rng = np.random.default_rng(0)
+    n = 6
+    effect = rng.normal(size=(n, n))
+    masks = affinity.sample_subsets(0, n, AffinityConfig(subsets=60, subset_size=3))
+    f = np.where(masks, (masks.astype(float) @ effect.T), np.nan)  # f[S, i] = sum_{j in S} effect[i, j]
+    raw = AffinityConfig(estimator="regression", ridge=1e-6, standardize=False, symmetrize=False)
+    u = affinity.affinity_matrix(f, masks, raw)
+    off = ~np.eye(n, dtype=bool)
+    # subsets of one size identify each row's effects up to a constant: compare row-centred
+    planted = np.where(off, effect - np.nanmean(np.where(off, effect, np.nan), 1, keepdims=True), 0.0)
+    np.testing.assert_allclose(u[off], planted[off], rtol=1e-4, atol=1e-4)
+    mean = affinity.affinity_matrix(f, masks, AffinityConfig(standardize=False, symmetrize=False, zero_diagonal=False))
+    mean = mean - np.nanmean(np.where(off, mean, np.nan), 1, keepdims=True)
+    assert np.abs(mean[off] - planted[off]).max() > 0.3  # the mean mixes in the mates' effects
+    with pytest.raises(ValueError, match="unknown affinity estimator 'ols'"):
+        AffinityConfig(estimator="ols")

@@ -129,6 +129,25 @@ def test_mean_policy_gradient_of_one_backward_pass_equals_the_per_sample_feature
         shared = surrogate.solve_subsets(feats.replace(ag=ag), masks, scfg, refine=refine)
         np.testing.assert_allclose(shared.betas, plain.betas, rtol=1e-3, atol=1e-5)
         np.testing.assert_allclose(shared.grad_ratio, plain.grad_ratio, rtol=1e-2, atol=1e-5)
+    # b_i from another sample: the closed form uses it, and the exact solvers keep it as the
+    # loss's gradient at zero (the training transitions give the curvature only)
+    other = feats.replace(ag=1.5 * ag + 0.01)
+    stats = surrogate.task_stats(other)
+    np.testing.assert_allclose(stats.b, (1.5 * ag + 0.01) * cfg.transitions / 2, rtol=1e-5)
+    m = np.array([True, True, False, False])
+    x, y, w = (np.asarray(a)[m].reshape(-1, *np.shape(a)[2:]) for a in (feats.x, feats.y, feats.w))
+    g = (x.T * w) @ x / 4
+    lam = 0.1 * np.trace(g) / 16
+    closed = np.linalg.solve(g + lam * np.eye(16), np.asarray(stats.b)[m].sum(0))
+    zero, info0 = surrogate.solve_with_info(other, jnp.asarray(m), scfg)
+    np.testing.assert_allclose(zero, closed, rtol=1e-3, atol=1e-5)
+    newton, info = surrogate.solve_with_info(other, jnp.asarray(m), scfg, refine=5)
+    lbfgs, info_l = surrogate.solve_with_info(
+        other, jnp.asarray(m), dataclasses.replace(scfg, solver="lbfgs", iterations=300)
+    )
+    assert float(info["grad_ratio"]) < 1e-3 and float(info_l["grad_ratio"]) < 1e-3
+    np.testing.assert_allclose(newton, lbfgs, rtol=1e-2, atol=1e-3 * float(np.abs(newton).max()))
+    assert not np.allclose(newton, surrogate.solve_with_info(feats, jnp.asarray(m), scfg, refine=5)[0], rtol=0.05)
     # the larger sample really is separate and larger
     big = dataclasses.replace(cfg, gradient_transitions=200)
     out = features.gradient_features(ppo_cfg, big, fam, params, jax.random.PRNGKey(2))
