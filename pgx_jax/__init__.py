@@ -30,6 +30,7 @@ from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
 from pgx_jax.evaluate import (
     evaluate,
     evaluate_metrics,
+    gain_scores,
     loss_scores,
     random_policy_metrics,
     random_policy_returns,
@@ -40,7 +41,7 @@ from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams, init_agent
 from pgx_jax.pipeline import PipelineConfig, Result, estimate, pipeline_config, policygradex
 from pgx_jax.ppo import check_finite, train, train_chunked, train_many
-from pgx_jax.surrogate import SurrogateConfig, solve, solve_subsets
+from pgx_jax.surrogate import Solutions, SurrogateConfig, TaskStats, solve, solve_subsets, task_stats
 from pgx_jax.tasks import FAMILIES, TaskFamily, TaskState, custom_family, load_tasks_file, make_family
 
 __version__ = "0.1.0"
@@ -63,6 +64,10 @@ __all__ = [
     "sample_subsets",
     "solve",
     "solve_subsets",
+    "Solutions",
+    "TaskStats",
+    "task_stats",
+    "gain_scores",
     "train_groups",
     "AgentParams",
     "BUDGETS",

@@ -378,7 +378,8 @@ def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | N
     """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
     every subset's solve, and ``refined`` of them again with ``cfg.refine`` Newton steps (their
     count is data-dependent: pass the number that :func:`solve_all` refined). ``trips``: L-BFGS's
-    measured line-search steps per iteration (``Solutions.linesearch``, summarised by :func:`pgx_jax.pipeline.solve_summary`)."""
+    measured line-search steps per iteration (``Solutions.linesearch``, summarised by
+    :func:`pgx_jax.pipeline.solve_summary`)."""
     from pgx_jax.pipeline import _solve, _stats
 
     stats = jax.eval_shape(_stats, feats)
