@@ -1,0 +1,231 @@
+"""Issue-13 cost figures, measured side by side in one process per part.
+
+1. ``solve``: FLOPs (:mod:`pgx_jax.flops`, loops at their trip counts; L-BFGS's line search at
+   its measured trip count) and steady-state wall-clock per subset of the Newton and L-BFGS
+   solves on the same features and subsets (reacher-goals, demo feature config, d = 400).
+2. ``scale m``: the whole estimate (features, solves, rollout evaluation) for m sampled subsets,
+   each m in its own process: wall-clock per stage, peak RSS, and the number of compiled
+   solve and evaluation programs.
+
+theta* is the fresh initialisation (costs do not depend on the parameters' values).
+Results: ``results/solve_cost.json`` (each part saved as it finishes) and ``results/solve_cost.md``.
+
+    python benchmarks/solve_cost.py                 # every part not yet done
+    python benchmarks/solve_cost.py --part solve
+    python benchmarks/solve_cost.py --part scale --m 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "results", "solve_cost.json")
+FAMILY = "reacher-goals"
+SCALES = (50, 200, 1000, 10000)
+
+
+def _load() -> dict:
+    return json.load(open(OUT)) if os.path.exists(OUT) else {"solve": None, "scale": {}}
+
+
+def _save(d: dict) -> None:
+    from pgx_jax.results import machine, write_json
+
+    d["machine"] = machine()
+    write_json(OUT, d)
+
+
+def _setup(m: int):
+    import jax
+
+    from pgx_jax import networks
+    from pgx_jax.affinity import AffinityConfig
+    from pgx_jax.pipeline import pipeline_config
+    from pgx_jax.tasks import make_family
+
+    family = make_family(FAMILY)
+    config = pipeline_config("demo", family, affinity=AffinityConfig(subsets=m), train_groups=False)
+    net = config.ppo.network
+    theta = networks.init_agent(net, family.obs_size, family.action_size, jax.random.PRNGKey(0))
+    return family, config, theta
+
+
+def part_solve(m: int = 200) -> dict:
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from pgx_jax.affinity import sample_subsets
+    from pgx_jax.pipeline import features_at, solve_all
+    from pgx_jax.validate import solve_flops
+
+    family, config, theta = _setup(m)
+    masks = sample_subsets(0, family.n_tasks, config.affinity)
+    feats = features_at(config.ppo, config.features, family, theta, jax.random.PRNGKey(1))
+    kmax = int(masks.sum(1).max())
+    out = {"family": FAMILY, "subsets": int(masks.shape[0]), "dim": config.features.dim, "by_solver": {}}
+    betas = {}
+    for solver in ("newton", "lbfgs"):
+        cfg = dataclasses.replace(config.surrogate, solver=solver)
+        solve_all(cfg, feats, masks, kmax=kmax)  # compile
+        t0 = time.perf_counter()
+        sol, info = solve_all(cfg, feats, masks, kmax=kmax)
+        wall = time.perf_counter() - t0
+        flops = solve_flops(cfg, feats, masks, kmax, info["refined"], info["linesearch_trips"])
+        betas[solver] = sol.betas
+        out["by_solver"][solver] = {
+            "wall_s": wall,
+            "wall_s_per_subset": wall / masks.shape[0],
+            "flops": flops.flops,
+            "flops_per_subset": flops.flops / masks.shape[0],
+            "refined": info["refined"],
+            "unconverged": info["unconverged"],
+            "grad_ratio_max": info["grad_ratio"]["max"],
+            "grad_ratio_median": float(np.median(info["grad_ratio"]["per_subset"])),
+            "linesearch_trips": info["linesearch_trips"],
+        }
+        print(solver, out["by_solver"][solver], flush=True)
+    a, b = betas["newton"], betas["lbfgs"]
+    cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    out["cosine_newton_lbfgs"] = {"min": float(cos.min()), "mean": float(cos.mean())}
+    n, lb = out["by_solver"]["newton"], out["by_solver"]["lbfgs"]
+    out["lbfgs_over_newton"] = {"flops": lb["flops"] / n["flops"], "wall": lb["wall_s"] / n["wall_s"]}
+    return out
+
+
+def part_scale(m: int) -> dict:
+    import jax
+    import numpy as np
+
+    from pgx_jax import pipeline
+    from pgx_jax.affinity import sample_subsets
+
+    family, config, theta = _setup(m)
+    masks = sample_subsets(0, family.n_tasks, config.affinity)
+    seen = []
+    t0 = time.perf_counter()
+    est = pipeline.estimate_with_solutions(
+        config, family, theta, masks, jax.random.PRNGKey(2), progress=lambda *a: seen.append(a)
+    )
+    wall = time.perf_counter() - t0
+    for stage, done, total in seen:
+        print(f"  {stage} {done}/{total}", flush=True)
+    return {
+        "subsets": int(masks.shape[0]),
+        "wall_s_including_compile": wall,
+        "timings": est.timings,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "compiled": {"solve": pipeline._solve._cache_size(), "evaluate": pipeline._rollout._cache_size()},
+        "chunks": len(seen),
+        "unconverged": est.solve_info["unconverged"],
+        "refined": est.solve_info["refined"],
+        "finite": bool(np.all(np.isfinite(est.scores[masks]))),
+    }
+
+
+def table(d: dict) -> str:
+    import jax
+
+    from pgx_jax.results import markdown_table
+
+    lines = [
+        "# Surrogate solve and estimation cost (issue 13)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; jax {jax.__version__}. "
+        f"{FAMILY}, demo features (d = 400, 2048 transitions per task), rollout evaluator (32 episodes per task).",
+        "",
+    ]
+    s = d.get("solve")
+    if s:
+        rows = [
+            [
+                k,
+                v["flops_per_subset"],
+                v["wall_s_per_subset"] * 1e3,
+                v["refined"],
+                v["unconverged"],
+                v["grad_ratio_max"],
+            ]
+            for k, v in s["by_solver"].items()
+        ]
+        lines += [
+            f"## Solve, {s['subsets']} subsets",
+            "",
+            markdown_table(
+                ["solver", "FLOPs per subset", "ms per subset", "refined", "unconverged", "max gradient ratio"], rows
+            ),
+            f"L-BFGS / Newton: {s['lbfgs_over_newton']['flops']:.0f}x the FLOPs, "
+            f"{s['lbfgs_over_newton']['wall']:.1f}x the wall-clock; cosine of the solutions "
+            f"{s['cosine_newton_lbfgs']['mean']:.3f} mean, {s['cosine_newton_lbfgs']['min']:.3f} min.",
+            "",
+        ]
+    if d.get("scale"):
+        rows = []
+        for m, v in sorted(d["scale"].items(), key=lambda kv: int(kv[0])):
+            t = v["timings"]
+            rows.append(
+                [
+                    int(m),
+                    t["features"],
+                    t["solve"],
+                    t["evaluate"],
+                    v["wall_s_including_compile"],
+                    v["peak_rss_mb"],
+                    f"{v['compiled']['solve']} / {v['compiled']['evaluate']}",
+                ]
+            )
+        lines += [
+            "## Estimation for m subsets (one process each)",
+            "",
+            markdown_table(
+                [
+                    "m",
+                    "features s",
+                    "solve s",
+                    "evaluate s",
+                    "total s (with compiles)",
+                    "peak RSS MB",
+                    "compiled solve / eval",
+                ],
+                rows,
+            ),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=["solve", "scale", "all"], default="all")
+    p.add_argument("--m", type=int, default=None, help="one scale (run in this process)")
+    p.add_argument("--table", action="store_true")
+    args = p.parse_args()
+    d = _load()
+    if not args.table:
+        if args.part in ("solve", "all") and (args.part == "solve" or not d.get("solve")):
+            d["solve"] = part_solve()
+            _save(d)
+        if args.part == "scale" and args.m is not None:
+            d = _load()
+            d["scale"][str(args.m)] = part_scale(args.m)
+            _save(d)
+        elif args.part in ("scale", "all"):
+            for m in SCALES:
+                if str(m) not in d["scale"]:  # a process each: peak RSS and compile counts are its own
+                    subprocess.run([sys.executable, __file__, "--part", "scale", "--m", str(m)], check=True)
+            d = _load()
+    from pgx_jax.results import write_markdown
+
+    write_markdown(os.path.join(HERE, "results", "solve_cost.md"), table(d))
+
+
+if __name__ == "__main__":
+    main()
