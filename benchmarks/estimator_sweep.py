@@ -51,13 +51,20 @@ VARIANTS = [
     {"center": True},
     {"params": "mean", "center": True, "step": "kl", "step_size": 0.01},
     {"params": "mean", "center": True, "step": "kl", "step_size": 0.1},
+    # b_i from a separate sample 16x larger (one backward pass; the gradient signal grew with it)
+    {"gradient_transitions": 32768},
+    {"gradient_transitions": 32768, "center": True},
+    {"gradient_transitions": 32768, "step": "kl", "step_size": 0.01},
+    {"gradient_transitions": 32768, "rho": 1.0},
+    {"gradient_transitions": 131072},
 ]
 SETTINGS = [{**BASE, **v} for v in VARIANTS]
 
 
 def _name(s: dict) -> str:
     centred = "+centred" if s["center"] else ""
-    return f"{s['params']}{centred} {s['solver']} rho={s['rho']:g} {s['step']}={s['step_size']:g}"
+    big = f" b from {s['gradient_transitions']}" if s.get("gradient_transitions") else ""
+    return f"{s['params']}{centred}{big} {s['solver']} rho={s['rho']:g} {s['step']}={s['step_size']:g}"
 
 
 def _family_and_config(case: str, report: dict):
@@ -124,7 +131,12 @@ def run_case(case: str, settings: list[dict]) -> None:
             continue
         cfg = dataclasses.replace(
             config,
-            features=dataclasses.replace(config.features, params=s["params"], center_advantages=s["center"]),
+            features=dataclasses.replace(
+                config.features,
+                params=s["params"],
+                center_advantages=s["center"],
+                gradient_transitions=s.get("gradient_transitions"),
+            ),
             surrogate=SurrogateConfig(solver=s["solver"], rho=s["rho"], step=s["step"], step_size=s["step_size"]),
             evaluator="rollout",
         )

@@ -29,6 +29,12 @@ def test_train_smoke_writes_results(tmp_path, reacher, capsys):
         (["train", "--budget", "huge"], "unknown budget 'huge'"),
         (["train", "--episodes", "0"], "--episodes must be >= 1"),
         (["train", "--conditioning", "goal"], "--conditioning: unknown conditioning 'goal'"),
+        (["run", "--solver", "cg"], "unknown solver 'cg'; known: ['newton', 'lbfgs']"),
+        (["validate", "--step", "norm"], "unknown step 'norm'; known: ['relative', 'kl']"),
+        (["compare", "--rho", "-1"], "rho must be >= 0, got -1.0"),
+        (["run", "--step-size", "0"], "step_size must be > 0 or None, got 0.0"),
+        (["run", "--params", "head"], "unknown parameter set 'head'"),
+        (["run", "--evaluator", "oracle"], "unknown evaluator 'oracle'; known: ['rollout', 'loss', 'gain']"),
     ],
 )
 def test_bad_arguments_fail_before_training(argv, message, capsys, tmp_path):
@@ -62,9 +68,15 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
     features and group training in compiled calls."""
     out = tmp_path / "pend"
     argv = ["run", "--family", "pendulum-physics", "--budget", "smoke", "--evaluator", "loss", "--groups", "2"]
+    argv += ["--step", "kl", "--step-size", "0.02", "--rho", "0.5"]
     assert main(argv + ["--out", str(out), "--no-progress"]) == 0
     result = json.loads((out / "result.json").read_text())
     assert len(result["tasks"]) == 10 and len(result["groups"]) == 2
+    # the solve's flags are recorded, and it reports what it did: every subset's KL is the target
+    surrogate = result["config"]["surrogate"]
+    assert (surrogate["step"], surrogate["step_size"], surrogate["rho"]) == ("kl", 0.02, 0.5)
+    assert result["solve"]["kl"]["per_subset"] == pytest.approx([0.02] * result["subsets"], rel=1e-3)
+    assert all(result["flops"][stage] > 0 for stage in ("features", "solve", "evaluate", "meta_train"))
     assert sorted(i for g in result["groups"] for i in g) == list(range(10))
     returns = np.array(list(result["per_task_return"].values()))
     assert np.isfinite(returns).all() and returns.max() <= 200  # +1 per upright step, 200 steps
