@@ -255,7 +255,7 @@ def table() -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; jax {jax.__version__}. Demo-budget theta* and "
         "truths of the issue-12 measurement cases (`results/measurement/`); the estimate re-run with each setting "
         "under the validate keys. Cells: within-task Spearman / NMI of the estimate's groups against the truth's "
-        "own groups at the truth's k, per evaluator (rollout | loss | gain).",
+        "own groups at the truth's k, per evaluator (rollout ; loss ; gain).",
         "",
     ]
     for name in sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []:
@@ -264,9 +264,10 @@ def table() -> str:
         d = json.load(open(os.path.join(OUT, name)))
         lines += [f"## {d['case']}", ""]
         for kind, t in d["truths"].items():
+            f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
             lines.append(
-                f"- truth `{kind}`: self-agreement NMI {t['self_nmi']}, within-task Spearman {t['self_within']}, "
-                f"NMI vs planted {t['nmi_vs_planted']}"
+                f"- truth `{kind}`: self-agreement NMI {f(t['self_nmi'])}, within-task Spearman "
+                f"{f(t['self_within'])}, NMI vs planted {f(t['nmi_vs_planted'])}"
             )
         lines.append("")
         kinds = list(d["truths"])
@@ -277,9 +278,7 @@ def table() -> str:
             for k in kinds:
                 b = e["by_truth"][k]
                 cells.append(
-                    " | ".join(
-                        f"{b[ev]['spearman_within_task']:.2f}/{b[ev]['nmi_at_truth_k']:.2f}" for ev in b
-                    ).replace("|", "\\|")
+                    " ; ".join(f"{b[ev]['spearman_within_task']:.2f}/{b[ev]['nmi_at_truth_k']:.2f}" for ev in b)
                 )
             sv = e["solve"]
             rows.append(
