@@ -172,6 +172,22 @@ def project(grads: jax.Array, key: PRNGKey, dim: int, block: int) -> jax.Array:
     return out
 
 
+def projection_gram(key: PRNGKey, mask: jax.Array, dim: int, block: int) -> jax.Array:
+    """``P^T diag(mask) P``: float32 [D, D], generating P block by block (``mask`` [P], 0/1), so
+    that ||mask * (P beta)||^2 = beta^T G beta costs O(D^2) per solution instead of
+    regenerating P."""
+    num_params = mask.shape[0]
+    nb = _blocks(num_params, block)
+    padded = jnp.zeros(nb * block, mask.dtype).at[:num_params].set(mask).reshape(nb, block)
+
+    def body(acc, i):
+        p = projection_block(key, i, block, dim)
+        return acc + (p.T * padded[i]) @ p, None
+
+    gram, _ = jax.lax.scan(body, jnp.zeros((dim, dim), jnp.float32), jnp.arange(nb))
+    return gram
+
+
 def unproject(beta: jax.Array, key: PRNGKey, num_params: int, block: int) -> jax.Array:
     """``P @ beta``: beta [D] -> float32 [P], generating P block by block."""
     dim = beta.shape[-1]

@@ -52,7 +52,7 @@ import optax
 from flax import struct
 from jax.scipy.linalg import cho_factor, cho_solve
 
-from pgx_jax.features import Features
+from pgx_jax.features import Features, projection_gram
 from pgx_jax.types import TaskMask
 
 SOLVERS = ("newton", "lbfgs")
@@ -122,12 +122,15 @@ class TaskStats:
         F: float32 [N, D, D], mean over the task's valid transitions of g~_t g~_t^T (the Fisher
             information of pi_theta* in projected coordinates).
         W: float32 [N], sum_t w_t.
+        gram: float32 [D, D], P^T diag(mask) P: ||theta_S - theta*|| = c sqrt(beta^T gram beta)
+            without regenerating P for every subset.
     """
 
     b: jax.Array
     G: jax.Array
     F: jax.Array
     W: jax.Array
+    gram: jax.Array
 
 
 def task_stats(features: Features) -> TaskStats:
@@ -143,7 +146,8 @@ def task_stats(features: Features) -> TaskStats:
         b = features.ag * x.shape[1] / 2
     g = jnp.einsum("nm,nmd,nme->nde", w, x, x) / 4
     f = jnp.einsum("nm,nmd,nme->nde", valid, x, x) / jnp.maximum(valid.sum(1), 1.0)[:, None, None]
-    return TaskStats(b, g, f, w.sum(1))
+    gram = projection_gram(features.key, features.param_mask, x.shape[-1], features.param_block)
+    return TaskStats(b, g, f, w.sum(1), gram)
 
 
 class Solutions(NamedTuple):
@@ -291,15 +295,17 @@ def solve(features: Features, mask: TaskMask, cfg: SurrogateConfig, max_subset_s
     return solve_with_info(features, mask, cfg, max_subset_size, refine=cfg.refine)[0]
 
 
-def step_scale(features: Features, beta: jax.Array, kl_per_unit: jax.Array, cfg: SurrogateConfig):
+def step_scale(features: Features, beta: jax.Array, kl_per_unit: jax.Array, cfg: SurrogateConfig, gram=None):
     """(c, KL): the step c_S of ``cfg.step`` and the mean KL(pi_theta* || pi_theta_S) it makes
-    (second order: c^2 beta^T F_S beta / 2, ``kl_per_unit`` being beta^T F_S beta / 2)."""
+    (second order: c^2 beta^T F_S beta / 2, ``kl_per_unit`` being beta^T F_S beta / 2).
+    ``gram`` (:attr:`TaskStats.gram`) gives ||P beta|| in O(D^2); without it P is regenerated."""
     if cfg.step_size is None:
         c = jnp.ones((), beta.dtype)
     elif cfg.step == "kl":
         c = jnp.sqrt(cfg.step_size / jnp.maximum(kl_per_unit, 1e-30))
     else:
-        c = cfg.step_size * jnp.linalg.norm(features.theta) / jnp.maximum(jnp.linalg.norm(features.delta(beta)), 1e-12)
+        norm = jnp.linalg.norm(features.delta(beta)) if gram is None else jnp.sqrt(jnp.maximum(beta @ gram @ beta, 0.0))
+        c = cfg.step_size * jnp.linalg.norm(features.theta) / jnp.maximum(norm, 1e-12)
     return c, c**2 * kl_per_unit
 
 
@@ -339,7 +345,7 @@ def solve_subsets(
 
     def one(mask):
         beta, info = solve_with_info(features, mask, cfg, max_subset_size, stats, refine)
-        c, kl = step_scale(features, beta, info["kl_per_unit"], cfg)
+        c, kl = step_scale(features, beta, info["kl_per_unit"], cfg, stats.gram)
         return Solutions(beta, c, kl, info["grad_ratio"], info["margin_rms"], info["margin_p95"], info["linesearch"])
 
     return jax.lax.map(one, jnp.asarray(masks, bool), batch_size=cfg.subset_batch)

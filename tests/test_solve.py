@@ -155,3 +155,18 @@ def test_mean_policy_gradient_of_one_backward_pass_equals_the_per_sample_feature
     assert not np.allclose(out.ag, ag)
     with pytest.raises(ValueError, match="gradient_transitions must be a positive integer or None, got 0"):
         FeatureConfig(gradient_transitions=0)
+
+
+def test_relative_step_from_the_projection_gram_is_the_step_itself():
+    """||c P beta|| computed in O(D^2) from P^T diag(mask) P is the norm of the masked update
+    that theta_S really gets (P regenerated, blocks that do not divide the parameter count)."""
+    feats = _toy(jax.random.PRNGKey(8))
+    feats = feats.replace(param_mask=(jnp.arange(50) % 3 != 0).astype(jnp.float32))
+    masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 1]], bool)
+    sol = surrogate.solve_subsets(feats, masks, SurrogateConfig(step_size=0.01, rho=0.1))
+    for beta, c in zip(sol.betas, sol.scales, strict=True):
+        rel = float(jnp.linalg.norm(feats.delta(beta) * c) / jnp.linalg.norm(feats.theta))
+        assert rel == pytest.approx(0.01, rel=1e-4)
+    gram = surrogate.task_stats(feats).gram
+    beta = sol.betas[0]
+    assert float(beta @ gram @ beta) == pytest.approx(float(jnp.sum(feats.delta(beta) ** 2)), rel=1e-4)
