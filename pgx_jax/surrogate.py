@@ -230,10 +230,21 @@ def _diagnostics(beta, x, y, w, l2, b_s, shift):
     grad, _ = _gradient(beta, x, y, w, l2, shift)
     ratio = jnp.linalg.norm(grad) / jnp.maximum(jnp.linalg.norm(b_s / total), 1e-30)
     rms = jnp.sqrt(jnp.sum(w * margins**2) / total)
-    order = jnp.argsort(jnp.abs(margins))
-    cum = jnp.cumsum(w[order])
-    p95 = jnp.abs(margins)[order][jnp.searchsorted(cum, 0.95 * cum[-1])]
-    return ratio, rms, p95
+    return ratio, rms, _weighted_quantile(jnp.abs(margins), w, 0.95)
+
+
+def _weighted_quantile(v, w, q: float, iterations: int = 24):
+    """The smallest t with sum w [v <= t] >= q sum w, by bisection on [0, max v] (v >= 0): to
+    2^-24 of max v, and far cheaper than a sort under vmap on CPU."""
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) / 2
+        below = jnp.sum(jnp.where(v <= mid, w, 0.0)) >= q * jnp.sum(w)
+        return jnp.where(below, lo, mid), jnp.where(below, mid, hi)
+
+    _, hi = jax.lax.fori_loop(0, iterations, body, (jnp.zeros((), v.dtype), jnp.max(v)))
+    return hi
 
 
 def _lbfgs(x, y, w, l2, shift, iterations: int):

@@ -170,3 +170,14 @@ def test_relative_step_from_the_projection_gram_is_the_step_itself():
     gram = surrogate.task_stats(feats).gram
     beta = sol.betas[0]
     assert float(beta @ gram @ beta) == pytest.approx(float(jnp.sum(feats.delta(beta) ** 2)), rel=1e-4)
+
+
+def test_weighted_quantile_of_the_margins():
+    rng = np.random.default_rng(0)
+    v, w = np.abs(rng.normal(size=5000)).astype(np.float32), rng.uniform(0.1, 2, 5000).astype(np.float32)
+    order = np.argsort(v)
+    cum = np.cumsum(w[order])
+    ref = v[order][np.searchsorted(cum, 0.95 * cum[-1])]
+    assert float(surrogate._weighted_quantile(jnp.asarray(v), jnp.asarray(w), 0.95)) == pytest.approx(ref, rel=1e-4)
+    w[v > 1.0] = 0.0  # weightless margins do not count
+    assert float(surrogate._weighted_quantile(jnp.asarray(v), jnp.asarray(w), 0.95)) <= 1.0 + 1e-6
