@@ -564,8 +564,8 @@ def validate(
         _subset_params,
         estimate,
         estimate_with_solutions,
-        estimation_flops,
         evaluate_subsets,
+        stage_flops,
         start,
     )
 
@@ -640,25 +640,12 @@ def validate(
 
     s, d = subsets.shape[0], config.features.dim
     est_wall = sum(t_est.values())
-    info = est.solve_info
-    flops = estimation_flops(
-        config,
-        family,
-        theta_star,
-        feats,
-        subsets,
-        k_est,
-        kmax=kmax,
-        refined=info["refined"],
-        linesearch_trips=info["linesearch_trips"],
-    )
+    say("count FLOPs")
+    flops = stage_flops(config, family, theta_star, feats, subsets, k_est, kmax=kmax, solve_info=est.solve_info)
     est_flops = meta_flops = xla_feat = None
     if flops["features"] is not None:  # the host simulator's work is outside JAX: FLOPs are not comparable
-        say("count FLOPs")
         est_flops = flops["features"] + flops["solve"] + flops["evaluate"]
-        meta_flops = count_flops(
-            lambda m, k: ppo.train(config.ppo, family, m, k)[0], jnp.ones(family.n_tasks, bool), k_feat
-        ).flops
+        meta_flops = flops["meta_train"]
         xla_feat = xla_flops(_features.lower(config.ppo, config.features, family, theta_star, k_feat).compile())
     estimation = {
         "includes": f"gradient features at theta* (rollouts, per-sample gradients, projection to d={d}), "
