@@ -311,6 +311,7 @@ def main() -> None:
     p.add_argument("--cases", nargs="*", default=None, help="measurement cases (default: every finished one)")
     p.add_argument("--table", action="store_true", help="rebuild the table only")
     p.add_argument("--signal", action="store_true", help="the gradient-signal diagnostic instead of the sweep")
+    p.add_argument("--settings", type=int, nargs="*", default=None, help="indices into SETTINGS (default: all)")
     args = p.parse_args()
     if not args.table:
         cases = args.cases or sorted(c for c in CASES if os.path.exists(os.path.join(MEASURED, c, "validation.json")))
@@ -318,7 +319,7 @@ def main() -> None:
             if args.signal:
                 gradient_signal(case)
             else:
-                run_case(case, SETTINGS)
+                run_case(case, SETTINGS if args.settings is None else [SETTINGS[i] for i in args.settings])
     from pgx_jax.results import write_markdown
 
     write_markdown(os.path.join(HERE, "results", "estimator_sweep.md"), table())
