@@ -112,9 +112,17 @@ _FEATURES = {
 def pipeline_config(budget: str, family: TaskFamily, **overrides: Any) -> PipelineConfig:
     """The :class:`PipelineConfig` of a named budget for ``family`` (``ppo`` from :func:`budget_config`)."""
     ppo_config = budget_config(budget, family.name, family.n_tasks)  # raises on an unknown budget
+    features = _FEATURES[budget]
+    if budget != "smoke" and not host.is_host(family):
+        # b_i from 32768 transitions per task (one backward pass each): on the task-agnostic
+        # cheetah-vel clusters the tasks' mean gradients then agree across independent draws at
+        # r = 0.91 (0.24 at 2048) and the loss / gain estimates' groups are the planted split
+        # (NMI 1.00, from 0.19 / 0.56; benchmarks/RESULTS.md, issue 13). Host families step in
+        # Python: 16x more rollout there would cost minutes to hours.
+        features = dataclasses.replace(features, gradient_transitions=32768)
     fields: dict[str, Any] = {
         "ppo": ppo_config,
-        "features": _FEATURES[budget],
+        "features": features,
         "surrogate": SurrogateConfig(iterations=20 if budget == "smoke" else 50),
         # 32 episodes: on pendulum-physics (demo) the standard error of a fine-tune truth's f(S, i)
         # was 0.22 at 32, a fifth of its spread over subsets (1.05); at 8 it would be twice that.
