@@ -65,8 +65,7 @@ def part_solve(m: int = 200) -> dict:
     import numpy as np
 
     from pgx_jax.affinity import sample_subsets
-    from pgx_jax.pipeline import features_at, solve_all
-    from pgx_jax.validate import solve_flops
+    from pgx_jax.pipeline import features_at, solve_all, solve_flops
 
     family, config, theta = _setup(m)
     masks = sample_subsets(0, family.n_tasks, config.affinity)

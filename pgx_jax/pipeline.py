@@ -352,6 +352,26 @@ def evaluate_subsets(
     return stats["return"], stats["return_se"]
 
 
+def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None):
+    """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
+    every subset's solve, and ``refined`` of them again with ``cfg.refine`` Newton steps (their
+    count is data-dependent: pass the number that :func:`solve_all` refined). ``trips``: L-BFGS's
+    measured line-search steps per iteration (``Solutions.linesearch``, summarised by
+    :func:`pgx_jax.pipeline.solve_summary`)."""
+    from pgx_jax.flops import FlopCount, count_flops
+
+    stats = jax.eval_shape(_stats, feats)
+    masks = jnp.asarray(masks, bool)
+    run = lambda f, st, m, r: _solve(f, st, m, cfg=cfg, kmax=kmax, devices=None, refine=r)  # noqa: E731
+    total = count_flops(_stats, feats)
+    first = count_flops(lambda f, st, m: run(f, st, m, 0), feats, stats, masks, while_trips=trips or 1.0)
+    flops, in_while = total.flops + first.flops, first.while_flops
+    if refined and cfg.solver == "newton" and cfg.refine:
+        again = count_flops(lambda f, st, m: run(f, st, m, cfg.refine), feats, stats, masks[:1])
+        flops += refined * again.flops
+    return FlopCount(flops, first.while_loops, in_while, first.while_trips)
+
+
 def estimation_flops(
     config: PipelineConfig,
     family,
@@ -369,7 +389,6 @@ def estimation_flops(
     search at its measured trip count) and ``evaluate``. None for host-stepped families, whose
     simulator works outside JAX."""
     from pgx_jax.flops import count_flops
-    from pgx_jax.validate import solve_flops
 
     if host.is_host(family):
         return dict.fromkeys(("features", "solve", "evaluate", "linesearch_trips", "solve_in_linesearch"))

@@ -31,7 +31,7 @@ from pgx_jax import host, networks, ppo
 from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.evaluate import lower_policies_on_subsets, policies_on_subsets_stats
 from pgx_jax.features import FeatureConfig, collect, flat_actor, log_prob_fn
-from pgx_jax.flops import FlopCount, count_flops, xla_flops
+from pgx_jax.flops import count_flops, xla_flops
 from pgx_jax.groups import group_updates
 from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
@@ -372,26 +372,6 @@ def nmi(groups_a, groups_b, n: int) -> float:
 
     labels = cluster_mod.groups_to_labels
     return float(normalized_mutual_info_score(labels(groups_a, n), labels(groups_b, n)))
-
-
-def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None) -> FlopCount:
-    """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
-    every subset's solve, and ``refined`` of them again with ``cfg.refine`` Newton steps (their
-    count is data-dependent: pass the number that :func:`solve_all` refined). ``trips``: L-BFGS's
-    measured line-search steps per iteration (``Solutions.linesearch``, summarised by
-    :func:`pgx_jax.pipeline.solve_summary`)."""
-    from pgx_jax.pipeline import _solve, _stats
-
-    stats = jax.eval_shape(_stats, feats)
-    masks = jnp.asarray(masks, bool)
-    run = lambda f, st, m, r: _solve(f, st, m, cfg=cfg, kmax=kmax, devices=None, refine=r)  # noqa: E731
-    total = count_flops(_stats, feats)
-    first = count_flops(lambda f, st, m: run(f, st, m, 0), feats, stats, masks, while_trips=trips or 1.0)
-    flops, in_while = total.flops + first.flops, first.while_flops
-    if refined and cfg.solver == "newton" and cfg.refine:
-        again = count_flops(lambda f, st, m: run(f, st, m, cfg.refine), feats, stats, masks[:1])
-        flops += refined * again.flops
-    return FlopCount(flops, first.while_loops, in_while, first.while_trips)
 
 
 def _first_order_check(
