@@ -5,7 +5,9 @@
    solves on the same features and subsets (reacher-goals, demo feature config, d = 400).
 2. ``scale m``: the whole estimate (features, solves, rollout evaluation) for m sampled subsets,
    each m in its own process: wall-clock per stage, peak RSS, and the number of compiled
-   solve and evaluation programs.
+   solve and evaluation programs. The default 9-goal layout has only C(9, 4) = 126 distinct
+   subsets, so the scale part runs reacher-goals on the 16-goal layout
+   ``reacher_goals_16.json`` (C(16, 8) = 12870).
 
 theta* is the fresh initialisation (costs do not depend on the parameters' values).
 Results: ``results/solve_cost.json`` (each part saved as it finishes) and ``results/solve_cost.md``.
@@ -29,6 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results", "solve_cost.json")
 FAMILY = "reacher-goals"
+SCALE_TASKS = os.path.join(HERE, "reacher_goals_16.json")  # enough distinct subsets for m = 10000
 SCALES = (50, 200, 1000, 10000)
 
 
@@ -43,7 +46,7 @@ def _save(d: dict) -> None:
     write_json(OUT, d)
 
 
-def _setup(m: int):
+def _setup(m: int | None, tasks_file: str | None = None):
     import jax
 
     from pgx_jax import networks
@@ -51,14 +54,14 @@ def _setup(m: int):
     from pgx_jax.pipeline import pipeline_config
     from pgx_jax.tasks import make_family
 
-    family = make_family(FAMILY)
+    family = make_family(FAMILY, tasks_file=tasks_file)
     config = pipeline_config("demo", family, affinity=AffinityConfig(subsets=m), train_groups=False)
     net = config.ppo.network
     theta = networks.init_agent(net, family.obs_size, family.action_size, jax.random.PRNGKey(0))
     return family, config, theta
 
 
-def part_solve(m: int = 200, converged_subsets: int = 16, converged_iterations: int = 500) -> dict:
+def part_solve(m: int | None = None, converged_subsets: int = 16, converged_iterations: int = 500) -> dict:
     """Newton and L-BFGS (its default 50 iterations) on every subset, and L-BFGS run to
     convergence (``converged_iterations``) on the first ``converged_subsets``: the fair
     comparison at equal convergence. FLOPs split into the per-task statistics (once per
@@ -146,7 +149,7 @@ def part_scale(m: int) -> dict:
     from pgx_jax import pipeline
     from pgx_jax.affinity import sample_subsets
 
-    family, config, theta = _setup(m)
+    family, config, theta = _setup(m, SCALE_TASKS)
     masks = sample_subsets(0, family.n_tasks, config.affinity)
     seen = []
     t0 = time.perf_counter()
@@ -158,6 +161,8 @@ def part_scale(m: int) -> dict:
         print(f"  {stage} {done}/{total}", flush=True)
     return {
         "subsets": int(masks.shape[0]),
+        "tasks": family.n_tasks,
+        "subset_size": int(masks.sum(1).max()),
         "wall_s_including_compile": wall,
         "timings": est.timings,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -243,7 +248,7 @@ def table(d: dict) -> str:
                 ]
             )
         lines += [
-            "## Estimation for m subsets (one process each)",
+            "## Estimation for m subsets (one process each; reacher-goals on the 16-goal layout, subsets of 8)",
             "",
             markdown_table(
                 [

@@ -69,9 +69,19 @@ class AffinityConfig:
         return min(self.min_pair_coverage, math.comb(n - 2, self.size_for(n) - 2))
 
     def count_for(self, n: int) -> int:
+        """m for ``n`` tasks: ``subsets`` (``ValueError`` if it exceeds the C(n, size) distinct
+        subsets there are: a silent cap would report fewer subsets than were asked for), else
+        :func:`default_subsets`, capped at C(n, size)."""
+        size = self.size_for(n)
+        total = math.comb(n, size)
         if self.subsets is not None:
+            if self.subsets > total:
+                raise ValueError(
+                    f"subsets m = {self.subsets} exceeds the {total} distinct subsets of size {size} "
+                    f"of {n} tasks; use at most {total}, another subset size, or more tasks"
+                )
             return self.subsets
-        return default_subsets(n, self.size_for(n), self.min_pair_coverage)
+        return min(default_subsets(n, size, self.min_pair_coverage), total)
 
 
 def default_subsets(n: int, size: int, coverage: int) -> int:
@@ -109,12 +119,11 @@ def sample_subsets(seed: int, n: int, cfg: AffinityConfig) -> np.ndarray:
     Host-side (numpy, seeded): the subset list is data that the jitted solves take as input.
     With ``cfg.subsets`` None, sampling goes on past the default count until every pair is
     covered ``min_pair_coverage`` times. With ``cfg.subsets`` given, exactly that many are drawn
-    and ``ValueError`` is raised if they do not cover every pair as required.
+    and ``ValueError`` is raised if they do not cover every pair as required or if there are not
+    that many distinct subsets of the size.
     """
     size, m, need = cfg.size_for(n), cfg.count_for(n), cfg.coverage_for(n)
     total = math.comb(n, size)
-    if m > total:
-        m = total  # every subset of that size, once
     rng = np.random.default_rng(seed)
     seen: set[tuple[int, ...]] = set()
     out = []

@@ -257,6 +257,11 @@ def test_subset_sampling_and_coverage():
     np.testing.assert_array_equal(masks, affinity.sample_subsets(4, 8, cfg))  # seeded
     with pytest.raises(ValueError, match="covered by fewer than 3 subsets"):
         affinity.sample_subsets(0, 8, AffinityConfig(subsets=5, subset_size=3))
+    # C(8, 3) = 56: all of them, once each; one more is an error, not a silent cap
+    every = affinity.sample_subsets(0, 8, AffinityConfig(subsets=56, subset_size=3))
+    assert len({m.tobytes() for m in every}) == 56
+    with pytest.raises(ValueError, match="subsets m = 57 exceeds the 56 distinct subsets of size 3 of 8 tasks"):
+        affinity.sample_subsets(0, 8, AffinityConfig(subsets=57, subset_size=3))
     with pytest.raises(ValueError, match="subset_size must be >= 2"):
         AffinityConfig(subset_size=1)
     with pytest.raises(FloatingPointError, match="non-finite subset score"):

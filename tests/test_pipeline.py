@@ -61,6 +61,7 @@ def test_resume_is_deterministic(smoke_run):
         (["--groups", "0"], "--groups 0 must be in [1, 9]"),
         (["--groups", "many"], "--groups must be an integer or 'auto'"),
         (["--subsets", "3"], "cannot cover all 36 task pairs"),
+        (["--subsets", "10000"], "subsets m = 10000 exceeds the 126 distinct subsets of size 4 of 9 tasks"),
         (["--dim", "0"], "--dim must be >= 1"),
         (["--evaluator", "oracle"], "unknown evaluator 'oracle'"),
         (["--cluster", "kmeans"], "unknown clustering method 'kmeans'"),
