@@ -139,8 +139,8 @@ def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True) 
     p.add_argument(
         "--solver",
         default=None,
-        help="surrogate solve: 'newton' (default; closed form from per-task statistics, exact Newton steps "
-        "where it has not converged) or 'lbfgs'",
+        help="surrogate solve: 'newton' (default; closed form from per-task statistics, then "
+        "majorise-minimise steps where it has not converged) or 'lbfgs'",
     )
     p.add_argument(
         "--rho",

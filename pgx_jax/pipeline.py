@@ -233,7 +233,7 @@ def solve_all(
     """Every subset's surrogate solve, refined where it has not converged, with diagnostics.
 
     Pass 1 solves every subset (closed form for ``newton``; one compiled call). Pass 2 takes
-    ``cfg.refine`` exact Newton steps for just the subsets whose gradient-norm ratio exceeds
+    ``cfg.refine`` majorise-minimise steps for just the subsets whose gradient-norm ratio exceeds
     ``cfg.tol`` (padded to a multiple of ``cfg.subset_batch``). A solve still above ``tol`` is
     named in a warning; a non-finite one raises.
 
@@ -354,7 +354,7 @@ def evaluate_subsets(
 
 def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None):
     """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
-    every subset's solve, and ``refined`` of them again with ``cfg.refine`` Newton steps (their
+    every subset's solve, and ``refined`` of them again with ``cfg.refine`` refinement steps (their
     count is data-dependent: pass the number that :func:`solve_all` refined). ``trips``: L-BFGS's
     measured line-search steps per iteration (``Solutions.linesearch``, summarised by
     :func:`pgx_jax.pipeline.solve_summary`)."""
@@ -385,7 +385,7 @@ def estimation_flops(
     linesearch_trips: float | None = None,
 ):
     """FLOPs of each estimation stage (:mod:`pgx_jax.flops`, traced, not run): ``features``,
-    ``solve`` (statistics, every solve, and the ``refined`` subsets' Newton steps; L-BFGS's line
+    ``solve`` (statistics, every solve, and the ``refined`` subsets' refinement steps; L-BFGS's line
     search at its measured trip count) and ``evaluate``. None for host-stepped families, whose
     simulator works outside JAX."""
     from pgx_jax.flops import count_flops
