@@ -214,6 +214,12 @@ def chunked(fn: Callable, xs, chunk: int, progress: Callable[[int, int], None] |
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
+def _refine_rows(count: int, cfg: SurrogateConfig) -> int:
+    """Rows the refinement pass runs for ``count`` unconverged subsets: padded to a power of two
+    (at least one batch), so few programs compile and little is wasted."""
+    return max(cfg.subset_batch, 1 << (count - 1).bit_length()) if count else 0
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices", "refine"))
 def _solve(feats, stats, masks, *, cfg, kmax, devices, refine):
     return over_devices(lambda m: solve_subsets(feats, m, cfg, kmax, stats, refine), masks, devices)
@@ -249,8 +255,8 @@ def solve_all(
     refined = np.zeros(masks.shape[0], bool)
     if cfg.solver == "newton" and cfg.refine:
         bad = np.nonzero(~(sol.grad_ratio <= cfg.tol))[0]
-        if bad.size:  # padded to a power of two (at least a batch): few compiles, little waste
-            pad = max(cfg.subset_batch, 1 << (bad.size - 1).bit_length()) - bad.size
+        if bad.size:
+            pad = _refine_rows(bad.size, cfg) - bad.size
             rows = np.concatenate([bad, np.repeat(bad[:1], pad)])
             again = chunked(
                 lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine),
@@ -354,8 +360,9 @@ def evaluate_subsets(
 
 def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None):
     """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
-    every subset's solve, and ``refined`` of them again with ``cfg.refine`` refinement steps (their
-    count is data-dependent: pass the number that :func:`solve_all` refined). ``trips``: L-BFGS's
+    every subset's solve, and the rows of the refinement pass that ran for the ``refined`` of them
+    (their count is data-dependent: pass the number that :func:`solve_all` refined; the pass
+    runs padded rows too, :func:`_refine_rows`, and those are counted). ``trips``: L-BFGS's
     measured line-search steps per iteration (``Solutions.linesearch``, summarised by
     :func:`pgx_jax.pipeline.solve_summary`)."""
     from pgx_jax.flops import FlopCount, count_flops
@@ -368,7 +375,7 @@ def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | N
     flops, in_while = total.flops + first.flops, first.while_flops
     if refined and cfg.solver == "newton" and cfg.refine:
         again = count_flops(lambda f, st, m: run(f, st, m, cfg.refine), feats, stats, masks[:1])
-        flops += refined * again.flops
+        flops += _refine_rows(refined, cfg) * again.flops
     return FlopCount(flops, first.while_loops, in_while, first.while_trips)
 
 

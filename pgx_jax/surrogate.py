@@ -77,8 +77,9 @@ class SurrogateConfig:
             (``step_size`` is the target mean KL(pi_theta* || pi_theta_S) in nats).
         step_size: see ``step``; None keeps P beta as solved (``relative`` only).
         refine: majorise-minimise steps (each one gradient over the subset's transitions; the
-            loss never increases) taken by a subset whose gradient-norm ratio after the
-            closed-form solve exceeds ``tol`` (``newton`` only; 0: never).
+            loss never increases; each shrinks the gradient by a constant factor, so more of
+            them than exact Newton steps would need) taken by a subset whose gradient-norm ratio
+            after the closed-form solve exceeds ``tol`` (``newton`` only; 0: never).
         tol: gradient-norm ratio |grad L(beta)| / |grad L(0)| above which a solve counts as not
             converged (refined, and named in a warning if still above it).
         iterations: L-BFGS iterations (``lbfgs`` only; fixed: one compiled program).
@@ -91,7 +92,7 @@ class SurrogateConfig:
     rho: float = 0.1
     step: str = "relative"
     step_size: float | None = 0.01
-    refine: int = 3
+    refine: int = 10
     tol: float = 0.05
     iterations: int = 50
     subset_batch: int = 16

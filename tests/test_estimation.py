@@ -94,15 +94,15 @@ def test_closed_form_newton_is_the_quadratic_model_and_refinement_converges():
     np.testing.assert_allclose(beta0, closed, rtol=1e-3, atol=1e-4)
     assert float(info0["grad_ratio"]) > 0.05
     l2 = lam / w.sum()
-    losses = [
-        float(
-            surrogate.weighted_logistic_loss(
-                surrogate.solve_with_info(feats, mask, cfg, stats=stats, refine=r)[0], x, y, w, l2
-            )
-        )
-        for r in range(8)
-    ]
-    assert np.all(np.diff(losses) <= 1e-7) and losses[-1] < losses[0] - 1e-3  # monotone, and it moves
+    # b_i from a separate sample (Features.ag) adds a linear term -shift^T beta / W: no curvature
+    ag = jnp.einsum("nm,nmd->nd", feats.w * feats.y, feats.x) / feats.x.shape[1] * 1.3 + 0.05
+    for f in (feats, feats.replace(ag=ag)):
+        shift = np.zeros(8) if f.ag is None else np.asarray(f.ag)[np.asarray(mask)].sum(0) * 200 / 2 - (w * y) @ x / 2
+        betas = [surrogate.solve_with_info(f, mask, cfg, refine=r)[0] for r in range(8)]
+        losses = [
+            float(surrogate.weighted_logistic_loss(b, x, y, w, l2)) - shift @ np.asarray(b) / w.sum() for b in betas
+        ]
+        assert np.all(np.diff(losses) <= 1e-6) and losses[-1] < losses[0] - 1e-3  # monotone, and it moves
     newton, info = surrogate.solve_with_info(feats, mask, cfg, stats=stats, refine=cfg.refine)
     lbfgs, info_l = surrogate.solve_with_info(feats, mask, dataclasses.replace(cfg, solver="lbfgs"), stats=stats)
     assert float(info["grad_ratio"]) < 1e-3 and float(info_l["grad_ratio"]) < 1e-3
@@ -121,6 +121,18 @@ def test_unconverged_solves_are_refined_then_named_in_a_warning():
     with pytest.warns(RuntimeWarning, match=r"3 of 3 surrogate solves did not converge .*subsets 0 \("):
         _, info = solve_all(SurrogateConfig(rho=0.1, refine=0), feats, masks, kmax=2)
     assert info["unconverged"] == 3 and info["refined"] == 0
+
+
+def test_solve_flops_count_the_padded_rows_the_refinement_pass_runs():
+    """solve_all refines its unconverged subsets in a pass padded to a power of two rows (at
+    least one batch): 1 refined subset runs 2 rows at subset_batch 2, 3 run 4; FLOPs count them."""
+    from pgx_jax.pipeline import solve_flops
+
+    feats = _toy_features(jax.random.PRNGKey(1))
+    masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], bool)
+    cfg = SurrogateConfig(rho=0.1, refine=5, subset_batch=2)
+    base, one, three = (solve_flops(cfg, feats, masks, 2, refined=r).flops for r in (0, 1, 3))
+    assert one > base and three - base == pytest.approx(2 * (one - base), rel=1e-9)
 
 
 def test_vmapped_solves_equal_per_subset_solves():
@@ -316,7 +328,7 @@ def test_regression_affinity_recovers_each_tasks_own_effect():
     rng = np.random.default_rng(0)
     n = 6
     effect = rng.normal(size=(n, n))
-    masks = affinity.sample_subsets(0, n, AffinityConfig(subsets=60, subset_size=3))
+    masks = affinity.sample_subsets(0, n, AffinityConfig(subsets=20, subset_size=3))  # all C(6, 3)
     f = np.where(masks, (masks.astype(float) @ effect.T), np.nan)  # f[S, i] = sum_{j in S} effect[i, j]
     raw = AffinityConfig(estimator="regression", ridge=1e-6, standardize=False, symmetrize=False)
     u = affinity.affinity_matrix(f, masks, raw)
