@@ -240,7 +240,7 @@ def solve_all(
 
     Pass 1 solves every subset (closed form for ``newton``; one compiled call). Pass 2 takes
     ``cfg.refine`` majorise-minimise steps for just the subsets whose gradient-norm ratio exceeds
-    ``cfg.tol`` (padded to a multiple of ``cfg.subset_batch``). A solve still above ``tol`` is
+    ``cfg.tol`` (padded rows: :func:`_refine_rows`). A solve still above ``tol`` is
     named in a warning; a non-finite one raises.
 
     Returns:
