@@ -151,6 +151,7 @@ def run_case(case: str, settings: list[dict]) -> None:
                 params=s["params"],
                 center_advantages=s["center"],
                 gradient_transitions=s.get("gradient_transitions"),
+                holdout_samples=True,  # every evaluator scores the same solutions, `loss` included
             ),
             surrogate=SurrogateConfig(solver=s["solver"], rho=s["rho"], step=s["step"], step_size=s["step_size"]),
             evaluator="rollout",

@@ -181,6 +181,8 @@ def random_policy_returns(family: TaskFamily, task_ids, key: PRNGKey, episodes: 
 # ---------------------------------------------------------------------------------------------
 
 EVALUATORS = ("rollout", "loss", "gain")
+# the evaluators that read the held-out transitions' per-sample gradients (FeatureConfig.holdout_samples)
+NEEDS_HOLDOUT_SAMPLES = ("loss",)
 
 
 @jax.jit
@@ -201,6 +203,12 @@ def loss_scores(features, betas: jax.Array, masks) -> jax.Array:
     Returns:
         float32 [S, N]; NaN where task i is not in subset S. Higher is better.
     """
+    if features.x_hold.shape[1] != features.y_hold.shape[1]:
+        raise ValueError(
+            f"the loss evaluator needs the per-sample gradients of the {features.y_hold.shape[1]} held-out "
+            f"transitions per task, and these features have {features.x_hold.shape[1]}: collect them with "
+            "FeatureConfig(holdout_samples=True) (PipelineConfig.feature_config does for evaluator='loss')"
+        )
     margins = features.y_hold[None] * jnp.einsum("nhd,sd->snh", features.x_hold, betas)  # [S, N, H]
     w = features.w_hold[None]
     loss = jnp.sum(w * jax.nn.softplus(-margins), -1) / jnp.maximum(jnp.sum(w, -1), 1e-12)
@@ -225,8 +233,10 @@ def gain_scores(features, betas: jax.Array, scales: jax.Array, masks) -> jax.Arr
     Returns:
         float32 [S, N]; NaN where task i is not in subset S. Higher is better.
     """
-    ag = jnp.einsum("nh,nhd->nd", features.y_hold * features.w_hold, features.x_hold)
-    ag = ag / jnp.maximum(features.x_hold.shape[1], 1)  # [N, D]: mean of A g~ per task
+    ag = features.ag_hold  # [N, D]: mean of A g~ over each task's held-out transitions
+    if ag is None:
+        ag = jnp.einsum("nh,nhd->nd", features.y_hold * features.w_hold, features.x_hold)
+        ag = ag / jnp.maximum(features.x_hold.shape[1], 1)
     gain = jnp.einsum("nd,sd->sn", ag, betas * scales[:, None])
     return jnp.where(jnp.asarray(masks, bool), gain, jnp.nan)
 

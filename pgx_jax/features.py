@@ -62,6 +62,12 @@ class FeatureConfig:
             needs per-sample projected gradients) at little cost; its noise falls as 1/sqrt(M).
         center_advantages: subtract each task's mean advantage (over its valid steps) before
             taking signs and weights: E[A] g is pure noise in the policy gradient (E[g] = 0).
+        holdout_samples: also form the held-out transitions' per-sample projected gradients
+            (``Features.x_hold``), which only the ``loss`` evaluator reads. Without them the
+            held-out transitions give their mean A g~ alone (``Features.ag_hold``, one backward
+            pass, for the ``gain`` evaluator): per-sample projection is most of the features'
+            FLOPs, and at the demo config the held-out part is a fifth of it.
+            :meth:`pgx_jax.pipeline.PipelineConfig.feature_config` turns it on for ``loss``.
     """
 
     dim: int = 400
@@ -72,6 +78,7 @@ class FeatureConfig:
     params: str = "all"
     gradient_transitions: int | None = None
     center_advantages: bool = False
+    holdout_samples: bool = False
 
     def __post_init__(self):
         if self.params not in PARAM_SETS:
@@ -110,7 +117,8 @@ class Features:
         x: float32 [N, M, D] projected gradients (M training transitions per task).
         y: float32 [N, M] labels sign(A) in {-1, +1}.
         w: float32 [N, M] weights |A|.
-        x_hold, y_hold, w_hold: the same for H held-out transitions per task ([N, H, D], [N, H]).
+        x_hold, y_hold, w_hold: the same for H held-out transitions per task ([N, H, D], [N, H]);
+            ``x_hold`` is [N, 0, D] unless ``FeatureConfig.holdout_samples``.
         theta: float32 [P] flattened actor parameters theta*.
         param_mask: float32 [P], 1 on the parameters the gradients cover (``FeatureConfig.params``),
             0 elsewhere; updates are masked the same way.
@@ -122,6 +130,8 @@ class Features:
             (None: all real). Frozen steps carry no advantage; they must not enter the Fisher.
         ag: float32 [N, D], the mean over a separate, larger sample of each task's transitions of
             A_t g~_t (``FeatureConfig.gradient_transitions``); None: b_i comes from x, y, w.
+        ag_hold: float32 [N, D], the mean over each task's H held-out transitions of A_t g~_t
+            (one backward pass; the ``gain`` evaluator's input); None: from x_hold, y_hold, w_hold.
     """
 
     x: jax.Array
@@ -136,6 +146,7 @@ class Features:
     param_block: int = struct.field(pytree_node=False)
     valid: jax.Array | None = None
     ag: jax.Array | None = None
+    ag_hold: jax.Array | None = None
 
     def delta(self, beta: jax.Array) -> jax.Array:
         """The parameter update ``mask * (P beta)``: beta [D] -> float32 [P], with the P that
@@ -316,7 +327,9 @@ def gradient_features(
     Pure and jittable (``ppo``, ``cfg`` and ``family`` static); ``ppo`` as in :func:`collect`.
 
     Returns:
-        :class:`Features` with ``x`` [N, M, D] (M = ``cfg.transitions``) and hold-out [N, H, D].
+        :class:`Features` with ``x`` [N, M, D] (M = ``cfg.transitions``), the held-out labels and
+        weights [N, H], their mean A g~ ``ag_hold`` [N, D], and ``x_hold`` [N, H, D] when
+        ``cfg.holdout_samples`` ([N, 0, D] otherwise).
     """
     k_collect, k_proj = jax.random.split(key)
     feats = featurize(ppo, cfg, family, params, collect(ppo, cfg, family, params, k_collect), k_proj)
@@ -365,9 +378,11 @@ def featurize(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, d
     logp = log_prob_fn(ppo.network, family, params)
     grad_one = jax.grad(logp)
     n, k = data["advantage"].shape
-    flat_obs = data["obs"].reshape(n * k, -1)
-    flat_act = data["action"].reshape(n * k, -1)
-    total = n * k
+    m = cfg.transitions
+    per_sample = k if cfg.holdout_samples else m  # rows of each task that get per-sample gradients
+    flat_obs = data["obs"][:, :per_sample].reshape(n * per_sample, -1)
+    flat_act = data["action"][:, :per_sample].reshape(n * per_sample, -1)
+    total = n * per_sample
     chunk = min(cfg.sample_chunk, total)
     nchunks = -(-total // chunk)
     pad = nchunks * chunk - total
@@ -379,12 +394,15 @@ def featurize(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, d
         g = jax.vmap(grad_one, in_axes=(None, 0, 0))(theta, obs, act) * mask  # [chunk, P]
         return project(g, k_proj, cfg.dim, cfg.param_block)
 
-    x = jax.lax.map(featurize, (obs_c, act_c)).reshape(nchunks * chunk, cfg.dim)[:total].reshape(n, k, cfg.dim)
+    x = jax.lax.map(featurize, (obs_c, act_c)).reshape(nchunks * chunk, cfg.dim)[:total].reshape(n, per_sample, cfg.dim)
     adv = data["advantage"]
     y = jnp.where(adv >= 0, 1.0, -1.0)
     w = jnp.abs(adv)
-    m = cfg.transitions
     valid = data["valid"][:, :m].astype(x.dtype)
+    ag_hold = None
+    if k > m:  # the held-out transitions' mean A g~: one backward pass, no per-sample gradients
+        ag_hold = mean_policy_gradients(ppo, cfg, family, params, jax.tree.map(lambda v: v[:, m:], data), k_proj)
     return Features(
-        x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, mask, k_proj, cfg.param_block, valid
-    )
+        x[:, :m], y[:, :m], w[:, :m], x[:, m:], y[:, m:], w[:, m:], theta, mask, k_proj, cfg.param_block, valid,
+        ag_hold=ag_hold,
+    )  # fmt: skip

@@ -23,7 +23,14 @@ from pgx_jax import cluster as cluster_mod
 from pgx_jax import host, ppo
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
-from pgx_jax.evaluate import EVALUATORS, gain_scores, loss_scores, policies_on_subsets_stats, rollout_stats
+from pgx_jax.evaluate import (
+    EVALUATORS,
+    NEEDS_HOLDOUT_SAMPLES,
+    gain_scores,
+    loss_scores,
+    policies_on_subsets_stats,
+    rollout_stats,
+)
 from pgx_jax.features import FeatureConfig, Features, gradient_features, with_actor
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams
@@ -97,6 +104,13 @@ class PipelineConfig:
                     f"{self.affinity.coverage_for(n)} times; use at least "
                     f"{math.ceil(2 * need / (size * (size - 1)))} subsets"
                 )
+
+    def feature_config(self) -> FeatureConfig:
+        """``features`` as the estimation collects them: the held-out transitions' per-sample
+        gradients only where the evaluator reads them (``loss``); every other evaluator is
+        served by their mean (:attr:`FeatureConfig.holdout_samples`)."""
+        needed = self.features.holdout_samples or self.evaluator in NEEDS_HOLDOUT_SAMPLES
+        return dataclasses.replace(self.features, holdout_samples=needed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -403,7 +417,7 @@ def estimation_flops(
     k_feat, k_eval = jax.random.split(key)
     s, d = np.asarray(masks).shape[0], feats.x.shape[-1]
     trips = linesearch_trips
-    f_feat = count_flops(lambda p, k: _features(config.ppo, config.features, family, p, k), theta_star, k_feat)
+    f_feat = count_flops(lambda p, k: _features(config.ppo, config.feature_config(), family, p, k), theta_star, k_feat)
     f_solve = solve_flops(cfg, feats, masks, kmax, refined, trips)
     f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
         lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax)[0],
@@ -494,7 +508,7 @@ def estimate_with_solutions(
     timings = {}
     k_feat, k_eval = jax.random.split(key)
     t0 = time.perf_counter()
-    feats = features_at(config.ppo, config.features, family, theta_star, k_feat)
+    feats = features_at(config.ppo, config.feature_config(), family, theta_star, k_feat)
     jax.block_until_ready(feats)
     timings["features"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(feats.x))):

@@ -545,6 +545,7 @@ def validate(
         estimate,
         estimate_with_solutions,
         evaluate_subsets,
+        features_at,
         stage_flops,
         start,
     )
@@ -564,11 +565,15 @@ def validate(
     if not np.allclose(again, est.scores, rtol=1e-5, atol=1e-6, equal_nan=True):
         raise RuntimeError("estimate is not deterministic for a fixed key")
     rollout_se = est.scores_se
-    for other in EVALUATORS:  # the other evaluator scores the same solutions
+    for other in EVALUATORS:  # the other evaluators score the same solutions
         if other != config.evaluator:
             other_config = dataclasses.replace(config, evaluator=other)
+            other_feats = feats
+            if other_config.feature_config() != config.feature_config():  # loss: held-out per-sample gradients
+                # the same key: the same transitions and training features, the held-out ones added
+                other_feats = features_at(config.ppo, other_config.feature_config(), family, theta_star, k_feat)
             scores, se = evaluate_subsets(
-                other_config, family, theta_star, feats, betas, scales, subsets, k_eval, kmax=kmax
+                other_config, family, theta_star, other_feats, betas, scales, subsets, k_eval, kmax=kmax
             )
             estimates[other] = np.asarray(scores)
             rollout_se = rollout_se if se is None else np.asarray(se)
@@ -626,7 +631,7 @@ def validate(
     if flops["features"] is not None:  # the host simulator's work is outside JAX: FLOPs are not comparable
         est_flops = flops["features"] + flops["solve"] + flops["evaluate"]
         meta_flops = flops["meta_train"]
-        xla_feat = xla_flops(_features.lower(config.ppo, config.features, family, theta_star, k_feat).compile())
+        xla_feat = xla_flops(_features.lower(config.ppo, config.feature_config(), family, theta_star, k_feat).compile())
     estimation = {
         "includes": f"gradient features at theta* (rollouts, per-sample gradients, projection to d={d}), "
         f"{s} surrogate solves, {config.evaluator} evaluation",

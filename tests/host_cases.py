@@ -139,9 +139,10 @@ def test_host_ppo_learns_and_respects_the_mask(cartpole):
 def test_host_transitions_feed_the_feature_extractor(cartpole):
     config = budget_config("smoke", "cartpole-physics", 10)
     params = ppo.networks.init_agent(config.network, cartpole.obs_size, 1, jax.random.PRNGKey(0))
-    cfg = FeatureConfig(dim=32, transitions=64, holdout=16)
+    cfg = FeatureConfig(dim=32, transitions=64, holdout=16, holdout_samples=True)
     feats = host.gradient_features(config, cfg, cartpole, params, jax.random.PRNGKey(2))
     assert feats.x.shape == (10, 64, 32) and feats.x_hold.shape == (10, 16, 32)
+    assert feats.ag_hold.shape == (10, 32)
     assert np.isfinite(np.asarray(feats.x)).all() and np.isfinite(np.asarray(feats.w)).all()
     assert np.asarray(feats.w).max() > 0 and set(np.unique(np.asarray(feats.y))) <= {-1.0, 1.0}
     # the one-hot task id is in the observation the gradients are taken at

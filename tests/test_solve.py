@@ -181,3 +181,40 @@ def test_weighted_quantile_of_the_margins():
     assert float(surrogate._weighted_quantile(jnp.asarray(v), jnp.asarray(w), 0.95)) == pytest.approx(ref, rel=1e-4)
     w[v > 1.0] = 0.0  # weightless margins do not count
     assert float(surrogate._weighted_quantile(jnp.asarray(v), jnp.asarray(w), 0.95)) <= 1.0 + 1e-6
+
+
+def test_held_out_per_sample_gradients_only_where_the_evaluator_reads_them(fast_family):
+    """Without ``holdout_samples`` the held-out transitions give only their mean A g~ (one
+    backward pass): the training features are unchanged, the ``gain`` scores equal those from the
+    per-sample gradients, and the ``loss`` evaluator, which needs them, says so."""
+    from pgx_jax.evaluate import gain_scores, loss_scores
+    from pgx_jax.pipeline import PipelineConfig
+
+    fam = fast_family
+    params = networks.init_agent(NET, fam.obs_size, fam.action_size, jax.random.PRNGKey(0))
+    ppo_cfg = PPOConfig(total_env_steps=240, num_envs=8, network=NET)
+    lean = FeatureConfig(dim=16, transitions=40, holdout=20, sample_chunk=16)
+    full = dataclasses.replace(lean, holdout_samples=True)
+    k_data, k_proj = jax.random.split(jax.random.PRNGKey(3))
+    data = features.collect(ppo_cfg, lean, fam, params, k_data)
+    a = features.featurize(ppo_cfg, lean, fam, params, data, k_proj)
+    b = features.featurize(ppo_cfg, full, fam, params, data, k_proj)
+    assert a.x_hold.shape == (4, 0, 16) and b.x_hold.shape == (4, 20, 16)
+    np.testing.assert_allclose(a.x, b.x, rtol=1e-6, atol=1e-7)
+    per_sample = jnp.einsum("nh,nhd->nd", b.y_hold * b.w_hold, b.x_hold) / 20
+    assert float(jnp.abs(per_sample).max()) > 0
+    np.testing.assert_allclose(a.ag_hold, per_sample, rtol=1e-4, atol=1e-6)
+    masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 1]], bool)
+    sol = surrogate.solve_subsets(a, masks, SurrogateConfig(rho=0.1))
+    np.testing.assert_allclose(
+        gain_scores(a, sol.betas, sol.scales, masks),
+        gain_scores(b.replace(ag_hold=None), sol.betas, sol.scales, masks),
+        rtol=1e-4, atol=1e-8,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="holdout_samples=True"):
+        loss_scores(a, sol.betas, masks)
+    assert np.isfinite(np.asarray(loss_scores(b, sol.betas, masks))[masks]).all()
+    # the pipeline asks for them only for the evaluator that reads them
+    for evaluator, wanted in (("rollout", False), ("gain", False), ("loss", True)):
+        cfg = PipelineConfig(ppo=ppo_cfg, features=lean, evaluator=evaluator)
+        assert cfg.feature_config().holdout_samples is wanted
