@@ -30,14 +30,33 @@ _PACKAGES = ("pgx_jax", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "muj
 
 
 def versions() -> dict[str, str]:
-    """Installed versions of the packages a result depends on."""
+    """Installed versions of the packages a result depends on, and the source commit of
+    pgx_jax (``pgx_jax_commit``: ``git describe --always --dirty`` of its checkout; the package
+    version does not change between commits, so two results of one version can come from
+    different code)."""
     out = {}
     for p in _PACKAGES:
         try:
             out[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:
             out[p] = "not installed"
+    out["pgx_jax_commit"] = source_commit()
     return out
+
+
+def source_commit() -> str:
+    """``git describe --always --dirty`` of the checkout pgx_jax is imported from, or
+    ``"unknown"`` (an installed wheel, no git)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        res = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else "unknown"
 
 
 def _shapes(tree) -> dict[str, list[int]]:

@@ -12,6 +12,7 @@ bonus, observation normalisation, global-norm gradient clipping, Adam.
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 import jax
@@ -339,6 +340,26 @@ def _is_host(family) -> bool:
 _train_jit = jax.jit(train, static_argnums=(0, 1))
 
 
+def train_timed(config: PPOConfig, family, task_mask, key: PRNGKey) -> tuple[AgentParams, Metrics, float, float]:
+    """:func:`train_jit` from fresh parameters, compiled ahead of the call so that compilation
+    and training are timed apart: ``(params, metrics, train_s, compile_s)`` (compile_s 0 for
+    host-stepped families, whose loop runs on the host)."""
+    if _is_host(family):
+        t0 = time.perf_counter()
+        params, metrics = train_jit(config, family, task_mask, key)
+        jax.block_until_ready(params)
+        return params, metrics, time.perf_counter() - t0, 0.0
+    config.check_for(family.n_tasks, family.episode_length)
+    check_mask(task_mask, family.n_tasks)
+    t0 = time.perf_counter()
+    compiled = _train_jit.lower(config, family, jnp.asarray(task_mask), key, None).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    params, metrics = compiled(jnp.asarray(task_mask), key, None)
+    jax.block_until_ready(params)
+    return params, metrics, time.perf_counter() - t0, compile_s
+
+
 def train_jit(config: PPOConfig, family, task_mask, key: PRNGKey, init_params: AgentParams | None = None):
     """:func:`train`, compiled; for a host-stepped family, the host loop of :mod:`pgx_jax.host`."""
     if _is_host(family):
@@ -418,9 +439,12 @@ def train_chunked(
     *,
     max_chunks: int = 20,
     on_chunk=None,
+    timings: dict | None = None,
 ) -> tuple[AgentParams, Metrics]:
     """``train`` as a few compiled calls of equal length, with ``on_chunk(updates_done, total)``
     called on the host between them (progress bars; never a callback inside the scan).
+    ``timings``, when given, receives ``compile_s``: the seconds spent compiling (ahead of
+    the first call), so that a caller can time the training alone (0 for host families).
 
     Same updates and keys as :func:`train`, so the result matches it to float tolerance.
     """
@@ -432,14 +456,20 @@ def train_chunked(
 
         masks, keys = np.asarray(task_mask)[None], jnp.asarray(key)[None]
         out = host.train_many(config, family, masks, keys, init_params, on_update=on_chunk)
+        if timings is not None:
+            timings["compile_s"] = 0.0
         return jax.tree.map(lambda x: x[0], out)
     chunk = total // max(d for d in range(1, min(max_chunks, total) + 1) if total % d == 0)
-    init = jax.jit(init_state, static_argnums=(0, 1))
-    step = jax.jit(run_updates, static_argnums=(0, 1, 3))
-    state = init(config, family, jnp.asarray(task_mask), key, init_params)
+    t0 = time.perf_counter()
+    args = (jnp.asarray(task_mask), key, init_params)
+    init = jax.jit(init_state, static_argnums=(0, 1)).lower(config, family, *args).compile()
+    state = init(*args)
+    step = jax.jit(run_updates, static_argnums=(0, 1, 3)).lower(config, family, state, chunk).compile()
+    if timings is not None:
+        timings["compile_s"] = time.perf_counter() - t0  # the first init call's run is in it: milliseconds
     parts = []
     for done in range(chunk, total + 1, chunk):
-        state, metrics = step(config, family, state, chunk)
+        state, metrics = step(state)
         parts.append(metrics)
         if on_chunk is not None:
             jax.block_until_ready(metrics)

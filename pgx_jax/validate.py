@@ -341,37 +341,93 @@ def _check_scores(scores, masks) -> None:
         raise FloatingPointError("non-finite return of a fine-tuned policy on a task of its subset")
 
 
-def agreement(estimated, true, masks) -> dict[str, float]:
+def agreement(estimated, true, masks, *, null_draws: int = 200) -> dict[str, float]:
     """How well estimated f(S, i) track the true ones, over the (S, i) with i in S.
 
     Returns:
         ``spearman``: rank correlation over all pairs (tasks with different return scales make
         this easy); ``spearman_within_task``: the mean over tasks i of the rank correlation over
         the subsets containing i (does the estimate rank subsets right for a task? what the
-        standardised affinity uses); ``mean_rel_error``: mean |est - true| / |true|.
+        standardised affinity uses); ``tasks_used`` of ``tasks_total`` (tasks in at least three
+        subsets) enter that mean: a task whose estimate or truth is constant over its subsets
+        has no rank correlation and is left out, so two means over different task sets are not
+        comparable; ``spearman_within_task_null_sd``: the standard deviation of that mean when
+        each task's estimates are randomly permuted over its subsets (``null_draws`` draws, fixed
+        seed): a mean within about twice it of 0 is not distinguishable from chance;
+        ``mean_rel_error``: mean |est - true| / |true|.
     """
-    from scipy.stats import spearmanr
+    from scipy.stats import rankdata, spearmanr
 
     masks = np.asarray(masks, bool)
     est, tru = np.asarray(estimated, np.float64), np.asarray(true, np.float64)
-    within = []
+    within, null, total = [], [], 0
+    rng = np.random.default_rng(0)
     for i in range(masks.shape[1]):
         rows = masks[:, i]
-        if rows.sum() >= 3 and np.ptp(est[rows, i]) > 0 and np.ptp(tru[rows, i]) > 0:
+        if rows.sum() < 3:
+            continue
+        total += 1
+        if np.ptp(est[rows, i]) > 0 and np.ptp(tru[rows, i]) > 0:
             within.append(spearmanr(est[rows, i], tru[rows, i]).statistic)
+            re, rt = rankdata(est[rows, i]), rankdata(tru[rows, i])  # Spearman = Pearson of the ranks
+            perm = np.argsort(rng.random((null_draws, re.size)), 1)
+            rp = re[perm] - re.mean()
+            null.append(rp @ (rt - rt.mean()) / (np.linalg.norm(rp, axis=1) * np.linalg.norm(rt - rt.mean())))
     return {
         "spearman": float(spearmanr(est[masks], tru[masks]).statistic),
         "spearman_within_task": float(np.mean(within)) if within else float("nan"),
+        "spearman_within_task_null_sd": float(np.std(np.mean(null, 0))) if null else float("nan"),
+        "tasks_used": len(within),
+        "tasks_total": total,
         "mean_rel_error": float(np.mean(np.abs(est[masks] - tru[masks]) / np.maximum(np.abs(tru[masks]), 1e-8))),
     }
 
 
 def nmi(groups_a, groups_b, n: int) -> float:
-    """Normalised mutual information of two groupings of n tasks."""
+    """Normalised mutual information of two groupings of n tasks (not corrected for chance: see
+    :func:`grouping_agreement`)."""
     from sklearn.metrics import normalized_mutual_info_score
 
     labels = cluster_mod.groups_to_labels
     return float(normalized_mutual_info_score(labels(groups_a, n), labels(groups_b, n)))
+
+
+def grouping_agreement(groups_a, groups_b, n: int, *, draws: int = 500) -> dict[str, float]:
+    """``nmi``, ``ami`` and ``nmi_chance`` of two groupings of n tasks.
+
+    NMI is not corrected for chance, and its chance level grows with the number of groups: for
+    n = 9 two random groupings of 4 groups score about 0.5, of 2 groups about 0.1, so NMIs at
+    different k do not compare. ``ami`` (adjusted mutual information) is 0 in expectation for
+    unrelated groupings and 1 for equal ones, at any k; ``nmi_chance`` is the mean NMI of
+    ``groups_a`` with its task labels randomly permuted (group sizes kept) against ``groups_b``
+    (``draws`` draws, fixed seed).
+    """
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    a, b = cluster_mod.groups_to_labels(groups_a, n), cluster_mod.groups_to_labels(groups_b, n)
+    rng = np.random.default_rng(0)
+    chance = [normalized_mutual_info_score(a[rng.permutation(n)], b) for _ in range(draws)]
+    return {
+        "nmi": float(normalized_mutual_info_score(a, b)),
+        "ami": float(adjusted_mutual_info_score(a, b)),
+        "nmi_chance": float(np.mean(chance)),
+    }
+
+
+def score_noise(replica, true, masks) -> float:
+    """The standard deviation of one true f(S, i) from training noise: the root mean square of
+    the difference between two independently trained replicates, over sqrt 2. (The standard
+    error over evaluation episodes, ``true_scores_se``, is only the evaluation's part of it.)"""
+    masks = np.asarray(masks, bool)
+    diff = np.asarray(replica, np.float64)[masks] - np.asarray(true, np.float64)[masks]
+    return float(np.sqrt(np.mean(diff**2) / 2))
+
+
+def within_task_spread(scores, masks) -> float:
+    """The mean over tasks of the standard deviation of f(S, i) over the subsets holding i."""
+    masks = np.asarray(masks, bool)
+    f = np.asarray(scores, np.float64)
+    return float(np.mean([np.std(f[masks[:, i], i]) for i in range(masks.shape[1]) if masks[:, i].sum() > 1]))
 
 
 def _first_order_check(
@@ -393,7 +449,8 @@ def _first_order_check(
     along = {"surrogate": [], "random": []}
     for j in range(nd):
         d_sur = feats.delta(betas[j])
-        d_rnd = jax.random.normal(jax.random.fold_in(k_dir, j), theta.shape)
+        # masked like the surrogate's steps: under conditioning "none" a step on the task-id rows changes nothing
+        d_rnd = jax.random.normal(jax.random.fold_in(k_dir, j), theta.shape) * feats.param_mask
         for kind, d in (("surrogate", d_sur), ("random", d_rnd)):
             err = check(config.ppo.network, family, theta_star, obs, act, d, vconfig.sizes, valid)
             along[kind].append(np.asarray(err))
@@ -416,6 +473,12 @@ def _kl_summary(kl) -> dict:
     if not np.all(np.isfinite(kl)):
         raise FloatingPointError(f"non-finite KL for subsets {np.flatnonzero(~np.isfinite(kl)).tolist()}")
     return {"per_subset": kl, "mean": float(kl.mean()), "min": float(kl.min()), "max": float(kl.max())}
+
+
+def _step_summary(feats, betas, scales) -> dict:
+    norms = jax.jit(jax.vmap(lambda b, c: jnp.linalg.norm(feats.delta(b) * c)))(betas, scales)
+    rel = np.asarray(norms) / float(jnp.linalg.norm(feats.theta))
+    return {"per_subset": rel, "mean": float(rel.mean()), "min": float(rel.min()), "max": float(rel.max())}
 
 
 def _se_summary(se, masks) -> dict | None:
@@ -448,42 +511,56 @@ def _truth_report(kind, true, info, replicas, estimates, subsets, config, family
         if name != "rollout":  # scores that are not returns: only ranks compare
             entry["mean_rel_error"] = None
         entry.update(
-            nmi=nmi(g_est, g_true, n),
+            **grouping_agreement(g_est, g_true, n),
             k=len(g_est),
             estimated_groups=g_est,
             true_groups=g_true,
             estimated_affinity=u_est,
             estimated_scores=est,
         )
-        if planted is not None:
-            entry["nmi_estimated_vs_planted"] = nmi(g_est, planted, n)
-            entry["nmi_true_vs_planted"] = nmi(g_true, planted, n)
+        if planted is not None:  # at the estimate's k (the truth's own groups use the planted k)
+            vs = grouping_agreement(g_est, planted, n)
+            entry.update(nmi_estimated_vs_planted=vs["nmi"], ami_estimated_vs_planted=vs["ami"])
+            vs = grouping_agreement(g_true, planted, n)
+            entry.update(nmi_true_at_k_vs_planted=vs["nmi"], ami_true_at_k_vs_planted=vs["ami"])
         by_evaluator[name] = entry
     main = by_evaluator[config.evaluator]
     replicate_agreement = []  # the truth against itself, each clustered at the truth's own k
     for again in replicas:
         _, g_again = _groups(again, subsets, config, len(own))
-        entry = {**agreement(again, true, subsets), "nmi": nmi(g_again, own, n), "groups": g_again}
+        entry = {**agreement(again, true, subsets), **grouping_agreement(g_again, own, n), "groups": g_again}
+        entry["score_noise_sd"] = score_noise(again, true, subsets)
         if planted is not None:
-            entry["nmi_vs_planted"] = nmi(g_again, planted, n)
+            vs = grouping_agreement(g_again, planted, n)
+            entry.update(nmi_vs_planted=vs["nmi"], ami_vs_planted=vs["ami"])
         replicate_agreement.append(entry)
     self_agreement = None
     if replicate_agreement:
         self_agreement = {
             key: float(np.mean([r[key] for r in replicate_agreement]))
-            for key in ("spearman", "spearman_within_task", "nmi")
-        }
+            for key in (
+                "spearman", "spearman_within_task", "spearman_within_task_null_sd", "nmi", "ami", "nmi_chance",
+                "score_noise_sd",
+            )
+        }  # fmt: skip
+    vs_planted = None if planted is None else grouping_agreement(own, planted, n)
     return {
         "kind": kind,
         "evaluator": config.evaluator,
         "spearman": main["spearman"],
         "spearman_within_task": main["spearman_within_task"],
+        "spearman_within_task_null_sd": main["spearman_within_task_null_sd"],
+        "tasks_used": main["tasks_used"],
         "mean_rel_error": main["mean_rel_error"],
         "nmi": main["nmi"],
+        "ami": main["ami"],
+        "nmi_chance": main["nmi_chance"],
         "k": main["k"],
         "true_groups": own,
         "k_truth": len(own),
-        "nmi_true_vs_planted": None if planted is None else nmi(own, planted, n),
+        "nmi_true_vs_planted": None if vs_planted is None else vs_planted["nmi"],
+        "ami_true_vs_planted": None if vs_planted is None else vs_planted["ami"],
+        "within_task_spread": within_task_spread(true, subsets),
         "env_steps_per_subset": info["env_steps_per_subset"],
         "env_steps_per_task": info["env_steps_per_task"],
         "true_scores": true,
@@ -615,6 +692,9 @@ def validate(
         "rollout_scores_se": _se_summary(rollout_se, subsets),
         "kl": _kl_summary(subset_kl(net, family, theta_star, theta_s, jnp.asarray(subsets), kl_obs, kl_valid)),
         "step_size": config.surrogate.step_size,
+        # ||theta_S - theta*|| / ||theta*|| of every estimated policy: where approx_error's sizes
+        # (fractions of ||theta*||) put the step the estimate takes (a KL-sized step has no fixed one)
+        "step_relative": _step_summary(feats, betas, scales),
         "solve": est.solve_info,
     }
     if "finetune" in truth_info:  # how far real fine-tuning moves the policy, on the same states

@@ -1,5 +1,6 @@
 import jax
 import numpy as np
+import pytest
 
 from pgx_jax import validate
 from pgx_jax.config import NetworkConfig, PPOConfig
@@ -87,9 +88,47 @@ def test_group_budgets_are_equal_per_task(reacher):
     for budget in ("smoke", "demo"):
         cfg = budget_config(budget, reacher.name, reacher.n_tasks)
         sizes = np.arange(1, reacher.n_tasks + 1)
-        updates = group_updates(cfg, reacher, sizes)
-        assert np.all(updates / sizes == updates[0])
-        assert updates[-1] <= cfg.num_updates(reacher.episode_length)
+        steps_per_update = cfg.num_envs * cfg.unroll(reacher.episode_length)
+        per_task = group_updates(cfg, reacher, sizes) * steps_per_update / sizes  # env steps each task gets
+        multitask = cfg.num_updates(reacher.episode_length) * steps_per_update / reacher.n_tasks
+        assert np.all(per_task == per_task[0])  # whatever the group's size
+        assert multitask - steps_per_update < per_task[0] <= multitask  # the multitask run's share, whole updates
+
+
+def test_grouping_agreement_is_corrected_for_chance():
+    """NMI's chance level grows with k (two unrelated groupings of 9 tasks into 4 score about
+    0.5); AMI is 0 in expectation for unrelated groupings at any k and 1 for equal ones."""
+    same = validate.grouping_agreement([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[6, 7, 8], [0, 1, 2], [3, 4, 5]], 9)
+    assert same["nmi"] == pytest.approx(1.0) and same["ami"] == pytest.approx(1.0)
+    rng = np.random.default_rng(1)
+    four = [[0, 1], [2, 3], [4, 5], [6, 7, 8]]
+    nmis, amis = [], []
+    for _ in range(200):
+        perm = rng.permutation(9)
+        other = [[int(perm[i]) for i in g] for g in four]
+        r = validate.grouping_agreement(four, other, 9, draws=20)
+        nmis.append(r["nmi"])
+        amis.append(r["ami"])
+    assert np.mean(nmis) > 0.4  # raw NMI of unrelated groupings: far from 0
+    assert abs(np.mean(amis)) < 0.05  # AMI: 0 at chance
+    assert r["nmi_chance"] == pytest.approx(np.mean(nmis), abs=0.1)
+
+
+def test_within_task_agreement_names_the_tasks_it_used_and_its_null():
+    rng = np.random.default_rng(0)
+    masks = np.zeros((40, 5), bool)
+    for s in range(40):
+        masks[s, rng.choice(5, 3, replace=False)] = True
+    true = np.where(masks, rng.normal(size=masks.shape), np.nan)
+    est = true.copy()
+    est[:, 4] = np.where(masks[:, 4], 1.0, np.nan)  # a task whose estimate is constant: no ranks
+    a = validate.agreement(est, true, masks)
+    assert a["tasks_total"] == 5 and a["tasks_used"] == 4
+    assert a["spearman_within_task"] > 0.999
+    # null: each task's ~24 estimates permuted, the mean of 4 correlations: about 1 / sqrt(23 * 4)
+    assert 0.05 < a["spearman_within_task_null_sd"] < 0.2
+    noise = np.where(masks, rng.normal(size=masks.shape), np.nan)
+    assert abs(validate.agreement(noise, true, masks)["spearman_within_task"]) < 3 * a["spearman_within_task_null_sd"]
 
 
 def test_validate_config_rejects_bad_values():
