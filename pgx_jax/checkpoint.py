@@ -9,6 +9,7 @@ exact, and loading needs no async machinery or extra dependency.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -44,9 +45,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def source_commit() -> str:
     """``git describe --always --dirty`` of the checkout pgx_jax is imported from, or
-    ``"unknown"`` (an installed wheel, no git)."""
+    ``"unknown"`` (an installed wheel, no git). Cached: the first call's answer holds for the
+    process (the CLI asks at start, so an edit during a long run does not relabel it)."""
     import subprocess
 
     here = os.path.dirname(os.path.abspath(__file__))

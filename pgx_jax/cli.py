@@ -732,6 +732,9 @@ def _versions():
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from pgx_jax import checkpoint
+
+    checkpoint.source_commit()  # the code this run starts with (cached; recorded in its results)
     if args.command == "families":
         return _cmd_families()
     if args.command == "run":
