@@ -400,7 +400,7 @@ def grouping_agreement(groups_a, groups_b, n: int, *, draws: int = 500) -> dict[
     different k do not compare. ``ami`` (adjusted mutual information) is 0 in expectation for
     unrelated groupings and 1 for equal ones, at any k; ``nmi_chance`` is the mean NMI of
     ``groups_a`` with its task labels randomly permuted (group sizes kept) against ``groups_b``
-    (``draws`` draws, fixed seed).
+    (``draws`` draws, fixed seed; None with ``draws=0``).
     """
     from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
@@ -410,7 +410,7 @@ def grouping_agreement(groups_a, groups_b, n: int, *, draws: int = 500) -> dict[
     return {
         "nmi": float(normalized_mutual_info_score(a, b)),
         "ami": float(adjusted_mutual_info_score(a, b)),
-        "nmi_chance": float(np.mean(chance)),
+        "nmi_chance": float(np.mean(chance)) if chance else None,
     }
 
 
