@@ -46,12 +46,13 @@ class PipelineConfig:
     Attributes:
         ppo: meta-training and group training (groups get the same per-task env steps).
         features, surrogate, affinity: the estimation stages.
-        evaluator: ``"rollout"`` (returns of theta_S; the default) or ``"loss"`` (held-out
-            surrogate loss). The evidence that made ``rollout`` the default (issue 4) was measured
-            with slot-keyed evaluation and is superseded; re-measured on pendulum-physics against
-            the full truth, ``loss`` ranked better (within-task Spearman 0.21 vs -0.08, NMI 0.63
-            vs 0.27; benchmarks/RESULTS.md, issue 12). The default is re-chosen with the
-            estimator's sweep (issue 13).
+        evaluator: ``"rollout"`` (returns of theta_S; the default), ``"loss"`` (held-out
+            surrogate loss) or ``"gain"`` (the step's first-order improvement of each task's
+            held-out surrogate objective; rollout-free). The evidence that made ``rollout`` the
+            default (issue 4) was measured with slot-keyed evaluation and is superseded; read
+            against chance, no evaluator has yet agreed with a truth above chance except where
+            all three did (the task-agnostic cheetah-vel clusters; benchmarks/RESULTS.md, issues
+            12 and 13), so the default is kept until the sweep tells them apart.
         groups: number of groups k, or ``"auto"``.
         cluster_method: ``"sdp"`` or ``"spectral"``.
         eval_episodes: episodes per task for rollout scores, the truths and final evaluation
