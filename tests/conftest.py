@@ -44,3 +44,18 @@ def reacher():
     from pgx_jax.tasks import make_family
 
     return make_family("reacher-goals")
+
+
+@pytest.fixture(scope="session")
+def four_goals(tmp_path_factory):
+    """A tasks file of 4 reacher goals in 2 regions: few subsets and few group sizes, so few
+    compiles (the smoke tests of `validate` and `compare`)."""
+    import json
+
+    from pgx_jax.tasks import FAMILIES
+
+    tasks = [t for t in FAMILIES["reacher-goals"].default_tasks() if t["group"] in (0, 1)]
+    tasks = [t for t in tasks if t["name"].endswith(("g0", "g2"))]
+    path = tmp_path_factory.mktemp("tasks") / "four.json"
+    path.write_text(json.dumps(tasks))
+    return str(path)

@@ -1,5 +1,6 @@
-"""The `validate` and `compare` commands end to end at the smoke budget (their own file: the two
-slowest CLI tests, so pytest-xdist can run them beside the rest)."""
+"""`validate` end to end at the smoke budget, and the bad arguments of `validate` and `compare`
+(a file of its own: the slowest CLI test beside `compare`'s, each in its own file so that
+pytest-xdist's loadfile runs them on different workers)."""
 
 import json
 
@@ -7,18 +8,6 @@ import numpy as np
 import pytest
 
 from pgx_jax.cli import main
-
-
-@pytest.fixture(scope="module")
-def four_goals(tmp_path_factory):
-    """4 reacher goals in 2 regions: few subsets and few group sizes, so few compiles."""
-    from pgx_jax.tasks import FAMILIES
-
-    tasks = [t for t in FAMILIES["reacher-goals"].default_tasks() if t["group"] in (0, 1)]
-    tasks = [t for t in tasks if t["name"].endswith(("g0", "g2"))]
-    path = tmp_path_factory.mktemp("tasks") / "four.json"
-    path.write_text(json.dumps(tasks))
-    return str(path)
 
 
 def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
@@ -71,24 +60,6 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     for png in ("approx_error.png", "affinity_estimated.png"):
         assert (out / png).stat().st_size > 1000
     assert "[full] speedup in FLOPs" in capsys.readouterr().out
-
-
-def test_compare_smoke_uses_equal_budgets(tmp_path, four_goals):
-    out = tmp_path / "c"
-    argv = ["compare", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--seeds", "1"]
-    argv += ["--random-draws", "2", "--groupings", "multitask,random,policygradex", "--out", str(out), "--no-progress"]
-    assert main(argv) == 0
-    c = json.loads((out / "comparison.json").read_text())
-    assert list(c["groupings"]) == ["multitask", "per_task", "random", "policygradex"]
-    steps = {s for g in c["groupings"].values() for seed in g["env_steps_per_task"] for draw in seed for s in draw}
-    assert len(steps) == 1 and steps.pop() > 0  # every group of every grouping: the same steps per task
-    per_task = c["groupings"]["per_task"]
-    assert np.allclose(per_task["normalized"], 1.0)  # one seed: per_task is the best single-task policy
-    assert len(c["groupings"]["random"]["groups"][0]) == 2
-    for g in c["groupings"].values():
-        assert np.all(np.isfinite(np.array(g["per_task_return"], dtype=float)))
-    assert set(c["improvement"]) == set(c["improvement_return"]) == {"multitask", "per_task", "random"}
-    assert isinstance(c["ill_conditioned_tasks"], list)
 
 
 @pytest.mark.parametrize(
