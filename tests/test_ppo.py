@@ -134,12 +134,22 @@ def test_evaluate_vmaps_over_params(vmapped, fast_family):
 
 def test_train_chunked_matches_train(tiny_config, fast_family, vmapped):
     (params_v, _), keys = vmapped
-    seen = []
+    seen, timings = [], {}
     params, metrics = ppo.train_chunked(
-        tiny_config, fast_family, jnp.asarray(MASKS[3]), keys[3], on_chunk=lambda d, t: seen.append((d, t))
+        tiny_config,
+        fast_family,
+        jnp.asarray(MASKS[3]),
+        keys[3],
+        on_chunk=lambda d, t: seen.append((d, t)),
+        timings=timings,
     )
     assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert timings["compile_s"] > 0  # compiled ahead of the first chunk: a caller can time training alone
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[3], b, rtol=2e-5, atol=2e-6), params_v, params)
+    # the same training, compiled ahead and timed apart (meta-training's wall-clock in validate)
+    timed, _, train_s, compile_s = ppo.train_timed(tiny_config, fast_family, jnp.asarray(MASKS[3]), keys[3])
+    assert train_s > 0 and compile_s > 0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[3], b, rtol=2e-5, atol=2e-6), params_v, timed)
 
 
 def test_nonfinite_metrics_raise():
