@@ -121,6 +121,7 @@ def run_case(case: str, settings: list[dict]) -> None:
     from pgx_jax.evaluate import EVALUATORS
     from pgx_jax.pipeline import estimate_with_solutions, evaluate_subsets
     from pgx_jax.surrogate import SurrogateConfig
+    from pgx_jax.validate import within_task_spread
 
     report = json.load(open(os.path.join(MEASURED, case, "validation.json")))
     family, config = _family_and_config(case, report)
@@ -188,9 +189,7 @@ def run_case(case: str, settings: list[dict]) -> None:
                 if isinstance(v, dict)
             },
             "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
-            "within_task_std": float(
-                np.mean([np.std(est.scores[masks[:, i], i]) for i in range(n) if masks[:, i].sum() > 1])
-            ),
+            "within_task_std": within_task_spread(est.scores, masks),
             "by_truth": {
                 kind: {
                     ev: _score(f, t["scores"], masks, len(t["groups"]), t["groups"], cfg, n) for ev, f in scores.items()
