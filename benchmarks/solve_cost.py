@@ -15,6 +15,8 @@ Results: ``results/solve_cost.json`` (each part saved as it finishes) and ``resu
     python benchmarks/solve_cost.py                 # every part not yet done
     python benchmarks/solve_cost.py --part solve
     python benchmarks/solve_cost.py --part scale --m 10000
+    python benchmarks/solve_cost.py --part solve \
+        --theta benchmarks/results/measurement/reacher-goals_task_id_seed1/theta_star
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -46,22 +47,30 @@ def _save(d: dict) -> None:
     write_json(OUT, d)
 
 
-def _setup(m: int | None, tasks_file: str | None = None):
+def _setup(m: int | None, tasks_file: str | None = None, theta_path: str | None = None):
     import jax
 
-    from pgx_jax import networks
+    from pgx_jax import checkpoint, networks
     from pgx_jax.affinity import AffinityConfig
     from pgx_jax.pipeline import pipeline_config
     from pgx_jax.tasks import make_family
 
     family = make_family(FAMILY, tasks_file=tasks_file)
     config = pipeline_config("demo", family, affinity=AffinityConfig(subsets=m), train_groups=False)
+    if theta_path is not None:  # a trained theta*: which subsets need refining depends on it
+        theta, _, _ = checkpoint.load_policy(theta_path, family, config.ppo)
+        return family, config, theta
     net = config.ppo.network
     theta = networks.init_agent(net, family.obs_size, family.action_size, jax.random.PRNGKey(0))
     return family, config, theta
 
 
-def part_solve(m: int | None = None, ladder_subsets: int = 16, ladder=(10, 20, 50, 100, 200, 500)) -> dict:
+def part_solve(
+    m: int | None = None,
+    ladder_subsets: int = 16,
+    ladder=(10, 20, 50, 60, 70, 80, 100, 200, 500),
+    theta_path: str | None = None,
+) -> dict:
     """Newton and L-BFGS (its default 50 iterations) on every subset, then L-BFGS at each
     iteration count of ``ladder`` on the first ``ladder_subsets``: the comparison at equal
     convergence is against the fewest iterations whose largest gradient-norm ratio is at most
@@ -71,17 +80,20 @@ def part_solve(m: int | None = None, ladder_subsets: int = 16, ladder=(10, 20, 5
     import dataclasses
 
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from pgx_jax.affinity import sample_subsets
     from pgx_jax.flops import count_flops
     from pgx_jax.pipeline import _stats, features_at, solve_all, solve_flops
 
-    family, config, theta = _setup(m)
+    family, config, theta = _setup(m, theta_path=theta_path)
     masks = sample_subsets(0, family.n_tasks, config.affinity)
     feats = features_at(config.ppo, config.features, family, theta, jax.random.PRNGKey(1))
     kmax = int(masks.sum(1).max())
     stats_flops = count_flops(_stats, feats).flops
+    # G_i alone (the data Hessians; only the Newton solve reads them, L-BFGS needs F_i and tr G_i)
+    g_flops = count_flops(lambda f: jnp.einsum("nm,nmd,nme->nde", f.w, f.x, f.x), feats).flops
     jax.block_until_ready(_stats(feats))  # compile
     t0 = time.perf_counter()
     stats = jax.block_until_ready(_stats(feats))
@@ -93,7 +105,9 @@ def part_solve(m: int | None = None, ladder_subsets: int = 16, ladder=(10, 20, 5
         "step": config.surrogate.step,
         "tol": config.surrogate.tol,
         "refine": config.surrogate.refine,
+        "theta": theta_path or "fresh initialisation",
         "stats_flops": stats_flops,
+        "g_flops": g_flops,
         "stats_wall_s": stats_wall,
         "by_solver": {},
     }
@@ -125,6 +139,10 @@ def part_solve(m: int | None = None, ladder_subsets: int = 16, ladder=(10, 20, 5
     measure("lbfgs_50", dataclasses.replace(config.surrogate, solver="lbfgs", iterations=50), masks)
     sub = masks[:ladder_subsets]
     measure("newton_ladder", config.surrogate, sub)
+    # the default tolerance (a gradient ratio of 0.05) against a tight one: how far from the
+    # optimum the default's solutions are, as the cosine to the ladder's last (converged) rung
+    tight = dataclasses.replace(config.surrogate, tol=1e-3, refine=200)
+    measure("newton_tight_ladder", tight, sub)
     for it in ladder:
         measure(f"lbfgs_{it}_ladder", dataclasses.replace(config.surrogate, solver="lbfgs", iterations=it), sub)
 
@@ -151,6 +169,12 @@ def part_solve(m: int | None = None, ladder_subsets: int = 16, ladder=(10, 20, 5
         "wall": runs["lbfgs_50"]["wall_s_per_subset"] / n["wall_s_per_subset"],
     }
     out["cosine_newton_lbfgs_500"] = cosine(betas["newton_ladder"], betas[f"lbfgs_{ladder[-1]}_ladder"])
+    out["cosine_newton_tight_lbfgs_500"] = cosine(betas["newton_tight_ladder"], betas[f"lbfgs_{ladder[-1]}_ladder"])
+    out["cosine_newton_newton_tight"] = cosine(betas["newton_ladder"], betas["newton_tight_ladder"])
+    # Newton with G_i's cost spread over the m subsets (L-BFGS does not need G_i)
+    out["at_default_iterations_with_g"] = {
+        "flops": runs["lbfgs_50"]["flops_per_subset"] / (n["flops_per_subset"] + g_flops / n["subsets"])
+    }
     return out
 
 
@@ -160,6 +184,7 @@ def part_scale(m: int) -> dict:
 
     from pgx_jax import pipeline
     from pgx_jax.affinity import sample_subsets
+    from pgx_jax.results import peak_rss_mb
 
     family, config, theta = _setup(m, SCALE_TASKS)
     masks = sample_subsets(0, family.n_tasks, config.affinity)
@@ -177,13 +202,84 @@ def part_scale(m: int) -> dict:
         "subset_size": int(masks.sum(1).max()),
         "wall_s_including_compile": wall,
         "timings": est.timings,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "compiled": {"solve": pipeline._solve._cache_size(), "evaluate": pipeline._rollout._cache_size()},
         "chunks": len(seen),
         "unconverged": est.solve_info["unconverged"],
         "refined": est.solve_info["refined"],
         "finite": bool(np.all(np.isfinite(est.scores[masks]))),
     }
+
+
+def _solve_section(s: dict | None) -> list[str]:
+    from pgx_jax.results import markdown_table
+
+    if not s or "stats_flops" not in s:
+        return []
+    rows = [
+        [
+            k,
+            v["subsets"],
+            v["iterations"] or "-",
+            v["flops_per_subset"],
+            v["wall_s_per_subset"] * 1e3,
+            v["refined"],
+            v["unconverged"],
+            v["grad_ratio_max"],
+            v["grad_ratio_median"],
+        ]
+        for k, v in s["by_solver"].items()
+    ]
+    eq = s.get("equal_convergence")
+    lines = [
+        f"## Solve at theta* = {s.get('theta', 'fresh initialisation')}: {s['subsets']} subsets, "
+        f"d = {s['dim']}, {s['step']} step (tol {s['tol']}, refine {s['refine']})",
+        "",
+        f"Per-task statistics (G_i, F_i, P's Gram matrix; once per feature set, whatever the solver): "
+        f"{s['stats_flops']:.3g} FLOPs, {s['stats_wall_s']:.2f} s; not in the per-subset figures.",
+        "",
+        markdown_table(
+            [
+                "run",
+                "subsets",
+                "L-BFGS iterations",
+                "FLOPs per subset",
+                "ms per subset",
+                "refined",
+                "unconverged",
+                "max gradient ratio",
+                "median gradient ratio",
+            ],
+            rows,
+        ),
+        f"- L-BFGS at its default 50 iterations / Newton: {s['at_default_iterations']['flops']:.0f}x the FLOPs, "
+        f"{s['at_default_iterations']['wall']:.1f}x the wall-clock per subset; cosine of the solutions "
+        f"{s['cosine_newton_lbfgs_50']['mean']:.4f} mean, {s['cosine_newton_lbfgs_50']['min']:.4f} min.",
+        (
+            f"- At equal convergence (the fewest L-BFGS iterations whose largest gradient ratio is at most "
+            f"Newton's on the same {s['by_solver']['newton_ladder']['subsets']} subsets: {eq['iterations']}): "
+            f"{eq['flops']:.0f}x the FLOPs, {eq['wall']:.1f}x the wall-clock; cosine {eq['cosine']['mean']:.4f} "
+            f"mean, {eq['cosine']['min']:.4f} min."
+            if eq
+            else "- No L-BFGS run of the ladder reached Newton's largest gradient ratio."
+        ),
+        f"- Newton vs L-BFGS at the ladder's last rung: cosine {s['cosine_newton_lbfgs_500']['mean']:.4f} mean, "
+        f"{s['cosine_newton_lbfgs_500']['min']:.4f} min.",
+    ]
+    if "g_flops" in s:
+        w = s["at_default_iterations_with_g"]["flops"]
+        lines.append(
+            f"- G_i alone (read only by Newton) is {s['g_flops']:.3g} FLOPs of the statistics; spread over the "
+            f"{s['subsets']} subsets, L-BFGS at 50 iterations / Newton is {w:.0f}x the FLOPs."
+        )
+    if "cosine_newton_tight_lbfgs_500" in s:
+        t, c = s["cosine_newton_tight_lbfgs_500"], s["cosine_newton_newton_tight"]
+        lines.append(
+            f"- The default tolerance (gradient ratio 0.05) against a tight one (1e-3, up to 200 refinement "
+            f"steps): cosine {c['mean']:.4f} mean, {c['min']:.4f} min; the tight Newton against L-BFGS's last rung "
+            f"{t['mean']:.4f} mean, {t['min']:.4f} min."
+        )
+    return lines + [""]
 
 
 def table(d: dict) -> str:
@@ -198,59 +294,8 @@ def table(d: dict) -> str:
         f"{FAMILY}, demo features (d = 400, 2048 transitions per task), rollout evaluator (32 episodes per task).",
         "",
     ]
-    s = d.get("solve")
-    if s and "stats_flops" in s:
-        rows = [
-            [
-                k,
-                v["subsets"],
-                v["iterations"] or "-",
-                v["flops_per_subset"],
-                v["wall_s_per_subset"] * 1e3,
-                v["refined"],
-                v["unconverged"],
-                v["grad_ratio_max"],
-                v["grad_ratio_median"],
-            ]
-            for k, v in s["by_solver"].items()
-        ]
-        eq = s.get("equal_convergence")
-        lines += [
-            f"## Solve, {s['subsets']} subsets, d = {s['dim']}, {s['step']} step "
-            f"(tol {s['tol']}, refine {s['refine']})",
-            "",
-            f"Per-task statistics (G_i, F_i, P's Gram matrix; once per feature set, whatever the solver): "
-            f"{s['stats_flops']:.3g} FLOPs, {s['stats_wall_s']:.2f} s; not in the per-subset figures.",
-            "",
-            markdown_table(
-                [
-                    "run",
-                    "subsets",
-                    "L-BFGS iterations",
-                    "FLOPs per subset",
-                    "ms per subset",
-                    "refined",
-                    "unconverged",
-                    "max gradient ratio",
-                    "median gradient ratio",
-                ],
-                rows,
-            ),
-            f"- L-BFGS at its default 50 iterations / Newton: {s['at_default_iterations']['flops']:.0f}x the FLOPs, "
-            f"{s['at_default_iterations']['wall']:.1f}x the wall-clock per subset; cosine of the solutions "
-            f"{s['cosine_newton_lbfgs_50']['mean']:.4f} mean, {s['cosine_newton_lbfgs_50']['min']:.4f} min.",
-            (
-                f"- At equal convergence (the fewest L-BFGS iterations whose largest gradient ratio is at most "
-                f"Newton's on the same {s['by_solver']['newton_ladder']['subsets']} subsets: {eq['iterations']}): "
-                f"{eq['flops']:.0f}x the FLOPs, {eq['wall']:.1f}x the wall-clock; cosine {eq['cosine']['mean']:.4f} "
-                f"mean, {eq['cosine']['min']:.4f} min."
-                if eq
-                else "- No L-BFGS run of the ladder reached Newton's largest gradient ratio."
-            ),
-            f"- Newton vs L-BFGS at the ladder's last rung: cosine {s['cosine_newton_lbfgs_500']['mean']:.4f} mean, "
-            f"{s['cosine_newton_lbfgs_500']['min']:.4f} min.",
-            "",
-        ]
+    for part in ("solve", "solve_trained"):
+        lines += _solve_section(d.get(part))
     if d.get("scale"):
         rows = []
         for m, v in sorted(d["scale"].items(), key=lambda kv: int(kv[0])):
@@ -290,11 +335,20 @@ def main() -> None:
     p.add_argument("--part", choices=["solve", "scale", "all"], default="all")
     p.add_argument("--m", type=int, default=None, help="one scale (run in this process)")
     p.add_argument("--table", action="store_true")
+    p.add_argument(
+        "--theta",
+        default=None,
+        help="a trained theta* checkpoint (e.g. results/measurement/reacher-goals_task_id_seed1/theta_star) for "
+        "the solve part, saved beside the fresh-initialisation one",
+    )
     args = p.parse_args()
     d = _load()
     if not args.table:
         stale = not d.get("solve") or "stats_flops" not in d["solve"]  # before the statistics were split out
-        if args.part in ("solve", "all") and (args.part == "solve" or stale):
+        if args.part in ("solve", "all") and args.theta is not None:
+            d["solve_trained"] = part_solve(theta_path=args.theta)
+            _save(d)
+        elif args.part in ("solve", "all") and (args.part == "solve" or stale):
             d["solve"] = part_solve()
             _save(d)
         if args.part == "scale" and args.m is not None:
