@@ -424,7 +424,7 @@ def _cmd_run(args) -> int:
 
     from pgx_jax import checkpoint
     from pgx_jax.pipeline import policygradex
-    from pgx_jax.results import markdown_table, plot_affinity, write_json
+    from pgx_jax.results import machine, markdown_table, peak_rss_mb, plot_affinity, write_json
 
     try:
         family, config, out, theta = _setup(args, "run")
@@ -478,8 +478,10 @@ def _cmd_run(args) -> int:
             "timings": timings,
             "flops": result.flops,
             "solve": result.solve_info,
+            "peak_rss_mb": peak_rss_mb(),
             "config": config.to_dict(),
             "seed": args.seed,
+            "machine": machine(),
             "versions": checkpoint.versions(),
         },
     )
@@ -494,6 +496,7 @@ def _cmd_run(args) -> int:
     print(markdown_table(["task", "group", "return (group policy)"], rows), end="")
     print("groups: " + "; ".join("{" + ", ".join(names[i] for i in g) + "}" for g in result.groups))
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")
     print(f"wrote {out}/result.json, affinity.png, theta_star/")
     return 0
 

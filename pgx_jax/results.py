@@ -68,6 +68,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (``ru_maxrss``: KiB on Linux, bytes on
+    macOS)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
 def provenance(info: dict[str, Any]) -> str:
     """One Markdown line naming the machine and package versions of ``{"machine", "versions"}``."""
     m = info["machine"]

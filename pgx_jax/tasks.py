@@ -764,6 +764,18 @@ def make_family(
     backend = backend or spec.backend
     if backend not in ("spring", "positional", "generalized", "mjx"):
         raise ValueError(f"unknown backend {backend!r}; known: ['generalized', 'mjx', 'positional', 'spring']")
+    layout = json.dumps(entries, sort_keys=True)
+    return _brax_family(name, layout, backend, int(episode_length or spec.episode_length))
+
+
+@functools.cache
+def _brax_family(name: str, layout: str, backend: str, episode_length: int) -> TaskFamily:
+    """One object per (family, task layout, backend, episode length). A family is a static
+    argument of the compiled calls and hashes by identity, so building the same family again (a
+    resumed run, a notebook cell run twice, ``compare`` after ``validate``) reuses every program
+    compiled for it instead of compiling them all again."""
+    spec = _spec(name)
+    entries = json.loads(layout)
     env = _brax_env(spec.env_name, backend, tuple(sorted(spec.env_kwargs.items())))
     params = {f: jnp.asarray(np.asarray([e[f] for e in entries], dtype=np.float32)) for f in spec.fields}
     groups = [e["group"] for e in entries] if "group" in entries[0] else None
@@ -775,7 +787,7 @@ def make_family(
         groups=None if groups is None else tuple(groups),
         reward_fn=spec.reward_fn,
         reset_fn=spec.reset_fn,
-        episode_length=int(episode_length or spec.episode_length),
+        episode_length=episode_length,
         objective=spec.objective,
         metric=spec.metric,
         system_fn=spec.system_fn,

@@ -77,6 +77,7 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
     assert (surrogate["step"], surrogate["step_size"], surrogate["rho"]) == ("kl", 0.02, 0.5)
     assert result["solve"]["kl"]["per_subset"] == pytest.approx([0.02] * result["subsets"], rel=1e-3)
     assert all(result["flops"][stage] > 0 for stage in ("features", "solve", "evaluate", "meta_train"))
+    assert 100 < result["peak_rss_mb"] < 64 * 1024 and result["machine"]["cpu_count"] >= 1
     assert sorted(i for g in result["groups"] for i in g) == list(range(10))
     returns = np.array(list(result["per_task_return"].values()))
     assert np.isfinite(returns).all() and returns.max() <= 200  # +1 per upright step, 200 steps
