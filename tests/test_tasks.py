@@ -149,6 +149,14 @@ def test_user_tasks_from_python_and_file(tmp_path):
     path.write_text(json.dumps(entries))
     fam2 = make_family("reacher-goals", tasks_file=path)
     np.testing.assert_array_equal(fam.params["goal"], fam2.params["goal"])
+    # the same family built again is the same object, so compiled programs are reused (a family
+    # is a static jit argument hashed by identity); another layout or length is another family
+    assert fam2 is fam and make_family("reacher-goals", tasks=entries[::-1]) is not fam
+    assert make_family("reacher-goals", tasks=entries, episode_length=20) is not fam
+    calls = []
+    step = jax.jit(lambda f, x: calls.append(f.name) or x + 1, static_argnums=0)
+    step(fam, 1.0), step(make_family("reacher-goals", tasks=json.loads(path.read_text())), 1.0)
+    assert calls == ["reacher-goals"]  # traced (and compiled) once
 
 
 @pytest.mark.parametrize(
