@@ -229,10 +229,15 @@ def chunked(fn: Callable, xs, chunk: int, progress: Callable[[int, int], None] |
     return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
-def _refine_rows(count: int, cfg: SurrogateConfig) -> int:
-    """Rows the refinement pass runs for ``count`` unconverged subsets: padded to a power of two
-    (at least one batch), so few programs compile and little is wasted."""
-    return max(cfg.subset_batch, 1 << (count - 1).bit_length()) if count else 0
+def _refine_rows(count: int, cfg: SurrogateConfig, chunk: int = 1024) -> int:
+    """Rows the refinement pass runs for ``count`` unconverged subsets: up to one ``chunk``,
+    padded to a power of two (at least one batch), so few programs compile and little is
+    wasted; beyond it, whole chunks (:func:`chunked` pads the last one), not the next power of
+    two (5000 rows would otherwise run as 8192)."""
+    if not count:
+        return 0
+    rows = max(cfg.subset_batch, 1 << (count - 1).bit_length())
+    return rows if rows <= chunk else -(-count // chunk) * chunk
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices", "refine"))
@@ -250,13 +255,15 @@ def solve_all(
     stats: TaskStats | None = None,
     chunk: int = 1024,
     progress: Callable[[int, int], None] | None = None,
+    refine_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Solutions, dict]:
     """Every subset's surrogate solve, refined where it has not converged, with diagnostics.
 
     Pass 1 solves every subset (closed form for ``newton``; one compiled call). Pass 2 takes
     ``cfg.refine`` majorise-minimise steps for just the subsets whose gradient-norm ratio exceeds
     ``cfg.tol`` (padded rows: :func:`_refine_rows`). A solve still above ``tol`` is
-    named in a warning; a non-finite one raises.
+    named in a warning; a non-finite one raises. ``progress`` / ``refine_progress``
+    ``(done, total)`` are called after each chunk of the first / second pass.
 
     Returns:
         ``(Solutions [S] as numpy, summary dict)``: the summary holds per-subset ``kl``,
@@ -271,12 +278,13 @@ def solve_all(
     if cfg.solver == "newton" and cfg.refine:
         bad = np.nonzero(~(sol.grad_ratio <= cfg.tol))[0]
         if bad.size:
-            pad = _refine_rows(bad.size, cfg) - bad.size
+            pad = _refine_rows(bad.size, cfg, chunk) - bad.size
             rows = np.concatenate([bad, np.repeat(bad[:1], pad)])
             again = chunked(
                 lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine),
                 masks[rows],
                 chunk,
+                refine_progress,
             )
             for field, new in zip(sol, again, strict=True):
                 field[bad] = np.asarray(new)[: bad.size]
@@ -373,7 +381,7 @@ def evaluate_subsets(
     return stats["return"], stats["return_se"]
 
 
-def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None):
+def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None, chunk: int = 1024):
     """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
     every subset's solve, and the rows of the refinement pass that ran for the ``refined`` of them
     (their count is data-dependent: pass the number that :func:`solve_all` refined; the pass
@@ -390,7 +398,7 @@ def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | N
     flops, in_while = total.flops + first.flops, first.while_flops
     if refined and cfg.solver == "newton" and cfg.refine:
         again = count_flops(lambda f, st, m: run(f, st, m, cfg.refine), feats, stats, masks[:1])
-        flops += _refine_rows(refined, cfg) * again.flops
+        flops += _refine_rows(refined, cfg, chunk) * again.flops
     return FlopCount(flops, first.while_loops, in_while, first.while_trips)
 
 
@@ -419,7 +427,7 @@ def estimation_flops(
     s, d = np.asarray(masks).shape[0], feats.x.shape[-1]
     trips = linesearch_trips
     f_feat = count_flops(lambda p, k: _features(config.ppo, config.feature_config(), family, p, k), theta_star, k_feat)
-    f_solve = solve_flops(cfg, feats, masks, kmax, refined, trips)
+    f_solve = solve_flops(cfg, feats, masks, kmax, refined, trips, config.subset_chunk)
     f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
         lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax)[0],
         jax.ShapeDtypeStruct((s, d), jnp.float32),
@@ -503,7 +511,8 @@ def estimate_with_solutions(
     evaluator or the first-order check without solving again): an :class:`Estimate`.
 
     ``progress(stage, done, total)`` is called after each chunk of ``config.subset_chunk``
-    subsets of the ``"solve"`` and ``"evaluate"`` stages."""
+    subsets of the ``"solve"``, ``"refine"`` (the unconverged solves' second pass) and
+    ``"evaluate"`` stages."""
     on = (lambda stage: None) if progress is None else (lambda stage: lambda done, total: progress(stage, done, total))
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     timings = {}
@@ -518,7 +527,14 @@ def estimate_with_solutions(
     masks = jnp.asarray(masks, bool)
     t0 = time.perf_counter()
     sol, solve_info = solve_all(
-        config.surrogate, feats, masks, kmax=kmax, devices=devices, chunk=config.subset_chunk, progress=on("solve")
+        config.surrogate,
+        feats,
+        masks,
+        kmax=kmax,
+        devices=devices,
+        chunk=config.subset_chunk,
+        progress=on("solve"),
+        refine_progress=on("refine"),
     )
     betas, scales = jnp.asarray(sol.betas), jnp.asarray(sol.scales)
     timings["solve"] = time.perf_counter() - t0
@@ -579,7 +595,7 @@ def policygradex(
         theta_star: skip meta-training and use this meta-policy.
         subsets: bool [S, N] to use instead of sampling.
         progress: called with a stage name as each stage starts (host side), and with
-            ``"estimate: solve|evaluate done/total subsets"`` after each chunk of subsets.
+            ``"estimate: solve|refine|evaluate done/total subsets"`` after each chunk of subsets.
 
     Returns:
         :class:`Result`.

@@ -115,9 +115,20 @@ def test_unconverged_solves_are_refined_then_named_in_a_warning():
 
     feats = _toy_features(jax.random.PRNGKey(1))
     masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], bool)
-    sol, info = solve_all(SurrogateConfig(rho=0.1, refine=5, subset_batch=2), feats, masks, kmax=2)
+    first, second = [], []
+    cfg = SurrogateConfig(rho=0.1, refine=5, subset_batch=2)
+    sol, info = solve_all(
+        cfg,
+        feats,
+        masks,
+        kmax=2,
+        chunk=2,
+        progress=lambda *a: first.append(a),
+        refine_progress=lambda *a: second.append(a),
+    )
     assert info["refined"] == 3 and info["unconverged"] == 0
     assert np.all(np.asarray(sol.grad_ratio) < 0.05)
+    assert first == [(2, 3), (3, 3)] and second == [(2, 4), (4, 4)]  # the refinement pass reports too (4 rows)
     with pytest.warns(RuntimeWarning, match=r"3 of 3 surrogate solves did not converge .*subsets 0 \("):
         _, info = solve_all(SurrogateConfig(rho=0.1, refine=0), feats, masks, kmax=2)
     assert info["unconverged"] == 3 and info["refined"] == 0
@@ -133,6 +144,15 @@ def test_solve_flops_count_the_padded_rows_the_refinement_pass_runs():
     cfg = SurrogateConfig(rho=0.1, refine=5, subset_batch=2)
     base, one, three = (solve_flops(cfg, feats, masks, 2, refined=r).flops for r in (0, 1, 3))
     assert one > base and three - base == pytest.approx(2 * (one - base), rel=1e-9)
+
+
+def test_refinement_rows_are_powers_of_two_within_a_chunk_and_whole_chunks_beyond():
+    from pgx_jax.pipeline import _refine_rows
+
+    cfg = SurrogateConfig(subset_batch=16)
+    assert [_refine_rows(c, cfg, 1024) for c in (0, 1, 17, 600, 1024)] == [0, 16, 32, 1024, 1024]
+    assert _refine_rows(5000, cfg, 1024) == 5120  # 5 chunks, not 8192 rows
+    assert _refine_rows(600, cfg, 512) == 1024
 
 
 def test_vmapped_solves_equal_per_subset_solves():
