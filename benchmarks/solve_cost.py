@@ -80,20 +80,19 @@ def part_solve(
     import dataclasses
 
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from pgx_jax.affinity import sample_subsets
     from pgx_jax.flops import count_flops
     from pgx_jax.pipeline import _stats, features_at, solve_all, solve_flops
+    from pgx_jax.surrogate import data_hessians
 
     family, config, theta = _setup(m, theta_path=theta_path)
     masks = sample_subsets(0, family.n_tasks, config.affinity)
     feats = features_at(config.ppo, config.features, family, theta, jax.random.PRNGKey(1))
     kmax = int(masks.sum(1).max())
     stats_flops = count_flops(_stats, feats).flops
-    # G_i alone (the data Hessians; only the Newton solve reads them, L-BFGS needs F_i and tr G_i)
-    g_flops = count_flops(lambda f: jnp.einsum("nm,nmd,nme->nde", f.w, f.x, f.x), feats).flops
+    g_flops = count_flops(data_hessians, feats).flops  # G_i alone: only Newton reads it (L-BFGS: F_i, tr G_i)
     jax.block_until_ready(_stats(feats))  # compile
     t0 = time.perf_counter()
     stats = jax.block_until_ready(_stats(feats))

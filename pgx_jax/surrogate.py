@@ -140,6 +140,12 @@ class TaskStats:
     gram: jax.Array
 
 
+def data_hessians(features: Features) -> jax.Array:
+    """G_i = sum_t w_t g~_t g~_t^T / 4 of every task, float32 [N, D, D]: the surrogate loss's
+    Hessian at beta = 0 (read by the ``newton`` solve only)."""
+    return jnp.einsum("nm,nmd,nme->nde", features.w, features.x, features.x) / 4
+
+
 def task_stats(features: Features) -> TaskStats:
     """:class:`TaskStats` of every task from its training transitions (one pass, O(N M D^2)).
 
@@ -151,7 +157,7 @@ def task_stats(features: Features) -> TaskStats:
         b = jnp.einsum("nm,nmd->nd", w * y, x) / 2
     else:
         b = features.ag * x.shape[1] / 2
-    g = jnp.einsum("nm,nmd,nme->nde", w, x, x) / 4
+    g = data_hessians(features)
     f = jnp.einsum("nm,nmd,nme->nde", valid, x, x) / jnp.maximum(valid.sum(1), 1.0)[:, None, None]
     gram = projection_gram(features.key, features.param_mask, x.shape[-1], features.param_block)
     return TaskStats(b, g, f, w.sum(1), gram)
