@@ -81,8 +81,8 @@ def _name(s: dict) -> str:
 
 def _family_and_config(case: str, report: dict):
     from pgx_jax.config import NetworkConfig
+    from pgx_jax.families import make_family
     from pgx_jax.pipeline import pipeline_config
-    from pgx_jax.tasks import make_family
 
     argv = CASES[case]
     get = lambda flag: argv[argv.index(flag) + 1] if flag in argv else None  # noqa: E731

@@ -1,5 +1,5 @@
 """Issue-5 figure: what a family costs per env step, Brax (one compiled call) vs host-stepped
-(gymnasium, Meta-World, highway-env through pgx_jax.host).
+(gymnasium, Meta-World, highway-env through pgx_jax.simulators.host).
 
 For each family: PPO training throughput (env steps per second *with* updates, the family's demo
 config with a short budget, timed on the second call so compiles are excluded) and, for host
@@ -18,11 +18,12 @@ import time
 import jax
 import jax.numpy as jnp
 
-from pgx_jax import host, make_family, ppo
+from pgx_jax import make_family, simulators
 from pgx_jax.checkpoint import versions
 from pgx_jax.config import budget_config
-from pgx_jax.host_families import installed
+from pgx_jax.families import installed
 from pgx_jax.results import machine, markdown_table, provenance, write_json, write_markdown
+from pgx_jax.simulators import host
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BRAX = ["reacher-goals", "pendulum-physics", "cheetah-gravity", "hopper-mo"]
@@ -38,21 +39,21 @@ def measure(name: str) -> dict:
     config = budget_config("demo", name, family.n_tasks, total_env_steps=updates * per_update)
     mask = jnp.ones(family.n_tasks, bool)
     t0 = time.perf_counter()
-    jax.block_until_ready(ppo.train_jit(config, family, mask, jax.random.PRNGKey(0)))
+    jax.block_until_ready(simulators.train_one(config, family, mask, jax.random.PRNGKey(0)))
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    jax.block_until_ready(ppo.train_jit(config, family, mask, jax.random.PRNGKey(1)))
+    jax.block_until_ready(simulators.train_one(config, family, mask, jax.random.PRNGKey(1)))
     wall = time.perf_counter() - t0
     steps = config.num_updates(family.episode_length) * per_update
     row = {
         "family": name,
-        "backend": "host" if host.is_host(family) else f"brax {family.backend}",
+        "backend": "host" if family.simulator == "host" else f"brax {family.backend}",
         "num_envs": config.num_envs,
         "env_steps": steps,
         "train_steps_per_s": steps / wall,
         "first_call_s": first,
     }
-    if host.is_host(family):
+    if family.simulator == "host":  # the rollout alone, without learning
         row["rollout_steps_per_s"] = host.throughput(
             family, config.num_envs, config.unroll(family.episode_length), jax.random.PRNGKey(2), config.network
         )

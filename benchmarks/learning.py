@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import budget_config, make_family, ppo
+from pgx_jax import budget_config, make_family, ppo, simulators
 from pgx_jax.checkpoint import versions
-from pgx_jax.evaluate import evaluate_metrics, random_policy_metrics
 from pgx_jax.results import machine, markdown_table, plot_learning_curves, provenance, write_json, write_markdown
+from pgx_jax.simulators import evaluate_metrics, random_policy_metrics
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -27,7 +27,7 @@ def run_family(name: str, budget: str, seed: int, episodes: int) -> dict:
     config = budget_config(budget, name, family.n_tasks)
     ids = jnp.arange(family.n_tasks)
     key_train, key_eval = jax.random.split(jax.random.PRNGKey(seed))
-    train = ppo.train_jit
+    train = simulators.train_one
     t0 = time.perf_counter()
     compiled = train.lower(config, family, jnp.ones(family.n_tasks, bool), key_train).compile()
     t_compile = time.perf_counter() - t0

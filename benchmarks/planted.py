@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-from pgx_jax import make_family, ppo
+from pgx_jax import make_family, ppo, simulators
 from pgx_jax.checkpoint import versions
 from pgx_jax.cluster import cluster_tasks, groups_to_labels
 from pgx_jax.pipeline import pipeline_config, policygradex
@@ -48,7 +48,7 @@ def run_family(
         t0 = time.perf_counter()
         k_meta = jax.random.split(key, 4)[0]  # the key policygradex / pgx-jax run use
         meta_ppo = dataclasses.replace(base.ppo, total_env_steps=int(base.ppo.total_env_steps * meta_fraction))
-        theta, metrics = ppo.train_jit(meta_ppo, family, jnp.ones(family.n_tasks, bool), k_meta)
+        theta, metrics = simulators.train_one(meta_ppo, family, jnp.ones(family.n_tasks, bool), k_meta)
         jax.block_until_ready(theta)
         ppo.check_finite(metrics)
         t_meta = time.perf_counter() - t0

@@ -52,8 +52,8 @@ def _setup(m: int | None, tasks_file: str | None = None, theta_path: str | None 
 
     from pgx_jax import checkpoint, networks
     from pgx_jax.affinity import AffinityConfig
+    from pgx_jax.families import make_family
     from pgx_jax.pipeline import pipeline_config
-    from pgx_jax.tasks import make_family
 
     family = make_family(FAMILY, tasks_file=tasks_file)
     config = pipeline_config("demo", family, affinity=AffinityConfig(subsets=m), train_groups=False)
@@ -184,6 +184,7 @@ def part_scale(m: int) -> dict:
     from pgx_jax import pipeline
     from pgx_jax.affinity import sample_subsets
     from pgx_jax.results import peak_rss_mb
+    from pgx_jax.simulators import jitted
 
     family, config, theta = _setup(m, SCALE_TASKS)
     masks = sample_subsets(0, family.n_tasks, config.affinity)
@@ -202,7 +203,7 @@ def part_scale(m: int) -> dict:
         "wall_s_including_compile": wall,
         "timings": est.timings,
         "peak_rss_mb": peak_rss_mb(),
-        "compiled": {"solve": pipeline._solve._cache_size(), "evaluate": pipeline._rollout._cache_size()},
+        "compiled": {"solve": pipeline._solve._cache_size(), "evaluate": jitted._rollout._cache_size()},
         "chunks": len(seen),
         "unconverged": est.solve_info["unconverged"],
         "refined": est.solve_info["refined"],

@@ -2,7 +2,7 @@
 
 - bare rollout: reset + unroll with uniform random actions, no learning;
 - one training: `ppo.train` on all tasks (updates included);
-- 8 trainings in one call: `ppo.train_many` vmapped over 8 different task masks;
+- 8 trainings in one call: `simulators.train_many` vmapped over 8 different task masks;
 - 8 separate runs: the same 8 trainings as 8 sequential calls of one compiled `train`.
 The ratio `separate / vmapped` (wall clock) is ~1x on a 2-core CPU, where vmap batches but
 does not add compute; on an accelerator it should be large.
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import budget_config, make_family, ppo
+from pgx_jax import budget_config, make_family, ppo, simulators
 from pgx_jax.checkpoint import versions
 from pgx_jax.results import machine, markdown_table, provenance, write_json, write_markdown
 from pgx_jax.rollout import reset_envs, unroll
@@ -80,7 +80,7 @@ def run_family(name: str, updates: int) -> dict:
 
     masks = masks_for(n, N_RUNS)
     keys = jax.random.split(jax.random.PRNGKey(2), N_RUNS)
-    single = ppo.train_jit
+    single = simulators.train_one
     t0 = time.perf_counter()
     single_c = single.lower(config, family, jnp.asarray(masks[0]), keys[0]).compile()
     t_compile_single = time.perf_counter() - t0

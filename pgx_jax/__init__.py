@@ -2,12 +2,15 @@
 
 Public API (each stage a pure function; see the module docstrings):
 
-- task families: :func:`make_family`, :func:`custom_family`, :func:`load_tasks_file`,
-  :class:`TaskFamily`, :data:`FAMILIES`
+- task families (:mod:`pgx_jax.families`): :func:`make_family`, :func:`custom_family`,
+  :func:`load_tasks_file`, :class:`TaskFamily` (Brax), :class:`HostFamily` (gymnasium API), :data:`FAMILIES`
+- simulators (:mod:`pgx_jax.simulators`): :func:`simulator` gives a family's :class:`Simulator`;
+  the functions below work for every family through it
 - configuration: :class:`PPOConfig`, :class:`NetworkConfig`, :func:`budget_config`, :data:`BUDGETS`
-- training: :func:`train` (pure, vmappable), :func:`train_many` (S trainings, one call),
-  :func:`train_chunked` (with host-side progress)
-- evaluation: :func:`evaluate`, :func:`evaluate_metrics`, :func:`random_policy_returns`
+- training: :func:`train` (pure, vmappable; JAX families), :func:`train_many` (S trainings, one
+  call), :func:`train_one`, :func:`train_chunked` (with host-side progress)
+- evaluation: :func:`evaluate`, :func:`evaluate_metrics`, :func:`random_policy_returns`,
+  :func:`policies_on_subsets`
 - checkpoints: :func:`save_policy`, :func:`load_policy`
 - PolicyGradEx stages: :func:`gradient_features`, :func:`solve_subsets`, :func:`sample_subsets`,
   :func:`affinity_matrix`, :func:`cluster_tasks`, :func:`train_groups`; end to end :func:`policygradex`
@@ -27,22 +30,27 @@ from pgx_jax.affinity import AffinityConfig, affinity_matrix, sample_subsets
 from pgx_jax.checkpoint import load_policy, save_policy
 from pgx_jax.cluster import cluster_tasks
 from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
-from pgx_jax.evaluate import (
-    evaluate,
-    evaluate_metrics,
-    gain_scores,
-    loss_scores,
-    random_policy_metrics,
-    random_policy_returns,
-    rollout_scores,
-)
-from pgx_jax.features import FeatureConfig, Features, gradient_features
+from pgx_jax.evaluate import gain_scores, loss_scores, rollout_scores
+from pgx_jax.families import FAMILIES, HostFamily, TaskFamily, TaskState, custom_family, load_tasks_file, make_family
+from pgx_jax.features import FeatureConfig, Features
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams, init_agent
 from pgx_jax.pipeline import PipelineConfig, Result, estimate, pipeline_config, policygradex
-from pgx_jax.ppo import check_finite, train, train_chunked, train_many
+from pgx_jax.ppo import check_finite, train
+from pgx_jax.simulators import (
+    Simulator,
+    evaluate,
+    evaluate_metrics,
+    gradient_features,
+    policies_on_subsets,
+    random_policy_metrics,
+    random_policy_returns,
+    simulator,
+    train_chunked,
+    train_many,
+    train_one,
+)
 from pgx_jax.surrogate import Solutions, SurrogateConfig, TaskStats, solve, solve_subsets, task_stats
-from pgx_jax.tasks import FAMILIES, TaskFamily, TaskState, custom_family, load_tasks_file, make_family
 
 __version__ = "0.1.0"
 
@@ -91,4 +99,9 @@ __all__ = [
     "train",
     "train_chunked",
     "train_many",
+    "train_one",
+    "HostFamily",
+    "Simulator",
+    "simulator",
+    "policies_on_subsets",
 ]

@@ -23,8 +23,8 @@ from flax import serialization
 
 from pgx_jax import networks
 from pgx_jax.config import PPOConfig
+from pgx_jax.families import TaskFamily
 from pgx_jax.networks import AgentParams
-from pgx_jax.tasks import TaskFamily
 
 FORMAT = "pgx_jax.policy/1"
 _PACKAGES = ("pgx_jax", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "numpy")

@@ -25,8 +25,6 @@ def _use_compilation_cache() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from pgx_jax.compare import GROUPINGS
-    from pgx_jax.config import BUDGETS
-    from pgx_jax.tasks import DEFAULT_FAMILY, family_names
 
     p = argparse.ArgumentParser(
         prog="pgx-jax", description="PolicyGradEx in JAX: which RL objectives to train together."
@@ -34,34 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one multitask policy on every task of a family (the meta-policy)")
-    t.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {family_names()} (default {DEFAULT_FAMILY})")
-    t.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
-    t.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
-    t.add_argument("--seed", type=int, default=0)
-    _conditioning_arg(t)
+    _common_args(t, "train")
     t.add_argument("--episodes", type=int, default=16, help="evaluation episodes per task (default 16)")
-    t.add_argument("--out", default=None, help="output directory (default runs/train-FAMILY)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = sub.add_parser("run", help="PolicyGradEx end to end: meta-train, estimate, group, train the groups")
-    _pipeline_args(r, "run")
-    r.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
+    _pipeline_args(r, "run", resume=True)
 
     v = sub.add_parser(
         "validate", help="check the estimates against real fine-tuning on the same subsets; cost of both paths"
     )
-    _pipeline_args(v, "validate")
-    v.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
-    v.add_argument(
-        "--finetune-fraction",
-        type=float,
-        default=0.1,
-        help="env steps of each subset's real fine-tuning, as a fraction of meta-training's (default 0.1)",
-    )
-    v.add_argument(
-        "--truth",
-        default="full",
-        help="the reference: 'full' (default: every subset trained from scratch with the per-task budget compare "
+    _pipeline_args(v, "validate", resume=True)
+    _truth_args(
+        v,
+        "the reference: 'full' (default: every subset trained from scratch with the per-task budget compare "
         "gives a group of its size, the paper's ground truth; on pendulum-physics, demo, it agreed with its own "
         "replicate at NMI 1.0 and its groups were the planted motor split, where the fine-tune truth scored 0.10 "
         "and 0.0: benchmarks/RESULTS.md), 'finetune' (PPO fine-tuning from theta* for --finetune-fraction of "
@@ -84,18 +67,39 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(GROUPINGS)} (per_task is always trained: it anchors the "
         "normalisation)",
     )
-    c.add_argument(
-        "--truth",
-        default="full",
-        help="the truth behind ground_truth's groups, as for validate: 'full' (default) or 'finetune' ('both' uses "
-        "'full')",
-    )
-    c.add_argument(
-        "--finetune-fraction", type=float, default=0.1, help="fine-tuning budget of ground_truth (as for validate)"
+    _truth_args(
+        c,
+        "the truth behind ground_truth's groups, as for validate: 'full' (default) or 'finetune' ('both' uses 'full')",
     )
 
     sub.add_parser("families", help="list the task families")
     return p
+
+
+def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True) -> None:
+    """The options every command but ``families`` takes: the tasks, budget, seed, conditioning, output."""
+    from pgx_jax.config import BUDGETS
+    from pgx_jax.families import DEFAULT_FAMILY, family_names
+
+    p.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {family_names()} (default {DEFAULT_FAMILY})")
+    p.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
+    p.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+    _conditioning_arg(p)
+    p.add_argument("--out", default=None, help=f"output directory (default runs/{command}-FAMILY)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _truth_args(p: argparse.ArgumentParser, truth_help: str) -> None:
+    """The options of the truth (``validate`` and ``compare``)."""
+    p.add_argument("--truth", default="full", help=truth_help)
+    p.add_argument(
+        "--finetune-fraction",
+        type=float,
+        default=0.1,
+        help="env steps of each subset's real fine-tuning, as a fraction of meta-training's (default 0.1)",
+    )
 
 
 def _conditioning_arg(p: argparse.ArgumentParser) -> None:
@@ -118,15 +122,12 @@ def _with_conditioning(ppo_config, conditioning: str):
     return dataclasses.replace(ppo_config, network=network)
 
 
-def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True) -> None:
+def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True, resume: bool = False) -> None:
     """The arguments ``run``, ``validate`` and ``compare`` share (the pipeline's config)."""
-    from pgx_jax.config import BUDGETS
-    from pgx_jax.tasks import DEFAULT_FAMILY, family_names
-
-    p.add_argument("--family", default=DEFAULT_FAMILY, help=f"one of {family_names()} (default {DEFAULT_FAMILY})")
-    p.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
+    _common_args(p, command, seed)
+    if resume:
+        p.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
     p.add_argument("--groups", default="auto", help="number of groups k, or 'auto' (default)")
-    p.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
     p.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
     p.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
     p.add_argument(
@@ -165,7 +166,6 @@ def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True) 
     )
     p.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
     p.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")
-    _conditioning_arg(p)
     p.add_argument(
         "--eval-episodes",
         type=int,
@@ -173,10 +173,6 @@ def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True) 
         help="evaluation episodes per task behind every f(S, i) and final return (default 32 for Brax families, 8 "
         "for host-stepped ones, 2 at smoke; validate reports the standard errors)",
     )
-    if seed:
-        p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help=f"output directory (default runs/{command}-FAMILY)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _fail(msg: str) -> int:
@@ -185,13 +181,13 @@ def _fail(msg: str) -> int:
 
 
 def _train_all_tasks(config, family, key, *, show: bool, desc: str, position: int = 0, timings=None):
-    """``ppo.train_chunked`` on every task with an env-step progress bar (``show``), then
-    ``ppo.check_finite`` (raises ``FloatingPointError``). Returns ``(params, metrics)``;
+    """:func:`pgx_jax.train_chunked` on every task with an env-step progress bar (``show``), then
+    ``check_finite`` (raises ``FloatingPointError``). Returns ``(params, metrics)``;
     ``timings`` as in ``train_chunked``."""
     import jax
     import jax.numpy as jnp
 
-    from pgx_jax import ppo
+    from pgx_jax import ppo, simulators
 
     steps = config.num_envs * config.unroll(family.episode_length)
     total = config.num_updates(family.episode_length) * steps
@@ -214,7 +210,7 @@ def _train_all_tasks(config, family, key, *, show: bool, desc: str, position: in
             bar.update(done * steps - bar.n)
 
     try:
-        params, metrics = ppo.train_chunked(
+        params, metrics = simulators.train_chunked(
             config, family, jnp.ones(family.n_tasks, bool), key, on_chunk=on_chunk, timings=timings
         )
         jax.block_until_ready(params)
@@ -225,9 +221,10 @@ def _train_all_tasks(config, family, key, *, show: bool, desc: str, position: in
     return params, metrics
 
 
-def _cmd_families() -> int:
+def _cmd_families(args) -> int:
+    del args
+    from pgx_jax.families import family_catalog
     from pgx_jax.results import markdown_table
-    from pgx_jax.tasks import family_catalog
 
     cols = ["family", "n", "env", "backend", "varies", "objective", "planted", "extra"]
     rows = [[row[c] for c in cols] for row in family_catalog()]
@@ -237,94 +234,88 @@ def _cmd_families() -> int:
 
 def _cmd_train(args) -> int:
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from pgx_jax import checkpoint
     from pgx_jax.config import budget_config
-    from pgx_jax.evaluate import evaluate_metrics, random_policy_metrics
-    from pgx_jax.host import is_host
+    from pgx_jax.families import make_family
     from pgx_jax.results import markdown_table, plot_learning_curves, write_json
-    from pgx_jax.tasks import make_family
+    from pgx_jax.simulators import evaluate_metrics, random_policy_metrics
 
-    # Validate everything before compiling.
-    try:
-        if args.episodes < 1:
-            raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-        family = make_family(args.family, tasks_file=args.tasks_file)
-        config = _with_conditioning(budget_config(args.budget, args.family, family.n_tasks), args.conditioning)
-        config.check_for(family.n_tasks, family.episode_length)
-    except ValueError as e:
-        return _fail(str(e))
+    if args.episodes < 1:  # everything is checked before compiling
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    family = make_family(args.family, tasks_file=args.tasks_file)
+    config = _with_conditioning(budget_config(args.budget, args.family, family.n_tasks), args.conditioning)
+    config.check_for(family.n_tasks, family.episode_length)
     out = args.out or os.path.join("runs", f"train-{family.name}")
     os.makedirs(out, exist_ok=True)
     _use_compilation_cache()
-
-    n = family.n_tasks
     steps_per_update = config.num_envs * config.unroll(family.episode_length)
     total_updates = config.num_updates(family.episode_length)
     print(
-        f"family {family.name}: {n} tasks; budget {args.budget}: {total_updates * steps_per_update:,} env steps, "
-        f"{config.num_envs} envs, {total_updates} updates",
+        f"family {family.name}: {family.n_tasks} tasks; budget {args.budget}: "
+        f"{total_updates * steps_per_update:,} env steps, {config.num_envs} envs, {total_updates} updates",
         file=sys.stderr,
     )
     key_train, key_eval = jax.random.split(jax.random.PRNGKey(args.seed))
     t0 = time.perf_counter()
-    try:
-        params, metrics = _train_all_tasks(config, family, key_train, show=not args.no_progress, desc="train")
-    except FloatingPointError as e:
-        return _fail(str(e))
-    t_train = time.perf_counter() - t0
-
+    params, metrics = _train_all_tasks(config, family, key_train, show=not args.no_progress, desc="train")
+    timings = {"train_s_including_compile": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    ids = jnp.arange(n)
-    jit = (lambda f: f) if is_host(family) else jax.jit  # host rollouts run eagerly
-    eval_fn = jit(lambda p, k: evaluate_metrics(p, family, ids, k, args.episodes, network=config.network))
-    stats = jax.tree.map(np.asarray, eval_fn(params, key_eval))
-    random_stats = jax.tree.map(
-        np.asarray, jit(lambda k: random_policy_metrics(family, ids, k, args.episodes))(key_eval)
-    )
-    returns, random_returns = stats["return"], random_stats["return"]
-    metric = family.metric[0] if family.metric else None
-    t_eval = time.perf_counter() - t0
-
+    ids = np.arange(family.n_tasks)
+    stats = evaluate_metrics(params, family, ids, key_eval, args.episodes, network=config.network)
+    random_stats = random_policy_metrics(family, ids, key_eval, args.episodes)
+    timings["evaluate_s"] = time.perf_counter() - t0
     checkpoint.save_policy(os.path.join(out, "policy"), params, config, family, seed=args.seed)
     curve = np.asarray(metrics["episode_return"])
     steps = (np.arange(curve.shape[0]) + 1) * steps_per_update
     plot_learning_curves(
         os.path.join(out, "learning_curve.png"), steps, curve, family.task_names, f"{family.name} multitask PPO"
     )
-    write_json(
-        os.path.join(out, "train.json"),
-        {
-            "family": family.describe(),
-            "tasks": list(family.task_names),
-            "budget": args.budget,
-            "seed": args.seed,
-            "config": config.to_dict(),
-            "env_steps": int(total_updates * steps_per_update),
-            "per_task_return": dict(zip(family.task_names, returns.tolist(), strict=True)),
-            "random_policy_return": dict(zip(family.task_names, random_returns.tolist(), strict=True)),
-            "per_task_metric": None
-            if metric is None
-            else {
-                "name": metric,
-                "policy": dict(zip(family.task_names, stats[metric].tolist(), strict=True)),
-                "random_policy": dict(zip(family.task_names, random_stats[metric].tolist(), strict=True)),
-            },
-            "learning_curve": {"env_steps": steps, "episode_return": curve},
-            "timings": {"train_s_including_compile": t_train, "evaluate_s": t_eval},
-            "versions": checkpoint.versions(),
-        },
-    )
+    report = _train_report(args, family, config, stats, random_stats, timings)
+    report["learning_curve"] = {"env_steps": steps, "episode_return": curve}
+    write_json(os.path.join(out, "train.json"), report)
+    print(markdown_table(*_train_table(family, stats, random_stats)), end="")
+    seconds = timings["train_s_including_compile"]
+    print(f"trained in {seconds:.1f} s (compile included); wrote {out}/train.json, policy/, learning_curve.png")
+    return 0
+
+
+def _train_report(args, family, config, stats, random_stats, timings) -> dict:
+    """``train.json`` (the learning curve added by the caller)."""
+    names, metric = family.task_names, family.metric[0] if family.metric else None
+    per_task = lambda values: dict(zip(names, values.tolist(), strict=True))  # noqa: E731
+    steps = config.num_updates(family.episode_length) * config.num_envs * config.unroll(family.episode_length)
+    return {
+        "family": family.describe(),
+        "tasks": list(names),
+        "budget": args.budget,
+        "seed": args.seed,
+        "config": config.to_dict(),
+        "env_steps": int(steps),
+        "per_task_return": per_task(stats["return"]),
+        "random_policy_return": per_task(random_stats["return"]),
+        "per_task_metric": None
+        if metric is None
+        else {"name": metric, "policy": per_task(stats[metric]), "random_policy": per_task(random_stats[metric])},
+        "learning_curve": None,
+        "timings": timings,
+        "versions": _versions(),
+    }
+
+
+def _train_table(family, stats, random_stats) -> tuple[list, list]:
+    """Header and rows of ``pgx-jax train``'s table: each task's return, the random policy's, the metric."""
+    metric = family.metric[0] if family.metric else None
     header = ["task", "return", "random policy"]
-    rows = [[name, float(r), float(rr)] for name, r, rr in zip(family.task_names, returns, random_returns, strict=True)]
+    rows = [
+        [name, float(r), float(rr)]
+        for name, r, rr in zip(family.task_names, stats["return"], random_stats["return"], strict=True)
+    ]
     if metric is not None:
         header += [metric, f"{metric} (random)"]
         rows = [row + [float(stats[metric][i]), float(random_stats[metric][i])] for i, row in enumerate(rows)]
-    print(markdown_table(header, rows), end="")
-    print(f"trained in {t_train:.1f} s (compile included); wrote {out}/train.json, policy/, learning_curve.png")
-    return 0
+    return header, rows
 
 
 def _build_run(args):
@@ -332,8 +323,8 @@ def _build_run(args):
     import dataclasses
 
     from pgx_jax.affinity import AffinityConfig
+    from pgx_jax.families import make_family
     from pgx_jax.pipeline import pipeline_config
-    from pgx_jax.tasks import make_family
 
     family = make_family(args.family, tasks_file=args.tasks_file)
     if args.groups == "auto":
@@ -420,16 +411,11 @@ def _meta_train(args, family, config, out: str, key, bar):
 
 def _cmd_run(args) -> int:
     import jax
-    import numpy as np
 
-    from pgx_jax import checkpoint
     from pgx_jax.pipeline import policygradex
-    from pgx_jax.results import machine, markdown_table, peak_rss_mb, plot_affinity, write_json
+    from pgx_jax.results import markdown_table, peak_rss_mb, plot_affinity, write_json
 
-    try:
-        family, config, out, theta = _setup(args, "run")
-    except ValueError as e:
-        return _fail(str(e))
+    family, config, out, theta = _setup(args, "run")
     key = jax.random.PRNGKey(args.seed)
     timings = {}
     stages = ["meta-train", "estimate", "cluster", "train groups"]
@@ -439,10 +425,7 @@ def _cmd_run(args) -> int:
 
         bar = tqdm(total=len(stages), desc="pipeline", unit="stage", position=0)
     if theta is None:
-        try:
-            theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar)
-        except FloatingPointError as e:
-            return _fail(str(e))
+        theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar)
     if bar is not None:
         bar.update(1)
 
@@ -452,39 +435,14 @@ def _cmd_run(args) -> int:
         if bar is not None:
             bar.set_description(stage)
 
-    try:
-        result = policygradex(family, config, key, theta_star=theta, progress=progress)
-    except (ValueError, FloatingPointError) as e:
-        return _fail(str(e))
+    result = policygradex(family, config, key, theta_star=theta, progress=progress)
     if bar is not None:
         bar.update(bar.total - bar.n)
         bar.close()
     timings.update(result.timings)
     names = family.task_names
     group_of = {i: g for g, members in enumerate(result.groups) for i in members}
-    write_json(
-        os.path.join(out, "result.json"),
-        {
-            "family": family.name,
-            "tasks": list(names),
-            "planted_groups": None if family.groups is None else list(family.groups),
-            "affinity": result.affinity,
-            "groups": result.groups,
-            "group_names": [[names[i] for i in g] for g in result.groups],
-            "per_task_return": dict(zip(names, np.asarray(result.per_task_return).tolist(), strict=True)),
-            "subsets": int(result.subsets.shape[0]),
-            "subset_masks": result.subsets.astype(int),
-            "estimates": result.estimates,
-            "timings": timings,
-            "flops": result.flops,
-            "solve": result.solve_info,
-            "peak_rss_mb": peak_rss_mb(),
-            "config": config.to_dict(),
-            "seed": args.seed,
-            "machine": machine(),
-            "versions": checkpoint.versions(),
-        },
-    )
+    write_json(os.path.join(out, "result.json"), _run_report(args, family, config, result, timings))
     plot_affinity(
         os.path.join(out, "affinity.png"),
         result.affinity,
@@ -499,6 +457,35 @@ def _cmd_run(args) -> int:
     print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")
     print(f"wrote {out}/result.json, affinity.png, theta_star/")
     return 0
+
+
+def _run_report(args, family, config, result, timings) -> dict:
+    """``result.json`` of ``pgx-jax run``."""
+    import numpy as np
+
+    from pgx_jax.results import machine, peak_rss_mb
+
+    names = family.task_names
+    return {
+        "family": family.name,
+        "tasks": list(names),
+        "planted_groups": None if family.groups is None else list(family.groups),
+        "affinity": result.affinity,
+        "groups": result.groups,
+        "group_names": [[names[i] for i in g] for g in result.groups],
+        "per_task_return": dict(zip(names, np.asarray(result.per_task_return).tolist(), strict=True)),
+        "subsets": int(result.subsets.shape[0]),
+        "subset_masks": result.subsets.astype(int),
+        "estimates": result.estimates,
+        "timings": timings,
+        "flops": result.flops,
+        "solve": result.solve_info,
+        "peak_rss_mb": peak_rss_mb(),
+        "config": config.to_dict(),
+        "seed": args.seed,
+        "machine": machine(),
+        "versions": _versions(),
+    }
 
 
 def _stage_bar(args, stages: list[str]):
@@ -521,14 +508,11 @@ def _stage_bar(args, stages: list[str]):
 def _cmd_validate(args) -> int:
     import jax
 
-    from pgx_jax.results import markdown_table, plot_affinity, plot_approx_error, plot_estimate_vs_truth, write_json
+    from pgx_jax.results import markdown_table, write_json
     from pgx_jax.validate import ValidateConfig, validate
 
-    try:
-        vconfig = ValidateConfig(truth=args.truth, finetune_fraction=args.finetune_fraction, replicates=args.replicates)
-        family, config, out, theta = _setup(args, "validate")
-    except ValueError as e:
-        return _fail(str(e))
+    vconfig = ValidateConfig(truth=args.truth, finetune_fraction=args.finetune_fraction, replicates=args.replicates)
+    family, config, out, theta = _setup(args, "validate")
     key = jax.random.PRNGKey(args.seed)
     stages = ["meta-train", "estimate", *(f"truth: {k}" for k in vconfig.kinds), "KL", "first-order check"]
     bar, progress = _stage_bar(args, [*stages, "count FLOPs"])
@@ -545,20 +529,28 @@ def _cmd_validate(args) -> int:
             progress=progress,
             meta_train_s=timings.get("meta_train"),
         )
-    except (ValueError, FloatingPointError) as e:
-        return _fail(str(e))
     finally:
         if bar is not None:
             bar.close()
     report.pop("theta_star")
     report["timings"] = {**timings, **report["timings"]}
     report.update(seed=args.seed, budget=args.budget, versions=_versions())
-    names = family.task_names
     write_json(os.path.join(out, "validation.json"), report)
+    written = ["validation.json", *_validation_plots(out, family, config, report)]
+    print(markdown_table(["check", "value"], validation_rows(report)), end="")
+    print(f"wrote {out}/" + ", ".join(written))
+    return 0
+
+
+def _validation_plots(out: str, family, config, report) -> list[str]:
+    """The figures of ``pgx-jax validate``; returns their file names."""
+    from pgx_jax.results import plot_affinity, plot_approx_error, plot_estimate_vs_truth
+
+    names = family.task_names
     plot_approx_error(
         os.path.join(out, "approx_error.png"), report["approx_error"], f"{family.name}: first-order error"
     )
-    written = ["validation.json", "approx_error.png"]
+    written = ["approx_error.png"]
     for kind, truth in report["truths"].items():
         main = truth["by_evaluator"][config.evaluator]
         plot_estimate_vs_truth(
@@ -585,14 +577,19 @@ def _cmd_validate(args) -> int:
         names,
         f"{family.name}: estimated affinity ({config.evaluator})",
     )
-    written.append("affinity_estimated.png")
-    print(markdown_table(["check", "value"], validation_rows(report)), end="")
-    print(f"wrote {out}/" + ", ".join(written))
-    return 0
+    return [*written, "affinity_estimated.png"]
 
 
 def validation_rows(report) -> list[list]:
     """The rows of ``pgx-jax validate``'s summary table (also used by the benchmarks)."""
+    rows = _estimate_rows(report)
+    for kind, t in report["truths"].items():
+        rows += _truth_rows(kind, t, report["speedup"]["by_truth"][kind])
+    return rows
+
+
+def _estimate_rows(report) -> list[list]:
+    """The first-order check and the estimate's own diagnostics."""
     rows = [
         [
             f"approx. error at {float(r) * 100:g}%, of the change (surrogate / random)",
@@ -613,63 +610,64 @@ def validation_rows(report) -> list[list]:
         )
     if est["rollout_scores_se"] is not None:
         rows.append(["standard error of a rollout estimate f(S, i), mean", est["rollout_scores_se"]["mean"]])
-    for kind, t in report["truths"].items():
-        if t["true_scores_se"] is not None:
-            rows.append(
-                [
-                    f"[{kind}] standard error of a true f(S, i) over evaluation episodes, mean",
-                    t["true_scores_se"]["mean"],
-                ]
-            )
-        if "kl" in t:
-            rows.append([f"[{kind}] KL(theta* || trained theta_S), mean [min, max]", _kl_text(t["kl"])])
-        if t["self_agreement"] is not None:
-            sa = t["self_agreement"]
-            rows.append(
-                [
-                    f"[{kind}] truth vs its replicate: Spearman within task (null sd) / NMI (chance) / AMI",
-                    f"{sa['spearman_within_task']:.3f} ({sa['spearman_within_task_null_sd']:.2f}) / "
-                    f"{sa['nmi']:.3f} ({sa['nmi_chance']:.2f}) / {sa['ami']:.3f}",
-                ]
-            )
-            rows.append(
-                [
-                    f"[{kind}] training noise of a true f(S, i) (replicates) / its spread within a task",
-                    f"{sa['score_noise_sd']:.3g} / {t['within_task_spread']:.3g}",
-                ]
-            )
-        if t["nmi_true_vs_planted"] is not None:
-            rows.append(
-                [
-                    f"[{kind}] true groups vs planted: NMI / AMI",
-                    f"{t['nmi_true_vs_planted']:.3f} / {t['ami_true_vs_planted']:.3f}",
-                ]
-            )
-        for name, e in t["by_evaluator"].items():
-            rows.append(
-                [
-                    f"[{kind}] Spearman all pairs / within task, null sd, tasks ({name})",
-                    f"{e['spearman']:.3f} / {e['spearman_within_task']:.3f}, {e['spearman_within_task_null_sd']:.2f}, "
-                    f"{e['tasks_used']} of {e['tasks_total']}",
-                ]
-            )
-            rows.append(
-                [
-                    f"[{kind}] estimated vs true groups, k={e['k']} ({name}): NMI (chance) / AMI",
-                    f"{e['nmi']:.3f} ({e['nmi_chance']:.2f}) / {e['ami']:.3f}",
-                ]
-            )
-        sp = report["speedup"]["by_truth"][kind]
+    return rows
+
+
+def _truth_rows(kind: str, t: dict, sp: dict) -> list[list]:
+    """One truth: its noise, its agreement with itself, the planted groups and each evaluator, the speedup."""
+    rows = []
+    if t["true_scores_se"] is not None:
         rows.append(
-            [f"[{kind}] speedup in FLOPs / wall-clock (compile excluded)", f"{_num(sp['flops'])} / {_num(sp['wall'])}"]
+            [f"[{kind}] standard error of a true f(S, i) over evaluation episodes, mean", t["true_scores_se"]["mean"]]
         )
-        if sp.get("flops_with_meta_training") is not None or sp.get("wall_with_meta_training") is not None:
-            rows.append(
-                [
-                    f"[{kind}] speedup with meta-training counted, FLOPs / wall-clock",
-                    f"{_num(sp.get('flops_with_meta_training'))} / {_num(sp.get('wall_with_meta_training'))}",
-                ]
-            )
+    if "kl" in t:
+        rows.append([f"[{kind}] KL(theta* || trained theta_S), mean [min, max]", _kl_text(t["kl"])])
+    if t["self_agreement"] is not None:
+        sa = t["self_agreement"]
+        rows.append(
+            [
+                f"[{kind}] truth vs its replicate: Spearman within task (null sd) / NMI (chance) / AMI",
+                f"{sa['spearman_within_task']:.3f} ({sa['spearman_within_task_null_sd']:.2f}) / "
+                f"{sa['nmi']:.3f} ({sa['nmi_chance']:.2f}) / {sa['ami']:.3f}",
+            ]
+        )
+        rows.append(
+            [
+                f"[{kind}] training noise of a true f(S, i) (replicates) / its spread within a task",
+                f"{sa['score_noise_sd']:.3g} / {t['within_task_spread']:.3g}",
+            ]
+        )
+    if t["nmi_true_vs_planted"] is not None:
+        rows.append(
+            [
+                f"[{kind}] true groups vs planted: NMI / AMI",
+                f"{t['nmi_true_vs_planted']:.3f} / {t['ami_true_vs_planted']:.3f}",
+            ]
+        )
+    for name, e in t["by_evaluator"].items():
+        rows.append(
+            [
+                f"[{kind}] Spearman all pairs / within task, null sd, tasks ({name})",
+                f"{e['spearman']:.3f} / {e['spearman_within_task']:.3f}, {e['spearman_within_task_null_sd']:.2f}, "
+                f"{e['tasks_used']} of {e['tasks_total']}",
+            ]
+        )
+        rows.append(
+            [
+                f"[{kind}] estimated vs true groups, k={e['k']} ({name}): NMI (chance) / AMI",
+                f"{e['nmi']:.3f} ({e['nmi_chance']:.2f}) / {e['ami']:.3f}",
+            ]
+        )
+    rows.append(
+        [f"[{kind}] speedup in FLOPs / wall-clock (compile excluded)", f"{_num(sp['flops'])} / {_num(sp['wall'])}"]
+    )
+    if sp.get("flops_with_meta_training") is not None or sp.get("wall_with_meta_training") is not None:
+        rows.append(
+            [
+                f"[{kind}] speedup with meta-training counted, FLOPs / wall-clock",
+                f"{_num(sp.get('flops_with_meta_training'))} / {_num(sp.get('wall_with_meta_training'))}",
+            ]
+        )
     return rows
 
 
@@ -687,36 +685,25 @@ def _cmd_compare(args) -> int:
     from pgx_jax.results import markdown_table, write_json
     from pgx_jax.validate import ValidateConfig
 
-    try:
-        vconfig = ValidateConfig(truth=args.truth, finetune_fraction=args.finetune_fraction)
-        if args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        if args.random_draws < 1:
-            raise ValueError(f"--random-draws must be >= 1, got {args.random_draws}")
-        groupings = [g.strip() for g in args.groupings.split(",") if g.strip()]
-        unknown = sorted(set(groupings) - set(GROUPINGS))
-        if unknown:
-            raise ValueError(f"--groupings: unknown {unknown}; known: {list(GROUPINGS)}")
-        family, config, out, _ = _setup(args, "compare")
-    except ValueError as e:
-        return _fail(str(e))
+    vconfig = ValidateConfig(truth=args.truth, finetune_fraction=args.finetune_fraction)
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.random_draws < 1:
+        raise ValueError(f"--random-draws must be >= 1, got {args.random_draws}")
+    groupings = [g.strip() for g in args.groupings.split(",") if g.strip()]
+    unknown = sorted(set(groupings) - set(GROUPINGS))
+    if unknown:
+        raise ValueError(f"--groupings: unknown {unknown}; known: {list(GROUPINGS)}")
+    family, config, out, _ = _setup(args, "compare")
 
     def progress(msg):
         if not args.no_progress:
             print(f"[compare] {msg}", file=sys.stderr, flush=True)
 
-    try:
-        report = compare(
-            family,
-            config,
-            list(range(args.seeds)),
-            random_draws=args.random_draws,
-            groupings=groupings,
-            vconfig=vconfig,
-            progress=progress,
-        )
-    except (ValueError, FloatingPointError) as e:
-        return _fail(str(e))
+    seeds = list(range(args.seeds))
+    report = compare(
+        family, config, seeds, random_draws=args.random_draws, groupings=groupings, vconfig=vconfig, progress=progress
+    )
     report["versions"] = _versions()
     write_json(os.path.join(out, "comparison.json"), report)
     header, rows = comparison_table(report)
@@ -738,15 +725,11 @@ def main(argv=None) -> int:
     from pgx_jax import checkpoint
 
     checkpoint.source_commit()  # the code this run starts with (cached; recorded in its results)
-    if args.command == "families":
-        return _cmd_families()
-    if args.command == "run":
-        return _cmd_run(args)
-    if args.command == "validate":
-        return _cmd_validate(args)
-    if args.command == "compare":
-        return _cmd_compare(args)
-    return _cmd_train(args)
+    commands = {"families": _cmd_families, "run": _cmd_run, "validate": _cmd_validate, "compare": _cmd_compare}
+    try:  # bad input is refused before anything compiles; a non-finite training stops the command
+        return commands.get(args.command, _cmd_train)(args)
+    except (ValueError, FloatingPointError) as e:
+        return _fail(str(e))
 
 
 if __name__ == "__main__":

@@ -31,13 +31,11 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import ppo
-from pgx_jax.evaluate import policies_on_subsets, random_policy_returns
+from pgx_jax import ppo, simulators
+from pgx_jax.families import TaskFamily
 from pgx_jax.groups import group_masks, group_updates
-from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
-from pgx_jax.tasks import TaskFamily
 from pgx_jax.validate import ValidateConfig, run_truth, truth_key
 
 GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex")
@@ -76,9 +74,9 @@ def _train_and_evaluate(config: PipelineConfig, family: TaskFamily, groups: list
         # the key depends on the group only: a group shared by two groupings is one policy
         keys = jnp.stack([jax.random.fold_in(k_train, sum(1 << i for i in g) % (2**31 - 1)) for g in bucket])
         progress(f"train {len(bucket)} group(s) of size {size}")
-        params, metrics = ppo.train_many(cfg, family, masks, keys)
+        params, metrics = simulators.train_many(cfg, family, masks, keys)
         ppo.check_finite(metrics)
-        out, metric = policies_on_subsets(
+        out, metric = simulators.policies_on_subsets(
             params,
             family,
             masks,
@@ -191,89 +189,19 @@ def compare(
     vconfig = vconfig or ValidateConfig()
     theta_stars, true_groups = dict(theta_stars or {}), dict(true_groups or {})
     say = progress or (lambda msg: None)
-    n = family.n_tasks
-    per_seed = []
-    timings = {}
+    per_seed, timings = [], {}
     for seed in seeds:
         t0 = time.perf_counter()
         key = jax.random.PRNGKey(seed)
-        _, k_est, k_truth, _ = jax.random.split(key, 4)  # as pipeline.start splits it
-        say(f"seed {seed}: {'estimate' if seed in theta_stars else 'meta-train and estimate'}")
-        est = policygradex(
-            family, dataclasses.replace(config, train_groups=False), key, theta_star=theta_stars.get(seed)
-        )
-        theta_stars[seed] = est.theta_star
-        k = len(est.groups)
-        chosen: dict[str, list[list[list[int]]]] = {"per_task": [[[i] for i in range(n)]]}
-        if "multitask" in groupings:
-            chosen["multitask"] = [[list(range(n))]]
-        if "policygradex" in groupings:
-            chosen["policygradex"] = [est.groups]
-        if "gradient_similarity" in groupings:
-            sim = gradient_similarity(est.features)
-            chosen["gradient_similarity"] = [cluster_mod.cluster_tasks(sim, k, method=config.cluster_method)]
-        if "random" in groupings:
-            rng = np.random.default_rng(seed)
-            chosen["random"] = [random_groups(n, k, rng) for _ in range(random_draws)]
-        if "ground_truth" in groupings:
-            if seed not in true_groups:
-                kind = vconfig.kinds[0]
-                say(f"seed {seed}: ground truth ({kind} training of {est.subsets.shape[0]} subsets)")
-                base = truth_key(kind, k_truth)  # as validate: the same truth for the same seed
-                true, _ = run_truth(
-                    kind, vconfig, config, family, theta_stars[seed], est.subsets, base, jax.random.split(k_est)[1]
-                )
-                u_true = affinity_mod.affinity_matrix(true, est.subsets, config.affinity)
-                true_groups[seed] = cluster_mod.cluster_tasks(u_true, k, method=config.cluster_method)
-            chosen["ground_truth"] = [true_groups[seed]]
-        for draws in chosen.values():
-            for groups in draws:
-                group_masks(groups, n)  # every grouping must be a partition
+        chosen = choose_groupings(family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say)
         distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
-        returns, metrics, steps = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
-        seed_out = {}
-        for name, draws in chosen.items():
-            per_draw, per_draw_metric = [], []
-            for groups in draws:
-                r, m = np.full(n, np.nan), np.full(n, np.nan)
-                for g in groups:
-                    r[list(g)] = returns[tuple(g)][list(g)]
-                    if metrics[tuple(g)] is not None:
-                        m[list(g)] = metrics[tuple(g)][list(g)]
-                per_draw.append(r)
-                per_draw_metric.append(m)
-            seed_out[name] = {
-                "groups": draws if name == "random" else draws[0],
-                "per_task_return": np.mean(per_draw, 0),
-                "per_task_metric": np.mean(per_draw_metric, 0),
-                "env_steps_per_task": [[steps[tuple(g)] for g in groups] for groups in draws],
-            }
-        per_seed.append(seed_out)
+        trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
+        per_seed.append(_seed_report(chosen, *trained, family.n_tasks))
         timings[f"seed_{seed}"] = time.perf_counter() - t0
-
-    low = np.asarray(random_policy_returns(family, jnp.arange(n), jax.random.PRNGKey(0), config.eval_episodes))
+    ids = jnp.arange(family.n_tasks)
+    low = np.asarray(simulators.random_policy_returns(family, ids, jax.random.PRNGKey(0), config.eval_episodes))
     high = np.max([s["per_task"]["per_task_return"] for s in per_seed], 0)
-    out: dict = {"groupings": {}}
-    for name in groupings:
-        r = np.stack([s[name]["per_task_return"] for s in per_seed])  # [seeds, N]
-        z = _normalise(r, low, high)
-        out["groupings"][name] = {
-            "per_task_return": r,
-            "normalized": z,
-            "mean_return": {"per_seed": r.mean(1), "mean": float(r.mean()), "std": float(r.mean(1).std())},
-            "mean_normalized": {"per_seed": z.mean(1), "mean": float(z.mean()), "std": float(z.mean(1).std())},
-            "groups": [s[name]["groups"] for s in per_seed],
-            "env_steps_per_task": [s[name]["env_steps_per_task"] for s in per_seed],
-        }
-        if family.metric is not None and is_host(family):  # e.g. Meta-World's success rate
-            m = np.stack([s[name]["per_task_metric"] for s in per_seed])
-            out["groupings"][name]["metric"] = {
-                "name": family.metric[0],
-                "per_task": m,
-                "per_seed": m.mean(1),
-                "mean": float(m.mean()),
-                "std": float(m.mean(1).std()),
-            }
+    out = {"groupings": {name: _grouping_report(name, per_seed, low, high, family) for name in groupings}}
     out.update(
         family=family.name,
         tasks=list(family.task_names),
@@ -285,6 +213,94 @@ def compare(
         timings=timings,
     )
     return summarise(out)
+
+
+def choose_groupings(family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say) -> dict:
+    """The groups of every grouping for one seed: ``{name: [draw: [group: [task ids]]]}`` (one
+    draw each, ``random_draws`` for ``random``). Runs PolicyGradEx for the seed (and the truth
+    for ``ground_truth``), reusing and filling ``theta_stars`` and ``true_groups``."""
+    n = family.n_tasks
+    key = jax.random.PRNGKey(seed)
+    _, k_est, k_truth, _ = jax.random.split(key, 4)  # as pipeline.start splits it
+    say(f"seed {seed}: {'estimate' if seed in theta_stars else 'meta-train and estimate'}")
+    est = policygradex(family, dataclasses.replace(config, train_groups=False), key, theta_star=theta_stars.get(seed))
+    theta_stars[seed] = est.theta_star
+    k = len(est.groups)
+    chosen: dict[str, list[list[list[int]]]] = {"per_task": [[[i] for i in range(n)]]}
+    if "multitask" in groupings:
+        chosen["multitask"] = [[list(range(n))]]
+    if "policygradex" in groupings:
+        chosen["policygradex"] = [est.groups]
+    if "gradient_similarity" in groupings:
+        sim = gradient_similarity(est.features)
+        chosen["gradient_similarity"] = [cluster_mod.cluster_tasks(sim, k, method=config.cluster_method)]
+    if "random" in groupings:
+        rng = np.random.default_rng(seed)
+        chosen["random"] = [random_groups(n, k, rng) for _ in range(random_draws)]
+    if "ground_truth" in groupings:
+        if seed not in true_groups:
+            kind = vconfig.kinds[0]
+            say(f"seed {seed}: ground truth ({kind} training of {est.subsets.shape[0]} subsets)")
+            base = truth_key(kind, k_truth)  # as validate: the same truth for the same seed
+            true, _ = run_truth(
+                kind, vconfig, config, family, theta_stars[seed], est.subsets, base, jax.random.split(k_est)[1]
+            )
+            u_true = affinity_mod.affinity_matrix(true, est.subsets, config.affinity)
+            true_groups[seed] = cluster_mod.cluster_tasks(u_true, k, method=config.cluster_method)
+        chosen["ground_truth"] = [true_groups[seed]]
+    for draws in chosen.values():
+        for groups in draws:
+            group_masks(groups, n)  # every grouping must be a partition
+    return chosen
+
+
+def _seed_report(chosen: dict, returns: dict, metrics: dict, steps: dict, n: int) -> dict:
+    """Per grouping of one seed: its groups, per-task return [N] (random: mean over draws), the
+    family's metric where the simulator reports one (e.g. Meta-World's success rate), else None,
+    and the env steps per task of each group."""
+    out = {}
+    reported = all(m is not None for m in metrics.values())
+    for name, draws in chosen.items():
+        per_draw, per_draw_metric = [], []
+        for groups in draws:
+            r, m = np.full(n, np.nan), np.full(n, np.nan)
+            for g in groups:
+                r[list(g)] = returns[tuple(g)][list(g)]
+                if metrics[tuple(g)] is not None:
+                    m[list(g)] = metrics[tuple(g)][list(g)]
+            per_draw.append(r)
+            per_draw_metric.append(m)
+        out[name] = {
+            "groups": draws if name == "random" else draws[0],
+            "per_task_return": np.mean(per_draw, 0),
+            "per_task_metric": np.mean(per_draw_metric, 0) if reported else None,
+            "env_steps_per_task": [[steps[tuple(g)] for g in groups] for groups in draws],
+        }
+    return out
+
+
+def _grouping_report(name: str, per_seed: list[dict], low, high, family) -> dict:
+    """One grouping's entry of the report: returns, normalised returns and metric over seeds."""
+    r = np.stack([s[name]["per_task_return"] for s in per_seed])  # [seeds, N]
+    z = _normalise(r, low, high)
+    out = {
+        "per_task_return": r,
+        "normalized": z,
+        "mean_return": {"per_seed": r.mean(1), "mean": float(r.mean()), "std": float(r.mean(1).std())},
+        "mean_normalized": {"per_seed": z.mean(1), "mean": float(z.mean()), "std": float(z.mean(1).std())},
+        "groups": [s[name]["groups"] for s in per_seed],
+        "env_steps_per_task": [s[name]["env_steps_per_task"] for s in per_seed],
+    }
+    if per_seed[0][name]["per_task_metric"] is not None:
+        m = np.stack([s[name]["per_task_metric"] for s in per_seed])
+        out["metric"] = {
+            "name": family.metric[0],
+            "per_task": m,
+            "per_seed": m.mean(1),
+            "mean": float(m.mean()),
+            "std": float(m.mean(1).std()),
+        }
+    return out
 
 
 def summarise(report: dict) -> dict:

@@ -147,7 +147,7 @@ for _name in _LOCOMOTION[2:]:
 # give 5x more updates for the same env steps.
 # The pendulum's returns (up to 200) and 200-step episodes call for the same.
 _FAMILY_FIELDS = {name: {"reward_scale": 0.1, "unroll_length": 20} for name in (*_LOCOMOTION, "pendulum-physics")}
-# Host-stepped families (pgx_jax.host): every env step is a Python call, so fewer environments
+# Host-stepped families (pgx_jax.simulators.host): every env step is a Python call, so fewer environments
 # (more updates for the same steps) and budgets set by measured host throughput (2-core CPU,
 # policy included): cartpole ~10k steps/s, lunarlander ~15k, Meta-World ~0.8k, highway ~60.
 _HOST = {

@@ -1,25 +1,24 @@
-"""Policy evaluation: mean episode return (and the family's task metric) per task.
+"""Policy evaluation: mean episode return (and the family's task metric) per task, and the
+subset evaluators f(S, i) of PolicyGradEx's step 4.
 
-Pure and vmappable over params: ``jax.vmap(lambda p: evaluate(p, family, ids, key))(params)``
-evaluates many policies in one call. For host-stepped families (:mod:`pgx_jax.host`) the same
-functions run the rollouts on the host (concrete params only); :func:`policies_on_subsets` is
-the one entry for many policies that works for both.
+The functions here are pure and traceable for JAX-stepped families (vmappable over params:
+``jax.vmap(lambda p: episode_stats(family, make_act(net, A, N, p), ids, key, 8))(params)``).
+The evaluation of any family, host-stepped ones included, goes through its simulator:
+:func:`pgx_jax.simulators.evaluate_metrics` and :func:`pgx_jax.simulators.policies_on_subsets`.
+The keying helpers (:func:`episode_ids`, :func:`episode_keys`, :func:`keyed_act`) are shared by
+both simulators, so a task's episodes are the same whichever steps it.
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from pgx_jax import host
 from pgx_jax.config import NetworkConfig
+from pgx_jax.families import TaskFamily
 from pgx_jax.features import with_actor
 from pgx_jax.networks import AgentParams, make_act
 from pgx_jax.rollout import ActFn, unroll
-from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
 
 
@@ -103,77 +102,14 @@ def _standard_error(per_episode):
     return jnp.std(per_episode, -1, ddof=1) / jnp.sqrt(e)
 
 
-def evaluate_metrics(
-    params: AgentParams,
-    family: TaskFamily,
-    task_ids,
-    key: PRNGKey,
-    episodes: int = 16,
-    *,
-    network: NetworkConfig | None = None,
-    deterministic: bool = True,
-) -> dict[str, jax.Array]:
-    """Like :func:`evaluate`, returning the family's task metric next to the return."""
-    if host.is_host(family):
-        stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], params)
-        out = host.evaluate_policies(
-            stacked,
-            family,
-            np.asarray(task_ids)[None],
-            key,
-            episodes,
-            network=network or NetworkConfig(),
-            deterministic=deterministic,
-        )
-        return {k: v[0] for k, v in out.items()}
-    act = make_act(network or NetworkConfig(), family.action_size, family.n_tasks, params, deterministic=deterministic)
-    return episode_stats(family, act, task_ids, key, episodes)
-
-
-def evaluate(
-    params: AgentParams,
-    family: TaskFamily,
-    task_ids,
-    key: PRNGKey,
-    episodes: int = 16,
-    *,
-    network: NetworkConfig | None = None,
-    deterministic: bool = True,
-) -> jax.Array:
-    """Mean episode return per task of the policy ``params``.
-
-    Args:
-        params: trained agent.
-        family: task family.
-        task_ids: int [K] tasks to evaluate.
-        key: PRNG key (initial states; actions too when ``deterministic`` is False).
-        episodes: episodes per task.
-        network: the network config the params were trained with (default ``NetworkConfig()``).
-        deterministic: act with the Gaussian mean (default) or sample.
-
-    Returns:
-        returns float32 [K].
-    """
-    stats = evaluate_metrics(params, family, task_ids, key, episodes, network=network, deterministic=deterministic)
-    return stats["return"]
-
-
-def random_policy_metrics(family: TaskFamily, task_ids, key: PRNGKey, episodes: int = 16) -> dict[str, jax.Array]:
-    """:func:`episode_stats` of the uniform random policy on [-1, 1]^A."""
-    if host.is_host(family):
-        out = host.evaluate_policies(None, family, np.asarray(task_ids)[None], key, episodes, network=NetworkConfig())
-        return {k: v[0] for k, v in out.items()}
+def random_act(action_size: int) -> ActFn:
+    """The uniform random policy on [-1, 1]^A (log-probabilities 0)."""
 
     def act(obs, key):
-        action = jax.random.uniform(key, (obs.shape[0], family.action_size), minval=-1.0, maxval=1.0)
+        action = jax.random.uniform(key, (obs.shape[0], action_size), minval=-1.0, maxval=1.0)
         return action, jnp.zeros(obs.shape[0])
 
-    return episode_stats(family, act, task_ids, key, episodes)
-
-
-def random_policy_returns(family: TaskFamily, task_ids, key: PRNGKey, episodes: int = 16) -> jax.Array:
-    """Mean episode return per task of the uniform random policy on [-1, 1]^A. float32 [K]."""
-    return random_policy_metrics(family, task_ids, key, episodes)["return"]
+    return act
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,79 +236,8 @@ def subset_stats(
     n = family.n_tasks
     kmax = n if max_subset_size is None else max_subset_size
     idx = jnp.nonzero(mask, size=kmax, fill_value=0)[0]
-    stats = evaluate_metrics(params, family, idx, key, episodes, network=network)
+    act = make_act(network, family.action_size, n, params, deterministic=True)
+    stats = episode_stats(family, act, idx, key, episodes)
     valid = jnp.arange(kmax) < jnp.sum(mask)
     where = jnp.where(valid, idx, n)
     return {name: jnp.full(n, jnp.nan).at[where].set(stats[name], mode="drop") for name in ("return", "return_se")}
-
-
-@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "kmax", "batch"))
-def _subset_eval(params, masks, key, *, net, family, episodes, kmax, batch):
-    def one(args):
-        p, m = args
-        return subset_stats(p, family, m, key, network=net, episodes=episodes, max_subset_size=kmax)
-
-    return jax.lax.map(one, (params, masks), batch_size=batch)
-
-
-def policies_on_subsets_stats(
-    params: AgentParams,
-    family,
-    masks,
-    key: PRNGKey,
-    *,
-    network: NetworkConfig,
-    episodes: int = 8,
-    batch: int = 16,
-    compiled=None,
-) -> dict[str, np.ndarray]:
-    """Each policy of ``params`` (leading axis [S]) on the tasks of its mask (bool [S, N]), all
-    with ``key``; every episode keyed by its task and episode index, so a task starts from the
-    same states under every policy and in every subset (common random numbers).
-
-    Brax families: one compiled call (``batch`` policies at a time); pass ``compiled`` (from
-    :func:`lower_policies_on_subsets`) to time compile and run apart. Host families: the host
-    rollouts of :func:`pgx_jax.host.evaluate_policies`.
-
-    Returns:
-        ``{"return": float [S, N], "return_se": float [S, N]}`` and, for host families with a task
-        metric (e.g. Meta-World's success rate), ``{metric name: float [S, N]}``; NaN outside
-        each mask.
-    """
-    masks = np.asarray(masks, bool)
-    if host.is_host(family):
-        kmax = int(masks.sum(1).max())
-        idx = np.stack([np.resize(np.flatnonzero(m), kmax) for m in masks])  # padded with repeats
-        stats = host.evaluate_policies(params, family, idx, key, episodes, network=network)
-        out = {name: np.full(masks.shape, np.nan) for name in stats}
-        for s, m in enumerate(masks):
-            k = int(m.sum())
-            for name, v in stats.items():
-                out[name][s, idx[s, :k]] = v[s, :k]
-        return out
-    if compiled is None:
-        compiled = functools.partial(_subset_eval, **_static(family, masks, network, episodes, batch))
-    return {name: np.asarray(v) for name, v in compiled(params, jnp.asarray(masks), key).items()}
-
-
-def policies_on_subsets(params, family, masks, key, *, with_metric: bool = False, **kwargs):
-    """The returns of :func:`policies_on_subsets_stats` (same arguments): float [S, N], NaN
-    outside each mask. ``with_metric=True`` returns ``(returns, metric)``: the family's task
-    metric [S, N] from the same episodes (host families), None for Brax families."""
-    out = policies_on_subsets_stats(params, family, masks, key, **kwargs)
-    if not with_metric:
-        return out["return"]
-    metric = out[family.metric[0]] if host.is_host(family) and family.metric is not None else None
-    return out["return"], metric
-
-
-def _static(family, masks, network, episodes, batch) -> dict:
-    return dict(net=network, family=family, episodes=episodes, kmax=int(np.asarray(masks).sum(1).max()), batch=batch)
-
-
-def lower_policies_on_subsets(params, family, masks, key, *, network, episodes=8, batch=16):
-    """The compiled call :func:`policies_on_subsets` makes for a Brax family (ahead of time), and
-    a function of ``(params, masks)`` to count its FLOPs with."""
-    static = _static(family, masks, network, episodes, batch)
-    compiled = _subset_eval.lower(params, jnp.asarray(masks), key, **static).compile()
-    return compiled, lambda p, m: _subset_eval(p, m, key, **static)

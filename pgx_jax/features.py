@@ -27,10 +27,10 @@ from jax.flatten_util import ravel_pytree
 
 from pgx_jax import networks
 from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax.families import TaskFamily
 from pgx_jax.networks import AgentParams
 from pgx_jax.ppo import gae
 from pgx_jax.rollout import reset_envs, unroll
-from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey, PyTree
 
 PARAM_SETS = ("all", "mean", "body")
@@ -242,6 +242,13 @@ def with_actor(params: AgentParams, theta: jax.Array) -> AgentParams:
     return params.replace(actor=unravel(theta))
 
 
+@jax.jit
+def subset_params(theta_star: AgentParams, feats: Features, betas: jax.Array, scales: jax.Array) -> AgentParams:
+    """theta_S = theta* + c_S P beta_S for every subset (betas float32 [S, D], scales [S]):
+    params with leading axis [S], the critic and normaliser theta*'s."""
+    return jax.vmap(lambda b, c: with_actor(theta_star, feats.theta + feats.delta(b) * c))(betas, scales)
+
+
 def log_prob_fn(net: NetworkConfig, family: TaskFamily, params: AgentParams):
     """``(theta [P], obs [O], action [A]) -> log pi_theta(a|s)`` with theta* 's normaliser."""
     _, unravel = flat_actor(params)
@@ -281,7 +288,7 @@ def collect(ppo: PPOConfig, cfg: FeatureConfig, family: TaskFamily, params: Agen
 def process_trajectory(ppo: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, traj, k_perm: PRNGKey):
     """The rest of :func:`collect` once pi_theta* has been rolled out: ``traj`` is a
     ``Transition`` [T, E] with E = N * episodes, env e on task e // episodes, one whole episode.
-    Shared with host-stepped families (:func:`pgx_jax.host.collect`)."""
+    Shared with host-stepped families (:class:`pgx_jax.simulators.host.HostSimulator`)."""
     net = ppo.network
     n, L = family.n_tasks, family.episode_length
     episodes = cfg.episodes_per_task(L)

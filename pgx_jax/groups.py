@@ -11,10 +11,9 @@ import dataclasses
 import jax
 import numpy as np
 
-from pgx_jax import ppo
+from pgx_jax import ppo, simulators
 from pgx_jax.config import PPOConfig
-from pgx_jax.evaluate import policies_on_subsets
-from pgx_jax.tasks import TaskFamily
+from pgx_jax.families import TaskFamily
 from pgx_jax.types import PRNGKey
 
 
@@ -63,10 +62,12 @@ def train_groups(config: PPOConfig, family: TaskFamily, groups, key: PRNGKey, in
     cfg, active = group_config(config, family, groups)
     k_train, k_eval = jax.random.split(key)
     keys = jax.random.split(k_train, len(groups))
-    params, metrics = ppo.train_many(cfg, family, masks, keys, init_params, active_updates=active)
+    params, metrics = simulators.train_many(cfg, family, masks, keys, init_params, active_updates=active)
     ppo.check_finite(metrics)
     mine = np.asarray(masks, bool)  # each group's policy on its own tasks
-    returns = policies_on_subsets(params, family, mine, k_eval, network=cfg.network, episodes=episodes)  # [G, N]
+    returns = simulators.policies_on_subsets(
+        params, family, mine, k_eval, network=cfg.network, episodes=episodes
+    )  # [G, N]
     label = np.argmax(masks, 0)
     per_task = returns[label, np.arange(n)]
     per_update = cfg.num_envs * cfg.unroll(family.episode_length)

@@ -20,22 +20,16 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import host, ppo
+from pgx_jax import ppo, simulators
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
-from pgx_jax.evaluate import (
-    EVALUATORS,
-    NEEDS_HOLDOUT_SAMPLES,
-    gain_scores,
-    loss_scores,
-    policies_on_subsets_stats,
-    rollout_stats,
-)
-from pgx_jax.features import FeatureConfig, Features, gradient_features, with_actor
+from pgx_jax.evaluate import EVALUATORS, NEEDS_HOLDOUT_SAMPLES, gain_scores, loss_scores
+from pgx_jax.families import TaskFamily
+from pgx_jax.features import FeatureConfig, Features, gradient_features
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams
+from pgx_jax.sharding import chunked, over_devices
 from pgx_jax.surrogate import Solutions, SurrogateConfig, TaskStats, solve_subsets, task_stats
-from pgx_jax.tasks import TaskFamily
 from pgx_jax.types import PRNGKey
 
 
@@ -128,13 +122,11 @@ def pipeline_config(budget: str, family: TaskFamily, **overrides: Any) -> Pipeli
     """The :class:`PipelineConfig` of a named budget for ``family`` (``ppo`` from :func:`budget_config`)."""
     ppo_config = budget_config(budget, family.name, family.n_tasks)  # raises on an unknown budget
     features = _FEATURES[budget]
-    if budget != "smoke" and not host.is_host(family):
-        # b_i from 32768 transitions per task (one backward pass each): on the task-agnostic
-        # cheetah-vel clusters the tasks' mean gradients then agree across independent draws at
-        # r = 0.91 (0.24 at 2048) and the loss / gain estimates' groups are the planted split
-        # (NMI 1.00, from 0.19 / 0.56; benchmarks/RESULTS.md, issue 13). Host families step in
-        # Python: 16x more rollout there would cost minutes to hours.
-        features = dataclasses.replace(features, gradient_transitions=32768)
+    sim = simulators.simulator(family)
+    if budget != "smoke" and sim.gradient_transitions is not None:
+        # b_i from a larger sample than the features' (why, and why not for host families:
+        # the simulators' ``gradient_transitions``)
+        features = dataclasses.replace(features, gradient_transitions=sim.gradient_transitions)
     fields: dict[str, Any] = {
         "ppo": ppo_config,
         "features": features,
@@ -144,10 +136,9 @@ def pipeline_config(budget: str, family: TaskFamily, **overrides: Any) -> Pipeli
         "surrogate": SurrogateConfig(iterations=20)
         if budget == "smoke"
         else SurrogateConfig(step="kl", step_size=0.01),
-        # 32 episodes: on pendulum-physics (demo) the standard error of a fine-tune truth's f(S, i)
-        # was 0.22 at 32, a fifth of its spread over subsets (1.05); at 8 it would be twice that.
-        # One vmapped rollout makes 32 cheap for Brax families; host families step in Python.
-        "eval_episodes": 2 if budget == "smoke" else (8 if host.is_host(family) else 32),
+        # the simulator's (32 for JAX families: a fine-tune truth's standard error a fifth of its
+        # spread over subsets on pendulum-physics; 8 for host families, which step in Python)
+        "eval_episodes": 2 if budget == "smoke" else sim.eval_episodes,
     }
     fields.update(overrides)
     return PipelineConfig(**fields)
@@ -173,60 +164,7 @@ class Result:
     flops: dict | None = None  # FLOPs per stage (:func:`stage_flops`); None entries on host families
 
 
-def over_devices(fn: Callable, xs, devices: tuple | None = None):
-    """Run ``fn(xs_chunk) -> pytree with leading [S_chunk]`` with the subset axis split over devices.
-
-    ``xs`` is a pytree whose leaves have a leading subset axis [S]. It is padded (with copies of
-    the first row) to a multiple of the device count, each device gets a contiguous chunk
-    (``jax.shard_map``), and the padding is dropped. With one device this is just ``fn(xs)``.
-    """
-    devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
-    s = jax.tree.leaves(xs)[0].shape[0]
-    if len(devices) == 1:
-        return fn(xs)
-    from jax.sharding import Mesh, PartitionSpec
-
-    pad = (-s) % len(devices)
-    if pad:
-        xs = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], pad, 0)]), xs)
-    mesh = Mesh(np.asarray(devices), ("subsets",))
-    spec = PartitionSpec("subsets")
-    out = jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(xs)
-    return jax.tree.map(lambda x: x[:s], out)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _features(ppo_config, cfg, family, params, key):
-    return gradient_features(ppo_config, cfg, family, params, key)
-
-
 _stats = jax.jit(task_stats)
-
-
-def chunked(fn: Callable, xs, chunk: int, progress: Callable[[int, int], None] | None = None):
-    """``fn(xs)`` for a pytree ``xs`` with leading axis [S], ``chunk`` rows per call.
-
-    Every call gets exactly ``chunk`` rows (the last padded with copies of row 0), so ``fn``
-    compiles once whatever S; outputs (pytrees with leading [chunk]) are brought to the host
-    and concatenated, padding dropped. ``progress(done, total)`` is called after each chunk.
-    With S <= chunk this is one call on the unpadded ``xs``.
-    """
-    s = jax.tree.leaves(xs)[0].shape[0]
-    if s <= chunk:
-        out = jax.tree.map(np.asarray, fn(xs))
-        if progress is not None:
-            progress(s, s)
-        return out
-    parts = []
-    for lo in range(0, s, chunk):
-        part = jax.tree.map(lambda x: np.asarray(x)[lo : lo + chunk], xs)  # noqa: B023
-        pad = chunk - jax.tree.leaves(part)[0].shape[0]
-        if pad:
-            part = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], pad, 0)]), part)  # noqa: B023
-        parts.append(jax.tree.map(lambda x: np.asarray(x)[: chunk - pad], fn(part)))  # noqa: B023
-        if progress is not None:
-            progress(min(lo + chunk, s), s)
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
 
 
 def _refine_rows(count: int, cfg: SurrogateConfig, chunk: int = 1024) -> int:
@@ -323,27 +261,9 @@ def solve_summary(sol: Solutions, refined: np.ndarray, cfg: SurrogateConfig) -> 
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "batch", "kmax", "devices"))
-def _rollout(params, feats, betas, scales, masks, key, *, net, family, episodes, batch, kmax, devices):
-    def score(args):
-        b, c, m = args
-        kwargs = dict(network=net, episodes=episodes, subset_batch=batch, max_subset_size=kmax)
-        return rollout_stats(params, family, feats, b, c, m, key, **kwargs)
-
-    return over_devices(score, (betas, scales, masks), devices)
-
-
-@jax.jit
-def _subset_params(theta_star, feats, betas, scales):
-    """theta_S = theta* + c_S P beta_S for every subset: params with leading axis [S]."""
-    return jax.vmap(lambda b, c: with_actor(theta_star, feats.theta + feats.delta(b) * c))(betas, scales)
-
-
 def features_at(ppo_config: PPOConfig, cfg: FeatureConfig, family, params, key) -> Features:
     """Gradient features at ``params`` (one compiled call; host families roll out on the host)."""
-    if host.is_host(family):
-        return host.gradient_features(ppo_config, cfg, family, params, key)
-    return _features(ppo_config, cfg, family, params, key)
+    return simulators.gradient_features(ppo_config, cfg, family, params, key)
 
 
 def evaluate_subsets(
@@ -353,31 +273,24 @@ def evaluate_subsets(
 
     Returns ``(scores float32 [S, N], standard errors [S, N] or None)``: the ``rollout``
     evaluator's standard error over the evaluation episodes; ``loss`` and ``gain`` have none.
-    Host-stepped families: theta_S for every subset in one compiled call, then host rollouts."""
+    The rollouts are the family's simulator's (:meth:`~pgx_jax.simulators.Simulator.estimates_on_subsets`)."""
     if config.evaluator == "loss":
         return loss_scores(feats, betas, masks), None
     if config.evaluator == "gain":
         return gain_scores(feats, betas, scales, masks), None
-    if host.is_host(family):
-        params = _subset_params(theta_star, feats, betas, scales)
-        stats = policies_on_subsets_stats(
-            params, family, np.asarray(masks), key, network=config.ppo.network, episodes=config.eval_episodes
-        )
-    else:
-        stats = _rollout(
-            theta_star,
-            feats,
-            betas,
-            scales,
-            masks,
-            key,
-            net=config.ppo.network,
-            family=family,
-            episodes=config.eval_episodes,
-            batch=config.surrogate.subset_batch,
-            kmax=kmax,
-            devices=devices,
-        )
+    stats = simulators.simulator(family).estimates_on_subsets(
+        theta_star,
+        feats,
+        betas,
+        scales,
+        masks,
+        key,
+        network=config.ppo.network,
+        episodes=config.eval_episodes,
+        batch=config.surrogate.subset_batch,
+        kmax=kmax,
+        devices=devices,
+    )
     return stats["return"], stats["return_se"]
 
 
@@ -420,13 +333,15 @@ def estimation_flops(
     simulator works outside JAX."""
     from pgx_jax.flops import count_flops
 
-    if host.is_host(family):
+    if not simulators.simulator(family).counts_flops:
         return dict.fromkeys(("features", "solve", "evaluate", "linesearch_trips", "solve_in_linesearch"))
     cfg = config.surrogate
     k_feat, k_eval = jax.random.split(key)
     s, d = np.asarray(masks).shape[0], feats.x.shape[-1]
     trips = linesearch_trips
-    f_feat = count_flops(lambda p, k: _features(config.ppo, config.feature_config(), family, p, k), theta_star, k_feat)
+    f_feat = count_flops(
+        lambda p, k: gradient_features(config.ppo, config.feature_config(), family, p, k), theta_star, k_feat
+    )
     f_solve = solve_flops(cfg, feats, masks, kmax, refined, trips, config.subset_chunk)
     f_eval = count_flops(  # traced on shapes: the solutions' values do not change the cost
         lambda b, c, m: evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax)[0],
@@ -570,7 +485,9 @@ def start(family: TaskFamily, config: PipelineConfig, key: PRNGKey, theta_star, 
     meta_metrics = None
     if theta_star is None:
         say("meta-train")
-        theta_star, meta_metrics, train_s, compile_s = ppo.train_timed(config.ppo, family, jnp.ones(n, bool), k_meta)
+        theta_star, meta_metrics, train_s, compile_s = simulators.train_timed(
+            config.ppo, family, jnp.ones(n, bool), k_meta
+        )
         ppo.check_finite(meta_metrics)
         timings["meta_train"] = train_s  # compilation apart, as every other stage's wall-clock
         timings["meta_train_compile"] = compile_s

@@ -2,7 +2,8 @@
 
 ``train(config, family, task_mask, key, init_params=None) -> (params, metrics)`` is pure and
 jittable, and ``jax.vmap`` over ``task_mask`` (bool [N]) and ``key`` runs many trainings in one
-compiled call (:func:`train_many` does that, with host-side checks). Environments are spread
+compiled call (:func:`train_vmapped`; :func:`pgx_jax.train_many` checks its input first and runs
+it for any family through its simulator). Environments are spread
 evenly over the tasks in the mask; a task outside the mask never receives experience.
 
 The update is standard PPO (arXiv:1707.06347): GAE, clipped surrogate, value loss, entropy
@@ -12,7 +13,6 @@ bonus, observation normalisation, global-norm gradient clipping, Adam.
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import jax
@@ -23,9 +23,9 @@ from flax import struct
 
 from pgx_jax import networks
 from pgx_jax.config import PPOConfig
+from pgx_jax.families import TaskFamily, TaskState
 from pgx_jax.networks import AgentParams
 from pgx_jax.rollout import assign_tasks, reset_envs, segment_mean, unroll
-from pgx_jax.tasks import TaskFamily, TaskState
 from pgx_jax.types import PRNGKey
 
 Metrics = dict[str, jax.Array]
@@ -145,7 +145,7 @@ def init_state(
     """The state before the first update. Pure; vmappable over ``task_mask`` and ``key``.
 
     ``with_env=False`` leaves ``env`` empty (None): for environments stepped outside JAX
-    (:mod:`pgx_jax.host`), which keep their state on the host.
+    (:mod:`pgx_jax.simulators.host`), which keep their state on the host.
     """
     k_params, k_env, k_state = jax.random.split(key, 3)
     if init_params is None:
@@ -188,7 +188,7 @@ def learn(config: PPOConfig, family, state: TrainState, traj, k_perm: PRNGKey) -
 
     ``state`` already holds the environments after the unroll, the next key and the episode
     returns before it (zeroed at an episode start). Shared by the Brax path and host-stepped
-    environments (:mod:`pgx_jax.host`); ``family`` needs only ``n_tasks``, ``action_size`` and
+    environments (:mod:`pgx_jax.simulators.host`); ``family`` needs only ``n_tasks``, ``action_size`` and
     ``episode_length``.
     """
     per_episode = family.episode_length // config.unroll(family.episode_length)
@@ -318,11 +318,6 @@ def train(
         ValueError: (on the host, before compiling) a config that does not fit the family, or a
             concrete mask that is malformed or selects no task.
     """
-    if _is_host(family):
-        raise TypeError(
-            f"family {family.name!r} is stepped on the host and cannot be traced; "
-            "use train_jit, train_many or train_chunked"
-        )
     config.check_for(family.n_tasks, family.episode_length)
     check_mask(task_mask, family.n_tasks)
     state = init_state(config, family, task_mask, key, init_params)
@@ -330,94 +325,12 @@ def train(
     return state.params, metrics
 
 
-def _is_host(family) -> bool:
-    from pgx_jax.host import is_host
-
-    return is_host(family)
-
-
-#: :func:`train` compiled (``config`` and ``family`` static): one wrapper, so one cache, for all callers.
-_train_jit = jax.jit(train, static_argnums=(0, 1))
-
-
-def train_timed(config: PPOConfig, family, task_mask, key: PRNGKey) -> tuple[AgentParams, Metrics, float, float]:
-    """:func:`train_jit` from fresh parameters, compiled ahead of the call so that compilation
-    and training are timed apart: ``(params, metrics, train_s, compile_s)`` (compile_s 0 for
-    host-stepped families, whose loop runs on the host)."""
-    if _is_host(family):
-        t0 = time.perf_counter()
-        params, metrics = train_jit(config, family, task_mask, key)
-        jax.block_until_ready(params)
-        return params, metrics, time.perf_counter() - t0, 0.0
-    config.check_for(family.n_tasks, family.episode_length)
-    check_mask(task_mask, family.n_tasks)
-    t0 = time.perf_counter()
-    compiled = _train_jit.lower(config, family, jnp.asarray(task_mask), key, None).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    params, metrics = compiled(jnp.asarray(task_mask), key, None)
-    jax.block_until_ready(params)
-    return params, metrics, time.perf_counter() - t0, compile_s
-
-
-def train_jit(config: PPOConfig, family, task_mask, key: PRNGKey, init_params: AgentParams | None = None):
-    """:func:`train`, compiled; for a host-stepped family, the host loop of :mod:`pgx_jax.host`."""
-    if _is_host(family):
-        from pgx_jax import host
-
-        config.check_for(family.n_tasks, family.episode_length)
-        check_mask(task_mask, family.n_tasks)
-        params, metrics = host.train_many(
-            config, family, np.asarray(task_mask)[None], jnp.asarray(key)[None], init_params
-        )
-        return jax.tree.map(lambda x: x[0], (params, metrics))
-    return _train_jit(config, family, task_mask, key, init_params)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _train_many(config, family, task_masks, keys, init_params, active_updates=None):
+def train_vmapped(config: PPOConfig, family: TaskFamily, task_masks, keys, init_params=None, active_updates=None):
+    """S trainings: :func:`train` vmapped over masks [S, N], keys [S] and (optionally)
+    ``active_updates`` int32 [S]; ``init_params`` shared. Pure: jit it with ``config`` and
+    ``family`` static (:func:`pgx_jax.simulators.train_many` validates and does)."""
     axes = (None, None, 0, 0, None, None if active_updates is None else 0)
     return jax.vmap(train, in_axes=axes)(config, family, task_masks, keys, init_params, active_updates)
-
-
-def train_many(
-    config: PPOConfig,
-    family: TaskFamily,
-    task_masks,
-    keys,
-    init_params: AgentParams | None = None,
-    active_updates=None,
-) -> tuple[AgentParams, Metrics]:
-    """S trainings in one compiled call: ``train`` vmapped over masks [S, N] and keys [S].
-
-    ``init_params`` (if given) is shared by every run; ``active_updates`` (int [S], optional)
-    gives each run its own number of updates (at most the config's). Outputs get a leading axis [S].
-    """
-    config.check_for(family.n_tasks, family.episode_length)
-    task_masks = np.asarray(task_masks)
-    check_mask(task_masks, family.n_tasks)
-    if task_masks.ndim != 2:
-        raise ValueError(f"task_masks must have shape [S, {family.n_tasks}], got {task_masks.shape}")
-    keys = jnp.asarray(keys)
-    if keys.shape[0] != task_masks.shape[0]:
-        raise ValueError(f"{keys.shape[0]} keys for {task_masks.shape[0]} masks; give one key per mask")
-    if active_updates is not None:
-        active_updates = np.asarray(active_updates, np.int32)
-        total = config.num_updates(family.episode_length)
-        if (
-            active_updates.shape != (task_masks.shape[0],)
-            or (active_updates < 1).any()
-            or (active_updates > total).any()
-        ):
-            raise ValueError(
-                f"active_updates must be {task_masks.shape[0]} integers in [1, {total}], got {active_updates}"
-            )
-        active_updates = jnp.asarray(active_updates)
-    if _is_host(family):
-        from pgx_jax import host
-
-        return host.train_many(config, family, task_masks, keys, init_params, active_updates)
-    return _train_many(config, family, jnp.asarray(task_masks), keys, init_params, active_updates)
 
 
 def check_finite(metrics: Metrics) -> None:
@@ -428,51 +341,3 @@ def check_finite(metrics: Metrics) -> None:
         raise FloatingPointError(
             f"non-finite loss, gradient or reward in {len(bad)} update(s); first at index {bad[0].tolist()}"
         )
-
-
-def train_chunked(
-    config: PPOConfig,
-    family: TaskFamily,
-    task_mask,
-    key: PRNGKey,
-    init_params: AgentParams | None = None,
-    *,
-    max_chunks: int = 20,
-    on_chunk=None,
-    timings: dict | None = None,
-) -> tuple[AgentParams, Metrics]:
-    """``train`` as a few compiled calls of equal length, with ``on_chunk(updates_done, total)``
-    called on the host between them (progress bars; never a callback inside the scan).
-    ``timings``, when given, receives ``compile_s``: the seconds spent compiling (ahead of
-    the first call), so that a caller can time the training alone (0 for host families).
-
-    Same updates and keys as :func:`train`, so the result matches it to float tolerance.
-    """
-    config.check_for(family.n_tasks, family.episode_length)
-    check_mask(task_mask, family.n_tasks)
-    total = config.num_updates(family.episode_length)
-    if _is_host(family):
-        from pgx_jax import host
-
-        masks, keys = np.asarray(task_mask)[None], jnp.asarray(key)[None]
-        out = host.train_many(config, family, masks, keys, init_params, on_update=on_chunk)
-        if timings is not None:
-            timings["compile_s"] = 0.0
-        return jax.tree.map(lambda x: x[0], out)
-    chunk = total // max(d for d in range(1, min(max_chunks, total) + 1) if total % d == 0)
-    t0 = time.perf_counter()
-    args = (jnp.asarray(task_mask), key, init_params)
-    init = jax.jit(init_state, static_argnums=(0, 1)).lower(config, family, *args).compile()
-    state = init(*args)
-    step = jax.jit(run_updates, static_argnums=(0, 1, 3)).lower(config, family, state, chunk).compile()
-    if timings is not None:
-        timings["compile_s"] = time.perf_counter() - t0  # the first init call's run is in it: milliseconds
-    parts = []
-    for done in range(chunk, total + 1, chunk):
-        state, metrics = step(state)
-        parts.append(metrics)
-        if on_chunk is not None:
-            jax.block_until_ready(metrics)
-            on_chunk(done, total)
-    metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-    return state.params, metrics

@@ -11,6 +11,14 @@ Axis legend (the order is always ``[S, N, E, T, ...]``; nothing is transposed si
 - ``A``: action dimensions
 - ``D``: projection dimension
 - ``P``: policy parameters (flattened)
+
+The structure these types serve (README, "Layout"): a family (:class:`Family`; the kinds in
+:mod:`pgx_jax.families`) holds its tasks and names its simulator; a simulator
+(:class:`pgx_jax.simulators.Simulator`, one for JAX-stepped and one for host-stepped families)
+does everything that touches the environments: trainings, feature rollouts, evaluation. The
+stages above (``groups``, ``pipeline``, ``validate``, ``compare``) call the simulator and never
+ask which kind it is; the pure stages below it (``rollout``, ``ppo``, ``features``,
+``surrogate``, ``evaluate``, ``affinity``, ``cluster``) know nothing of the host.
 """
 
 from __future__ import annotations
@@ -46,3 +54,27 @@ class ResetFn(Protocol):
     """Initial Brax ``State`` of one episode of one task: ``(env, key, params) -> State``."""
 
     def __call__(self, env: Any, key: PRNGKey, params: PyTree) -> Any: ...
+
+
+class Family(Protocol):
+    """What every stage may read of a task family, whatever steps it (a Brax
+    :class:`pgx_jax.families.TaskFamily` or a host :class:`pgx_jax.families.HostFamily`).
+    Families hash by identity: they are static arguments of the compiled programs."""
+
+    name: str
+    task_names: tuple[str, ...]
+    groups: tuple[int, ...] | None  # planted group per task
+    episode_length: int
+    metric: tuple[str, Any, str] | None  # (name, fn, reduce) of the task metric reported with the return
+    simulator: str  # the implementation that steps it: a key of pgx_jax.simulators' registry
+
+    @property
+    def n_tasks(self) -> int: ...
+
+    @property
+    def obs_size(self) -> int: ...  # O
+
+    @property
+    def action_size(self) -> int: ...  # A
+
+    def describe(self) -> dict: ...

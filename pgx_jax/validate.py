@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,15 +27,14 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import host, networks, ppo
+from pgx_jax import networks, ppo, simulators
 from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.evaluate import lower_policies_on_subsets, policies_on_subsets_stats
-from pgx_jax.features import FeatureConfig, collect, flat_actor, log_prob_fn
-from pgx_jax.flops import count_flops, xla_flops
+from pgx_jax.evaluate import EVALUATORS
+from pgx_jax.families import TaskFamily
+from pgx_jax.features import FeatureConfig, flat_actor, log_prob_fn, subset_params
 from pgx_jax.groups import group_updates
-from pgx_jax.host import is_host
 from pgx_jax.networks import AgentParams
-from pgx_jax.tasks import TaskFamily
+from pgx_jax.pipeline import estimate, estimate_with_solutions, evaluate_subsets, features_at, stage_flops, start
 from pgx_jax.types import PRNGKey
 
 APPROX_SIZES = (0.001, 0.005, 0.01, 0.05)
@@ -229,7 +228,7 @@ def true_scores(
     """The truth f(S, i): PPO on each subset (fine-tuning from ``init_params``, or from scratch
     when it is None), then the trained policy's return on task i.
 
-    All subsets train in one vmapped :func:`pgx_jax.ppo.train_many` call and are evaluated in
+    All subsets train in one :func:`pgx_jax.simulators.train_many_timed` call and are evaluated in
     one compiled call, with ``eval_key`` (pass the estimate's evaluation key: every episode is
     keyed by its task, so a task starts from the same states as in the estimate).
 
@@ -247,44 +246,13 @@ def true_scores(
     masks = np.asarray(masks, bool)
     ppo.check_mask(masks, family.n_tasks)
     keys = jax.random.split(key, masks.shape[0])
-    info = {}
     active = None if active_updates is None else jnp.asarray(active_updates, jnp.int32)
-    if is_host(family):  # host rollouts: nothing to compile ahead, no FLOPs to count
-        t0 = time.perf_counter()
-        params, metrics = ppo.train_many(train_config, family, masks, keys, init_params, active)
-        info.update(compile_s=0.0, train_s=time.perf_counter() - t0)
-        ppo.check_finite(metrics)
-        t0 = time.perf_counter()
-        stats = policies_on_subsets_stats(
-            params, family, masks, eval_key, network=train_config.network, episodes=episodes
-        )
-        info.update(evaluate_s=time.perf_counter() - t0, flops_train=None, flops_evaluate=None, xla_flops_train=None)
-    else:
-        t0 = time.perf_counter()
-        # compiled ahead of time, so compile and run are timed apart without training twice
-        compiled = ppo._train_many.lower(train_config, family, jnp.asarray(masks), keys, init_params, active).compile()
-        info["compile_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        params, metrics = compiled(jnp.asarray(masks), keys, init_params, active)
-        jax.block_until_ready(params)
-        info["train_s"] = time.perf_counter() - t0
-        ppo.check_finite(metrics)
-        net = train_config.network
-        evaluate, traced = lower_policies_on_subsets(
-            params, family, masks, eval_key, network=net, episodes=episodes, batch=subset_batch
-        )
-        t0 = time.perf_counter()
-        stats = policies_on_subsets_stats(params, family, masks, eval_key, network=net, compiled=evaluate)
-        info["evaluate_s"] = time.perf_counter() - t0
-        info["flops_train"] = count_flops(
-            lambda m, k, p, a: ppo._train_many(train_config, family, m, k, p, a),
-            jnp.asarray(masks),
-            keys,
-            init_params,
-            active,
-        ).flops
-        info["flops_evaluate"] = count_flops(traced, params, jnp.asarray(masks)).flops
-        info["xla_flops_train"] = xla_flops(compiled)
+    params, metrics, info = simulators.train_many_timed(train_config, family, masks, keys, init_params, active)
+    ppo.check_finite(metrics)
+    stats, eval_info = simulators.policies_on_subsets_timed(
+        params, family, masks, eval_key, network=train_config.network, episodes=episodes, batch=subset_batch
+    )
+    info.update(eval_info)
     scores = stats["return"]
     _check_scores(scores, masks)
     info["return_se"] = stats["return_se"]
@@ -439,7 +407,7 @@ def _first_order_check(
     (float32 [N, B, O], [N, B])."""
     k_data, k_dir = jax.random.split(key)
     data_cfg = FeatureConfig(dim=1, transitions=vconfig.approx_transitions, holdout=0)
-    data = (host.collect if is_host(family) else collect)(config.ppo, data_cfg, family, theta_star, k_data)
+    data = simulators.collect(config.ppo, data_cfg, family, theta_star, k_data)
     obs = data["obs"].reshape(-1, family.obs_size)
     act = data["action"].reshape(-1, family.action_size)
     valid = data["valid"].reshape(-1)  # frozen steps after a termination do not count
@@ -615,28 +583,57 @@ def validate(
     :func:`pgx_jax.flops.count_flops` of the same calls, with the solves' line search counted
     at its measured trip count.
     """
-    from pgx_jax.evaluate import EVALUATORS
-    from pgx_jax.pipeline import (
-        _features,
-        _subset_params,
-        estimate,
-        estimate_with_solutions,
-        evaluate_subsets,
-        features_at,
-        stage_flops,
-        start,
-    )
-
     vconfig = vconfig or ValidateConfig()
     say = progress or (lambda stage: None)
     subsets, theta_star, _, timings, (k_est, k_truth) = start(family, config, key, theta_star, subsets, say)
     meta_train_s = timings.get("meta_train", meta_train_s)
-
     say("estimate")
+    est = estimate_stage(config, family, theta_star, subsets, k_est)
+    timings.update({f"estimate_{k}": v for k, v in est.est.timings.items()})
+    truths, truth_info = truth_stage(vconfig, config, family, theta_star, subsets, k_truth, est, timings, say)
+    approx, estimate_report = check_stage(
+        vconfig, config, family, theta_star, subsets, est, truths, truth_info, key, say
+    )
+    say("count FLOPs")
+    speedup = cost_accounting(vconfig, config, family, theta_star, subsets, est, truth_info, meta_train_s)
+    configs = {kind: info["config"].to_dict() for kind, info in truth_info.items()}
+    return {
+        "family": family.name,
+        "tasks": list(family.task_names),
+        "planted_groups": None if family.groups is None else list(family.groups),
+        "subsets": int(subsets.shape[0]),
+        "subset_masks": subsets.astype(int),
+        "approx_error": approx,
+        "estimate": estimate_report,
+        "truth": truths[vconfig.kinds[0]],
+        "truths": truths,
+        "speedup": speedup,
+        "timings": timings,
+        "config": config.to_dict(),
+        "truth_configs": configs,
+        "validate_config": dataclasses.asdict(vconfig),
+        "theta_star": theta_star,
+    }
+
+
+class EstimateStage(NamedTuple):
+    """What :func:`estimate_stage` returns: the pipeline's estimate and every evaluator's scores."""
+
+    est: Any  # pgx_jax.pipeline.Estimate: features, solutions, scores, timings
+    estimates: dict[str, np.ndarray]  # evaluator -> f(S, i) [S, N], the configured one first
+    rollout_se: np.ndarray | None  # the rollout evaluator's standard errors [S, N]
+    wall: dict[str, float]  # steady-state wall-clock per estimation stage (a second, compiled run)
+    groups: dict[str, list]  # evaluator -> the groups its estimates give
+    k_est: PRNGKey  # the estimate's key
+    k_eval: PRNGKey  # the evaluation key of the estimate (the truths evaluate with it too)
+
+
+def estimate_stage(config, family, theta_star, subsets, k_est) -> EstimateStage:
+    """The estimate :func:`pgx_jax.policygradex` makes with this key, scored by every evaluator
+    on the same solutions; run twice, the second (compiled) run timed and checked equal."""
     k_feat, k_eval = jax.random.split(k_est)  # as estimate splits it
     kmax = int(subsets.sum(1).max())
     est = estimate_with_solutions(config, family, theta_star, subsets, k_est)
-    feats, betas, scales = est.features, est.betas, est.scales
     estimates = {config.evaluator: est.scores}
     _, again, t_est = estimate(config, family, theta_star, subsets, k_est)  # compiled: steady-state timing
     if not np.allclose(again, est.scores, rtol=1e-5, atol=1e-6, equal_nan=True):
@@ -645,18 +642,22 @@ def validate(
     for other in EVALUATORS:  # the other evaluators score the same solutions
         if other != config.evaluator:
             other_config = dataclasses.replace(config, evaluator=other)
-            other_feats = feats
+            other_feats = est.features
             if other_config.feature_config() != config.feature_config():  # loss: held-out per-sample gradients
                 # the same key: the same transitions and training features, the held-out ones added
                 other_feats = features_at(config.ppo, other_config.feature_config(), family, theta_star, k_feat)
             scores, se = evaluate_subsets(
-                other_config, family, theta_star, other_feats, betas, scales, subsets, k_eval, kmax=kmax
+                other_config, family, theta_star, other_feats, est.betas, est.scales, subsets, k_eval, kmax=kmax
             )
             estimates[other] = np.asarray(scores)
             rollout_se = rollout_se if se is None else np.asarray(se)
-    timings.update({f"estimate_{k}": v for k, v in est.timings.items()})
-    est_groups = {name: _groups(scores, subsets, config, None) for name, scores in estimates.items()}
+    groups = {name: _groups(scores, subsets, config, None) for name, scores in estimates.items()}
+    return EstimateStage(est, estimates, rollout_se, t_est, groups, k_est, k_eval)
 
+
+def truth_stage(vconfig, config, family, theta_star, subsets, k_truth, est: EstimateStage, timings: dict, say):
+    """Every truth of ``vconfig.kinds`` with its replicates, and its report against the estimates:
+    ``(reports by kind, run info by kind)``; the truths' wall-clock goes into ``timings``."""
     truths, truth_info = {}, {}
     for kind in vconfig.kinds:
         say(f"truth: {kind}")
@@ -670,54 +671,73 @@ def validate(
                 theta_star,
                 subsets,
                 base if r == 0 else jax.random.fold_in(base, r),
-                k_eval,
+                est.k_eval,  # the estimate's evaluation key: each task starts from the same states
             )
             for r in range(vconfig.replicates)
         ]
         (true, info), replicas = runs[0], [scores for scores, _ in runs[1:]]
         for name in ("compile", "train", "evaluate"):
             timings[f"truth_{kind}_{name}"] = info[f"{name}_s"]
-        truths[kind] = _truth_report(kind, true, info, replicas, estimates, subsets, config, family, est_groups)
+        truths[kind] = _truth_report(kind, true, info, replicas, est.estimates, subsets, config, family, est.groups)
         truth_info[kind] = info
+    return truths, truth_info
 
+
+def check_stage(vconfig, config, family, theta_star, subsets, est: EstimateStage, truths, truth_info, key, say):
+    """The first-order check and the estimate's own report: ``(approx_error, estimate report)``.
+
+    The KL of every estimated policy theta_S (and of every fine-tuned one, into
+    ``truths["finetune"]``) from theta*, on the check's fresh on-policy states."""
+    feats, betas, scales = est.est.features, est.est.betas, est.est.scales
     say("KL")
-    theta_s = _subset_params(theta_star, feats, betas, scales)
+    theta_s = subset_params(theta_star, feats, betas, scales)
     say("first-order check")
     approx, (kl_obs, kl_valid) = _first_order_check(
         config, vconfig, family, theta_star, feats, betas, jax.random.fold_in(key, 4)
     )
     net = config.ppo.network
-    estimate_report = {
+    report = {
         "evaluator": config.evaluator,
-        "rollout_scores_se": _se_summary(rollout_se, subsets),
+        "rollout_scores_se": _se_summary(est.rollout_se, subsets),
         "kl": _kl_summary(subset_kl(net, family, theta_star, theta_s, jnp.asarray(subsets), kl_obs, kl_valid)),
         "step_size": config.surrogate.step_size,
         # ||theta_S - theta*|| / ||theta*|| of every estimated policy: where approx_error's sizes
         # (fractions of ||theta*||) put the step the estimate takes (a KL-sized step has no fixed one)
         "step_relative": _step_summary(feats, betas, scales),
-        "solve": est.solve_info,
+        "solve": est.est.solve_info,
     }
     if "finetune" in truth_info:  # how far real fine-tuning moves the policy, on the same states
         kl = subset_kl(
             net, family, theta_star, truth_info["finetune"]["params"], jnp.asarray(subsets), kl_obs, kl_valid
         )
         truths["finetune"]["kl"] = _kl_summary(kl)
+    return approx, report
 
+
+def cost_accounting(vconfig, config, family, theta_star, subsets, est: EstimateStage, truth_info, meta_train_s):
+    """``speedup``: the estimate's cost (steady-state wall-clock, FLOPs per stage) against each
+    truth's (training and evaluation), see :func:`validate`; FLOPs None where the family's
+    simulator does not count them."""
     s, d = subsets.shape[0], config.features.dim
-    est_wall = sum(t_est.values())
-    say("count FLOPs")
-    flops = stage_flops(config, family, theta_star, feats, subsets, k_est, kmax=kmax, solve_info=est.solve_info)
-    est_flops = meta_flops = xla_feat = None
-    if flops["features"] is not None:  # the host simulator's work is outside JAX: FLOPs are not comparable
+    k_est_feat = jax.random.split(est.k_est)[0]
+    est_wall = sum(est.wall.values())
+    kmax = int(subsets.sum(1).max())
+    flops = stage_flops(
+        config, family, theta_star, est.est.features, subsets, est.k_est, kmax=kmax, solve_info=est.est.solve_info
+    )
+    est_flops = meta_flops = None
+    if flops["features"] is not None:  # None where the simulator does not count FLOPs
         est_flops = flops["features"] + flops["solve"] + flops["evaluate"]
         meta_flops = flops["meta_train"]
-        xla_feat = xla_flops(_features.lower(config.ppo, config.feature_config(), family, theta_star, k_feat).compile())
+    xla_feat = simulators.simulator(family).features_xla_flops(
+        config.ppo, config.feature_config(), theta_star, k_est_feat
+    )
     estimation = {
         "includes": f"gradient features at theta* (rollouts, per-sample gradients, projection to d={d}), "
         f"{s} surrogate solves, {config.evaluator} evaluation",
         "wall_s": est_wall,
-        "wall_s_per_stage": t_est,
-        "compile_s": sum(est.timings.values()) - est_wall,
+        "wall_s_per_stage": est.wall,
+        "compile_s": sum(est.est.timings.values()) - est_wall,
         "flops": est_flops,
         "flops_per_stage": {name: flops[name] for name in ("features", "solve", "evaluate")},
         "linesearch_trips_per_iteration": flops["linesearch_trips"],
@@ -727,33 +747,12 @@ def validate(
         "meta_training_flops": meta_flops,
         "meta_training_wall_s": meta_train_s,
     }
-    by_truth = {}
-    for kind, info in truth_info.items():
-        ref_flops = None if info["flops_train"] is None else info["flops_train"] + info["flops_evaluate"]
-        ref_wall = info["train_s"] + info["evaluate_s"]
-        what = "fine-tuning from theta*" if kind == "finetune" else "training from scratch"
-        by_truth[kind] = {
-            "wall": ref_wall / est_wall,
-            "flops": None if est_flops is None or ref_flops is None else ref_flops / est_flops,
-            "reference": {
-                "includes": f"PPO {what} on {s} subsets ({int(info['env_steps_per_subset'].max())} env steps "
-                "per subset at most), rollout evaluation of each policy on its subset's tasks",
-                "wall_s": ref_wall,
-                "compile_s": info["compile_s"],
-                "flops": ref_flops,
-                "flops_per_stage": {"train": info["flops_train"], "evaluate": info["flops_evaluate"]},
-                "xla_cost_analysis_flops_train": info["xla_flops_train"],
-            },
-        }
-        if kind == "full":  # full training needs no theta*: count the meta-training the estimate needs
-            by_truth[kind]["wall_with_meta_training"] = (
-                None if meta_train_s is None else ref_wall / (est_wall + meta_train_s)
-            )
-            by_truth[kind]["flops_with_meta_training"] = (
-                None if ref_flops is None or est_flops is None else ref_flops / (est_flops + meta_flops)
-            )
+    by_truth = {
+        kind: _truth_cost(kind, info, s, est_wall, est_flops, meta_flops, meta_train_s)
+        for kind, info in truth_info.items()
+    }
     primary = vconfig.kinds[0]
-    speedup = {
+    return {
         "against": primary,
         "wall": by_truth[primary]["wall"],
         "flops": by_truth[primary]["flops"],
@@ -762,21 +761,29 @@ def validate(
         "flops_method": "jaxpr count (pgx_jax.flops): loops times their trip counts; XLA's cost analysis "
         "(given for reference) counts each loop body once",
     }
-    configs = {kind: info["config"].to_dict() for kind, info in truth_info.items()}
-    return {
-        "family": family.name,
-        "tasks": list(family.task_names),
-        "planted_groups": None if family.groups is None else list(family.groups),
-        "subsets": int(s),
-        "subset_masks": subsets.astype(int),
-        "approx_error": approx,
-        "estimate": estimate_report,
-        "truth": truths[primary],
-        "truths": truths,
-        "speedup": speedup,
-        "timings": timings,
-        "config": config.to_dict(),
-        "truth_configs": configs,
-        "validate_config": dataclasses.asdict(vconfig),
-        "theta_star": theta_star,
+
+
+def _truth_cost(kind, info, s, est_wall, est_flops, meta_flops, meta_train_s) -> dict:
+    """One truth's entry of ``speedup.by_truth``."""
+    ref_flops = None if info["flops_train"] is None else info["flops_train"] + info["flops_evaluate"]
+    ref_wall = info["train_s"] + info["evaluate_s"]
+    what = "fine-tuning from theta*" if kind == "finetune" else "training from scratch"
+    out = {
+        "wall": ref_wall / est_wall,
+        "flops": None if est_flops is None or ref_flops is None else ref_flops / est_flops,
+        "reference": {
+            "includes": f"PPO {what} on {s} subsets ({int(info['env_steps_per_subset'].max())} env steps "
+            "per subset at most), rollout evaluation of each policy on its subset's tasks",
+            "wall_s": ref_wall,
+            "compile_s": info["compile_s"],
+            "flops": ref_flops,
+            "flops_per_stage": {"train": info["flops_train"], "evaluate": info["flops_evaluate"]},
+            "xla_cost_analysis_flops_train": info["xla_flops_train"],
+        },
     }
+    if kind == "full":  # full training needs no theta*: count the meta-training the estimate needs
+        out["wall_with_meta_training"] = None if meta_train_s is None else ref_wall / (est_wall + meta_train_s)
+        out["flops_with_meta_training"] = (
+            None if ref_flops is None or est_flops is None else ref_flops / (est_flops + meta_flops)
+        )
+    return out

@@ -26,7 +26,7 @@ def _push_reward(state, action, params):
 @pytest.fixture(scope="session")
 def fast_family():
     """Two opposite tasks over brax's trivial ``fast`` env: the optimal actions differ by sign."""
-    from pgx_jax.tasks import custom_family
+    from pgx_jax.families import custom_family
 
     return custom_family(
         "fast-push",
@@ -41,7 +41,7 @@ def fast_family():
 
 @pytest.fixture(scope="session")
 def reacher():
-    from pgx_jax.tasks import make_family
+    from pgx_jax.families import make_family
 
     return make_family("reacher-goals")
 
@@ -52,7 +52,7 @@ def four_goals(tmp_path_factory):
     compiles (the smoke tests of `validate` and `compare`)."""
     import json
 
-    from pgx_jax.tasks import FAMILIES
+    from pgx_jax.families import FAMILIES
 
     tasks = [t for t in FAMILIES["reacher-goals"].default_tasks() if t["group"] in (0, 1)]
     tasks = [t for t in tasks if t["name"].endswith(("g0", "g2"))]

@@ -1,4 +1,4 @@
-"""The host adapter (pgx_jax.host) and the gymnasium / Meta-World / highway-env families.
+"""The host simulator (pgx_jax.simulators.host, pgx_jax.families.host) and the gymnasium / Meta-World / highway-env families.
 
 Run by ``test_host.py``, each test in its own Python process (see there). CI installs the
 extras (``pip install -e ".[dev,envs]"``); a family whose package is missing is skipped here,
@@ -11,10 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import host, make_family, ppo
+from pgx_jax import make_family, ppo, simulators
 from pgx_jax.config import NetworkConfig, budget_config
+from pgx_jax.families import HOST_FAMILIES, HostFamily, MissingExtraError, installed
 from pgx_jax.features import FeatureConfig
-from pgx_jax.host_families import HOST_FAMILIES, MissingExtraError, installed
+from pgx_jax.rollout import Transition
+from pgx_jax.simulators import host
 
 needs = {name: pytest.mark.skipif(not installed(name), reason=f"{name}: extra not installed") for name in HOST_FAMILIES}
 
@@ -102,7 +104,7 @@ def test_episode_stats_reduce_the_metric_over_valid_steps():
     """max = success rate (any success in the episode), final = last valid step, mean = valid mean."""
     metric = np.array([[0, 0], [1, 0], [0, 1], [0, 1]], np.float32)[:, :, None]  # [T, B=2, 1]
     valid = np.array([[1, 1], [1, 1], [1, 0], [1, 0]], np.float32)[:, :, None]
-    traj = host.Transition(*(np.zeros((4, 2, 1)),) * 3, np.ones((4, 2, 1)), np.zeros((4, 2, 1)), None, valid, metric)
+    traj = Transition(*(np.zeros((4, 2, 1)),) * 3, np.ones((4, 2, 1)), np.zeros((4, 2, 1)), None, valid, metric)
     for reduce, want in (("max", [1.0, 0.0]), ("final", [0.0, 0.0]), ("mean", [0.25, 0.0])):
         fam = dataclass_replace_metric(reduce)
         out = host._episode_stats(fam, traj, 2, 1, 1)
@@ -111,7 +113,7 @@ def test_episode_stats_reduce_the_metric_over_valid_steps():
 
 
 def dataclass_replace_metric(reduce):
-    return host.HostFamily(
+    return HostFamily(
         name="t", make_env=None, task_names=("a",), groups=None, episode_length=4, env_obs_size=1,
         action_size=1, to_env_action=None, metric=("m", None, reduce),
     )  # fmt: skip
@@ -123,11 +125,11 @@ def test_host_ppo_learns_and_respects_the_mask(cartpole):
     config = budget_config("smoke", "cartpole-physics", 10, total_env_steps=48_000, num_epochs=4, num_minibatches=4)
     mask = np.zeros(10, bool)
     mask[[0, 4]] = True  # two forward-motor variants
-    params, metrics = ppo.train_jit(config, cartpole, mask, jax.random.PRNGKey(0))
+    params, metrics = simulators.train_one(config, cartpole, mask, jax.random.PRNGKey(0))
     ppo.check_finite(metrics)
     counts = np.asarray(metrics["episode_count"]).sum(0)
     assert counts[[0, 4]].min() > 0 and counts[~mask].sum() == 0
-    from pgx_jax.evaluate import evaluate, random_policy_returns
+    from pgx_jax.simulators import evaluate, random_policy_returns
 
     ids = np.array([0, 4])
     key = jax.random.PRNGKey(1)
@@ -233,7 +235,7 @@ def test_adapter_family_smoke(name):
     t = {"lunarlander-gravity": 20, "highway-density": 5, "metaworld-mt10": 10}[name]
     config = budget_config("smoke", name, fam.n_tasks, unroll_length=t, num_envs=20, total_env_steps=20 * t)
     assert config.num_updates(fam.episode_length) == 1
-    params, metrics = ppo.train_jit(config, fam, np.ones(fam.n_tasks, bool), jax.random.PRNGKey(0))
+    params, metrics = simulators.train_one(config, fam, np.ones(fam.n_tasks, bool), jax.random.PRNGKey(0))
     ppo.check_finite(metrics)
     feats = host.gradient_features(
         config, FeatureConfig(dim=8, transitions=8, holdout=2), fam, params, jax.random.PRNGKey(1)

@@ -51,7 +51,7 @@ def test_bad_tasks_file_fails_before_training(tmp_path, capsys):
 
 
 def test_families_lists_all(capsys):
-    from pgx_jax.tasks import family_names
+    from pgx_jax.families import family_names
 
     assert main(["families"]) == 0
     out = capsys.readouterr().out

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from brax import envs
 
-from pgx_jax import features, networks, ppo, validate
+from pgx_jax import features, networks, simulators, validate
 from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.evaluate import evaluate, evaluate_metrics, policies_on_subsets_stats
+from pgx_jax.families import custom_family
 from pgx_jax.features import FeatureConfig, Features
 from pgx_jax.rollout import Transition
-from pgx_jax.tasks import custom_family
+from pgx_jax.simulators import evaluate, evaluate_metrics, policies_on_subsets_stats
 
 NET = NetworkConfig(depth=1, width=16)
 
@@ -124,17 +124,17 @@ def _tiny(**kw):
 
 def test_finetuning_from_theta_star_leaves_its_normaliser_bit_identical(family):
     meta = _tiny()
-    theta, _ = ppo.train_jit(meta, family, jnp.ones(4, bool), jax.random.PRNGKey(0))
+    theta, _ = simulators.train_one(meta, family, jnp.ones(4, bool), jax.random.PRNGKey(0))
     assert float(theta.normalizer.count) > 0
     finetune = validate.ValidateConfig(finetune_fraction=1.0).finetune(meta, family.episode_length)
-    tuned, _ = ppo.train_jit(finetune, family, jnp.array([1, 0, 1, 0], bool), jax.random.PRNGKey(1), theta)
+    tuned, _ = simulators.train_one(finetune, family, jnp.array([1, 0, 1, 0], bool), jax.random.PRNGKey(1), theta)
     for a, b in zip(jax.tree.leaves(theta.normalizer), jax.tree.leaves(tuned.normalizer), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(
         np.asarray(theta.actor["params"]["log_std"]), np.asarray(tuned.actor["params"]["log_std"])
     )
     # the control: the meta-training config itself would move it
-    moved, _ = ppo.train_jit(meta, family, jnp.array([1, 0, 1, 0], bool), jax.random.PRNGKey(1), theta)
+    moved, _ = simulators.train_one(meta, family, jnp.array([1, 0, 1, 0], bool), jax.random.PRNGKey(1), theta)
     assert float(moved.normalizer.count) > float(theta.normalizer.count)
 
 
@@ -145,7 +145,7 @@ def test_full_truth_trains_from_scratch_with_the_budget_it_records(family):
     from pgx_jax.pipeline import pipeline_config
 
     config = pipeline_config("smoke", family, ppo=_tiny(), eval_episodes=2)
-    theta, _ = ppo.train_jit(config.ppo, family, jnp.ones(4, bool), jax.random.PRNGKey(0))
+    theta, _ = simulators.train_one(config.ppo, family, jnp.ones(4, bool), jax.random.PRNGKey(0))
     masks = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [1, 0, 0, 1]], bool)
     vconfig = validate.ValidateConfig(truth="full")
     scores, info = validate.run_truth(

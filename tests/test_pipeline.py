@@ -83,7 +83,7 @@ SHARDED = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from brax import envs
     from conftest import _push_reward
-    from pgx_jax.tasks import custom_family
+    from pgx_jax.families import custom_family
     from pgx_jax.config import PPOConfig
     from pgx_jax.features import FeatureConfig
     from pgx_jax.networks import init_agent

@@ -3,10 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import ppo
+from pgx_jax import ppo, simulators
 from pgx_jax.config import PPOConfig, budget_config
-from pgx_jax.evaluate import evaluate, random_policy_returns
 from pgx_jax.rollout import assign_tasks
+from pgx_jax.simulators import evaluate, random_policy_returns
 
 MASKS = np.array(
     [[1, 1, 1, 1], [1, 0, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1]],
@@ -23,7 +23,7 @@ def tiny_config():
 @pytest.fixture(scope="module")
 def vmapped(tiny_config, fast_family):
     keys = jax.random.split(jax.random.PRNGKey(0), len(MASKS))
-    return ppo.train_many(tiny_config, fast_family, MASKS, keys), keys
+    return simulators.train_many(tiny_config, fast_family, MASKS, keys), keys
 
 
 def test_assign_tasks_spreads_envs_evenly_over_the_mask():
@@ -35,7 +35,7 @@ def test_assign_tasks_spreads_envs_evenly_over_the_mask():
 
 def test_vmap_over_masks_equals_separate_calls(tiny_config, fast_family, vmapped):
     (params_v, metrics_v), keys = vmapped
-    single = ppo.train_jit
+    single = simulators.train_one
     for s in range(len(MASKS)):
         params_s, metrics_s = single(tiny_config, fast_family, jnp.asarray(MASKS[s]), keys[s])
         params_vs = jax.tree.map(lambda a, s=s: a[s], params_v)
@@ -60,7 +60,7 @@ def test_empty_mask_is_a_clear_error(tiny_config, fast_family):
     with pytest.raises(ValueError, match="selects no task"):
         ppo.train(tiny_config, fast_family, jnp.zeros(4, bool), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match=r"mask rows \[1\]"):
-        ppo.train_many(
+        simulators.train_many(
             tiny_config,
             fast_family,
             np.array([[1, 0, 0, 0], [0, 0, 0, 0]], bool),
@@ -110,7 +110,7 @@ def test_gae_hand_computed():
 def test_ppo_learns_opposite_tasks(fast_family):
     """The policy must read the task id: push on push tasks, rest on rest tasks."""
     config = PPOConfig(total_env_steps=40_000, num_envs=32, num_epochs=4, num_minibatches=4, learning_rate=1e-3)
-    params, metrics = ppo.train_jit(config, fast_family, jnp.ones(4, bool), jax.random.PRNGKey(1))
+    params, metrics = simulators.train_one(config, fast_family, jnp.ones(4, bool), jax.random.PRNGKey(1))
     ppo.check_finite(metrics)
     ids = jnp.arange(4)
     ret = np.asarray(evaluate(params, fast_family, ids, jax.random.PRNGKey(2), 8, network=config.network))
@@ -135,7 +135,7 @@ def test_evaluate_vmaps_over_params(vmapped, fast_family):
 def test_train_chunked_matches_train(tiny_config, fast_family, vmapped):
     (params_v, _), keys = vmapped
     seen, timings = [], {}
-    params, metrics = ppo.train_chunked(
+    params, metrics = simulators.train_chunked(
         tiny_config,
         fast_family,
         jnp.asarray(MASKS[3]),
@@ -147,7 +147,7 @@ def test_train_chunked_matches_train(tiny_config, fast_family, vmapped):
     assert timings["compile_s"] > 0  # compiled ahead of the first chunk: a caller can time training alone
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[3], b, rtol=2e-5, atol=2e-6), params_v, params)
     # the same training, compiled ahead and timed apart (meta-training's wall-clock in validate)
-    timed, _, train_s, compile_s = ppo.train_timed(tiny_config, fast_family, jnp.asarray(MASKS[3]), keys[3])
+    timed, _, train_s, compile_s = simulators.train_timed(tiny_config, fast_family, jnp.asarray(MASKS[3]), keys[3])
     assert train_s > 0 and compile_s > 0
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[3], b, rtol=2e-5, atol=2e-6), params_v, timed)
 

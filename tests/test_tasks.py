@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import tasks
-from pgx_jax.tasks import make_family, validate_tasks
+from pgx_jax.families import locomotion, make_family, physics, validate_tasks, weightings
 
 
 def test_default_layouts_have_planted_groups():
@@ -15,7 +14,7 @@ def test_default_layouts_have_planted_groups():
     assert r.n_tasks == 9 and r.groups == (0, 0, 0, 1, 1, 1, 2, 2, 2)
     goals = np.asarray(r.params["goal"])
     radii = np.linalg.norm(goals, axis=1)
-    assert np.all((radii >= tasks.REACHER_MIN_RADIUS) & (radii <= tasks.REACHER_MAX_RADIUS))
+    assert np.all((radii >= locomotion.REACHER_MIN_RADIUS) & (radii <= locomotion.REACHER_MAX_RADIUS))
     # regions are well separated: every cross-region goal pair is farther apart than any within-region pair
     d = np.linalg.norm(goals[:, None] - goals[None], axis=-1)
     same = np.equal.outer(r.groups, r.groups)
@@ -37,7 +36,7 @@ def test_reacher_reward_and_observation(reacher):
     np.testing.assert_array_equal(obs[-9:], np.eye(9)[4])
     action = jnp.array([0.5, -2.0])  # clipped to [0.5, -1]
     nxt = jax.jit(reacher.step)(state, action)
-    tip = tasks._reacher_tip(nxt.env_state.pipeline_state)
+    tip = locomotion._reacher_tip(nxt.env_state.pipeline_state)
     expected = -float(jnp.linalg.norm(tip - goal)) - 0.1 * (0.25 + 1.0)
     assert float(nxt.reward) == pytest.approx(expected, abs=1e-5)
     # brax's own observation holds tip - target: consistent with our goal
@@ -52,7 +51,7 @@ def test_cheetah_reward_hand_computed():
     assert float(nxt.reward) == pytest.approx(-abs(vx + 1.0) - 0.1 * 6 * 0.25, abs=1e-5)
     # the same transition rewarded for task a: only the target changes
     fake = nxt.env_state
-    r_a = tasks._cheetah_reward(fake, jnp.full(6, 0.5), {"velocity": 2.0})
+    r_a = locomotion._cheetah_reward(fake, jnp.full(6, 0.5), {"velocity": 2.0})
     assert float(r_a) == pytest.approx(-abs(vx - 2.0) - 0.15, abs=1e-5)
 
 
@@ -64,7 +63,7 @@ def test_ant_reward_hand_computed():
     healthy = float(m["reward_survive"])
     assert healthy in (0.0, 1.0)
     assert float(nxt.reward) == pytest.approx(float(m["y_velocity"]) + healthy, abs=1e-5)
-    r_east = tasks._ant_reward(nxt.env_state, jnp.full(8, 1.0), {"angle": 0.0})
+    r_east = locomotion._ant_reward(nxt.env_state, jnp.full(8, 1.0), {"angle": 0.0})
     assert float(r_east) == pytest.approx(float(m["x_velocity"]) + healthy - 0.5 * 8, abs=1e-5)
 
 
@@ -106,7 +105,7 @@ def test_pendulum_physics_change_the_dynamics():
     for k in range(10):
         t = first_fall[k]
         assert done[t, k] == 1 and np.all(reward[:t, k] == 1.0) and np.all(reward[t:, k] == 0.0)
-        assert np.abs(obs[t, k, 1]) > tasks.PENDULUM_MAX_ANGLE >= np.abs(obs[t - 1, k, 1])
+        assert np.abs(obs[t, k, 1]) > physics.PENDULUM_MAX_ANGLE >= np.abs(obs[t - 1, k, 1])
 
 
 def test_cheetah_gravity_changes_the_fall():
@@ -135,7 +134,7 @@ def test_hopper_mo_reward_hand_computed():
     assert healthy == 1.0
     want = vx + 0.2 * 10 * (z - 1.25) - 0.001 * 1.5 + healthy
     assert float(nxt.reward) == pytest.approx(want, abs=1e-5)
-    back = tasks._mo_reward(es, a, {"weights": jnp.array([0.0, 0.7, 0.0, 0.05])})
+    back = weightings._mo_reward(es, a, {"weights": jnp.array([0.0, 0.7, 0.0, 0.05])})
     assert float(back) == pytest.approx(-0.7 * vx - 0.05 * 1.5 + healthy, abs=1e-5)
     walker = make_family("walker-mo")
     assert walker.action_size == 6 and walker.task_names == fam.task_names

@@ -1,31 +1,19 @@
-"""Host-stepped task families: any gymnasium environment, with the same jitted learning code.
+"""The host simulator: gymnasium-API environments stepped in Python, the learning code jitted.
 
-A :class:`HostFamily` is n task variants of a non-JAX environment (gymnasium's CartPole and
-LunarLander, Meta-World, highway-env), each made by ``make_env(task_index)``. Rollouts run on
-the host, one Python step per environment; everything else is the same jitted code as for
-Brax families: the policy acts on a whole batch in one call, PPO learns with
-:func:`pgx_jax.ppo.learn`, and the features, surrogate solves, affinity and clustering never
-see the difference.
-
-Semantics match :mod:`pgx_jax.rollout`: the E environments of a run start and end their
-episodes together (every ``episode_length`` steps); an environment that terminates (or hits
-its own time limit) is frozen until the next reset, its later steps carry ``valid = 0``.
-
-Entry points used by the pipeline when ``is_host(family)``:
-
-- :func:`train_many`: S PPO runs (masks [S, N]), run a few at a time on the host.
-- :func:`collect`: pi_theta* rolled out on every task, for the gradient features.
-- :func:`evaluate_policies`: P policies (stacked params) each on its own tasks.
+Rollouts run on the host, one Python step per environment (:class:`pgx_jax.families.EnvBatch`);
+the policy acts on a whole batch in one jitted call, PPO learns with :func:`pgx_jax.ppo.learn`,
+the features are :func:`pgx_jax.features.process_trajectory` of the host rollout, and the
+surrogate solves, affinity and clustering never see the difference. Same keys and the same
+contracts as :class:`pgx_jax.simulators.jitted.JaxSimulator`; what differs is said by the
+class attributes of :class:`HostSimulator` (no FLOP counts, smaller rollout budgets).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,189 +21,96 @@ import numpy as np
 
 from pgx_jax import features, networks, ppo
 from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax.evaluate import episode_ids, episode_keys, keyed_act, random_act
+from pgx_jax.families.host import EnvBatch, HostFamily
+from pgx_jax.features import subset_params
 from pgx_jax.networks import AgentParams
 from pgx_jax.rollout import Transition
-from pgx_jax.tasks import check_family
 from pgx_jax.types import PRNGKey
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class HostFamily:
-    """n task variants of an environment stepped on the host (hashing by identity).
+class HostSimulator:
+    """:class:`pgx_jax.simulators.Simulator` for a :class:`pgx_jax.families.HostFamily`."""
 
-    Attributes:
-        name: family name.
-        make_env: ``task_index -> env`` with the gymnasium API (``reset(seed=)`` -> (obs, info),
-            ``step(action)`` -> (obs, reward, terminated, truncated, info)), the task's variant
-            already set (constructor arguments or ``set_task``). Its own time limit, if any,
-            must be at least ``episode_length``.
-        task_names: N names.
-        groups: planted group label per task, or None.
-        episode_length: steps per episode.
-        env_obs_size: size of the flattened environment observation.
-        action_size: A; the policy acts in [-1, 1]^A.
-        to_env_action: ``float [A] in [-1, 1] -> env action`` (e.g. ``int(a[0] > 0)`` for a
-            two-action discrete space).
-        objective: one line describing the reward.
-        metric: optional ``(name, fn(info) -> float, reduce)`` with reduce ``final``, ``mean``
-            or ``max`` over the episode's valid steps (``max`` of ``info["success"]``: success rate).
-        params: the task variants as ``{field: [N] values}`` (for ``describe``).
-        backend: where the environment runs (reported).
-        max_envs: at most this many environments exist at once (S runs x E envs are split into
-            chunks that fit): bounds memory for heavy simulators.
-    """
+    counts_flops = False  # the environments step outside JAX: no program to count
+    # host families step in Python: 4x fewer evaluation episodes, and b_i from the features'
+    # own sample (16x more rollout would cost minutes to hours)
+    eval_episodes = 8
+    gradient_transitions = None
 
-    name: str
-    make_env: Callable[[int], Any]
-    task_names: tuple[str, ...]
-    groups: tuple[int, ...] | None
-    episode_length: int
-    env_obs_size: int
-    action_size: int
-    to_env_action: Callable[[np.ndarray], Any]
-    objective: str = ""
-    metric: tuple[str, Callable[[Mapping], float], str] | None = None
-    params: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
-    backend: str = "host (gymnasium)"
-    max_envs: int = 512
+    def __init__(self, family: HostFamily):
+        self.family = family
 
-    def __post_init__(self):
-        check_family(self.name, self.task_names, self.groups, self.episode_length, self.metric)
-        for what in ("env_obs_size", "action_size", "max_envs"):
-            if getattr(self, what) < 1:
-                raise ValueError(f"{what} must be >= 1, got {getattr(self, what)}")
+    def train_many(self, config, masks, keys, init_params, active_updates, *, on_update=None):
+        return train_many(config, self.family, masks, keys, init_params, active_updates, on_update=on_update)
 
-    @property
-    def n_tasks(self) -> int:
-        return len(self.task_names)
+    def train_many_timed(self, config, masks, keys, init_params, active_updates):
+        t0 = time.perf_counter()  # host rollouts: nothing to compile ahead, no FLOPs to count
+        params, metrics = self.train_many(config, masks, keys, init_params, active_updates)
+        info = {"compile_s": 0.0, "train_s": time.perf_counter() - t0, "flops_train": None, "xla_flops_train": None}
+        return params, metrics, info
 
-    @property
-    def obs_size(self) -> int:
-        """Observation size O: the flattened environment observation plus the one-hot task id."""
-        return self.env_obs_size + self.n_tasks
+    def train_one(self, config, mask, key, init_params):
+        out = self.train_many(config, np.asarray(mask)[None], jnp.asarray(key)[None], init_params, None)
+        return jax.tree.map(lambda x: x[0], out)
 
-    @functools.cached_property
-    def pool(self) -> EnvPool:
-        return EnvPool(self.make_env)
+    def train_timed(self, config, mask, key):
+        t0 = time.perf_counter()
+        params, metrics = self.train_one(config, mask, key, None)
+        jax.block_until_ready(params)
+        return params, metrics, time.perf_counter() - t0, 0.0
 
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "n_tasks": self.n_tasks,
-            "tasks": list(self.task_names),
-            "params": {k: list(v) for k, v in self.params.items()},
-            "groups": None if self.groups is None else list(self.groups),
-            "episode_length": self.episode_length,
-            "objective": self.objective,
-            "metric": None if self.metric is None else {"name": self.metric[0], "reduce": self.metric[2]},
-            "backend": self.backend,
-        }
+    def train_chunked(self, config, mask, key, init_params, *, max_chunks, on_chunk, timings):
+        del max_chunks  # the host loop reports every update
+        masks, keys = np.asarray(mask)[None], jnp.asarray(key)[None]
+        out = train_many(config, self.family, masks, keys, init_params, on_update=on_chunk)
+        if timings is not None:
+            timings["compile_s"] = 0.0
+        return jax.tree.map(lambda x: x[0], out)
 
+    def features_xla_flops(self, ppo_config, cfg, params, key):
+        del ppo_config, cfg, params, key
+        return None
 
-def is_host(family) -> bool:
-    """Whether ``family`` is stepped on the host (a :class:`HostFamily`)."""
-    return isinstance(family, HostFamily)
+    def collect(self, ppo_config, cfg, params, key):
+        return collect(ppo_config, cfg, self.family, params, key)
 
+    def gradient_features(self, ppo_config, cfg, params, key):
+        return gradient_features(ppo_config, cfg, self.family, params, key)
 
-class EnvPool:
-    """Environments per task, made on first use and reused (making one can cost 0.2 s)."""
+    def evaluate(self, params, task_ids, key, episodes, *, network, deterministic):
+        stacked = None if params is None else jax.tree.map(lambda x: jnp.asarray(x)[None], params)
+        ids = np.asarray(task_ids)[None]
+        out = evaluate_policies(stacked, self.family, ids, key, episodes, network=network, deterministic=deterministic)
+        return {k: v[0] for k, v in out.items()}
 
-    def __init__(self, make_env: Callable[[int], Any]):
-        self._make = make_env
-        self._free: dict[int, list] = {}
-
-    def acquire(self, task_ids: Sequence[int]) -> list:
-        out = []
-        for t in task_ids:
-            free = self._free.setdefault(int(t), [])
-            out.append(free.pop() if free else self._make(int(t)))
+    def policies_on_subsets(self, params, masks, key, *, network, episodes, batch):
+        del batch  # chunked by the family's max_envs instead
+        kmax = int(masks.sum(1).max())
+        idx = np.stack([np.resize(np.flatnonzero(m), kmax) for m in masks])  # padded with repeats
+        stats = evaluate_policies(params, self.family, idx, key, episodes, network=network)
+        out = {name: np.full(masks.shape, np.nan) for name in stats}
+        for s, m in enumerate(masks):
+            k = int(m.sum())
+            for name, v in stats.items():
+                out[name][s, idx[s, :k]] = v[s, :k]
         return out
 
-    def release(self, task_ids: Sequence[int], envs: list) -> None:
-        for t, env in zip(task_ids, envs, strict=True):
-            self._free[int(t)].append(env)
+    def policies_on_subsets_timed(self, params, masks, key, *, network, episodes, batch):
+        t0 = time.perf_counter()
+        stats = self.policies_on_subsets(params, masks, key, network=network, episodes=episodes, batch=batch)
+        return stats, {"evaluate_s": time.perf_counter() - t0, "flops_evaluate": None}
 
-
-class EnvBatch:
-    """B host environments stepped in lock-step: ``reset(seed)`` then ``step(actions)`` T times."""
-
-    def __init__(self, family: HostFamily, task_ids):
-        self.family = family
-        self.task_ids = np.asarray(task_ids, np.int64).reshape(-1)
-        self.one_hot = np.eye(family.n_tasks, dtype=np.float32)[self.task_ids]
-        self.envs = family.pool.acquire(self.task_ids)
-        b = len(self.envs)
-        self.obs = np.zeros((b, family.obs_size), np.float32)
-        self.done = np.ones(b, np.float32)
-        self.metric = np.zeros(b, np.float32)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.family.pool.release(self.task_ids, self.envs)
-        self.envs = []
-
-    def _observe(self, env_obs) -> np.ndarray:
-        x = np.asarray(env_obs, np.float32).reshape(-1)
-        if x.shape[0] != self.family.env_obs_size:
-            raise ValueError(
-                f"family {self.family.name!r}: an observation has {x.shape[0]} values, "
-                f"env_obs_size says {self.family.env_obs_size}"
-            )
-        return x
-
-    def reset(self, seed) -> np.ndarray:
-        """Start an episode everywhere: env i is seeded ``seed + i`` (an int ``seed``) or
-        ``seed[i]`` (int [B]: evaluation seeds each env by its task and episode)."""
-        seeds = int(seed) + np.arange(len(self.envs)) if np.ndim(seed) == 0 else np.asarray(seed).reshape(-1)
-        env_obs = [self._observe(env.reset(seed=int(sd))[0]) for sd, env in zip(seeds, self.envs, strict=True)]
-        self.obs = np.concatenate([np.stack(env_obs), self.one_hot], -1)
-        self.done[:] = 0.0
-        self.metric[:] = 0.0
-        return self.obs
-
-    def step(self, actions: np.ndarray):
-        """Step every live environment; frozen ones repeat their last observation with zero reward.
-
-        Returns ``(next_obs [B, O], reward [B], terminal [B], valid [B], metric [B])``;
-        ``terminal`` is 1 at the step an environment terminated or truncated.
-        """
-        fam = self.family
-        actions = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)
-        valid = 1.0 - self.done
-        reward = np.zeros(len(self.envs), np.float32)
-        terminal = np.zeros(len(self.envs), np.float32)
-        nxt = self.obs.copy()
-        for i, env in enumerate(self.envs):
-            if self.done[i]:
-                continue
-            o, r, term, trunc, info = env.step(fam.to_env_action(actions[i]))
-            nxt[i, : fam.env_obs_size] = self._observe(o)
-            reward[i] = r
-            if fam.metric is not None:
-                self.metric[i] = float(fam.metric[1](info))
-            if term or trunc:
-                terminal[i] = 1.0
-                self.done[i] = 1.0
-        if not np.all(np.isfinite(reward)) or not np.all(np.isfinite(nxt)):
-            bad = sorted(
-                {int(self.task_ids[i]) for i in np.flatnonzero(~np.isfinite(reward) | ~np.isfinite(nxt).all(1))}
-            )
-            raise FloatingPointError(f"family {fam.name!r}: non-finite reward or observation on tasks {bad}")
-        self.obs = nxt
-        return nxt, reward, terminal, valid, self.metric.copy()
+    def estimates_on_subsets(
+        self, theta_star, feats, betas, scales, masks, key, *, network, episodes, batch, kmax, devices
+    ):
+        del kmax, devices  # host rollouts: padded per policy, on the host
+        params = subset_params(theta_star, feats, betas, scales)
+        return self.policies_on_subsets(params, np.asarray(masks), key, network=network, episodes=episodes, batch=batch)
 
 
 def _seed(key: PRNGKey) -> int:
     return int(jax.random.randint(key, (), 0, 2**31 - 1 - 1_000_000))
-
-
-def _random_act(action_size: int):
-    def act(obs, key):
-        return jax.random.uniform(key, (obs.shape[0], action_size), minval=-1.0, maxval=1.0), jnp.zeros(obs.shape[0])
-
-    return act
 
 
 @functools.partial(jax.jit, static_argnames=("net", "action_size", "n_tasks", "deterministic"))
@@ -225,14 +120,14 @@ def act_stacked(params: AgentParams, obs, key, *, net, action_size, n_tasks, det
     policy on [-1, 1]^A."""
     keys = jax.random.split(key, obs.shape[0])
     if params is None:
-        return jax.vmap(_random_act(action_size))(obs, keys)
+        return jax.vmap(random_act(action_size))(obs, keys)
     return jax.vmap(lambda p, o, k: _policy_act(p, net, action_size, n_tasks, deterministic)(o, k))(params, obs, keys)
 
 
 def _policy_act(params, net, action_size: int, n_tasks: int, deterministic: bool):
     """The act function of one policy's params, or of the uniform random policy for None."""
     if params is None:
-        return _random_act(action_size)
+        return random_act(action_size)
     return networks.make_act(net, action_size, n_tasks, params, deterministic=deterministic)
 
 
@@ -288,7 +183,7 @@ def train_many(
     *,
     on_update: Callable[[int, int], None] | None = None,
 ):
-    """S PPO runs on host-stepped environments; same contract as :func:`pgx_jax.ppo.train_many`.
+    """S PPO runs on host-stepped environments; same contract as :func:`pgx_jax.simulators.train_many`.
 
     Runs are grouped in chunks of at most ``family.max_envs`` environments; within a chunk the
     policies act and learn in one vmapped call per step / update. ``on_update(done, total)`` is
@@ -432,7 +327,6 @@ def evaluate_policies(
 def _act_per_policy_tasks(params, obs, key, *, task_ids, episodes, net, action_size, n_tasks, deterministic):
     """:func:`act_stacked` for evaluation: policy p's envs run the tasks ``task_ids[p]`` (int32
     [P, K]), ``episodes`` each, and every env's noise is keyed by its (task, episode)."""
-    from pgx_jax.evaluate import episode_ids, keyed_act
 
     def one(p, o, tasks):
         act = _policy_act(p, net, action_size, n_tasks, deterministic)
@@ -446,8 +340,6 @@ def _act_per_policy_tasks(params, obs, key, *, task_ids, episodes, net, action_s
 def episode_seeds(key: PRNGKey, env_tasks, episodes: int) -> np.ndarray:
     """int64 [..., K * episodes]: the reset seed of every host evaluation env, from
     :func:`pgx_jax.evaluate.episode_keys` of its (task, episode): slot-independent."""
-    from pgx_jax.evaluate import episode_keys
-
     env_tasks = np.asarray(env_tasks)
     flat_tasks = env_tasks.reshape(-1)
     episode = np.tile(np.arange(episodes), flat_tasks.size // episodes)

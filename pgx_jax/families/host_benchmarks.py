@@ -1,7 +1,7 @@
 """The paper's benchmarks through the host adapter: gymnasium classic control and Box2D,
 Meta-World MT10 and highway-env, each an optional extra.
 
-Every family here is a :class:`pgx_jax.host.HostFamily` built by name with
+Every family here is a :class:`pgx_jax.families.HostFamily` built by name with
 :func:`pgx_jax.make_family`, like the Brax families. A missing package raises
 :class:`MissingExtraError` naming the ``pip install`` to run, before anything is built.
 
@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from pgx_jax.host import HostFamily
-from pgx_jax.tasks import range_validator
+from pgx_jax.families.base import planted_summary, range_validator
+from pgx_jax.families.host import HostFamily
 
 
 class MissingExtraError(ImportError):
@@ -338,8 +338,6 @@ def make_host_family(name: str, entries: Sequence[Mapping], episode_length: int 
 
 
 def catalog_rows() -> list[dict[str, Any]]:
-    from pgx_jax.tasks import _planted
-
     return [
         {
             "family": name,
@@ -348,7 +346,7 @@ def catalog_rows() -> list[dict[str, Any]]:
             "backend": spec.backend,
             "varies": spec.varies,
             "objective": spec.objective,
-            "planted": _planted(spec.default_tasks()),
+            "planted": planted_summary(spec.default_tasks()),
             "extra": spec.pip + ("" if installed(name) else " (not installed)"),
         }
         for name, spec in HOST_FAMILIES.items()

@@ -1,0 +1,340 @@
+"""What steps a family's environments: one protocol, two implementations, one door.
+
+The stages (PPO trainings, gradient features, evaluation, the pipeline, ``validate``,
+``compare``, ``groups``) never ask how a family steps its environments. They call
+:func:`simulator` and use the :class:`Simulator` it returns:
+
+- :class:`pgx_jax.simulators.jitted.JaxSimulator`: Brax / MJX families
+  (:class:`pgx_jax.families.TaskFamily`), pure and jitted end to end: S trainings are one
+  vmapped compiled call, and every program can be compiled ahead and its FLOPs counted;
+- :class:`pgx_jax.simulators.host.HostSimulator`: gymnasium-API environments stepped in Python
+  (:class:`pgx_jax.families.HostFamily`); the policy acts and PPO learns in jitted calls, the
+  environments step one Python call per environment and step.
+
+What the host kind cannot do is said here, once: its programs are not traced end to end, so
+``counts_flops`` is False and its FLOP figures are None; its rollouts cost seconds where the
+JAX kind's cost milliseconds, so its budgets are smaller (``eval_episodes``,
+``gradient_transitions``).
+
+The module-level functions (:func:`train_many`, :func:`train_one`, :func:`train_chunked`,
+:func:`evaluate`, :func:`gradient_features`, ...) validate their input on the host, before
+anything compiles or steps, then hand it to the family's simulator: they are the public API
+for any family. The pure, traceable functions under them (:func:`pgx_jax.ppo.train`,
+:func:`pgx_jax.features.gradient_features`, :func:`pgx_jax.evaluate.episode_stats`) work on JAX
+families only and compose into the user's own jitted code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgx_jax import ppo
+from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax.features import FeatureConfig, Features
+from pgx_jax.networks import AgentParams
+from pgx_jax.simulators.host import HostSimulator
+from pgx_jax.simulators.jitted import JaxSimulator
+from pgx_jax.types import Family, PRNGKey, PyTree
+
+Stats = dict[str, np.ndarray]
+Metrics = dict[str, jax.Array]
+
+
+class Simulator(Protocol):
+    """Everything the stages ask of a family's simulator (shapes as in :mod:`pgx_jax.types`).
+
+    Inputs are validated by the module-level doors before they get here.
+    """
+
+    family: Family
+    #: the programs are traced end to end: compiled ahead, FLOPs counted (None otherwise)
+    counts_flops: bool
+    #: evaluation episodes per task at the ``demo`` / ``full`` budgets
+    eval_episodes: int
+    #: transitions per task for the mean policy gradients b_i beyond ``smoke`` (None: the features')
+    gradient_transitions: int | None
+
+    def train_many(
+        self,
+        config: PPOConfig,
+        masks: np.ndarray,
+        keys: jax.Array,
+        init_params: AgentParams | None,
+        active_updates: jax.Array | None,
+        *,
+        on_update: Callable[[int, int], None] | None = None,
+    ) -> tuple[AgentParams, Metrics]:
+        """S PPO runs, masks bool [S, N], keys [S]: params and metrics with leading [S]."""
+
+    def train_many_timed(
+        self, config: PPOConfig, masks: np.ndarray, keys: jax.Array, init_params, active_updates
+    ) -> tuple[AgentParams, Metrics, dict]:
+        """:meth:`train_many` with ``compile_s``, ``train_s``, ``flops_train`` and
+        ``xla_flops_train`` (the last two None where FLOPs are not counted)."""
+
+    def train_chunked(
+        self,
+        config: PPOConfig,
+        mask: np.ndarray,
+        key: PRNGKey,
+        init_params: AgentParams | None,
+        *,
+        max_chunks: int,
+        on_chunk: Callable[[int, int], None] | None,
+        timings: dict | None,
+    ) -> tuple[AgentParams, Metrics]:
+        """One run (mask bool [N]) with ``on_chunk(updates_done, total)`` between calls."""
+
+    def train_one(self, config: PPOConfig, mask: np.ndarray, key: PRNGKey, init_params) -> tuple[AgentParams, Metrics]:
+        """One run (mask bool [N]); for JAX families one cached compiled program."""
+
+    def train_timed(self, config: PPOConfig, mask, key: PRNGKey) -> tuple[AgentParams, Metrics, float, float]:
+        """One run from fresh parameters: ``(params, metrics, train_s, compile_s)``."""
+
+    def features_xla_flops(self, ppo_config: PPOConfig, cfg: FeatureConfig, params, key: PRNGKey) -> float | None:
+        """XLA's cost-analysis FLOPs of the compiled features program (None where not counted)."""
+
+    def collect(self, ppo_config: PPOConfig, cfg: FeatureConfig, params: AgentParams, key: PRNGKey) -> PyTree:
+        """pi_params rolled out on every task: :func:`pgx_jax.features.collect`'s output."""
+
+    def gradient_features(
+        self, ppo_config: PPOConfig, cfg: FeatureConfig, params: AgentParams, key: PRNGKey
+    ) -> Features:
+        """:func:`pgx_jax.features.gradient_features` at ``params``."""
+
+    def evaluate(
+        self, params: AgentParams | None, task_ids, key: PRNGKey, episodes: int, *, network, deterministic
+    ) -> Stats:
+        """One policy (None: uniform random) on tasks int [K] (concrete): ``return``, ``return_se``
+        [K] and the family's metric; every episode keyed by its (task, episode). JAX families:
+        traceable in ``params`` (vmap it over stacked policies)."""
+
+    def policies_on_subsets(
+        self, params: AgentParams, masks: np.ndarray, key: PRNGKey, *, network, episodes: int, batch: int
+    ) -> Stats:
+        """Policy s (params leading [S]) on the tasks of mask s: stats [S, N], NaN outside."""
+
+    def policies_on_subsets_timed(
+        self, params: AgentParams, masks: np.ndarray, key: PRNGKey, *, network, episodes: int, batch: int
+    ) -> tuple[Stats, dict]:
+        """:meth:`policies_on_subsets` with ``evaluate_s`` (compilation apart) and ``flops_evaluate``."""
+
+    def estimates_on_subsets(
+        self, theta_star, feats: Features, betas, scales, masks, key, *, network, episodes, batch, kmax, devices
+    ) -> Stats:
+        """The rollout evaluator: theta_S = theta* + c_S P beta_S on the tasks of S, [S, N]."""
+
+
+#: ``family.simulator`` -> the implementation that steps it
+_IMPLEMENTATIONS: dict[str, Callable[[Any], Simulator]] = {"jax": JaxSimulator, "host": HostSimulator}
+
+
+def simulator(family) -> Simulator:
+    """The simulator of ``family``: the implementation its ``simulator`` attribute names."""
+    kind = getattr(family, "simulator", None)
+    if kind not in _IMPLEMENTATIONS:
+        raise TypeError(
+            f"{type(family).__name__} {getattr(family, 'name', family)!r} names simulator {kind!r}; "
+            f"known: {sorted(_IMPLEMENTATIONS)}"
+        )
+    return _IMPLEMENTATIONS[kind](family)
+
+
+# ---------------------------------------------------------------------------------------------
+# The public doors: validated on the host, then the family's simulator
+# ---------------------------------------------------------------------------------------------
+
+
+def check_runs(config: PPOConfig, family, task_masks, keys, active_updates=None):
+    """Validate S runs before anything compiles: ``(masks bool [S, N], keys [S], active int32 [S] | None)``."""
+    config.check_for(family.n_tasks, family.episode_length)
+    masks = np.asarray(task_masks)
+    ppo.check_mask(masks, family.n_tasks)
+    if masks.ndim != 2:
+        raise ValueError(f"task_masks must have shape [S, {family.n_tasks}], got {masks.shape}")
+    keys = jnp.asarray(keys)
+    if keys.shape[0] != masks.shape[0]:
+        raise ValueError(f"{keys.shape[0]} keys for {masks.shape[0]} masks; give one key per mask")
+    if active_updates is not None:
+        active_updates = np.asarray(active_updates, np.int32)
+        total = config.num_updates(family.episode_length)
+        if active_updates.shape != (masks.shape[0],) or (active_updates < 1).any() or (active_updates > total).any():
+            raise ValueError(f"active_updates must be {masks.shape[0]} integers in [1, {total}], got {active_updates}")
+        active_updates = jnp.asarray(active_updates)
+    return masks.astype(bool), keys, active_updates
+
+
+def train_many(
+    config: PPOConfig,
+    family,
+    task_masks,
+    keys,
+    init_params: AgentParams | None = None,
+    active_updates=None,
+    *,
+    on_update: Callable[[int, int], None] | None = None,
+) -> tuple[AgentParams, Metrics]:
+    """S trainings of :func:`pgx_jax.ppo.train`, one per mask [S, N] and key [S].
+
+    JAX families: one vmapped compiled call; host families: the runs in chunks, acting and
+    learning in vmapped calls. ``init_params`` (if given) is shared by every run;
+    ``active_updates`` (int [S], optional) gives each run its own number of updates (at most
+    the config's). ``on_update(done, total)``: host families report each update (JAX families
+    run in one call and do not). Outputs get a leading axis [S].
+    """
+    masks, keys, active = check_runs(config, family, task_masks, keys, active_updates)
+    return simulator(family).train_many(config, masks, keys, init_params, active, on_update=on_update)
+
+
+def train_many_timed(config: PPOConfig, family, task_masks, keys, init_params=None, active_updates=None):
+    """:func:`train_many`, compiled ahead where the family allows, so compile and run are timed
+    apart: ``(params, metrics, info)`` with ``compile_s``, ``train_s``, ``flops_train`` and
+    ``xla_flops_train`` (None on host families)."""
+    masks, keys, active = check_runs(config, family, task_masks, keys, active_updates)
+    return simulator(family).train_many_timed(config, masks, keys, init_params, active)
+
+
+def train_one(config: PPOConfig, family, task_mask, key: PRNGKey, init_params: AgentParams | None = None):
+    """One training on ``task_mask`` (bool [N]): ``(params, metrics)``, compiled for JAX families
+    (one cached program per config and family), the host loop for host families."""
+    masks, keys, _ = check_runs(config, family, np.asarray(task_mask)[None], jnp.asarray(key)[None])
+    return simulator(family).train_one(config, masks[0], keys[0], init_params)
+
+
+def train_timed(config: PPOConfig, family, task_mask, key: PRNGKey) -> tuple[AgentParams, Metrics, float, float]:
+    """:func:`train_one` from fresh parameters, compiled ahead of the call so that compilation and
+    training are timed apart: ``(params, metrics, train_s, compile_s)`` (compile_s 0 for host
+    families, whose loop runs on the host)."""
+    masks, keys, _ = check_runs(config, family, np.asarray(task_mask)[None], jnp.asarray(key)[None])
+    return simulator(family).train_timed(config, masks[0], keys[0])
+
+
+def train_chunked(
+    config: PPOConfig,
+    family,
+    task_mask,
+    key: PRNGKey,
+    init_params: AgentParams | None = None,
+    *,
+    max_chunks: int = 20,
+    on_chunk: Callable[[int, int], None] | None = None,
+    timings: dict | None = None,
+) -> tuple[AgentParams, Metrics]:
+    """One training as a few calls of equal length, with ``on_chunk(updates_done, total)``
+    called on the host between them (progress bars; never a callback inside the scan).
+    ``timings``, when given, receives ``compile_s``: the seconds spent compiling (0 for host
+    families), so that a caller can time the training alone.
+
+    Same updates and keys as :func:`pgx_jax.ppo.train`, so the result matches it to float tolerance.
+    """
+    masks, keys, _ = check_runs(config, family, np.asarray(task_mask)[None], jnp.asarray(key)[None])
+    return simulator(family).train_chunked(
+        config, masks[0], keys[0], init_params, max_chunks=max_chunks, on_chunk=on_chunk, timings=timings
+    )
+
+
+def gradient_features(ppo_config: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, key: PRNGKey):
+    """:func:`pgx_jax.features.gradient_features` for any family (one compiled call for JAX
+    families; the rollout on the host for host families)."""
+    return simulator(family).gradient_features(ppo_config, cfg, params, key)
+
+
+def collect(ppo_config: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, key: PRNGKey) -> PyTree:
+    """:func:`pgx_jax.features.collect` for any family."""
+    return simulator(family).collect(ppo_config, cfg, params, key)
+
+
+def _check_episodes(episodes: int) -> None:
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+
+
+def evaluate_metrics(
+    params: AgentParams,
+    family,
+    task_ids,
+    key: PRNGKey,
+    episodes: int = 16,
+    *,
+    network: NetworkConfig | None = None,
+    deterministic: bool = True,
+) -> Stats:
+    """Mean episode return per task of the policy ``params``, its standard error and the
+    family's task metric.
+
+    Args:
+        params: trained agent.
+        family: task family.
+        task_ids: int [K] tasks to evaluate (repeats allowed).
+        key: PRNG key (initial states; actions too when ``deterministic`` is False).
+        episodes: episodes per task.
+        network: the network config the params were trained with (default ``NetworkConfig()``).
+        deterministic: act with the Gaussian mean (default) or sample.
+
+    Returns:
+        ``{"return": float [K], "return_se": float [K]}`` plus ``{metric name: float [K]}`` when
+        the family has a task metric. Episode j of task t is keyed by (t, j) alone
+        (:func:`pgx_jax.evaluate.episode_keys`): common random numbers across policies. For JAX
+        families the result is traceable in ``params``:
+        ``jax.vmap(lambda p: evaluate(p, family, ids, key))(stacked)`` evaluates many policies.
+    """
+    _check_episodes(episodes)
+    net = network or NetworkConfig()
+    return simulator(family).evaluate(params, task_ids, key, episodes, network=net, deterministic=deterministic)
+
+
+def evaluate(params: AgentParams, family, task_ids, key: PRNGKey, episodes: int = 16, **kwargs) -> np.ndarray:
+    """The mean returns float [K] of :func:`evaluate_metrics` (same arguments)."""
+    return evaluate_metrics(params, family, task_ids, key, episodes, **kwargs)["return"]
+
+
+def random_policy_metrics(family, task_ids, key: PRNGKey, episodes: int = 16) -> Stats:
+    """:func:`evaluate_metrics` of the uniform random policy on [-1, 1]^A."""
+    _check_episodes(episodes)
+    return simulator(family).evaluate(None, task_ids, key, episodes, network=NetworkConfig(), deterministic=True)
+
+
+def random_policy_returns(family, task_ids, key: PRNGKey, episodes: int = 16) -> np.ndarray:
+    """Mean episode return per task of the uniform random policy on [-1, 1]^A: float [K]."""
+    return random_policy_metrics(family, task_ids, key, episodes)["return"]
+
+
+def policies_on_subsets_stats(
+    params: AgentParams, family, masks, key: PRNGKey, *, network: NetworkConfig, episodes: int = 8, batch: int = 16
+) -> Stats:
+    """Each policy of ``params`` (leading axis [S]) on the tasks of its mask (bool [S, N]), all
+    with ``key``; every episode keyed by its task and episode index, so a task starts from the
+    same states under every policy and in every subset (common random numbers).
+
+    Returns:
+        ``{"return": float [S, N], "return_se": float [S, N]}`` and, where the simulator
+        reports it (host families with a task metric, e.g. Meta-World's success rate),
+        ``{metric name: float [S, N]}``; NaN outside each mask.
+    """
+    _check_episodes(episodes)
+    masks = np.asarray(masks, bool)
+    return simulator(family).policies_on_subsets(params, masks, key, network=network, episodes=episodes, batch=batch)
+
+
+def policies_on_subsets(params, family, masks, key, *, with_metric: bool = False, **kwargs):
+    """The returns of :func:`policies_on_subsets_stats` (same arguments): float [S, N], NaN
+    outside each mask. ``with_metric=True`` returns ``(returns, metric)``: the family's task
+    metric [S, N] from the same episodes where the simulator reports it, else None."""
+    out = policies_on_subsets_stats(params, family, masks, key, **kwargs)
+    if not with_metric:
+        return out["return"]
+    return out["return"], (None if family.metric is None else out.get(family.metric[0]))
+
+
+def policies_on_subsets_timed(params, family, masks, key, *, network, episodes: int = 8, batch: int = 16):
+    """:func:`policies_on_subsets_stats` compiled ahead where the family allows: ``(stats,
+    {"evaluate_s", "flops_evaluate"})``, ``flops_evaluate`` None on host families."""
+    _check_episodes(episodes)
+    masks = np.asarray(masks, bool)
+    sim = simulator(family)
+    return sim.policies_on_subsets_timed(params, masks, key, network=network, episodes=episodes, batch=batch)

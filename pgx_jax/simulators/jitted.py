@@ -1,0 +1,192 @@
+"""The JAX simulator: Brax / MJX families stepped inside the compiled programs.
+
+Every operation is one jitted call with the family and configs static: S trainings are
+:func:`pgx_jax.ppo.train` vmapped over masks and keys, the evaluation of S policies is a
+``lax.map`` over them, the rollout evaluator shards the subset axis over the local devices.
+Programs can be compiled ahead (compile and run timed apart) and their FLOPs counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgx_jax import ppo
+from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax.evaluate import episode_stats, random_act, rollout_stats, subset_stats
+from pgx_jax.features import FeatureConfig, collect, gradient_features
+from pgx_jax.flops import count_flops, xla_flops
+from pgx_jax.networks import AgentParams, make_act
+from pgx_jax.sharding import over_devices
+from pgx_jax.types import PRNGKey
+
+#: :func:`pgx_jax.ppo.train` compiled (``config`` and ``family`` static): one cache for all callers
+_train_one = jax.jit(ppo.train, static_argnums=(0, 1))
+_train_many = jax.jit(ppo.train_vmapped, static_argnums=(0, 1))
+_features = jax.jit(gradient_features, static_argnums=(0, 1, 2))
+
+
+@functools.partial(jax.jit, static_argnames=("family", "net", "task_ids", "episodes", "deterministic"))
+def _evaluate(params, key, *, family, net, task_ids, episodes, deterministic):
+    """One policy (None: uniform random) on ``task_ids`` (a static tuple: a constant of the program)."""
+    if params is None:
+        act = random_act(family.action_size)
+    else:
+        act = make_act(net, family.action_size, family.n_tasks, params, deterministic=deterministic)
+    return episode_stats(family, act, jnp.asarray(task_ids), key, episodes)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "kmax", "batch"))
+def _subset_eval(params, masks, key, *, net, family, episodes, kmax, batch):
+    def one(args):
+        p, m = args
+        return subset_stats(p, family, m, key, network=net, episodes=episodes, max_subset_size=kmax)
+
+    return jax.lax.map(one, (params, masks), batch_size=batch)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "batch", "kmax", "devices"))
+def _rollout(params, feats, betas, scales, masks, key, *, net, family, episodes, batch, kmax, devices):
+    def score(args):
+        b, c, m = args
+        kwargs = dict(network=net, episodes=episodes, subset_batch=batch, max_subset_size=kmax)
+        return rollout_stats(params, family, feats, b, c, m, key, **kwargs)
+
+    return over_devices(score, (betas, scales, masks), devices)
+
+
+class JaxSimulator:
+    """:class:`pgx_jax.simulators.Simulator` for a :class:`pgx_jax.families.TaskFamily`."""
+
+    counts_flops = True
+    # one vmapped rollout makes 32 episodes cheap (pendulum-physics, demo: a fine-tune truth's
+    # f(S, i) has standard error 0.22 at 32, a fifth of its spread over subsets)
+    eval_episodes = 32
+    # b_i from 32768 transitions per task (one backward pass each): on task-agnostic cheetah-vel
+    # the tasks' mean gradients then agree across independent draws at r = 0.91 (0.24 at 2048)
+    # and the loss / gain estimates' groups are the planted split (benchmarks/RESULTS.md, issue 13)
+    gradient_transitions = 32768
+
+    def __init__(self, family):
+        self.family = family
+
+    # --- training ---------------------------------------------------------------------------
+
+    def train_many(self, config: PPOConfig, masks, keys, init_params, active_updates, *, on_update=None):
+        del on_update  # one call: nothing to report between updates
+        return _train_many(config, self.family, jnp.asarray(masks), keys, init_params, active_updates)
+
+    def train_many_timed(self, config: PPOConfig, masks, keys, init_params, active_updates):
+        masks = jnp.asarray(masks)
+        t0 = time.perf_counter()
+        # compiled ahead of time, so compile and run are timed apart without training twice
+        compiled = _train_many.lower(config, self.family, masks, keys, init_params, active_updates).compile()
+        info = {"compile_s": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        params, metrics = compiled(masks, keys, init_params, active_updates)
+        jax.block_until_ready(params)
+        info["train_s"] = time.perf_counter() - t0
+        traced = lambda m, k, p, a: ppo.train_vmapped(config, self.family, m, k, p, a)  # noqa: E731
+        info["flops_train"] = count_flops(traced, masks, keys, init_params, active_updates).flops
+        info["xla_flops_train"] = xla_flops(compiled)
+        return params, metrics, info
+
+    def train_one(self, config: PPOConfig, mask, key: PRNGKey, init_params):
+        return _train_one(config, self.family, jnp.asarray(mask), key, init_params)
+
+    def train_timed(self, config: PPOConfig, mask, key: PRNGKey):
+        t0 = time.perf_counter()
+        compiled = _train_one.lower(config, self.family, jnp.asarray(mask), key, None).compile()
+        compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        params, metrics = compiled(jnp.asarray(mask), key, None)
+        jax.block_until_ready(params)
+        return params, metrics, time.perf_counter() - t0, compile_s
+
+    def train_chunked(self, config: PPOConfig, mask, key: PRNGKey, init_params, *, max_chunks, on_chunk, timings):
+        family = self.family
+        total = config.num_updates(family.episode_length)
+        chunk = total // max(d for d in range(1, min(max_chunks, total) + 1) if total % d == 0)
+        t0 = time.perf_counter()
+        args = (jnp.asarray(mask), key, init_params)
+        init = jax.jit(ppo.init_state, static_argnums=(0, 1)).lower(config, family, *args).compile()
+        state = init(*args)
+        step = jax.jit(ppo.run_updates, static_argnums=(0, 1, 3)).lower(config, family, state, chunk).compile()
+        if timings is not None:
+            timings["compile_s"] = time.perf_counter() - t0  # the first init call's run is in it: milliseconds
+        parts = []
+        for done in range(chunk, total + 1, chunk):
+            state, metrics = step(state)
+            parts.append(metrics)
+            if on_chunk is not None:
+                jax.block_until_ready(metrics)
+                on_chunk(done, total)
+        metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+        return state.params, metrics
+
+    # --- features ---------------------------------------------------------------------------
+
+    def features_xla_flops(self, ppo_config: PPOConfig, cfg: FeatureConfig, params: AgentParams, key: PRNGKey):
+        return xla_flops(_features.lower(ppo_config, cfg, self.family, params, key).compile())
+
+    def collect(self, ppo_config: PPOConfig, cfg: FeatureConfig, params: AgentParams, key: PRNGKey):
+        return collect(ppo_config, cfg, self.family, params, key)
+
+    def gradient_features(self, ppo_config: PPOConfig, cfg: FeatureConfig, params: AgentParams, key: PRNGKey):
+        return _features(ppo_config, cfg, self.family, params, key)
+
+    # --- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self, params, task_ids, key: PRNGKey, episodes: int, *, network: NetworkConfig, deterministic):
+        ids = tuple(int(t) for t in np.asarray(task_ids).reshape(-1))
+        out = _evaluate(
+            params,
+            key,
+            family=self.family,
+            net=network,
+            task_ids=ids,
+            episodes=episodes,
+            deterministic=deterministic,
+        )
+        return out  # jax arrays: vmappable over params (``jax.vmap(lambda p: evaluate(p, ...))``)
+
+    def _subset_static(self, masks, network, episodes, batch) -> dict:
+        kmax = int(np.asarray(masks).sum(1).max())
+        return dict(net=network, family=self.family, episodes=episodes, kmax=kmax, batch=batch)
+
+    def policies_on_subsets(self, params, masks, key: PRNGKey, *, network, episodes, batch):
+        static = self._subset_static(masks, network, episodes, batch)
+        return {name: np.asarray(v) for name, v in _subset_eval(params, jnp.asarray(masks), key, **static).items()}
+
+    def policies_on_subsets_timed(self, params, masks, key: PRNGKey, *, network, episodes, batch):
+        static = self._subset_static(masks, network, episodes, batch)
+        masks = jnp.asarray(masks)
+        compiled = _subset_eval.lower(params, masks, key, **static).compile()
+        t0 = time.perf_counter()
+        stats = {name: np.asarray(v) for name, v in compiled(params, masks, key).items()}
+        info = {"evaluate_s": time.perf_counter() - t0}
+        traced = lambda p, m: _subset_eval(p, m, key, **static)  # noqa: E731
+        info["flops_evaluate"] = count_flops(traced, params, masks).flops
+        return stats, info
+
+    def estimates_on_subsets(
+        self, theta_star, feats, betas, scales, masks, key, *, network, episodes, batch, kmax, devices
+    ):
+        return _rollout(
+            theta_star,
+            feats,
+            betas,
+            scales,
+            masks,
+            key,
+            net=network,
+            family=self.family,
+            episodes=episodes,
+            batch=batch,
+            kmax=kmax,
+            devices=devices,
+        )

@@ -1,0 +1,174 @@
+"""The package's shape (issue 14): no import circle, lower stages never import higher ones, the
+stages never ask which simulator a family has, no function longer than about 80 lines.
+
+Every import is read from the source (module level and inside functions alike), so a lazy
+import that hides a circle fails here too.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "pgx_jax"
+
+# Lowest first: a module may import modules of its own layer or below, never above.
+LAYERS = [
+    ["pgx_jax.types", "pgx_jax.config", "pgx_jax.flops", "pgx_jax.results", "pgx_jax.sharding"],
+    ["pgx_jax.networks", "pgx_jax.families"],  # the families package and its modules
+    [
+        "pgx_jax.rollout",
+        "pgx_jax.ppo",
+        "pgx_jax.features",
+        "pgx_jax.surrogate",
+        "pgx_jax.evaluate",
+        "pgx_jax.affinity",
+        "pgx_jax.cluster",
+        "pgx_jax.checkpoint",
+    ],
+    ["pgx_jax.simulators"],
+    ["pgx_jax.groups", "pgx_jax.pipeline"],
+    ["pgx_jax.validate"],
+    ["pgx_jax.compare"],
+    ["pgx_jax.cli", "pgx_jax"],
+]
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(importer: str, node: ast.ImportFrom | ast.Import) -> list[str]:
+    """The pgx_jax modules an import statement loads (``from P import m`` with m a module: P.m)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == "pgx_jax"]
+    base = node.module or ""
+    if node.level:  # relative: from the importer's package
+        pkg = importer.split(".") if MODULES[importer].name == "__init__.py" else importer.split(".")[:-1]
+        pkg = pkg[: len(pkg) - node.level + 1]
+        base = ".".join([*pkg, base] if base else pkg)
+    if base.split(".")[0] != "pgx_jax":
+        return []
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                deps.update(_resolve(name, node))
+        graph[name] = {d for d in deps if d != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _layer(module: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if any(module == m or (m != "pgx_jax" and module.startswith(m + ".")) for m in layer):
+            return i
+    raise AssertionError(f"{module} is in no layer of tests/test_structure.py: place it")
+
+
+def test_the_import_graph_is_read_from_every_module():
+    graph = import_graph()
+    assert "pgx_jax.simulators.host" in graph and "pgx_jax.families.registry" in graph
+    assert "pgx_jax.ppo" in graph["pgx_jax.simulators.jitted"]  # a real edge is found
+    assert "pgx_jax.families.locomotion" in graph["pgx_jax.families.registry"]  # `from pkg import module`
+
+
+def test_no_import_circle():
+    assert _cycles(import_graph()) == []
+
+
+def test_the_circle_finder_finds_circles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_lower_stages_never_import_higher_ones():
+    upward = [
+        f"{a} (layer {_layer(a)}) imports {b} (layer {_layer(b)})"
+        for a, deps in import_graph().items()
+        for b in deps
+        if _layer(b) > _layer(a)
+    ]
+    assert upward == []
+
+
+# a stage asking which kind of simulator it holds: is_host, a type test on a family class, or
+# a comparison of the family's ``simulator`` name
+ASKS_KIND = re.compile(r"is_host|isinstance\([^)]*(HostFamily|TaskFamily)|\.simulator\s*(==|!=|in\b)|HostFamily\)")
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n in MODULES if not n.startswith(("pgx_jax.simulators", "pgx_jax.families")))
+)
+def test_stages_never_ask_which_simulator(name):
+    hits = [
+        f"{name}:{i}: {line.strip()}"
+        for i, line in enumerate(MODULES[name].read_text().splitlines(), 1)
+        if ASKS_KIND.search(line)
+    ]
+    assert hits == []
+
+
+def test_the_simulator_question_pattern_catches_the_old_branches():
+    for line in ("if is_host(family):", "isinstance(family, HostFamily)", 'if family.simulator == "host":'):
+        assert ASKS_KIND.search(line)
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_longer_than_80_lines():
+    long = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {length} lines")
+    assert long == []
