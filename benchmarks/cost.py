@@ -70,9 +70,9 @@ def scaling(theta_dir: str, ms: list[int]) -> list[dict]:
     rng = np.random.default_rng(0)
     # compile feature extraction once up front, so the compile events counted below are the
     # solve and evaluation programs' (and small helpers'), not the features'
-    from pgx_jax.pipeline import _features
+    from pgx_jax.pipeline import features_at
 
-    jax.block_until_ready(_features(base.ppo, base.features, family, theta, jax.random.PRNGKey(0)))
+    jax.block_until_ready(features_at(base.ppo, base.features, family, theta, jax.random.PRNGKey(0)))
     jax.monitoring.register_event_duration_secs_listener(_on_event)
     rows = []
     for evaluator in ("loss", "rollout"):

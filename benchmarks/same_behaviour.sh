@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke runs whose JSON must not change under a refactor (issue 14): run, validate and compare
+# Smoke runs whose JSON must not change under a refactor (issue 14): train, run, validate and compare
 # on reacher-goals (4 goals) and cartpole-physics, seed 0. Usage: same_behaviour.sh OUT_DIR
 # then `python benchmarks/same_behaviour.py OLD_DIR NEW_DIR` compares them (timings ignored).
 set -euo pipefail
@@ -18,6 +18,7 @@ PY
 common=(--budget smoke --groups 2 --no-progress)
 for fam in reacher cartpole; do
   if [ $fam = reacher ]; then src=(--tasks-file "$out/four_goals.json"); else src=(--family cartpole-physics); fi
+  pgx-jax train "${src[@]}" --budget smoke --episodes 2 --no-progress --out "$out/$fam-train"
   pgx-jax run "${src[@]}" "${common[@]}" --out "$out/$fam-run"
   pgx-jax run "${src[@]}" "${common[@]}" --evaluator gain --out "$out/$fam-run-gain"
   pgx-jax validate "${src[@]}" "${common[@]}" --truth both --out "$out/$fam-validate"

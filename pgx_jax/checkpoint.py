@@ -23,8 +23,8 @@ from flax import serialization
 
 from pgx_jax import networks
 from pgx_jax.config import PPOConfig
-from pgx_jax.families import TaskFamily
 from pgx_jax.networks import AgentParams
+from pgx_jax.types import Family
 
 FORMAT = "pgx_jax.policy/1"
 _PACKAGES = ("pgx_jax", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "numpy")
@@ -66,7 +66,7 @@ def _shapes(tree) -> dict[str, list[int]]:
     return {jax.tree_util.keystr(p): list(np.shape(x)) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def save_policy(path: str | os.PathLike, params: AgentParams, config: PPOConfig, family: TaskFamily, **extra: Any):
+def save_policy(path: str | os.PathLike, params: AgentParams, config: PPOConfig, family: Family, **extra: Any):
     """Write a checkpoint directory at ``path`` (replacing one that is there).
 
     ``extra`` JSON-serialisable entries are stored in ``meta.json`` under ``"extra"``.
@@ -120,7 +120,7 @@ def read_meta(path: str | os.PathLike) -> dict:
 
 
 def load_policy(
-    path: str | os.PathLike, family: TaskFamily | None = None, config: PPOConfig | None = None
+    path: str | os.PathLike, family: Family | None = None, config: PPOConfig | None = None
 ) -> tuple[AgentParams, PPOConfig, dict]:
     """Load a checkpoint written by :func:`save_policy`.
 

@@ -234,13 +234,14 @@ def _cmd_families(args) -> int:
 
 def _cmd_train(args) -> int:
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from pgx_jax import checkpoint
     from pgx_jax.config import budget_config
     from pgx_jax.families import make_family
     from pgx_jax.results import markdown_table, plot_learning_curves, write_json
-    from pgx_jax.simulators import evaluate_metrics, random_policy_metrics
+    from pgx_jax.simulators import evaluate_metrics, random_policy_metrics, simulator
 
     if args.episodes < 1:  # everything is checked before compiling
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -262,9 +263,12 @@ def _cmd_train(args) -> int:
     params, metrics = _train_all_tasks(config, family, key_train, show=not args.no_progress, desc="train")
     timings = {"train_s_including_compile": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    ids = np.arange(family.n_tasks)
-    stats = evaluate_metrics(params, family, ids, key_eval, args.episodes, network=config.network)
-    random_stats = random_policy_metrics(family, ids, key_eval, args.episodes)
+    ids, compile_ = jnp.arange(family.n_tasks), simulator(family).compile  # jax.jit where it can trace
+    evaluate = compile_(lambda p, k: evaluate_metrics(p, family, ids, k, args.episodes, network=config.network))
+    stats = jax.tree.map(np.asarray, evaluate(params, key_eval))
+    random_stats = jax.tree.map(
+        np.asarray, compile_(lambda k: random_policy_metrics(family, ids, k, args.episodes))(key_eval)
+    )
     timings["evaluate_s"] = time.perf_counter() - t0
     checkpoint.save_policy(os.path.join(out, "policy"), params, config, family, seed=args.seed)
     curve = np.asarray(metrics["episode_return"])

@@ -32,10 +32,10 @@ import numpy as np
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
 from pgx_jax import ppo, simulators
-from pgx_jax.families import TaskFamily
 from pgx_jax.groups import group_masks, group_updates
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
+from pgx_jax.types import Family
 from pgx_jax.validate import ValidateConfig, run_truth, truth_key
 
 GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex")
@@ -58,7 +58,7 @@ def random_groups(n: int, k: int, rng: np.random.Generator) -> list[list[int]]:
     return [sorted(int(i) for i in part) for part in np.array_split(perm, k)]
 
 
-def _train_and_evaluate(config: PipelineConfig, family: TaskFamily, groups: list[tuple[int, ...]], key, progress):
+def _train_and_evaluate(config: PipelineConfig, family: Family, groups: list[tuple[int, ...]], key, progress):
     """Train every distinct group from scratch (one vmapped call per group size) and evaluate it on
     its own tasks. Returns ``{group: float [N] returns (NaN outside)}``, the same for the family's
     metric (values None where the evaluation gives none) and per-group env steps per task."""
@@ -142,7 +142,7 @@ def _improvement(values: dict[str, float], ours: str = "policygradex") -> dict:
 
 
 def compare(
-    family: TaskFamily,
+    family: Family,
     config: PipelineConfig,
     seeds: Sequence[int],
     *,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from pgx_jax.config import NetworkConfig
-from pgx_jax.families import TaskFamily
+from pgx_jax.families.base import TaskFamily
 from pgx_jax.features import with_actor
 from pgx_jax.networks import AgentParams, make_act
 from pgx_jax.rollout import ActFn, unroll

@@ -27,7 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 from pgx_jax import networks
 from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.families import TaskFamily
+from pgx_jax.families.base import TaskFamily
 from pgx_jax.networks import AgentParams
 from pgx_jax.ppo import gae
 from pgx_jax.rollout import reset_envs, unroll

@@ -13,8 +13,7 @@ import numpy as np
 
 from pgx_jax import ppo, simulators
 from pgx_jax.config import PPOConfig
-from pgx_jax.families import TaskFamily
-from pgx_jax.types import PRNGKey
+from pgx_jax.types import Family, PRNGKey
 
 
 def group_masks(groups, n: int) -> np.ndarray:
@@ -30,7 +29,7 @@ def group_masks(groups, n: int) -> np.ndarray:
     return masks
 
 
-def group_config(config: PPOConfig, family: TaskFamily, groups) -> tuple[PPOConfig, np.ndarray]:
+def group_config(config: PPOConfig, family: Family, groups) -> tuple[PPOConfig, np.ndarray]:
     """The config for training ``groups`` and the active updates [G] of each group.
 
     The per-task budget is the multitask run's updates per task (:func:`group_updates`); a group
@@ -42,7 +41,7 @@ def group_config(config: PPOConfig, family: TaskFamily, groups) -> tuple[PPOConf
     return cfg, active
 
 
-def group_updates(config: PPOConfig, family: TaskFamily, sizes) -> np.ndarray:
+def group_updates(config: PPOConfig, family: Family, sizes) -> np.ndarray:
     """PPO updates (int32 [G]) of groups of these sizes: u per task, times the group size, with
     u = the multitask run's updates // N (at least 1), so every task gets exactly u updates' worth
     of env steps whatever its group (the multitask run itself keeps N u of its updates)."""
@@ -50,7 +49,7 @@ def group_updates(config: PPOConfig, family: TaskFamily, sizes) -> np.ndarray:
     return (per_task_updates * np.asarray(sizes)).astype(np.int32)
 
 
-def train_groups(config: PPOConfig, family: TaskFamily, groups, key: PRNGKey, init_params=None, episodes: int = 16):
+def train_groups(config: PPOConfig, family: Family, groups, key: PRNGKey, init_params=None, episodes: int = 16):
     """Train one policy per group (one vmapped call) and evaluate every task with its group's policy.
 
     Returns:

@@ -24,13 +24,12 @@ from pgx_jax import ppo, simulators
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
 from pgx_jax.evaluate import EVALUATORS, NEEDS_HOLDOUT_SAMPLES, gain_scores, loss_scores
-from pgx_jax.families import TaskFamily
 from pgx_jax.features import FeatureConfig, Features, gradient_features
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams
 from pgx_jax.sharding import chunked, over_devices
 from pgx_jax.surrogate import Solutions, SurrogateConfig, TaskStats, solve_subsets, task_stats
-from pgx_jax.types import PRNGKey
+from pgx_jax.types import Family, PRNGKey
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,7 +81,7 @@ class PipelineConfig:
         if self.subset_chunk < 1:
             raise ValueError(f"subset_chunk must be >= 1, got {self.subset_chunk}")
 
-    def check_for(self, family: TaskFamily) -> None:
+    def check_for(self, family: Family) -> None:
         """Raise ``ValueError`` before any work if this config cannot run on ``family``."""
         n = family.n_tasks
         self.ppo.check_for(n, family.episode_length)
@@ -118,7 +117,7 @@ _FEATURES = {
 }
 
 
-def pipeline_config(budget: str, family: TaskFamily, **overrides: Any) -> PipelineConfig:
+def pipeline_config(budget: str, family: Family, **overrides: Any) -> PipelineConfig:
     """The :class:`PipelineConfig` of a named budget for ``family`` (``ppo`` from :func:`budget_config`)."""
     ppo_config = budget_config(budget, family.name, family.n_tasks)  # raises on an unknown budget
     features = _FEATURES[budget]
@@ -148,7 +147,7 @@ def pipeline_config(budget: str, family: TaskFamily, **overrides: Any) -> Pipeli
 class Result:
     """What :func:`policygradex` returns (host-side; arrays are numpy)."""
 
-    family: TaskFamily
+    family: Family
     config: PipelineConfig
     theta_star: AgentParams
     features: Features
@@ -393,7 +392,7 @@ class Estimate(NamedTuple):
 
 def estimate(
     config: PipelineConfig,
-    family: TaskFamily,
+    family: Family,
     theta_star: AgentParams,
     masks,
     key: PRNGKey,
@@ -414,7 +413,7 @@ def estimate(
 
 def estimate_with_solutions(
     config: PipelineConfig,
-    family: TaskFamily,
+    family: Family,
     theta_star: AgentParams,
     masks,
     key,
@@ -464,7 +463,7 @@ def estimate_with_solutions(
     return Estimate(feats, betas, scales, scores, se, timings, solve_info)
 
 
-def start(family: TaskFamily, config: PipelineConfig, key: PRNGKey, theta_star, subsets, say):
+def start(family: Family, config: PipelineConfig, key: PRNGKey, theta_star, subsets, say):
     """The opening :func:`policygradex` and :func:`pgx_jax.validate.validate` share: check the
     config, split ``key``, sample (or check) the subsets and meta-train theta* unless given.
 
@@ -495,7 +494,7 @@ def start(family: TaskFamily, config: PipelineConfig, key: PRNGKey, theta_star, 
 
 
 def policygradex(
-    family: TaskFamily,
+    family: Family,
     config: PipelineConfig,
     key: PRNGKey,
     *,

@@ -23,7 +23,7 @@ from flax import struct
 
 from pgx_jax import networks
 from pgx_jax.config import PPOConfig
-from pgx_jax.families import TaskFamily, TaskState
+from pgx_jax.families.base import TaskFamily, TaskState
 from pgx_jax.networks import AgentParams
 from pgx_jax.rollout import assign_tasks, reset_envs, segment_mean, unroll
 from pgx_jax.types import PRNGKey

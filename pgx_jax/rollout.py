@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pgx_jax.families import TaskFamily, TaskState
+from pgx_jax.families.base import TaskFamily, TaskState
 from pgx_jax.types import PRNGKey, TaskMask
 
 # (obs [E, O], key) -> (action [E, A], log_prob [E])

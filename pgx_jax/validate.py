@@ -30,12 +30,11 @@ from pgx_jax import cluster as cluster_mod
 from pgx_jax import networks, ppo, simulators
 from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.evaluate import EVALUATORS
-from pgx_jax.families import TaskFamily
 from pgx_jax.features import FeatureConfig, flat_actor, log_prob_fn, subset_params
 from pgx_jax.groups import group_updates
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import estimate, estimate_with_solutions, evaluate_subsets, features_at, stage_flops, start
-from pgx_jax.types import PRNGKey
+from pgx_jax.types import Family, PRNGKey
 
 APPROX_SIZES = (0.001, 0.005, 0.01, 0.05)
 
@@ -86,7 +85,7 @@ def first_order_error(
 
 def approximation_error(
     net: NetworkConfig,
-    family: TaskFamily,
+    family: Family,
     params: AgentParams,
     obs: jax.Array,
     actions: jax.Array,
@@ -215,7 +214,7 @@ def full_training(meta: PPOConfig, family, sizes) -> tuple[PPOConfig, np.ndarray
 
 def true_scores(
     train_config: PPOConfig,
-    family: TaskFamily,
+    family: Family,
     init_params: AgentParams | None,
     masks,
     key: PRNGKey,
@@ -542,7 +541,7 @@ def _truth_report(kind, true, info, replicas, estimates, subsets, config, family
 
 
 def validate(
-    family: TaskFamily,
+    family: Family,
     config,
     key: PRNGKey,
     *,

@@ -1,4 +1,4 @@
-"""The host simulator (pgx_jax.simulators.host, pgx_jax.families.host) and the gymnasium / Meta-World / highway-env families.
+"""The host simulator (pgx_jax.simulators.host) and the gymnasium / Meta-World / highway-env families.
 
 Run by ``test_host.py``, each test in its own Python process (see there). CI installs the
 extras (``pip install -e ".[dev,envs]"``); a family whose package is missing is skipped here,

@@ -138,26 +138,104 @@ def test_lower_stages_never_import_higher_ones():
     assert upward == []
 
 
-# a stage asking which kind of simulator it holds: is_host, a type test on a family class, or
-# a comparison of the family's ``simulator`` name
-ASKS_KIND = re.compile(r"is_host|isinstance\([^)]*(HostFamily|TaskFamily)|\.simulator\s*(==|!=|in\b)|HostFamily\)")
-
-
-@pytest.mark.parametrize(
-    "name", sorted(n for n in MODULES if not n.startswith(("pgx_jax.simulators", "pgx_jax.families")))
+# a stage asking which kind of simulator it holds: is_host, a type test or a class-name test on a
+# family or simulator class, a comparison with a family's ``simulator`` name, duck-typing the host
+ASKS_KIND = re.compile(
+    r"is_host|isinstance\([^)]*(Host|Jax|Task)(Family|Simulator)|type\([^)]*\)\.__name__"
+    r"|\.simulator\s*(==|!=|\bin\b|\bis\b)|(==|!=)\s*\w+\.simulator\b|hasattr\([^)]*\"(make_env|env|reset)\""
 )
+# what only the simulators and families may name: the host side and the two implementations
+KIND_MODULES = (
+    "pgx_jax.families.host",
+    "pgx_jax.families.host_benchmarks",
+    "pgx_jax.simulators.host",
+    "pgx_jax.simulators.jitted",
+)
+KIND_NAMES = {"HostFamily", "EnvBatch", "HostSimulator", "JaxSimulator", "is_host"}
+STAGES = sorted(n for n in MODULES if not n.startswith(("pgx_jax.simulators", "pgx_jax.families")) and n != "pgx_jax")
+
+
+@pytest.mark.parametrize("name", STAGES)
 def test_stages_never_ask_which_simulator(name):
-    hits = [
-        f"{name}:{i}: {line.strip()}"
-        for i, line in enumerate(MODULES[name].read_text().splitlines(), 1)
-        if ASKS_KIND.search(line)
+    source = MODULES[name].read_text()
+    hits = [f"{name}:{i}: {line.strip()}" for i, line in enumerate(source.splitlines(), 1) if ASKS_KIND.search(line)]
+    tree = ast.parse(source)
+    hits += [f"{name}: imports {m}" for m in import_graph()[name] if m in KIND_MODULES]
+    hits += [
+        f"{name}:{node.lineno}: names {node.id}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and node.id in KIND_NAMES
+    ]
+    hits += [
+        f"{name}:{node.lineno}: imports {alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name in KIND_NAMES
     ]
     assert hits == []
 
 
-def test_the_simulator_question_pattern_catches_the_old_branches():
-    for line in ("if is_host(family):", "isinstance(family, HostFamily)", 'if family.simulator == "host":'):
-        assert ASKS_KIND.search(line)
+@pytest.mark.parametrize(
+    "line, asks",
+    [
+        ("if is_host(family):", True),
+        ("isinstance(family, HostFamily)", True),
+        ("isinstance(sim, JaxSimulator)", True),
+        ('if family.simulator == "host":', True),
+        ('if "host" == family.simulator:', True),
+        ('type(family).__name__ == "HostFamily"', True),
+        ('hasattr(family, "make_env")', True),
+        ("sim = simulators.simulator(family)", False),
+        ("if not sim.counts_flops:", False),
+        ("family.n_tasks, family.episode_length", False),
+    ],
+)
+def test_the_kind_question_pattern(line, asks):
+    assert bool(ASKS_KIND.search(line)) is asks
+
+
+def test_both_simulators_implement_the_whole_protocol():
+    from pgx_jax.simulators import Simulator
+    from pgx_jax.simulators.host import HostSimulator
+    from pgx_jax.simulators.jitted import JaxSimulator
+
+    wanted = {n for n in vars(Simulator) if not n.startswith("_")} | set(Simulator.__annotations__)
+    assert {"train_many", "evaluate", "counts_flops", "family"} <= wanted
+    for impl in (JaxSimulator, HostSimulator):
+        missing = sorted(n for n in wanted - {"family"} if not hasattr(impl, n))
+        assert missing == [], f"{impl.__name__} lacks {missing}"
+
+
+def test_a_family_names_its_simulator_and_an_unknown_one_is_refused(fast_family):
+    import dataclasses
+
+    from pgx_jax.families import HostFamily
+    from pgx_jax.simulators import simulator
+    from pgx_jax.simulators.host import HostSimulator
+    from pgx_jax.simulators.jitted import JaxSimulator
+
+    host = HostFamily(
+        name="dummy",
+        make_env=lambda i: None,
+        task_names=("a", "b"),
+        groups=None,
+        episode_length=5,
+        env_obs_size=3,
+        action_size=1,
+        to_env_action=lambda a: a,
+    )
+    assert isinstance(simulator(fast_family), JaxSimulator) and isinstance(simulator(host), HostSimulator)
+    with pytest.raises(TypeError, match="stepped on the host and cannot be traced"):
+        host.reset(None, 0)  # what pgx_jax.ppo.train meets when handed a host family
+
+    @dataclasses.dataclass(frozen=True)
+    class Odd:
+        name: str = "odd"
+        simulator: str = "gpu-cluster"
+
+    with pytest.raises(TypeError, match="names simulator 'gpu-cluster'; known: \\['host', 'jax'\\]"):
+        simulator(Odd())
 
 
 MAX_FUNCTION_LINES = 80

@@ -1,4 +1,4 @@
-"""The paper's benchmarks through the host adapter: gymnasium classic control and Box2D,
+"""The paper's benchmarks as host-stepped families: gymnasium classic control and Box2D,
 Meta-World MT10 and highway-env, each an optional extra.
 
 Every family here is a :class:`pgx_jax.families.HostFamily` built by name with

@@ -17,11 +17,12 @@ JAX kind's cost milliseconds, so its budgets are smaller (``eval_episodes``,
 ``gradient_transitions``).
 
 The module-level functions (:func:`train_many`, :func:`train_one`, :func:`train_chunked`,
-:func:`evaluate`, :func:`gradient_features`, ...) validate their input on the host, before
-anything compiles or steps, then hand it to the family's simulator: they are the public API
-for any family. The pure, traceable functions under them (:func:`pgx_jax.ppo.train`,
-:func:`pgx_jax.features.gradient_features`, :func:`pgx_jax.evaluate.episode_stats`) work on JAX
-families only and compose into the user's own jitted code.
+:func:`evaluate`, :func:`gradient_features`, ...) hand their input to the family's simulator,
+the trainings and evaluations after checking it on the host (concrete masks, keys, episode
+counts) before anything compiles or steps: they are the public API for any family. The pure,
+traceable functions under them (:func:`pgx_jax.ppo.train`, :func:`pgx_jax.features.gradient_features`,
+:func:`pgx_jax.evaluate.episode_stats`) work on JAX families only and compose into the user's own
+jitted code.
 """
 
 from __future__ import annotations
@@ -110,9 +111,13 @@ class Simulator(Protocol):
     def evaluate(
         self, params: AgentParams | None, task_ids, key: PRNGKey, episodes: int, *, network, deterministic
     ) -> Stats:
-        """One policy (None: uniform random) on tasks int [K] (concrete): ``return``, ``return_se``
-        [K] and the family's metric; every episode keyed by its (task, episode). JAX families:
-        traceable in ``params`` (vmap it over stacked policies)."""
+        """One policy (None: uniform random) on tasks int [K]: ``return``, ``return_se`` [K] and
+        the family's metric; every episode keyed by its (task, episode). JAX families: pure and
+        traceable (vmap it over stacked policies, compile it with :meth:`compile`)."""
+
+    def compile(self, fn: Callable) -> Callable:
+        """``fn`` (a function of this family's rollouts, e.g. of :meth:`evaluate`) compiled where
+        the simulator can trace it (``jax.jit``), else ``fn`` itself (host rollouts run eagerly)."""
 
     def policies_on_subsets(
         self, params: AgentParams, masks: np.ndarray, key: PRNGKey, *, network, episodes: int, batch: int
@@ -288,9 +293,20 @@ def evaluate_metrics(
     return simulator(family).evaluate(params, task_ids, key, episodes, network=net, deterministic=deterministic)
 
 
-def evaluate(params: AgentParams, family, task_ids, key: PRNGKey, episodes: int = 16, **kwargs) -> np.ndarray:
+def evaluate(
+    params: AgentParams,
+    family,
+    task_ids,
+    key: PRNGKey,
+    episodes: int = 16,
+    *,
+    network: NetworkConfig | None = None,
+    deterministic: bool = True,
+):
     """The mean returns float [K] of :func:`evaluate_metrics` (same arguments)."""
-    return evaluate_metrics(params, family, task_ids, key, episodes, **kwargs)["return"]
+    return evaluate_metrics(params, family, task_ids, key, episodes, network=network, deterministic=deterministic)[
+        "return"
+    ]
 
 
 def random_policy_metrics(family, task_ids, key: PRNGKey, episodes: int = 16) -> Stats:

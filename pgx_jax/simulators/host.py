@@ -84,6 +84,9 @@ class HostSimulator:
         out = evaluate_policies(stacked, self.family, ids, key, episodes, network=network, deterministic=deterministic)
         return {k: v[0] for k, v in out.items()}
 
+    def compile(self, fn):
+        return fn  # the environments step in Python: nothing to trace; the policy is jitted inside
+
     def policies_on_subsets(self, params, masks, key, *, network, episodes, batch):
         del batch  # chunked by the family's max_envs instead
         kmax = int(masks.sum(1).max())

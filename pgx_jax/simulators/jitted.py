@@ -30,16 +30,6 @@ _train_many = jax.jit(ppo.train_vmapped, static_argnums=(0, 1))
 _features = jax.jit(gradient_features, static_argnums=(0, 1, 2))
 
 
-@functools.partial(jax.jit, static_argnames=("family", "net", "task_ids", "episodes", "deterministic"))
-def _evaluate(params, key, *, family, net, task_ids, episodes, deterministic):
-    """One policy (None: uniform random) on ``task_ids`` (a static tuple: a constant of the program)."""
-    if params is None:
-        act = random_act(family.action_size)
-    else:
-        act = make_act(net, family.action_size, family.n_tasks, params, deterministic=deterministic)
-    return episode_stats(family, act, jnp.asarray(task_ids), key, episodes)
-
-
 @functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "kmax", "batch"))
 def _subset_eval(params, masks, key, *, net, family, episodes, kmax, batch):
     def one(args):
@@ -142,17 +132,16 @@ class JaxSimulator:
     # --- evaluation -------------------------------------------------------------------------
 
     def evaluate(self, params, task_ids, key: PRNGKey, episodes: int, *, network: NetworkConfig, deterministic):
-        ids = tuple(int(t) for t in np.asarray(task_ids).reshape(-1))
-        out = _evaluate(
-            params,
-            key,
-            family=self.family,
-            net=network,
-            task_ids=ids,
-            episodes=episodes,
-            deterministic=deterministic,
-        )
-        return out  # jax arrays: vmappable over params (``jax.vmap(lambda p: evaluate(p, ...))``)
+        # pure: traceable in params, task ids and key (vmap it, or compile it with :meth:`compile`)
+        family = self.family
+        if params is None:
+            act = random_act(family.action_size)
+        else:
+            act = make_act(network, family.action_size, family.n_tasks, params, deterministic=deterministic)
+        return episode_stats(family, act, task_ids, key, episodes)
+
+    def compile(self, fn):
+        return jax.jit(fn)
 
     def _subset_static(self, masks, network, episodes, batch) -> dict:
         kmax = int(np.asarray(masks).sum(1).max())
