@@ -149,6 +149,12 @@ def load_policy(
                 f"checkpoint obs/action sizes {meta['obs_size']}/{meta['action_size']} do not match the "
                 f"family's {family.obs_size}/{family.action_size}"
             )
+    if config is not None and config.network.conditioning != saved.network.conditioning:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)!r} holds a policy trained with conditioning "
+            f"{saved.network.conditioning!r}; the requested network has conditioning "
+            f"{config.network.conditioning!r} (what the policy is told about the task must match)"
+        )
     if config is not None and config.network != saved.network:
         raise ValueError(f"checkpoint network {saved.network} does not match the requested network {config.network}")
     template = jax.eval_shape(

@@ -415,6 +415,7 @@ def _meta_train(args, family, config, out: str, key, bar):
 
 def _cmd_run(args) -> int:
     import jax
+    import numpy as np
 
     from pgx_jax.pipeline import policygradex
     from pgx_jax.results import markdown_table, peak_rss_mb, plot_affinity, write_json
@@ -454,9 +455,14 @@ def _cmd_run(args) -> int:
         names,
         f"{family.name}: affinity ({config.evaluator} evaluator, m={result.subsets.shape[0]})",
     )
-    rows = [[names[i], group_of[i], float(result.per_task_return[i])] for i in range(family.n_tasks)]
-    print(markdown_table(["task", "group", "return (group policy)"], rows), end="")
+    grouped, meta = np.asarray(result.per_task_return), np.asarray(result.meta_per_task_return)
+    rows = [[names[i], group_of[i], float(grouped[i]), float(meta[i])] for i in range(family.n_tasks)]
+    print(markdown_table(["task", "group", "return (group policy)", "return (theta*, multitask)"], rows), end="")
     print("groups: " + "; ".join("{" + ", ".join(names[i] for i in g) + "}" for g in result.groups))
+    print(
+        f"mean return: group policies {grouped.mean():.2f}, the multitask theta* {meta.mean():.2f} "
+        f"({grouped.mean() - meta.mean():+.2f} from grouping; same evaluation episodes)"
+    )
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")
     print(f"wrote {out}/result.json, affinity.png, theta_star/")
@@ -478,6 +484,8 @@ def _run_report(args, family, config, result, timings) -> dict:
         "groups": result.groups,
         "group_names": [[names[i] for i in g] for g in result.groups],
         "per_task_return": dict(zip(names, np.asarray(result.per_task_return).tolist(), strict=True)),
+        # theta* (the multitask policy) on the same evaluation episodes: what grouping gained
+        "meta_per_task_return": dict(zip(names, np.asarray(result.meta_per_task_return).tolist(), strict=True)),
         "subsets": int(result.subsets.shape[0]),
         "subset_masks": result.subsets.astype(int),
         "estimates": result.estimates,

@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pgx_jax import ppo, simulators
 from pgx_jax.config import PPOConfig
+from pgx_jax.networks import AgentParams
 from pgx_jax.types import Family, PRNGKey
 
 
@@ -49,12 +51,26 @@ def group_updates(config: PPOConfig, family: Family, sizes) -> np.ndarray:
     return (per_task_updates * np.asarray(sizes)).astype(np.int32)
 
 
-def train_groups(config: PPOConfig, family: Family, groups, key: PRNGKey, init_params=None, episodes: int = 16):
+def train_groups(
+    config: PPOConfig,
+    family: Family,
+    groups,
+    key: PRNGKey,
+    init_params=None,
+    episodes: int = 16,
+    *,
+    reference: AgentParams | None = None,
+):
     """Train one policy per group (one vmapped call) and evaluate every task with its group's policy.
+
+    ``reference`` (e.g. the multitask meta-policy theta*), when given, is evaluated on every task
+    with the same key: each task's episodes are keyed by the task (common random numbers), so the
+    two returns differ by the policies alone.
 
     Returns:
         dict with ``params`` (leading axis [G]), ``metrics``, ``per_task_return`` float [N],
-        ``env_steps_per_task`` float [N] and ``active_updates`` int [G].
+        ``env_steps_per_task`` float [N], ``active_updates`` int [G] and, with ``reference``,
+        ``reference_per_task_return`` float [N].
     """
     n = family.n_tasks
     masks = group_masks(groups, n)
@@ -71,10 +87,18 @@ def train_groups(config: PPOConfig, family: Family, groups, key: PRNGKey, init_p
     per_task = returns[label, np.arange(n)]
     per_update = cfg.num_envs * cfg.unroll(family.episode_length)
     steps_per_task = active[label] * per_update / masks.sum(1)[label]
+    reference_return = None
+    if reference is not None:
+        stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], reference)
+        every = np.ones((1, n), bool)
+        reference_return = simulators.policies_on_subsets(
+            stacked, family, every, k_eval, network=cfg.network, episodes=episodes
+        )[0]
     return {
         "params": params,
         "metrics": metrics,
         "per_task_return": per_task,
+        "reference_per_task_return": reference_return,
         "env_steps_per_task": steps_per_task,
         "active_updates": active,
         "config": cfg,

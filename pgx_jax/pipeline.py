@@ -156,6 +156,8 @@ class Result:
     affinity: np.ndarray  # float [N, N]
     groups: list[list[int]]
     per_task_return: np.ndarray | None  # float [N], each task by its group's policy
+    # float [N], each task by theta* (the multitask policy), same evaluation episodes
+    meta_per_task_return: np.ndarray | None
     group_params: AgentParams | None
     timings: dict[str, float]
     meta_metrics: dict | None = None
@@ -530,12 +532,13 @@ def policygradex(
     u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)
     groups = cluster_mod.cluster_tasks(u, config.groups, method=config.cluster_method)
     timings["affinity_and_cluster"] = time.perf_counter() - t0
-    per_task = group_params = None
+    per_task = group_params = meta_per_task = None
     if config.train_groups:
         say("train groups")
         t0 = time.perf_counter()
-        out = train_groups(config.ppo, family, groups, k_groups, episodes=config.eval_episodes)
+        out = train_groups(config.ppo, family, groups, k_groups, episodes=config.eval_episodes, reference=theta_star)
         per_task, group_params = out["per_task_return"], out["params"]
+        meta_per_task = out["reference_per_task_return"]
         timings["train_groups"] = time.perf_counter() - t0
     return Result(
         family=family,
@@ -547,6 +550,7 @@ def policygradex(
         affinity=u,
         groups=groups,
         per_task_return=per_task,
+        meta_per_task_return=meta_per_task,
         group_params=group_params,
         timings=timings,
         meta_metrics=meta_metrics,

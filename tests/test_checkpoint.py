@@ -44,6 +44,33 @@ def test_other_network_is_a_clear_error(saved, fast_family):
         checkpoint.load_policy(path, fast_family, other)
 
 
+def test_other_conditioning_is_refused_naming_both(saved, fast_family):
+    path, _, config = saved
+    blind = NetworkConfig(depth=3, width=16, conditioning="none")  # same shapes, told nothing of the task
+    with pytest.raises(
+        ValueError, match="trained with conditioning 'task_id'; the requested network has conditioning 'none'"
+    ):
+        checkpoint.load_policy(path, fast_family, PPOConfig(total_env_steps=100, num_envs=8, network=blind))
+
+
+def test_a_blind_policy_acts_the_same_whatever_task_id_it_is_shown(fast_family):
+    """conditioning="none": the one-hot task id reaches neither actor nor critic."""
+    from pgx_jax import networks
+
+    n = fast_family.n_tasks
+    obs = jax.random.normal(jax.random.PRNGKey(5), (n, fast_family.obs_size))
+    env_part = np.repeat(np.asarray(obs[:1, : fast_family.obs_size - n]), n, 0)
+    shown = np.concatenate([env_part, np.eye(n, dtype=np.float32)], 1)  # same state, each task's id
+    for conditioning, same in (("none", True), ("task_id", False)):
+        net = NetworkConfig(depth=2, width=16, conditioning=conditioning)
+        params = init_agent(net, fast_family.obs_size, fast_family.action_size, jax.random.PRNGKey(6))
+        x = networks.net_input(net, params.normalizer, shown, n)
+        mean, log_std = networks.policy_apply(net, fast_family.action_size, params.actor, x)
+        value = networks.value_apply(net, params.critic, x)
+        spread = float(np.ptp(np.asarray(mean), 0).max() + np.ptp(np.asarray(value)))
+        assert (spread == 0.0) is same, (conditioning, spread)
+
+
 def test_corrupt_checkpoints_fail_clearly(saved, tmp_path):
     path, _, _ = saved
     with pytest.raises(ValueError, match="not a pgx_jax checkpoint"):

@@ -23,7 +23,7 @@ def smoke_run(tmp_path_factory):
 def test_run_smoke_outputs(smoke_run, reacher):
     out, _ = smoke_run
     r = json.loads((out / "result.json").read_text())
-    for key in ("family", "tasks", "affinity", "groups", "per_task_return", "subsets", "timings", "config", "versions"):
+    for key in ("family", "tasks", "affinity", "groups", "per_task_return", "meta_per_task_return", "subsets"):
         assert key in r, key
     n = reacher.n_tasks
     assert r["family"] == "reacher-goals" and r["tasks"] == list(reacher.task_names)
@@ -31,7 +31,8 @@ def test_run_smoke_outputs(smoke_run, reacher):
     assert u.shape == (n, n) and np.all(np.isfinite(u)) and np.allclose(u, u.T)
     groups = r["groups"]
     assert len(groups) == 3 and sorted(sum(groups, [])) == list(range(n))  # a partition
-    assert set(r["per_task_return"]) == set(reacher.task_names)
+    assert set(r["per_task_return"]) == set(r["meta_per_task_return"]) == set(reacher.task_names)
+    assert np.all(np.isfinite(list(r["meta_per_task_return"].values())))  # theta* beside the group policies
     masks = np.asarray(r["subset_masks"], bool)
     assert masks.shape == (r["subsets"], n)
     cov = masks.T.astype(int) @ masks.astype(int)

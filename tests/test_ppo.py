@@ -176,3 +176,17 @@ def test_evaluate_metrics_final_and_mean(fast_family):
     np.testing.assert_allclose(out_final["pos"], [x[-1]] * 2, rtol=1e-5)
     np.testing.assert_allclose(out_mean["pos"], [x.mean()] * 2, rtol=1e-5)
     np.testing.assert_allclose(out_final["return"], [10.0, -10.0])
+
+
+def test_theta_star_is_scored_on_the_group_policies_episodes(tiny_config, fast_family):
+    """``pgx-jax run`` prints theta*'s return beside each group policy's: the two must come from
+    the same evaluation episodes, so the same policy in both places scores bit for bit the same."""
+    from pgx_jax.groups import train_groups
+
+    key, everything = jax.random.PRNGKey(7), [[0, 1, 2, 3]]
+    alone = train_groups(tiny_config, fast_family, everything, key, episodes=2)
+    assert alone["reference_per_task_return"] is None
+    multitask = jax.tree.map(lambda x: x[0], alone["params"])
+    both = train_groups(tiny_config, fast_family, everything, key, episodes=2, reference=multitask)
+    np.testing.assert_array_equal(both["per_task_return"], alone["per_task_return"])  # untouched by the reference
+    np.testing.assert_array_equal(both["reference_per_task_return"], both["per_task_return"])
