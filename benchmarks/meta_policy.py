@@ -14,7 +14,7 @@ Variants: ``full`` (the demo budget), ``early-F`` (stopped after a fraction F of
 (the demo budget with an entropy bonus C).
 
 Writes benchmarks/results/meta_policy.json and meta_policy.md after every row.
-Usage: python benchmarks/meta_policy.py [--seeds 0 1] [--variants full early-0.05 entropy-0.01]
+Usage: python benchmarks/meta_policy.py [--seeds 0 1] [--variants full early-0.05 entropy-0.01] [--tag _x]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def row_for(family, variant: str, seed: int) -> dict:
     return out
 
 
-def write(rows: list[dict], seeds, variants) -> None:
+def write(rows: list[dict], seeds, variants, tag: str = "") -> None:
     report = {
         "family": FAMILY,
         "conditioning": "none",
@@ -105,7 +105,7 @@ def write(rows: list[dict], seeds, variants) -> None:
         "machine": machine(),
         "versions": versions(),
     }
-    write_json(os.path.join(HERE, "meta_policy.json"), report)
+    write_json(os.path.join(HERE, f"meta_policy{tag}.json"), report)
     header = [
         "variant",
         "seed",
@@ -136,13 +136,14 @@ def write(rows: list[dict], seeds, variants) -> None:
         + markdown_table(header, table)
         + f"\nMachine: {machine()}; versions: {versions()}\n"
     )
-    write_markdown(os.path.join(HERE, "meta_policy.md"), text)
+    write_markdown(os.path.join(HERE, f"meta_policy{tag}.md"), text)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variants", nargs="+", default=["full", "early-0.05", "early-0.15", "early-0.4", "entropy-0.01"])
+    p.add_argument("--tag", default="", help="suffix of the output files")
     args = p.parse_args()
     for v in args.variants:
         meta_config(pipeline_config("demo", make_family(FAMILY)).ppo, v)  # bad names fail before any training
@@ -152,7 +153,7 @@ def main() -> None:
         for variant in args.variants:
             rows.append(row_for(family, variant, seed))
             print(rows[-1], flush=True)
-            write(rows, args.seeds, args.variants)
+            write(rows, args.seeds, args.variants, args.tag)
 
 
 if __name__ == "__main__":
