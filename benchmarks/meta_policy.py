@@ -40,18 +40,6 @@ HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FAMILY = "pendulum-physics"
 
 
-def meta_config(base, variant: str):
-    """The PPO config of a meta-policy variant (``full``, ``early-F``, ``entropy-C``)."""
-    kind, _, value = variant.partition("-")
-    if kind == "full":
-        return base
-    if kind == "early":
-        return dataclasses.replace(base, total_env_steps=int(base.total_env_steps * float(value)))
-    if kind == "entropy":
-        return dataclasses.replace(base, entropy_coef=float(value))
-    raise ValueError(f"unknown variant {variant!r}; known: full, early-F, entropy-C")
-
-
 def contrast(sim: np.ndarray, planted: np.ndarray) -> float:
     same = planted[:, None] == planted[None, :]
     off = ~np.eye(len(planted), dtype=bool)
@@ -64,7 +52,7 @@ def row_for(family, variant: str, seed: int) -> dict:
     base = pipeline_config("demo", family, groups=2, train_groups=False)
     net = dataclasses.replace(base.ppo.network, conditioning="none")
     base = dataclasses.replace(base, ppo=dataclasses.replace(base.ppo, network=net))
-    cfg = meta_config(base.ppo, variant)
+    cfg = dataclasses.replace(base, meta_policy=variant).meta_ppo()  # PipelineConfig.meta_policy
     t0 = time.perf_counter()
     k_meta = jax.random.split(key, 4)[0]  # the key pgx-jax run uses
     theta, metrics = simulators.train_one(cfg, family, jnp.ones(family.n_tasks, bool), k_meta)
@@ -145,8 +133,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["full", "early-0.05", "early-0.15", "early-0.4", "entropy-0.01"])
     p.add_argument("--tag", default="", help="suffix of the output files")
     args = p.parse_args()
-    for v in args.variants:
-        meta_config(pipeline_config("demo", make_family(FAMILY)).ppo, v)  # bad names fail before any training
+    for v in args.variants:  # bad names fail before any training
+        pipeline_config("demo", make_family(FAMILY), meta_policy=v)
     family = make_family(FAMILY)
     rows = []
     for seed in args.seeds:

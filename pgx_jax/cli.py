@@ -128,6 +128,14 @@ def _pipeline_args(p: argparse.ArgumentParser, command: str, seed: bool = True, 
     if resume:
         p.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
     p.add_argument("--groups", default="auto", help="number of groups k, or 'auto' (default)")
+    p.add_argument(
+        "--meta-policy",
+        default="full",
+        help="the theta* the estimate expands around: 'full' (default; meta-training's whole budget), 'early-F' "
+        "(stopped after the fraction F of it) or 'entropy-C' (with an entropy bonus C). On task-agnostic "
+        "pendulum-physics (--conditioning none) the full theta* balances one motor polarity and the estimate is "
+        "chance; 'early-0.05' sits between the groups and finds the motor split (benchmarks/results/meta_policy*.md)",
+    )
     p.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
     p.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
     p.add_argument(
@@ -346,7 +354,13 @@ def _build_run(args):
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     affinity = AffinityConfig(subsets=args.subsets, subset_size=args.subset_size)
     config = pipeline_config(
-        args.budget, family, groups=groups, evaluator=args.evaluator, cluster_method=args.cluster, affinity=affinity
+        args.budget,
+        family,
+        groups=groups,
+        evaluator=args.evaluator,
+        cluster_method=args.cluster,
+        affinity=affinity,
+        meta_policy=args.meta_policy,
     )
     config = dataclasses.replace(config, ppo=_with_conditioning(config.ppo, args.conditioning))
     if args.eval_episodes is not None:
@@ -388,9 +402,15 @@ def _resume(args, family, config, out: str):
     if not os.path.exists(os.path.join(ckpt, "meta.json")):
         raise ValueError(f"--resume: no finished theta* checkpoint at {ckpt}")
     try:
-        theta, _, _ = checkpoint.load_policy(ckpt, family, config.ppo)
+        theta, saved, _ = checkpoint.load_policy(ckpt, family, config.ppo)
     except ValueError as e:
         raise ValueError(f"--resume: {e}") from None
+    if saved != config.meta_ppo():
+        raise ValueError(
+            f"--resume: the theta* at {ckpt} was meta-trained with another config ({saved.total_env_steps:,} env "
+            f"steps, entropy {saved.entropy_coef}) than this run's meta-policy {config.meta_policy!r} asks "
+            f"({config.meta_ppo().total_env_steps:,}, entropy {config.meta_ppo().entropy_coef}); use another --out"
+        )
     return theta
 
 
@@ -406,10 +426,10 @@ def _meta_train(args, family, config, out: str, key, bar):
     k_meta = jax.random.split(key, 4)[0]  # the same key policygradex would use
     t0, compiled = time.perf_counter(), {}
     theta, _ = _train_all_tasks(
-        config.ppo, family, k_meta, show=bar is not None, desc="  env steps", position=1, timings=compiled
+        config.meta_ppo(), family, k_meta, show=bar is not None, desc="  env steps", position=1, timings=compiled
     )
     seconds = time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
-    checkpoint.save_policy(os.path.join(out, "theta_star"), theta, config.ppo, family, seed=args.seed)
+    checkpoint.save_policy(os.path.join(out, "theta_star"), theta, config.meta_ppo(), family, seed=args.seed)
     return theta, seconds
 
 
@@ -457,11 +477,12 @@ def _cmd_run(args) -> int:
     )
     grouped, meta = np.asarray(result.per_task_return), np.asarray(result.meta_per_task_return)
     rows = [[names[i], group_of[i], float(grouped[i]), float(meta[i])] for i in range(family.n_tasks)]
-    print(markdown_table(["task", "group", "return (group policy)", "return (theta*, multitask)"], rows), end="")
+    theta = f"theta* ({config.meta_policy}: multitask, {config.meta_ppo().total_env_steps:,} env steps)"
+    print(markdown_table(["task", "group", "return (group policy)", f"return ({theta})"], rows), end="")
     print("groups: " + "; ".join("{" + ", ".join(names[i] for i in g) + "}" for g in result.groups))
     print(
-        f"mean return: group policies {grouped.mean():.2f}, the multitask theta* {meta.mean():.2f} "
-        f"({grouped.mean() - meta.mean():+.2f} from grouping; same evaluation episodes)"
+        f"mean return: group policies {grouped.mean():.2f}, {theta} {meta.mean():.2f} on the same evaluation "
+        f"episodes; the groups' per-task budget is the full multitask run's ({config.ppo.total_env_steps:,} steps)"
     )
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")

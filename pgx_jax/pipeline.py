@@ -38,6 +38,13 @@ class PipelineConfig:
 
     Attributes:
         ppo: meta-training and group training (groups get the same per-task env steps).
+        meta_policy: which theta* to expand around: ``"full"`` (meta-training for ``ppo``'s whole
+            budget), ``"early-F"`` (stopped after the fraction F of it, 0 < F <= 1: a theta* that
+            has not yet committed to one group's solution) or ``"entropy-C"`` (the whole budget
+            with an entropy bonus C >= 0). Measured on task-agnostic pendulum-physics (demo):
+            the full theta* balances one motor polarity only and the estimate's groups are
+            chance; stopped at 5% it sits between them and the estimate finds the motor split
+            (``benchmarks/results/meta_policy*.md``).
         features, surrogate, affinity: the estimation stages.
         evaluator: ``"rollout"`` (returns of theta_S; the default), ``"loss"`` (held-out
             surrogate loss) or ``"gain"`` (the step's first-order improvement of each task's
@@ -61,6 +68,7 @@ class PipelineConfig:
     surrogate: SurrogateConfig = dataclasses.field(default_factory=SurrogateConfig)
     affinity: AffinityConfig = dataclasses.field(default_factory=AffinityConfig)
     evaluator: str = "rollout"
+    meta_policy: str = "full"
     groups: int | str = "auto"
     cluster_method: str = "sdp"
     eval_episodes: int = 8
@@ -80,6 +88,25 @@ class PipelineConfig:
             raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
         if self.subset_chunk < 1:
             raise ValueError(f"subset_chunk must be >= 1, got {self.subset_chunk}")
+        self.meta_ppo()  # a malformed meta_policy fails here, before any work
+
+    def meta_ppo(self) -> PPOConfig:
+        """The PPO config theta* is meta-trained with (:attr:`meta_policy` applied to ``ppo``)."""
+        kind, _, value = self.meta_policy.partition("-")
+        try:
+            number = float(value) if value else None
+        except ValueError:
+            number = None
+        if kind == "full" and not value:
+            return self.ppo
+        if kind == "early" and number is not None and 0 < number <= 1:
+            return dataclasses.replace(self.ppo, total_env_steps=max(1, int(self.ppo.total_env_steps * number)))
+        if kind == "entropy" and number is not None and number >= 0:
+            return dataclasses.replace(self.ppo, entropy_coef=number)
+        raise ValueError(
+            f"unknown meta_policy {self.meta_policy!r}; known: 'full', 'early-F' (0 < F <= 1, e.g. 'early-0.05'), "
+            "'entropy-C' (C >= 0, e.g. 'entropy-0.01')"
+        )
 
     def check_for(self, family: Family) -> None:
         """Raise ``ValueError`` before any work if this config cannot run on ``family``."""
@@ -376,7 +403,8 @@ def stage_flops(config: PipelineConfig, family, theta_star, feats: Features, mas
     )
     if out["features"] is not None:
         all_tasks = jnp.ones(family.n_tasks, bool)
-        out["meta_train"] = count_flops(lambda m, k: ppo.train(config.ppo, family, m, k)[0], all_tasks, key).flops
+        meta = config.meta_ppo()
+        out["meta_train"] = count_flops(lambda m, k: ppo.train(meta, family, m, k)[0], all_tasks, key).flops
     return out
 
 
@@ -487,7 +515,7 @@ def start(family: Family, config: PipelineConfig, key: PRNGKey, theta_star, subs
     if theta_star is None:
         say("meta-train")
         theta_star, meta_metrics, train_s, compile_s = simulators.train_timed(
-            config.ppo, family, jnp.ones(n, bool), k_meta
+            config.meta_ppo(), family, jnp.ones(n, bool), k_meta
         )
         ppo.check_finite(meta_metrics)
         timings["meta_train"] = train_s  # compilation apart, as every other stage's wall-clock

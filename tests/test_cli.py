@@ -35,6 +35,8 @@ def test_train_smoke_writes_results(tmp_path, reacher, capsys):
         (["run", "--step-size", "0"], "step_size must be > 0 or None, got 0.0"),
         (["run", "--params", "head"], "unknown parameter set 'head'"),
         (["run", "--evaluator", "oracle"], "unknown evaluator 'oracle'; known: ['rollout', 'loss', 'gain']"),
+        (["run", "--meta-policy", "late"], "unknown meta_policy 'late'; known: 'full', 'early-F'"),
+        (["validate", "--meta-policy", "early-0"], "unknown meta_policy 'early-0'"),
     ],
 )
 def test_bad_arguments_fail_before_training(argv, message, capsys, tmp_path):

@@ -55,6 +55,12 @@ def test_resume_is_deterministic(smoke_run):
     assert "meta_train" not in second["timings"]
 
 
+def test_resume_refuses_a_theta_star_of_another_meta_policy(smoke_run, capsys):
+    out, argv = smoke_run
+    assert main(argv + ["--resume", "--meta-policy", "early-0.5"]) == 2
+    assert "was meta-trained with another config" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -113,3 +119,17 @@ def test_sharded_estimates_equal_single_device():
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "loss ok" in proc.stdout and "rollout ok" in proc.stdout
+
+
+def test_meta_policy_sets_what_theta_star_is_trained_with(reacher):
+    from pgx_jax.pipeline import pipeline_config
+
+    config = pipeline_config("demo", reacher)
+    assert config.meta_policy == "full" and config.meta_ppo() == config.ppo
+    early = pipeline_config("demo", reacher, meta_policy="early-0.05").meta_ppo()
+    assert early.total_env_steps == int(0.05 * config.ppo.total_env_steps)
+    assert early.num_updates(reacher.episode_length) < config.ppo.num_updates(reacher.episode_length)
+    assert pipeline_config("demo", reacher, meta_policy="entropy-0.01").meta_ppo().entropy_coef == 0.01
+    for bad in ("early", "early-1.5", "entropy--1", "best"):
+        with pytest.raises(ValueError, match=f"unknown meta_policy '{bad}'"):
+            pipeline_config("demo", reacher, meta_policy=bad)
