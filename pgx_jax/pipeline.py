@@ -144,9 +144,18 @@ _FEATURES = {
 }
 
 
-def pipeline_config(budget: str, family: Family, **overrides: Any) -> PipelineConfig:
-    """The :class:`PipelineConfig` of a named budget for ``family`` (``ppo`` from :func:`budget_config`)."""
+def pipeline_config(
+    budget: str, family: Family, *, conditioning: str | None = None, **overrides: Any
+) -> PipelineConfig:
+    """The :class:`PipelineConfig` of a named budget for ``family`` (``ppo`` from :func:`budget_config`).
+
+    ``conditioning`` (``"task_id"`` or ``"none"``; default: the network's, ``"task_id"``) sets
+    what every policy of the pipeline is told about the task; ``overrides`` replace fields.
+    """
     ppo_config = budget_config(budget, family.name, family.n_tasks)  # raises on an unknown budget
+    if conditioning is not None:
+        network = dataclasses.replace(ppo_config.network, conditioning=conditioning)  # NetworkConfig checks it
+        ppo_config = dataclasses.replace(ppo_config, network=network)
     features = _FEATURES[budget]
     sim = simulators.simulator(family)
     if budget != "smoke" and sim.gradient_transitions is not None:

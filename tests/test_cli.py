@@ -66,10 +66,13 @@ def test_families_lists_all(capsys):
 
 
 def test_run_smoke_on_a_brax_physics_family(tmp_path):
-    """pendulum-physics end to end: the per-task physics pass through meta-training, the
-    features and group training in compiled calls."""
+    """pendulum-physics end to end in the task-agnostic setting (the reacher smoke run of
+    test_pipeline covers the one-hot one): the per-task physics pass through meta-training, the
+    features and group training in compiled calls; the conditioning is recorded with the result
+    and with theta*'s checkpoint."""
     out = tmp_path / "pend"
     argv = ["run", "--family", "pendulum-physics", "--budget", "smoke", "--evaluator", "loss", "--groups", "2"]
+    argv += ["--conditioning", "none"]
     argv += ["--step", "kl", "--step-size", "0.02", "--rho", "0.5"]
     assert main(argv + ["--out", str(out), "--no-progress"]) == 0
     result = json.loads((out / "result.json").read_text())
@@ -83,3 +86,6 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
     assert sorted(i for g in result["groups"] for i in g) == list(range(10))
     returns = np.array(list(result["per_task_return"].values()))
     assert np.isfinite(returns).all() and returns.max() <= 200  # +1 per upright step, 200 steps
+    assert result["config"]["ppo"]["network"]["conditioning"] == "none"
+    saved = json.loads((out / "theta_star" / "meta.json").read_text())
+    assert saved["config"]["network"]["conditioning"] == "none"

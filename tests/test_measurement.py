@@ -118,6 +118,30 @@ def test_a_policy_without_conditioning_ignores_the_task_id(family):
         NetworkConfig(conditioning="task")
 
 
+def test_the_observation_a_policy_sees_differs_by_n_between_the_conditionings(family):
+    """The observation that reaches actor and critic (the coordinates their outputs depend on):
+    the environment's alone under ``none``, the environment's plus the n one-hot entries under
+    ``task_id``. The stored input keeps one layout (its id rows fed zeros under ``none``) so
+    parameter shapes and checkpoints are the same; what the policy is told differs by n."""
+    n = family.n_tasks
+    obs = jax.random.normal(jax.random.PRNGKey(3), (family.obs_size,))
+    seen = {}
+    for conditioning in ("none", "task_id"):
+        net = NetworkConfig(depth=1, width=16, conditioning=conditioning)
+        p = networks.init_agent(net, family.obs_size, family.action_size, jax.random.PRNGKey(1))
+
+        def outputs(o, net=net, p=p):
+            x = networks.net_input(net, p.normalizer, o[None], n)
+            act = networks.make_act(net, family.action_size, n, p, deterministic=True)
+            mean = act(o[None], jax.random.PRNGKey(0))[0]
+            return jnp.concatenate([mean[0], networks.value_apply(net, p.critic, x).reshape(-1)])
+
+        jac = np.asarray(jax.jacobian(outputs)(obs))  # [outputs, obs_size]
+        seen[conditioning] = int((np.abs(jac).max(axis=0) > 0).sum())
+    assert seen["task_id"] - seen["none"] == n, seen
+    assert seen["none"] == family.obs_size - n, seen
+
+
 def _tiny(**kw):
     return PPOConfig(total_env_steps=8 * 10 * 3, num_envs=8, num_epochs=1, num_minibatches=2, network=NET, **kw)
 

@@ -16,6 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "reacher"
     argv = ["run", "--budget", "smoke", "--groups", "3", "--out", str(out), "--no-progress", "--seed", "3"]
+    # the one-hot setting with the library's defaults (run's own defaults are the task-agnostic demo)
+    argv += ["--family", "reacher-goals", "--conditioning", "task_id", "--meta-policy", "full"]
+    argv += ["--evaluator", "rollout"]
     assert main(argv) == 0
     return out, argv
 
@@ -43,6 +46,26 @@ def test_run_smoke_outputs(smoke_run, reacher):
         assert r["timings"][stage] > 0
     assert (out / "affinity.png").stat().st_size > 1000
     assert (out / "theta_star" / "meta.json").exists()
+
+
+def test_run_defaults_are_the_task_agnostic_demo_and_the_other_commands_keep_the_library_defaults():
+    """``pgx-jax run`` alone is the newcomer's demo (cli.RUN_DEFAULTS); validate and compare keep
+    task_id, the full theta* and rollout, so a study's settings never change silently."""
+    from pgx_jax.cli import RUN_DEFAULTS, _parser
+
+    run = vars(_parser().parse_args(["run"]))
+    assert {k: run[k] for k in RUN_DEFAULTS} == RUN_DEFAULTS
+    assert RUN_DEFAULTS["conditioning"] == "none" and RUN_DEFAULTS["family"] == "pendulum-physics"
+    for command in ("validate", "compare"):
+        args = vars(_parser().parse_args([command]))
+        assert (args["family"], args["conditioning"], args["meta_policy"], args["evaluator"]) == (
+            "reacher-goals",
+            "task_id",
+            "full",
+            "rollout",
+        )
+    assert vars(_parser().parse_args(["train"]))["conditioning"] == "task_id"
+    assert "default none" in _parser()._subparsers._group_actions[0].choices["run"].format_help()
 
 
 def test_resume_is_deterministic(smoke_run):
@@ -77,7 +100,7 @@ def test_resume_refuses_a_theta_star_of_another_meta_policy(smoke_run, capsys):
 )
 def test_run_bad_input_fails_before_training(extra, message, tmp_path, capsys):
     out = tmp_path / "x"
-    assert main(["run", "--budget", "smoke", "--out", str(out)] + extra) == 2
+    assert main(["run", "--family", "reacher-goals", "--budget", "smoke", "--out", str(out)] + extra) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -133,3 +156,13 @@ def test_meta_policy_sets_what_theta_star_is_trained_with(reacher):
     for bad in ("early", "early-1.5", "entropy--1", "best"):
         with pytest.raises(ValueError, match=f"unknown meta_policy '{bad}'"):
             pipeline_config("demo", reacher, meta_policy=bad)
+
+
+def test_pipeline_config_sets_the_conditioning_of_every_policy(reacher):
+    from pgx_jax.pipeline import pipeline_config
+
+    assert pipeline_config("demo", reacher).ppo.network.conditioning == "task_id"
+    blind = pipeline_config("demo", reacher, conditioning="none", meta_policy="early-0.05")
+    assert blind.ppo.network.conditioning == blind.meta_ppo().network.conditioning == "none"
+    with pytest.raises(ValueError, match="unknown conditioning 'goal'"):
+        pipeline_config("demo", reacher, conditioning="goal")
