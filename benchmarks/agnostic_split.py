@@ -6,9 +6,11 @@ policy on each planted group and one on all tasks (the multitask policy), in one
 with the same seed, and evaluates every policy on every task (same evaluation keys for all three:
 a task starts from the same states under every policy).
 
-The split is *shown* when each group's own policy beats the other group's policy on that group's
-tasks by a clear margin (interference: what one group learns does not serve the other), and the
-multitask policy falls short of the group policies (grouping pays). Reported per group: the mean
+The split is *shown* when each group's own policy beats the other group's policy on that
+group's tasks by a clear margin (what one group learns does not serve the other). Every policy
+gets the same env steps, so a group policy sees about twice the steps per task of the multitask
+one: own vs the other group's is the budget-fair contrast; grouped vs multitask favours the
+groups (``pgx-jax compare`` gives every grouping equal per-task budgets). Reported per group: the mean
 return under the own-group policy, the other group's policy and the multitask policy.
 
 Writes benchmarks/results/agnostic_split.json and .md after every row.
@@ -107,7 +109,10 @@ def write(rows: list[dict], args) -> None:
         f"# Does full training show the planted split? ({args.budget} budget)\n\n"
         "Per family and conditioning: one policy trained on each planted group (A, B) and one on all\n"
         "tasks, from scratch with the same seed; mean return on each group's tasks under its own\n"
-        "policy, the other group's policy and the multitask policy (same evaluation episodes).\n\n"
+        "policy, the other group's policy and the multitask policy (same evaluation episodes).\n"
+        "Every policy gets the same env steps, so a group policy sees about twice the steps per task of\n"
+        "the multitask policy: 'own vs the other group's' is budget-fair, 'grouped vs multitask' favours the\n"
+        "groups (compare's equal per-task budgets are the fair test of grouping).\n\n"
         + markdown_table(header, table)
         + f"\nMachine: {machine()}; versions: {versions()}\n"
     )

@@ -20,7 +20,7 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "pgx_jax", "jax"
 #: scores the split without rollouts. Measured on 2 cores: about 3 minutes, polarity blocks in the
 #: heatmap, group policies well above theta* (benchmarks/RESULTS.md). The other commands keep
 #: the library's defaults (task_id, full theta*, rollout).
-RUN_DEFAULTS = {"family": "pendulum-physics", "conditioning": "none", "meta_policy": "early-0.05", "evaluator": "gain"}
+RUN_DEFAULTS = {"family": "pendulum-physics", "conditioning": "none", "evaluator": "gain"}
 
 
 def _use_compilation_cache() -> None:
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="PolicyGradEx end to end: meta-train, estimate, group, train the groups",
         description="PolicyGradEx end to end. With no options: task-agnostic pendulum-physics (--conditioning none, "
-        "--meta-policy early-0.05, --evaluator gain), where grouping decides what a policy can learn.",
+        "hence --meta-policy early-0.05; --evaluator gain), where grouping decides what a policy can learn.",
     )
     _pipeline_args(r, "run", resume=True, defaults=RUN_DEFAULTS)
 
@@ -129,36 +129,40 @@ def _conditioning_arg(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def _with_conditioning(ppo_config, conditioning: str):
-    """``ppo_config`` whose network has this conditioning (``ValueError`` naming a bad value)."""
+def _with_conditioning(config, conditioning: str):
+    """``config`` (a PPOConfig or NetworkConfig) whose network has this conditioning
+    (``ValueError`` naming ``--conditioning`` and a bad value)."""
     import dataclasses
 
+    from pgx_jax.config import NetworkConfig
+
     try:
-        network = dataclasses.replace(ppo_config.network, conditioning=conditioning)
+        if isinstance(config, NetworkConfig):
+            return dataclasses.replace(config, conditioning=conditioning)
+        network = dataclasses.replace(config.network, conditioning=conditioning)
     except ValueError as e:
         raise ValueError(f"--conditioning: {e}") from None
-    return dataclasses.replace(ppo_config, network=network)
+    return dataclasses.replace(config, network=network)
 
 
 def _pipeline_args(
     p: argparse.ArgumentParser, command: str, seed: bool = True, resume: bool = False, defaults=None
 ) -> None:
     """The arguments ``run``, ``validate`` and ``compare`` share (the pipeline's config);
-    ``defaults`` overrides the library's (``family``, ``conditioning``, ``meta_policy``, ``evaluator``)."""
+    ``defaults`` overrides the library's (``family``, ``conditioning``, ``evaluator``)."""
     defaults = defaults or {}
     _common_args(p, command, seed, defaults)
     if resume:
         p.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
     p.add_argument("--groups", default="auto", help="number of groups k, or 'auto' (default)")
-    meta_policy = defaults.get("meta_policy", "full")
     p.add_argument(
         "--meta-policy",
-        default=meta_policy,
+        default="auto",
         help="the theta* the estimate expands around: 'full' (meta-training's whole budget), 'early-F' (stopped "
-        "after the fraction F of it) or 'entropy-C' (with an entropy bonus C); default "
-        f"{meta_policy}. On task-agnostic pendulum-physics (--conditioning none) the full theta* balances one motor "
-        "polarity and the estimate is chance; 'early-0.05' sits between the groups and finds the motor split "
-        "(benchmarks/results/meta_policy*.md)",
+        "after the fraction F of it), 'entropy-C' (with an entropy bonus C) or 'auto' (default: 'early-0.05' under "
+        "--conditioning none, 'full' with the task id). On task-agnostic pendulum-physics the full theta* balances "
+        "one motor polarity and the estimate is chance; 'early-0.05' sits between the groups and finds the motor "
+        "split (benchmarks/RESULTS.md, issue 15)",
     )
     p.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
     p.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
@@ -360,6 +364,7 @@ def _build_run(args):
     import dataclasses
 
     from pgx_jax.affinity import AffinityConfig
+    from pgx_jax.config import NetworkConfig
     from pgx_jax.families import make_family
     from pgx_jax.pipeline import pipeline_config
 
@@ -378,16 +383,18 @@ def _build_run(args):
     if args.eval_episodes is not None and args.eval_episodes < 1:
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     affinity = AffinityConfig(subsets=args.subsets, subset_size=args.subset_size)
+    _with_conditioning(NetworkConfig(), args.conditioning)  # names --conditioning if it is bad
+    meta_policy = {} if args.meta_policy == "auto" else {"meta_policy": args.meta_policy}
     config = pipeline_config(
         args.budget,
         family,
+        conditioning=args.conditioning,
         groups=groups,
         evaluator=args.evaluator,
         cluster_method=args.cluster,
         affinity=affinity,
-        meta_policy=args.meta_policy,
+        **meta_policy,
     )
-    config = dataclasses.replace(config, ppo=_with_conditioning(config.ppo, args.conditioning))
     if args.eval_episodes is not None:
         config = dataclasses.replace(config, eval_episodes=args.eval_episodes)
     if args.dim is not None:

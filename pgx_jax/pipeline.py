@@ -144,13 +144,22 @@ _FEATURES = {
 }
 
 
+#: The theta* each conditioning expands around unless told otherwise. Without the task id the
+#: fully trained theta* can commit to one group's solution (task-agnostic pendulum-physics: it
+#: balances one motor polarity, and every estimate is chance, NMI 0.00-0.03); stopped at 5% it sits
+#: between the groups and the estimate finds them (benchmarks/RESULTS.md, issue 15). With the
+#: task id the full theta* is what every earlier figure used.
+DEFAULT_META_POLICY = {"task_id": "full", "none": "early-0.05"}
+
+
 def pipeline_config(
     budget: str, family: Family, *, conditioning: str | None = None, **overrides: Any
 ) -> PipelineConfig:
     """The :class:`PipelineConfig` of a named budget for ``family`` (``ppo`` from :func:`budget_config`).
 
     ``conditioning`` (``"task_id"`` or ``"none"``; default: the network's, ``"task_id"``) sets
-    what every policy of the pipeline is told about the task; ``overrides`` replace fields.
+    what every policy of the pipeline is told about the task; ``overrides`` replace fields. Unless
+    overridden, ``meta_policy`` is the conditioning's :data:`DEFAULT_META_POLICY`.
     """
     ppo_config = budget_config(budget, family.name, family.n_tasks)  # raises on an unknown budget
     if conditioning is not None:
@@ -176,6 +185,7 @@ def pipeline_config(
         "eval_episodes": 2 if budget == "smoke" else sim.eval_episodes,
     }
     fields.update(overrides)
+    fields.setdefault("meta_policy", DEFAULT_META_POLICY[fields["ppo"].network.conditioning])
     return PipelineConfig(**fields)
 
 

@@ -49,23 +49,26 @@ def test_run_smoke_outputs(smoke_run, reacher):
 
 
 def test_run_defaults_are_the_task_agnostic_demo_and_the_other_commands_keep_the_library_defaults():
-    """``pgx-jax run`` alone is the newcomer's demo (cli.RUN_DEFAULTS); validate and compare keep
-    task_id, the full theta* and rollout, so a study's settings never change silently."""
-    from pgx_jax.cli import RUN_DEFAULTS, _parser
+    """``pgx-jax run`` alone is the newcomer's demo (cli.RUN_DEFAULTS: task-agnostic pendulum, the
+    early theta* that conditioning calls for, gain); validate and compare keep task_id, the full
+    theta* and rollout, so a study's settings never change silently."""
+    from pgx_jax.cli import RUN_DEFAULTS, _build_run, _parser
 
-    run = vars(_parser().parse_args(["run"]))
-    assert {k: run[k] for k in RUN_DEFAULTS} == RUN_DEFAULTS
-    assert RUN_DEFAULTS["conditioning"] == "none" and RUN_DEFAULTS["family"] == "pendulum-physics"
+    run = _parser().parse_args(["run"])
+    assert {k: vars(run)[k] for k in RUN_DEFAULTS} == RUN_DEFAULTS
+    family, config = _build_run(run)
+    assert family.name == "pendulum-physics" and config.ppo.network.conditioning == "none"
+    assert (config.meta_policy, config.evaluator) == ("early-0.05", "gain")
     for command in ("validate", "compare"):
-        args = vars(_parser().parse_args([command]))
-        assert (args["family"], args["conditioning"], args["meta_policy"], args["evaluator"]) == (
-            "reacher-goals",
-            "task_id",
-            "full",
-            "rollout",
-        )
+        family, config = _build_run(_parser().parse_args([command]))
+        assert family.name == "reacher-goals" and config.ppo.network.conditioning == "task_id"
+        assert (config.meta_policy, config.evaluator) == ("full", "rollout")
+        # --conditioning none alone brings the early theta*; an explicit --meta-policy wins
+        _, blind = _build_run(_parser().parse_args([command, "--conditioning", "none"]))
+        assert blind.meta_policy == "early-0.05"
+        _, chosen = _build_run(_parser().parse_args([command, "--conditioning", "none", "--meta-policy", "full"]))
+        assert chosen.meta_policy == "full"
     assert vars(_parser().parse_args(["train"]))["conditioning"] == "task_id"
-    assert "default none" in _parser()._subparsers._group_actions[0].choices["run"].format_help()
 
 
 def test_resume_is_deterministic(smoke_run):
@@ -162,7 +165,9 @@ def test_pipeline_config_sets_the_conditioning_of_every_policy(reacher):
     from pgx_jax.pipeline import pipeline_config
 
     assert pipeline_config("demo", reacher).ppo.network.conditioning == "task_id"
-    blind = pipeline_config("demo", reacher, conditioning="none", meta_policy="early-0.05")
+    blind = pipeline_config("demo", reacher, conditioning="none")
     assert blind.ppo.network.conditioning == blind.meta_ppo().network.conditioning == "none"
+    assert blind.meta_policy == "early-0.05"  # DEFAULT_META_POLICY: the theta* that sees a task-agnostic split
+    assert pipeline_config("demo", reacher, conditioning="none", meta_policy="full").meta_policy == "full"
     with pytest.raises(ValueError, match="unknown conditioning 'goal'"):
         pipeline_config("demo", reacher, conditioning="goal")
