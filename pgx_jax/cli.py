@@ -469,6 +469,7 @@ def _cmd_run(args) -> int:
     import jax
     import numpy as np
 
+    from pgx_jax.groups import group_updates
     from pgx_jax.pipeline import policygradex
     from pgx_jax.results import markdown_table, peak_rss_mb, plot_affinity, write_json
 
@@ -508,13 +509,22 @@ def _cmd_run(args) -> int:
         f"{family.name}: affinity ({config.evaluator} evaluator, m={result.subsets.shape[0]})",
     )
     grouped, meta = np.asarray(result.per_task_return), np.asarray(result.meta_per_task_return)
-    rows = [[names[i], group_of[i], float(grouped[i]), float(meta[i])] for i in range(family.n_tasks)]
-    theta = f"theta* ({config.meta_policy}: multitask, {config.meta_ppo().total_env_steps:,} env steps)"
-    print(markdown_table(["task", "group", "return (group policy)", f"return ({theta})"], rows), end="")
+    multitask = np.asarray(result.multitask_per_task_return)
+    per_task_steps = int(group_updates(config.ppo, family, [1])[0])  # updates' worth of env steps per task
+    per_task_steps *= config.ppo.num_envs * config.ppo.unroll(family.episode_length)
+    header = ["task", "group", "return (group policy)", "return (multitask policy)"]
+    columns = [grouped, multitask]
+    theta = f"theta* ({config.meta_policy}, {config.meta_ppo().num_updates(family.episode_length)} updates)"
+    if config.meta_ppo() != config.ppo:  # theta* is not the multitask policy: shown apart
+        header.append(f"return ({theta})")
+        columns.append(meta)
+    rows = [[names[i], group_of[i], *(float(c[i]) for c in columns)] for i in range(family.n_tasks)]
+    print(markdown_table(header, rows), end="")
     print("groups: " + "; ".join("{" + ", ".join(names[i] for i in g) + "}" for g in result.groups))
     print(
-        f"mean return: group policies {grouped.mean():.2f}, {theta} {meta.mean():.2f} on the same evaluation "
-        f"episodes; the groups' per-task budget is the full multitask run's ({config.ppo.total_env_steps:,} steps)"
+        f"mean return: group policies {grouped.mean():.2f}, multitask policy {multitask.mean():.2f} (both "
+        f"{per_task_steps:,} env steps per task, the same evaluation episodes)"
+        + (f"; {theta} {meta.mean():.2f}" if config.meta_ppo() != config.ppo else "")
     )
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")
@@ -537,8 +547,13 @@ def _run_report(args, family, config, result, timings) -> dict:
         "groups": result.groups,
         "group_names": [[names[i] for i in g] for g in result.groups],
         "per_task_return": dict(zip(names, np.asarray(result.per_task_return).tolist(), strict=True)),
-        # theta* (the multitask policy) on the same evaluation episodes: what grouping gained
+        # on the group policies' evaluation episodes: theta* (the meta-policy the estimate expands
+        # around) and the multitask policy with the groups' per-task budget (what grouping gained;
+        # theta* itself under --meta-policy full)
         "meta_per_task_return": dict(zip(names, np.asarray(result.meta_per_task_return).tolist(), strict=True)),
+        "multitask_per_task_return": dict(
+            zip(names, np.asarray(result.multitask_per_task_return).tolist(), strict=True)
+        ),
         "subsets": int(result.subsets.shape[0]),
         "subset_masks": result.subsets.astype(int),
         "estimates": result.estimates,

@@ -60,17 +60,23 @@ def train_groups(
     episodes: int = 16,
     *,
     reference: AgentParams | None = None,
+    multitask: bool = False,
 ):
     """Train one policy per group (one vmapped call) and evaluate every task with its group's policy.
 
-    ``reference`` (e.g. the multitask meta-policy theta*), when given, is evaluated on every task
-    with the same key: each task's episodes are keyed by the task (common random numbers), so the
-    two returns differ by the policies alone.
+    ``reference`` (e.g. the meta-policy theta*), when given, is evaluated on every task with the
+    same key: each task's episodes are keyed by the task (common random numbers), so the two
+    returns differ by the policies alone. ``multitask`` also trains one policy on every task with
+    the groups' per-task budget (its own call, its key folded from the groups') and evaluates it
+    the same way: the fair baseline of the groups when the reference is not such a policy (a
+    theta* stopped early).
 
     Returns:
         dict with ``params`` (leading axis [G]), ``metrics``, ``per_task_return`` float [N],
         ``env_steps_per_task`` float [N], ``active_updates`` int [G] and, with ``reference``,
-        ``reference_per_task_return`` float [N].
+        ``reference_per_task_return`` float [N]; with ``multitask``,
+        ``multitask_per_task_return`` float [N], ``multitask_params`` and
+        ``multitask_env_steps_per_task``.
     """
     n = family.n_tasks
     masks = group_masks(groups, n)
@@ -87,19 +93,31 @@ def train_groups(
     per_task = returns[label, np.arange(n)]
     per_update = cfg.num_envs * cfg.unroll(family.episode_length)
     steps_per_task = active[label] * per_update / masks.sum(1)[label]
-    reference_return = None
-    if reference is not None:
-        stacked = jax.tree.map(lambda x: jnp.asarray(x)[None], reference)
-        every = np.ones((1, n), bool)
-        reference_return = simulators.policies_on_subsets(
-            stacked, family, every, k_eval, network=cfg.network, episodes=episodes
-        )[0]
-    return {
+    every = np.ones((1, n), bool)
+
+    def on_every_task(stacked):  # one policy (leading [1]) on every task, the groups' episodes
+        return simulators.policies_on_subsets(stacked, family, every, k_eval, network=cfg.network, episodes=episodes)[0]
+
+    out = {
         "params": params,
         "metrics": metrics,
         "per_task_return": per_task,
-        "reference_per_task_return": reference_return,
+        "reference_per_task_return": None,
         "env_steps_per_task": steps_per_task,
         "active_updates": active,
         "config": cfg,
     }
+    if reference is not None:
+        out["reference_per_task_return"] = on_every_task(jax.tree.map(lambda x: jnp.asarray(x)[None], reference))
+    if multitask:
+        cfg_all, active_all = group_config(config, family, [list(range(n))])
+        k_all = jax.random.split(jax.random.fold_in(k_train, len(groups)), 1)
+        all_params, all_metrics = simulators.train_many(
+            cfg_all, family, every, k_all, init_params, active_updates=active_all
+        )
+        ppo.check_finite(all_metrics)
+        out["multitask_params"] = jax.tree.map(lambda x: x[0], all_params)
+        out["multitask_per_task_return"] = on_every_task(all_params)
+        per_update_all = cfg_all.num_envs * cfg_all.unroll(family.episode_length)
+        out["multitask_env_steps_per_task"] = float(active_all[0] * per_update_all / n)
+    return out

@@ -202,8 +202,11 @@ class Result:
     affinity: np.ndarray  # float [N, N]
     groups: list[list[int]]
     per_task_return: np.ndarray | None  # float [N], each task by its group's policy
-    # float [N], each task by theta* (the multitask policy), same evaluation episodes
+    # float [N], each task by theta* (the meta-policy), same evaluation episodes
     meta_per_task_return: np.ndarray | None
+    # float [N], each task by the multitask policy with the groups' per-task budget, same episodes:
+    # theta* itself under meta_policy "full", else trained beside the groups
+    multitask_per_task_return: np.ndarray | None
     group_params: AgentParams | None
     timings: dict[str, float]
     meta_metrics: dict | None = None
@@ -579,13 +582,26 @@ def policygradex(
     u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)
     groups = cluster_mod.cluster_tasks(u, config.groups, method=config.cluster_method)
     timings["affinity_and_cluster"] = time.perf_counter() - t0
-    per_task = group_params = meta_per_task = None
+    per_task = group_params = meta_per_task = multitask_per_task = None
     if config.train_groups:
         say("train groups")
         t0 = time.perf_counter()
-        out = train_groups(config.ppo, family, groups, k_groups, episodes=config.eval_episodes, reference=theta_star)
+        # theta* is the multitask policy with the groups' per-task budget only when meta-trained
+        # for the whole budget; otherwise that policy is trained too, so the gain of grouping is
+        # measured against it and not against a theta* stopped early
+        separate = config.meta_ppo() != config.ppo
+        out = train_groups(
+            config.ppo,
+            family,
+            groups,
+            k_groups,
+            episodes=config.eval_episodes,
+            reference=theta_star,
+            multitask=separate,
+        )
         per_task, group_params = out["per_task_return"], out["params"]
         meta_per_task = out["reference_per_task_return"]
+        multitask_per_task = out["multitask_per_task_return"] if separate else meta_per_task
         timings["train_groups"] = time.perf_counter() - t0
     return Result(
         family=family,
@@ -598,6 +614,7 @@ def policygradex(
         groups=groups,
         per_task_return=per_task,
         meta_per_task_return=meta_per_task,
+        multitask_per_task_return=multitask_per_task,
         group_params=group_params,
         timings=timings,
         meta_metrics=meta_metrics,

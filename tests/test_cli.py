@@ -87,5 +87,9 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
     returns = np.array(list(result["per_task_return"].values()))
     assert np.isfinite(returns).all() and returns.max() <= 200  # +1 per upright step, 200 steps
     assert result["config"]["ppo"]["network"]["conditioning"] == "none"
+    assert result["config"]["meta_policy"] == "early-0.05"  # --meta-policy auto without the task id
+    # theta* stopped early is not the multitask baseline: that one is trained with the groups' budget
+    multitask, meta = result["multitask_per_task_return"], result["meta_per_task_return"]
+    assert set(multitask) == set(meta) == set(result["tasks"]) and np.isfinite(list(multitask.values())).all()
     saved = json.loads((out / "theta_star" / "meta.json").read_text())
     assert saved["config"]["network"]["conditioning"] == "none"

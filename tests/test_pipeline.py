@@ -28,6 +28,8 @@ def test_run_smoke_outputs(smoke_run, reacher):
     r = json.loads((out / "result.json").read_text())
     for key in ("family", "tasks", "affinity", "groups", "per_task_return", "meta_per_task_return", "subsets"):
         assert key in r, key
+    for key in ("multitask_per_task_return", "timings", "config", "versions", "machine"):
+        assert key in r, key
     n = reacher.n_tasks
     assert r["family"] == "reacher-goals" and r["tasks"] == list(reacher.task_names)
     u = np.asarray(r["affinity"], float)
@@ -36,6 +38,8 @@ def test_run_smoke_outputs(smoke_run, reacher):
     assert len(groups) == 3 and sorted(sum(groups, [])) == list(range(n))  # a partition
     assert set(r["per_task_return"]) == set(r["meta_per_task_return"]) == set(reacher.task_names)
     assert np.all(np.isfinite(list(r["meta_per_task_return"].values())))  # theta* beside the group policies
+    # the full theta* is the multitask policy with the groups' per-task budget: not trained twice
+    assert r["config"]["meta_policy"] == "full" and r["multitask_per_task_return"] == r["meta_per_task_return"]
     masks = np.asarray(r["subset_masks"], bool)
     assert masks.shape == (r["subsets"], n)
     cov = masks.T.astype(int) @ masks.astype(int)

@@ -190,3 +190,25 @@ def test_theta_star_is_scored_on_the_group_policies_episodes(tiny_config, fast_f
     both = train_groups(tiny_config, fast_family, everything, key, episodes=2, reference=multitask)
     np.testing.assert_array_equal(both["per_task_return"], alone["per_task_return"])  # untouched by the reference
     np.testing.assert_array_equal(both["reference_per_task_return"], both["per_task_return"])
+
+
+def test_the_multitask_baseline_gets_the_groups_budget_and_their_episodes(tiny_config, fast_family):
+    """``train_groups(multitask=True)`` (what ``run`` does when theta* is stopped early): the
+    all-task policy spends the groups' env steps per task, and every policy is scored on the same
+    task-keyed episodes whatever the layout (groups of unequal size): a group's own policy given
+    as the reference scores bit for bit what it scored as a group policy on its tasks."""
+    from pgx_jax.groups import train_groups
+
+    key, groups = jax.random.PRNGKey(3), [[0], [1, 2, 3]]
+    out = train_groups(tiny_config, fast_family, groups, key, episodes=2, multitask=True)
+    np.testing.assert_array_equal(out["env_steps_per_task"], out["multitask_env_steps_per_task"])
+    assert np.isfinite(out["multitask_per_task_return"]).all()
+    big = jax.tree.map(lambda x: x[1], out["params"])
+    again = train_groups(tiny_config, fast_family, groups, key, episodes=2, reference=big)
+    np.testing.assert_array_equal(again["per_task_return"], out["per_task_return"])  # same groups, same key
+    np.testing.assert_array_equal(again["reference_per_task_return"][1:], out["per_task_return"][1:])
+    mt = out["multitask_params"]
+    as_reference = train_groups(tiny_config, fast_family, groups, key, episodes=2, reference=mt)
+    np.testing.assert_array_equal(as_reference["reference_per_task_return"], out["multitask_per_task_return"])
+    # the multitask run's key is its own: not a copy of a group's
+    assert not np.array_equal(out["multitask_per_task_return"][1:], out["per_task_return"][1:])
