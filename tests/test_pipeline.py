@@ -62,11 +62,11 @@ def test_run_defaults_are_the_task_agnostic_demo_and_the_other_commands_keep_the
     assert {k: vars(run)[k] for k in RUN_DEFAULTS} == RUN_DEFAULTS
     family, config = _build_run(run)
     assert family.name == "pendulum-physics" and config.ppo.network.conditioning == "none"
-    assert (config.meta_policy, config.evaluator) == ("early-0.05", "gain")
+    assert (config.meta_policy, config.evaluator, config.groups) == ("early-0.05", "gain", 2)
     for command in ("validate", "compare"):
         family, config = _build_run(_parser().parse_args([command]))
         assert family.name == "reacher-goals" and config.ppo.network.conditioning == "task_id"
-        assert (config.meta_policy, config.evaluator) == ("full", "rollout")
+        assert (config.meta_policy, config.evaluator, config.groups) == ("full", "rollout", "auto")
         # --conditioning none alone brings the early theta*; an explicit --meta-policy wins
         _, blind = _build_run(_parser().parse_args([command, "--conditioning", "none"]))
         assert blind.meta_policy == "early-0.05"
