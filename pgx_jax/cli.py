@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         "gives a group of its size, the paper's ground truth; on pendulum-physics, demo, it agreed with its own "
         "replicate at NMI 1.0 and its groups were the planted motor split, where the fine-tune truth scored 0.10 "
         "and 0.0: benchmarks/RESULTS.md), 'finetune' (PPO fine-tuning from theta* for --finetune-fraction of "
-        "meta-training's steps, theta*'s normaliser frozen; about 5x cheaper) or 'both'",
+        "the full meta-training budget, whatever --meta-policy stopped theta* at; theta*'s normaliser frozen; about "
+        "5x cheaper) or 'both'",
     )
     v.add_argument(
         "--replicates",
@@ -118,7 +119,8 @@ def _truth_args(p: argparse.ArgumentParser, truth_help: str) -> None:
         "--finetune-fraction",
         type=float,
         default=0.1,
-        help="env steps of each subset's real fine-tuning, as a fraction of meta-training's (default 0.1)",
+        help="env steps of each subset's real fine-tuning, as a fraction of the full meta-training budget (default "
+        "0.1; with --meta-policy early-F, theta* itself had the fraction F)",
     )
 
 

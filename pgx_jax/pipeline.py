@@ -39,12 +39,12 @@ class PipelineConfig:
     Attributes:
         ppo: meta-training and group training (groups get the same per-task env steps).
         meta_policy: which theta* to expand around: ``"full"`` (meta-training for ``ppo``'s whole
-            budget), ``"early-F"`` (stopped after the fraction F of it, 0 < F <= 1: a theta* that
-            has not yet committed to one group's solution) or ``"entropy-C"`` (the whole budget
-            with an entropy bonus C >= 0). Measured on task-agnostic pendulum-physics (demo):
-            the full theta* balances one motor polarity only and the estimate's groups are
-            chance; stopped at 5% it sits between them and the estimate finds the motor split
-            (``benchmarks/results/meta_policy*.md``).
+            budget), ``"early-F"`` (stopped after the fraction F of it, 0 < F <= 1, at least one
+            PPO update: a theta* that has not yet committed to one group's solution) or
+            ``"entropy-C"`` (the whole budget with a finite entropy bonus C >= 0). Measured on
+            task-agnostic pendulum-physics (demo): the full theta* balances one motor polarity
+            only and the estimate's groups are chance; stopped at 5% it sits between them and
+            the estimate finds the motor split (``benchmarks/results/meta_policy*.md``).
         features, surrogate, affinity: the estimation stages.
         evaluator: ``"rollout"`` (returns of theta_S; the default), ``"loss"`` (held-out
             surrogate loss) or ``"gain"`` (the step's first-order improvement of each task's
@@ -101,7 +101,7 @@ class PipelineConfig:
             return self.ppo
         if kind == "early" and number is not None and 0 < number <= 1:
             return dataclasses.replace(self.ppo, total_env_steps=max(1, int(self.ppo.total_env_steps * number)))
-        if kind == "entropy" and number is not None and number >= 0:
+        if kind == "entropy" and number is not None and 0 <= number < math.inf:
             return dataclasses.replace(self.ppo, entropy_coef=number)
         raise ValueError(
             f"unknown meta_policy {self.meta_policy!r}; known: 'full', 'early-F' (0 < F <= 1, e.g. 'early-0.05'), "
@@ -159,12 +159,10 @@ def pipeline_config(
 
     ``conditioning`` (``"task_id"`` or ``"none"``; default: the network's, ``"task_id"``) sets
     what every policy of the pipeline is told about the task; ``overrides`` replace fields. Unless
-    overridden, ``meta_policy`` is the conditioning's :data:`DEFAULT_META_POLICY`.
+    overridden (or given as ``"auto"``), ``meta_policy`` is the conditioning's
+    :data:`DEFAULT_META_POLICY`.
     """
     ppo_config = budget_config(budget, family.name, family.n_tasks)  # raises on an unknown budget
-    if conditioning is not None:
-        network = dataclasses.replace(ppo_config.network, conditioning=conditioning)  # NetworkConfig checks it
-        ppo_config = dataclasses.replace(ppo_config, network=network)
     features = _FEATURES[budget]
     sim = simulators.simulator(family)
     if budget != "smoke" and sim.gradient_transitions is not None:
@@ -185,7 +183,11 @@ def pipeline_config(
         "eval_episodes": 2 if budget == "smoke" else sim.eval_episodes,
     }
     fields.update(overrides)
-    fields.setdefault("meta_policy", DEFAULT_META_POLICY[fields["ppo"].network.conditioning])
+    if conditioning is not None:  # also on an overriding ppo's network
+        network = dataclasses.replace(fields["ppo"].network, conditioning=conditioning)  # NetworkConfig checks it
+        fields["ppo"] = dataclasses.replace(fields["ppo"], network=network)
+    if fields.get("meta_policy", "auto") == "auto":
+        fields["meta_policy"] = DEFAULT_META_POLICY[fields["ppo"].network.conditioning]
     return PipelineConfig(**fields)
 
 

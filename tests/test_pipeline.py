@@ -160,7 +160,7 @@ def test_meta_policy_sets_what_theta_star_is_trained_with(reacher):
     assert early.total_env_steps == int(0.05 * config.ppo.total_env_steps)
     assert early.num_updates(reacher.episode_length) < config.ppo.num_updates(reacher.episode_length)
     assert pipeline_config("demo", reacher, meta_policy="entropy-0.01").meta_ppo().entropy_coef == 0.01
-    for bad in ("early", "early-1.5", "entropy--1", "best"):
+    for bad in ("early", "early-1.5", "entropy--1", "entropy-inf", "best"):
         with pytest.raises(ValueError, match=f"unknown meta_policy '{bad}'"):
             pipeline_config("demo", reacher, meta_policy=bad)
 
@@ -173,5 +173,9 @@ def test_pipeline_config_sets_the_conditioning_of_every_policy(reacher):
     assert blind.ppo.network.conditioning == blind.meta_ppo().network.conditioning == "none"
     assert blind.meta_policy == "early-0.05"  # DEFAULT_META_POLICY: the theta* that sees a task-agnostic split
     assert pipeline_config("demo", reacher, conditioning="none", meta_policy="full").meta_policy == "full"
+    assert pipeline_config("demo", reacher, conditioning="none", meta_policy="auto").meta_policy == "early-0.05"
+    # the conditioning also reaches an overriding ppo config's network
+    custom = pipeline_config("smoke", reacher).ppo
+    assert pipeline_config("demo", reacher, conditioning="none", ppo=custom).ppo.network.conditioning == "none"
     with pytest.raises(ValueError, match="unknown conditioning 'goal'"):
         pipeline_config("demo", reacher, conditioning="goal")
