@@ -54,15 +54,15 @@ def test_run_smoke_outputs(smoke_run, reacher):
 
 def test_run_defaults_are_the_task_agnostic_demo_and_the_other_commands_keep_the_library_defaults():
     """``pgx-jax run`` alone is the newcomer's demo (cli.RUN_DEFAULTS: task-agnostic pendulum, the
-    early theta* that conditioning calls for, gain); validate and compare keep task_id, the full
-    theta* and rollout, so a study's settings never change silently."""
+    early theta* that conditioning calls for, k = 2); validate and compare keep task_id, the full
+    theta* and auto k, so a study's settings never change silently."""
     from pgx_jax.cli import RUN_DEFAULTS, _build_run, _parser
 
     run = _parser().parse_args(["run"])
     assert {k: vars(run)[k] for k in RUN_DEFAULTS} == RUN_DEFAULTS
     family, config = _build_run(run)
     assert family.name == "pendulum-physics" and config.ppo.network.conditioning == "none"
-    assert (config.meta_policy, config.evaluator, config.groups) == ("early-0.05", "gain", 2)
+    assert (config.meta_policy, config.evaluator, config.groups) == ("early-0.05", "rollout", 2)
     for command in ("validate", "compare"):
         family, config = _build_run(_parser().parse_args([command]))
         assert family.name == "reacher-goals" and config.ppo.network.conditioning == "task_id"
