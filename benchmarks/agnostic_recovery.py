@@ -25,7 +25,7 @@ import numpy as np
 from pgx_jax import make_family
 from pgx_jax.checkpoint import versions
 from pgx_jax.cli import main as cli
-from pgx_jax.results import machine, markdown_table, write_json, write_markdown
+from pgx_jax.results import machine, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EVALUATORS = ("rollout", "loss", "gain")
@@ -67,7 +67,6 @@ def row_for(name: str, conditioning: str, seed: int, args) -> dict:
 
 def write(rows: list[dict], args) -> None:
     report = {"rows": rows, "budget": args.budget, "machine": machine(), "versions": versions()}
-    write_json(os.path.join(HERE, f"agnostic_recovery{args.tag}.json"), report)
     evs = [ev for ev in EVALUATORS if any(f"{ev}_vs_planted" in r for r in rows)]
     header = ["family", "conditioning", "meta-policy", "seed", "truth vs planted"]
     header += [f"{ev}: vs planted / vs truth" for ev in evs] + ["wall s"]
@@ -77,14 +76,11 @@ def write(rows: list[dict], args) -> None:
         + [f"{r['wall_s']:.0f}"]
         for r in rows
     ]
-    text = (
-        f"# Planted recovery without the task id ({args.budget} budget, k = planted)\n\n"
-        "NMI of the estimate's groups with the planted split and with the full-training truth's groups\n"
-        "(every sampled subset trained from scratch), per evaluator; and the truth's NMI with the planted split.\n\n"
-        + markdown_table(header, table)
-        + f"\nMachine: {machine()}; versions: {versions()}\n"
-    )
-    write_markdown(os.path.join(HERE, f"agnostic_recovery{args.tag}.md"), text)
+    intro = """
+NMI of the estimate's groups with the planted split and with the full-training truth's groups
+(every sampled subset trained from scratch), per evaluator; and the truth's NMI with the planted split."""
+    title = f"Planted recovery without the task id ({args.budget} budget, k = planted)"
+    write_table_report(os.path.join(HERE, f"agnostic_recovery{args.tag}"), report, title, intro, header, table)
 
 
 def main() -> None:

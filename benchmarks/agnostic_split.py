@@ -30,7 +30,7 @@ import numpy as np
 
 from pgx_jax import budget_config, make_family, simulators
 from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, markdown_table, write_json, write_markdown
+from pgx_jax.results import machine, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_FAMILIES = ["pendulum-physics", "cartpole-physics", "cheetah-gravity", "cheetah-vel"]
@@ -81,9 +81,10 @@ def row_for(name: str, conditioning: str, seed: int, budget: str) -> dict:
     return row
 
 
-def write(rows: list[dict], args) -> None:
-    report = {"rows": rows, "budget": args.budget, "machine": machine(), "versions": versions()}
-    write_json(os.path.join(HERE, f"agnostic_split{args.tag}.json"), report)
+def write(rows: list[dict], args, info: dict | None = None) -> None:
+    """The JSON and Markdown reports; ``info`` (machine, versions) defaults to this process's."""
+    info = info or {"machine": machine(), "versions": versions()}
+    report = {"rows": rows, "budget": args.budget, **info}
     header = [
         "family",
         "conditioning",
@@ -105,18 +106,15 @@ def write(rows: list[dict], args) -> None:
         ]
         for r in rows
     ]
-    text = (
-        f"# Does full training show the planted split? ({args.budget} budget)\n\n"
-        "Per family and conditioning: one policy trained on each planted group (A, B) and one on all\n"
-        "tasks, from scratch with the same seed; mean return on each group's tasks under its own\n"
-        "policy, the other group's policy and the multitask policy (same evaluation episodes).\n"
-        "Every policy gets the same env steps, so a group policy sees about twice the steps per task of\n"
-        "the multitask policy: 'own vs the other group's' is budget-fair, 'grouped vs multitask' favours the\n"
-        "groups (compare's equal per-task budgets are the fair test of grouping).\n\n"
-        + markdown_table(header, table)
-        + f"\nMachine: {machine()}; versions: {versions()}\n"
-    )
-    write_markdown(os.path.join(HERE, f"agnostic_split{args.tag}.md"), text)
+    intro = """
+Per family and conditioning: one policy trained on each planted group (A, B) and one on all
+tasks, from scratch with the same seed; mean return on each group's tasks under its own
+policy, the other group's policy and the multitask policy (same evaluation episodes).
+Every policy gets the same env steps, so a group policy sees about twice the steps per task of
+the multitask policy: 'own vs the other group's' is budget-fair, 'grouped vs multitask' favours the
+groups (compare's equal per-task budgets are the fair test of grouping)."""
+    title = f"Does full training show the planted split? ({args.budget} budget)"
+    write_table_report(os.path.join(HERE, f"agnostic_split{args.tag}"), report, title, intro, header, table)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ from pgx_jax.checkpoint import versions
 from pgx_jax.cluster import cluster_tasks, groups_to_labels
 from pgx_jax.compare import gradient_similarity
 from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import machine, markdown_table, write_json, write_markdown
+from pgx_jax.results import machine, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FAMILY = "pendulum-physics"
@@ -93,7 +93,6 @@ def write(rows: list[dict], seeds, variants, tag: str = "") -> None:
         "machine": machine(),
         "versions": versions(),
     }
-    write_json(os.path.join(HERE, f"meta_policy{tag}.json"), report)
     header = [
         "variant",
         "seed",
@@ -117,14 +116,11 @@ def write(rows: list[dict], seeds, variants, tag: str = "") -> None:
         ]
         for r in rows
     ]
-    text = (
-        f"# Which theta* shows the split: task-agnostic {FAMILY}, demo budget\n\n"
-        "NMI of the groups (k = 2) with the planted motor split; gradient contrast = mean cosine of\n"
-        "the tasks' mean policy gradients within planted groups minus across them.\n\n"
-        + markdown_table(header, table)
-        + f"\nMachine: {machine()}; versions: {versions()}\n"
-    )
-    write_markdown(os.path.join(HERE, f"meta_policy{tag}.md"), text)
+    intro = """
+NMI of the groups (k = 2) with the planted motor split; gradient contrast = mean cosine of
+the tasks' mean policy gradients within planted groups minus across them."""
+    title = f"Which theta* shows the split: task-agnostic {FAMILY}, demo budget"
+    write_table_report(os.path.join(HERE, f"meta_policy{tag}"), report, title, intro, header, table)
 
 
 def main() -> None:

@@ -85,6 +85,17 @@ def provenance(info: dict[str, Any]) -> str:
     return f"Machine: {m['platform']}, {m['cpu_count']} CPUs, JAX backend {m['jax_backend']}. Versions: {versions}."
 
 
+def write_table_report(
+    stem: str | os.PathLike, report: dict[str, Any], title: str, intro: str, header: Sequence[str], rows
+) -> None:
+    """A benchmark's two outputs: ``stem.json`` (``report``, which must hold ``machine`` and
+    ``versions``) and ``stem.md`` (``# title``, ``intro``, the table of ``header`` and ``rows``
+    and the :func:`provenance` line of ``report``), each written atomically."""
+    write_json(f"{os.fspath(stem)}.json", report)
+    text = f"# {title}\n\n{intro.strip()}\n\n" + markdown_table(header, rows) + "\n" + provenance(report) + "\n"
+    write_markdown(f"{os.fspath(stem)}.md", text)
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def fmt(v):
         if isinstance(v, float):
