@@ -82,6 +82,8 @@ def test_resume_is_deterministic(smoke_run):
     assert main(argv + ["--resume"]) == 0
     second = json.loads((out / "result.json").read_text())
     assert second["affinity"] == first["affinity"] and second["groups"] == first["groups"]
+    for key in ("per_task_return", "meta_per_task_return", "multitask_per_task_return"):
+        assert second[key] == first[key], key
     assert "meta_train" not in second["timings"]
 
 
