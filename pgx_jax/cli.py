@@ -133,20 +133,17 @@ def _conditioning_arg(p: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def _with_conditioning(config, conditioning: str):
-    """``config`` (a PPOConfig or NetworkConfig) whose network has this conditioning
-    (``ValueError`` naming ``--conditioning`` and a bad value)."""
+def _network_with(conditioning: str, network=None):
+    """``network`` (default ``NetworkConfig()``) with this conditioning; ``ValueError`` naming
+    ``--conditioning`` and a bad value."""
     import dataclasses
 
     from pgx_jax.config import NetworkConfig
 
     try:
-        if isinstance(config, NetworkConfig):
-            return dataclasses.replace(config, conditioning=conditioning)
-        network = dataclasses.replace(config.network, conditioning=conditioning)
+        return dataclasses.replace(network or NetworkConfig(), conditioning=conditioning)
     except ValueError as e:
         raise ValueError(f"--conditioning: {e}") from None
-    return dataclasses.replace(config, network=network)
 
 
 def _pipeline_args(
@@ -275,6 +272,8 @@ def _cmd_families(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -288,7 +287,8 @@ def _cmd_train(args) -> int:
     if args.episodes < 1:  # everything is checked before compiling
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     family = make_family(args.family, tasks_file=args.tasks_file)
-    config = _with_conditioning(budget_config(args.budget, args.family, family.n_tasks), args.conditioning)
+    config = budget_config(args.budget, args.family, family.n_tasks)
+    config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
     config.check_for(family.n_tasks, family.episode_length)
     out = args.out or os.path.join("runs", f"train-{family.name}")
     os.makedirs(out, exist_ok=True)
@@ -369,7 +369,6 @@ def _build_run(args):
     import dataclasses
 
     from pgx_jax.affinity import AffinityConfig
-    from pgx_jax.config import NetworkConfig
     from pgx_jax.families import make_family
     from pgx_jax.pipeline import pipeline_config
 
@@ -388,7 +387,7 @@ def _build_run(args):
     if args.eval_episodes is not None and args.eval_episodes < 1:
         raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
     affinity = AffinityConfig(subsets=args.subsets, subset_size=args.subset_size)
-    _with_conditioning(NetworkConfig(), args.conditioning)  # names --conditioning if it is bad
+    _network_with(args.conditioning)  # names --conditioning if it is bad, before pipeline_config
     meta_policy = {} if args.meta_policy == "auto" else {"meta_policy": args.meta_policy}
     config = pipeline_config(
         args.budget,
@@ -474,7 +473,7 @@ def _cmd_run(args) -> int:
     import jax
     import numpy as np
 
-    from pgx_jax.groups import group_updates
+    from pgx_jax.groups import env_steps_per_task
     from pgx_jax.pipeline import policygradex
     from pgx_jax.results import markdown_table, peak_rss_mb, plot_affinity, write_json
 
@@ -515,12 +514,11 @@ def _cmd_run(args) -> int:
     )
     grouped, meta = np.asarray(result.per_task_return), np.asarray(result.meta_per_task_return)
     multitask = np.asarray(result.multitask_per_task_return)
-    per_task_steps = int(group_updates(config.ppo, family, [1])[0])  # updates' worth of env steps per task
-    per_task_steps *= config.ppo.num_envs * config.ppo.unroll(family.episode_length)
+    per_task_steps = env_steps_per_task(config.ppo, family)
     header = ["task", "group", "return (group policy)", "return (multitask policy)"]
     columns = [grouped, multitask]
     theta = f"theta* ({config.meta_policy}, {config.meta_ppo().num_updates(family.episode_length)} updates)"
-    if config.meta_ppo() != config.ppo:  # theta* is not the multitask policy: shown apart
+    if not config.theta_star_is_multitask:  # shown apart
         header.append(f"return ({theta})")
         columns.append(meta)
     rows = [[names[i], group_of[i], *(float(c[i]) for c in columns)] for i in range(family.n_tasks)]
@@ -529,7 +527,7 @@ def _cmd_run(args) -> int:
     print(
         f"mean return: group policies {grouped.mean():.2f}, multitask policy {multitask.mean():.2f} (both "
         f"{per_task_steps:,} env steps per task, the same evaluation episodes)"
-        + (f"; {theta} {meta.mean():.2f}" if config.meta_ppo() != config.ppo else "")
+        + ("" if config.theta_star_is_multitask else f"; {theta} {meta.mean():.2f}")
     )
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")

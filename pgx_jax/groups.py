@@ -51,6 +51,11 @@ def group_updates(config: PPOConfig, family: Family, sizes) -> np.ndarray:
     return (per_task_updates * np.asarray(sizes)).astype(np.int32)
 
 
+def env_steps_per_task(config: PPOConfig, family: Family) -> int:
+    """The env steps every task gets in any group (:func:`group_updates`' u updates' worth)."""
+    return int(group_updates(config, family, [1])[0]) * config.num_envs * config.unroll(family.episode_length)
+
+
 def train_groups(
     config: PPOConfig,
     family: Family,
@@ -118,6 +123,5 @@ def train_groups(
         ppo.check_finite(all_metrics)
         out["multitask_params"] = jax.tree.map(lambda x: x[0], all_params)
         out["multitask_per_task_return"] = on_every_task(all_params)
-        per_update_all = cfg_all.num_envs * cfg_all.unroll(family.episode_length)
-        out["multitask_env_steps_per_task"] = float(active_all[0] * per_update_all / n)
+        out["multitask_env_steps_per_task"] = float(active_all[0] * per_update / n)
     return out

@@ -108,6 +108,12 @@ class PipelineConfig:
             "'entropy-C' (C >= 0, e.g. 'entropy-0.01')"
         )
 
+    @property
+    def theta_star_is_multitask(self) -> bool:
+        """Whether theta* is the multitask policy with the groups' budget (``meta_policy`` leaves
+        ``ppo`` as it is); otherwise that policy is trained apart to measure grouping against."""
+        return self.meta_ppo() == self.ppo
+
     def check_for(self, family: Family) -> None:
         """Raise ``ValueError`` before any work if this config cannot run on ``family``."""
         n = family.n_tasks
@@ -591,7 +597,7 @@ def policygradex(
         # theta* is the multitask policy with the groups' per-task budget only when meta-trained
         # for the whole budget; otherwise that policy is trained too, so the gain of grouping is
         # measured against it and not against a theta* stopped early
-        separate = config.meta_ppo() != config.ppo
+        separate = not config.theta_star_is_multitask
         out = train_groups(
             config.ppo,
             family,
