@@ -7,7 +7,8 @@ evaluator against the same subsets and the same full-training truth (every sampl
 trained from scratch). Reported: NMI(estimate, planted), NMI(estimate, full truth) per
 evaluator, and NMI(full truth, planted): whether full training shows the planted split at all.
 
-Writes benchmarks/results/agnostic_recovery<tag>.json and .md after every run; each run's own
+Writes benchmarks/results/agnostic_recovery<tag>.json and .md after every run (rows already
+there for other seeds are kept; a rerun replaces its own); each run's own
 ``validation.json`` and plots stay in benchmarks/results/agnostic_recovery<tag>/.
 Usage: python benchmarks/agnostic_recovery.py [--families pendulum-physics] [--conditionings none]
        [--seeds 0 1 2] [--meta-policy auto] [--tag _x]
@@ -83,6 +84,21 @@ NMI of the estimate's groups with the planted split and with the full-training t
     write_table_report(os.path.join(HERE, f"agnostic_recovery{args.tag}"), report, title, intro, header, table)
 
 
+def key(row: dict) -> tuple:
+    return row["family"], row["conditioning"], row["meta_policy"], row["seed"], row.get("budget")
+
+
+def previous_rows(args) -> list[dict]:
+    path = os.path.join(HERE, f"agnostic_recovery{args.tag}.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        report = json.load(f)
+    if report.get("budget") != args.budget:
+        raise SystemExit(f"{path} holds the {report.get('budget')!r} budget, not {args.budget!r}: use another --tag")
+    return report["rows"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--families", nargs="+", default=["pendulum-physics"])
@@ -95,11 +111,12 @@ def main() -> None:
     args = p.parse_args()
     for name in args.families:  # bad names fail before any training
         make_family(name)
-    rows = []
+    rows = previous_rows(args)  # a later run adds seeds to the same table
     for name in args.families:
         for conditioning in args.conditionings:
             for seed in args.seeds:
-                rows.append(row_for(name, conditioning, seed, args))
+                row = row_for(name, conditioning, seed, args)
+                rows = [r for r in rows if key(r) != key(row)] + [row]
                 print({k: v for k, v in rows[-1].items() if not k.endswith("groups")}, flush=True)
                 write(rows, args)
 

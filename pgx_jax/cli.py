@@ -1,4 +1,4 @@
-"""Command-line interface: ``pgx-jax run``, ``validate``, ``compare``, ``train`` and ``families``.
+"""Command-line interface: ``pgx-jax run``, ``validate``, ``compare``, ``meta-rl``, ``train`` and ``families``.
 
 Every argument is checked before anything is compiled; outputs are written atomically.
 """
@@ -23,6 +23,9 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "pgx_jax", "jax"
 #: against the multitask policy's 103). The other commands keep the library's defaults (task_id,
 #: full theta*, auto k). Measured: benchmarks/RESULTS.md, issue 15.
 RUN_DEFAULTS = {"family": "pendulum-physics", "conditioning": "none", "groups": "2"}
+#: ``pgx-jax meta-rl``: the paper's meta-RL protocol is task-agnostic; pendulum-physics is its
+#: CartPole analogue and the cheapest family to meta-train here.
+META_RL_DEFAULTS = {"family": "pendulum-physics", "conditioning": "none", "groups": "auto"}
 
 
 def _use_compilation_cache() -> None:
@@ -90,8 +93,43 @@ def _parser() -> argparse.ArgumentParser:
         "the truth behind ground_truth's groups, as for validate: 'full' (default) or 'finetune' ('both' uses 'full')",
     )
 
+    _meta_rl_parser(sub)
     sub.add_parser("families", help="list the task families")
     return p
+
+
+def _meta_rl_parser(sub) -> None:
+    from pgx_jax.families import meta_rl_families
+    from pgx_jax.meta_rl import DEFAULT_GROUPINGS, GROUPINGS, ROUTING
+
+    m = sub.add_parser(
+        "meta-rl",
+        help="the paper's meta-RL protocol: one MAML meta-policy per group, scored on unseen tasks after adaptation",
+        description="Group the source tasks (each grouping), meta-train one MAML policy per group with the same env "
+        "steps per source task in every grouping, adapt the meta-policies to unseen test tasks drawn from the "
+        f"family's distribution and score each grouping by the test tasks' mean return. Families: "
+        f"{meta_rl_families()}. Routing of a test task to a group: {ROUTING} (the task's own data, no training, "
+        "the same rule for every grouping; the agreement with the nearest source task's group is reported).",
+    )
+    _pipeline_args(m, "meta-rl", seed=False, defaults=META_RL_DEFAULTS)
+    m.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
+    m.add_argument("--test-tasks", type=int, default=50, help="unseen test tasks drawn per run (default 50)")
+    m.add_argument("--test-tasks-file", default=None, help="JSON list of test tasks instead of drawing them")
+    m.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=None,
+        help="policy-gradient steps on each test task, each on fresh episodes (default: the budget's; demo 10 on "
+        "a 2-core CPU, full 200 as the paper)",
+    )
+    m.add_argument("--meta-iterations", type=int, default=None, help="meta-iterations of the all-task group")
+    m.add_argument("--second-order", action="store_true", help="differentiate through the inner step (MAML)")
+    m.add_argument(
+        "--groupings",
+        default=",".join(DEFAULT_GROUPINGS),
+        help=f"comma-separated subset of {','.join(GROUPINGS)} (ground_truth trains every sampled subset)",
+    )
+    _truth_args(m, "the truth behind ground_truth's groups: 'full' (default) or 'finetune'")
 
 
 def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, defaults=None) -> None:
@@ -797,6 +835,68 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _cmd_meta_rl(args) -> int:
+    from pgx_jax import meta_rl
+    from pgx_jax.families import draw_tasks, load_tasks_file, meta_rl_families, task_entries
+    from pgx_jax.maml import maml_config
+    from pgx_jax.results import markdown_table, write_json
+    from pgx_jax.validate import ValidateConfig
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.test_tasks < 1:
+        raise ValueError(f"--test-tasks must be >= 1, got {args.test_tasks}")
+    if args.adapt_steps is not None and args.adapt_steps < 0:
+        raise ValueError(f"--adapt-steps must be >= 0, got {args.adapt_steps}")
+    if args.meta_iterations is not None and args.meta_iterations < 1:
+        raise ValueError(f"--meta-iterations must be >= 1, got {args.meta_iterations}")
+    if args.family not in meta_rl_families():
+        raise ValueError(
+            f"--family {args.family!r} declares no distribution of unseen tasks stepped in JAX; meta-rl runs on "
+            f"{meta_rl_families()}"
+        )
+    if args.conditioning != "none":
+        raise ValueError(f"--conditioning {args.conditioning!r}: meta-rl's policies are task-agnostic, use 'none'")
+    groupings = meta_rl.check_groupings([g.strip() for g in args.groupings.split(",") if g.strip()])
+    overrides = {"adapt_steps": args.adapt_steps, "meta_iterations": args.meta_iterations}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.second_order:
+        overrides["second_order"] = True
+    mconfig = maml_config(args.budget, **overrides)
+    vconfig = ValidateConfig(truth=args.truth, finetune_fraction=args.finetune_fraction)
+    sources = task_entries(args.family, args.tasks_file)
+    if args.test_tasks_file is not None:
+        tests = load_tasks_file(args.family, args.test_tasks_file)
+    else:
+        tests = draw_tasks(args.family, sources, args.test_tasks, 0)
+    family, config, out, _ = _setup(args, "meta-rl")
+    if family.n_tasks != len(sources):
+        raise AssertionError("source tasks and the built family disagree")
+
+    def progress(msg):
+        if not args.no_progress:
+            print(f"[meta-rl] {msg}", file=sys.stderr, flush=True)
+
+    report = meta_rl.meta_rl(
+        args.family,
+        sources,
+        tests,
+        config,
+        mconfig,
+        list(range(args.seeds)),
+        groupings=groupings,
+        vconfig=vconfig,
+        progress=progress,
+    )
+    report["versions"] = _versions()
+    write_json(os.path.join(out, "meta_rl.json"), report)
+    meta_rl.plot(report, os.path.join(out, "meta_rl.png"))
+    header, rows = meta_rl.table(report)
+    print(markdown_table(header, rows), end="")
+    print(f"wrote {out}/meta_rl.json and meta_rl.png")
+    return 0
+
+
 def _versions():
     from pgx_jax import checkpoint
 
@@ -808,7 +908,13 @@ def main(argv=None) -> int:
     from pgx_jax import checkpoint
 
     checkpoint.source_commit()  # the code this run starts with (cached; recorded in its results)
-    commands = {"families": _cmd_families, "run": _cmd_run, "validate": _cmd_validate, "compare": _cmd_compare}
+    commands = {
+        "families": _cmd_families,
+        "run": _cmd_run,
+        "validate": _cmd_validate,
+        "compare": _cmd_compare,
+        "meta-rl": _cmd_meta_rl,
+    }
     try:  # bad input is refused before anything compiles; a non-finite training stops the command
         return commands.get(args.command, _cmd_train)(args)
     except (ValueError, FloatingPointError) as e:

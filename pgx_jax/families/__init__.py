@@ -21,10 +21,13 @@ from pgx_jax.families.host_benchmarks import HOST_FAMILIES, MissingExtraError, i
 from pgx_jax.families.registry import (
     DEFAULT_FAMILY,
     FAMILIES,
+    draw_tasks,
     family_catalog,
     family_names,
     load_tasks_file,
     make_family,
+    meta_rl_families,
+    task_entries,
     validate_tasks,
 )
 
@@ -39,12 +42,15 @@ __all__ = [
     "TaskFamily",
     "TaskState",
     "check_family",
+    "draw_tasks",
     "custom_family",
     "family_catalog",
     "family_names",
     "installed",
     "load_tasks_file",
     "make_family",
+    "meta_rl_families",
     "range_validator",
+    "task_entries",
     "validate_tasks",
 ]

@@ -291,6 +291,10 @@ class FamilySpec:
     backend: str = "spring"
     system_fn: Callable[[Any, PyTree], Any] | None = None
     varies: str = "reward"  # or "dynamics": what differs between tasks
+    #: unseen tasks for meta-RL: ``(rng: np.random.Generator, m) -> m task entries`` (no
+    #: ``group``) drawn from the distribution the default source tasks come from; None: the
+    #: family has none (``pgx-jax meta-rl`` refuses it)
+    task_distribution: Callable[[np.random.Generator, int], list[dict]] | None = None
 
 
 def planted_summary(tasks: Sequence[Mapping]) -> str:

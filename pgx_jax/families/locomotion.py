@@ -103,6 +103,11 @@ def _cheetah_default_tasks() -> list[dict]:
     ]
 
 
+def _cheetah_vel_distribution(rng, m: int) -> list[dict]:
+    """Target velocities uniform over the defaults' range, -2 to 3.5 m/s."""
+    return [{"name": f"test{i:02d}", "velocity": float(rng.uniform(-2.0, 3.5))} for i in range(m)]
+
+
 def _ant_default_tasks() -> list[dict]:
     """6 directions in 3 pairs 20 degrees apart, pairs 120 degrees apart; planted groups: pairs."""
     tasks = []
@@ -159,6 +164,7 @@ SPECS: dict[str, FamilySpec] = {
         episode_length=100,
         objective=f"-|v_x - velocity| - {CHEETAH_CTRL_COST}*|a|^2",
         metric=("mean_speed_error", _cheetah_speed_error, "mean"),
+        task_distribution=_cheetah_vel_distribution,
     ),
     "ant-dir": FamilySpec(
         env_name="ant",

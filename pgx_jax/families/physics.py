@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from pgx_jax.families.base import FamilySpec, default_reset, range_validator
 
@@ -61,6 +62,34 @@ def _pendulum_default_tasks() -> list[dict]:
                 }
             )
     return tasks
+
+
+def _pendulum_distribution(rng, m: int) -> list[dict]:
+    """Poles drawn from the range the default ten span: gravity between the Moon's and twice
+    Earth's, pole mass x0.5-2, length x0.5-1.5 (uniform), the motor forward or reversed (p = 1/2)."""
+    return [
+        {
+            "name": f"test{i:02d}",
+            "gravity": float(rng.uniform(1.62, 19.6)),
+            "pole_mass": float(rng.uniform(0.5, 2.0)),
+            "pole_length": float(rng.uniform(0.5, 1.5)),
+            "motor": float(rng.choice((-1.0, 1.0))),
+        }
+        for i in range(m)
+    ]
+
+
+def _cheetah_gravity_distribution(rng, m: int) -> list[dict]:
+    """Worlds drawn from the range the default eight span: gravity 1.62-19.6 m/s^2 (uniform in
+    its logarithm, as the defaults are spread) and torso mass x0.7-1.5."""
+    return [
+        {
+            "name": f"test{i:02d}",
+            "gravity": float(np.exp(rng.uniform(np.log(1.62), np.log(19.6)))),
+            "torso_mass": float(rng.uniform(0.7, 1.5)),
+        }
+        for i in range(m)
+    ]
 
 
 _check_physics = range_validator(
@@ -119,6 +148,7 @@ SPECS: dict[str, FamilySpec] = {
         objective=f"+1 per step while |pole angle| < {PENDULUM_MAX_ANGLE} rad (CartPole analogue)",
         system_fn=_pendulum_system,
         varies="dynamics",
+        task_distribution=_pendulum_distribution,
     ),
     "cheetah-gravity": FamilySpec(
         env_name="halfcheetah",
@@ -133,5 +163,6 @@ SPECS: dict[str, FamilySpec] = {
         metric=("mean_forward_velocity", _forward_velocity, "mean"),
         system_fn=_gravity_system,
         varies="dynamics",
+        task_distribution=_cheetah_gravity_distribution,
     ),
 }

@@ -107,6 +107,51 @@ def load_tasks_file(family_name: str, path: str | os.PathLike) -> list[dict]:
     return validate_tasks(family_name, tasks, source=str(path))
 
 
+def task_entries(name: str, tasks_file: str | os.PathLike | None = None) -> list[dict]:
+    """The validated task entries of a named family: its default layout or a JSON tasks file."""
+    if tasks_file is not None:
+        return load_tasks_file(name, tasks_file)
+    return validate_tasks(name, _spec(name).default_tasks())
+
+
+def meta_rl_families() -> list[str]:
+    """The families with a distribution of unseen tasks that meta-training steps in JAX
+    (what ``pgx-jax meta-rl`` accepts)."""
+    return sorted(name for name, spec in FAMILIES.items() if spec.task_distribution is not None)
+
+
+def draw_tasks(name: str, sources: Sequence[Mapping], m: int, seed: int) -> list[dict]:
+    """``m`` unseen tasks of family ``name`` drawn from its declared distribution with ``seed``.
+
+    None equals a source task in every field (such a draw is replaced by another); names are
+    ``test00``, ``test01``, ... and must not clash with a source's. Raises ``ValueError`` for a
+    family without a distribution, ``m < 1`` or a name clash.
+    """
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"the number of test tasks must be a positive integer, got {m!r}")
+    spec = _spec(name)
+    if getattr(spec, "task_distribution", None) is None:
+        have = meta_rl_families()
+        raise ValueError(f"family {name!r} declares no distribution of unseen tasks; those that do: {have}")
+    fields = list(spec.fields)
+    seen = {tuple(np.ravel([s[f] for f in fields]).tolist()) for s in sources}
+    rng = np.random.default_rng(seed)
+    out: list[dict] = []
+    for _ in range(100):  # continuous draws never hit a source in practice; the loop is the guarantee
+        for entry in spec.task_distribution(rng, m - len(out)):
+            if tuple(np.ravel([entry[f] for f in fields]).tolist()) not in seen:
+                out.append(entry)
+        if len(out) == m:
+            break
+    else:
+        raise ValueError(f"family {name!r}: could not draw {m} tasks that differ from the sources")
+    out = [dict(e, name=f"test{i:02d}") for i, e in enumerate(out)]
+    clash = sorted({e["name"] for e in out} & {s["name"] for s in sources})
+    if clash:
+        raise ValueError(f"source task names {clash} clash with the test tasks' names; rename them")
+    return validate_tasks(name, out, source=f"{name} test tasks")
+
+
 @functools.cache
 def _brax_env(env_name: str, backend: str, kwargs: tuple) -> Any:
     return brax_envs.get_environment(env_name, backend=backend, **dict(kwargs))

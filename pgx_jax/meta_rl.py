@@ -1,0 +1,296 @@
+"""The paper's meta-RL protocol: group the source tasks, meta-train one MAML policy per group,
+score the groupings on unseen test tasks after adaptation (``pgx-jax meta-rl``).
+
+Per seed:
+
+1. The groupings of the n source tasks (:func:`pgx_jax.compare.choose_groupings` on the source
+   family, task-agnostic: ``multitask``, ``random``, ``gradient_similarity``, ``ground_truth``,
+   ``policygradex``).
+2. One MAML meta-policy per distinct group (:mod:`pgx_jax.maml`), every group of every grouping in
+   one compiled call, with the same env steps per source task in every grouping (a group of s
+   tasks runs s times the per-task meta-iterations). A group shared by two groupings is one policy
+   (its key is a function of the seed and the group).
+3. Every meta-policy adapted to every test task (:func:`pgx_jax.maml.adaptation_curves`): A
+   policy-gradient steps, each on fresh episodes; task t's episodes are keyed by t alone, so the
+   groupings meet the same start states and noise.
+4. **Routing**: a test task goes, within each grouping, to the group whose meta-policy earns the
+   most on the task's first batch of adaptation episodes (step 0 of its curve: the task's own
+   data, no training, the same rule for every grouping; it costs one batch per group). Reported
+   beside it: the agreement with the group of the nearest source task (parameters standardised
+   over the source tasks).
+
+Meta-training and adaptation run on one family holding the source tasks then the test tasks (the
+policy is task-agnostic: the id rows of its input are zeros, so it cannot tell them apart); the
+estimate runs on the source family alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pgx_jax import maml
+from pgx_jax.compare import choose_groupings
+from pgx_jax.families import make_family
+from pgx_jax.families.base import TaskFamily
+from pgx_jax.groups import group_masks
+from pgx_jax.maml import MAMLConfig
+from pgx_jax.pipeline import PipelineConfig
+from pgx_jax.validate import ValidateConfig
+
+GROUPINGS = ("multitask", "random", "gradient_similarity", "ground_truth", "policygradex")
+DEFAULT_GROUPINGS = ("multitask", "random", "gradient_similarity", "policygradex")
+ROUTING = "probe: the group whose meta-policy earns the most on the test task's first batch of adaptation episodes"
+
+
+def check_groupings(groupings: Sequence[str]) -> list[str]:
+    unknown = sorted(set(groupings) - set(GROUPINGS))
+    if unknown or not groupings:
+        raise ValueError(f"groupings must be a non-empty subset of {list(GROUPINGS)}; unknown: {unknown}")
+    return [g for g in GROUPINGS if g in set(groupings)]
+
+
+def combined_family(name: str, sources: Sequence[dict], tests: Sequence[dict]) -> TaskFamily:
+    """One family of the source tasks (indices 0..n-1) then the test tasks (n..n+m-1), no groups."""
+    strip = lambda e: {k: v for k, v in e.items() if k != "group"}  # noqa: E731
+    family = make_family(name, [strip(e) for e in sources] + [strip(e) for e in tests])
+    if not isinstance(family, TaskFamily):
+        raise ValueError(f"meta-rl steps its families in JAX; {name!r} is stepped on the host")
+    return family
+
+
+def nearest_source(sources: Sequence[dict], tests: Sequence[dict], fields: Sequence[str]) -> np.ndarray:
+    """int [m]: each test task's nearest source task, fields standardised over the sources
+    (a field constant over the sources is left out)."""
+    src = np.array([np.ravel([e[f] for f in fields]) for e in sources], float)
+    tst = np.array([np.ravel([e[f] for f in fields]) for e in tests], float)
+    std = src.std(0)
+    keep = std > 1e-12
+    if not keep.any():
+        return np.zeros(len(tests), int)
+    d = ((tst[:, None, keep] - src[None, :, keep]) / std[keep]) ** 2
+    return np.argmin(d.sum(-1), 1)
+
+
+def meta_train_groups(mconfig: MAMLConfig, family: TaskFamily, groups: list[tuple[int, ...]], n_source: int, key):
+    """Meta-train one policy per group (tuples of source indices), all in one compiled call.
+
+    Returns ``(params with leading [G], metrics, active iterations int [G], env steps per source
+    task int [G])``."""
+    masks = np.zeros((len(groups), family.n_tasks), bool)
+    for j, g in enumerate(groups):
+        masks[j, list(g)] = True
+    active = mconfig.group_iterations([len(g) for g in groups], n_source)
+    keys = jnp.stack([jax.random.fold_in(key, sum(1 << i for i in g) % (2**31 - 1)) for g in groups])
+    fn = jax.jit(maml.meta_train_vmapped, static_argnums=(0, 1, 4))
+    params, metrics = fn(mconfig, family, jnp.asarray(masks), keys, int(active.max()), jnp.asarray(active))
+    finite = np.asarray(metrics["finite"])
+    if not finite.all():
+        bad = np.argwhere(~finite)[0].tolist()
+        where = f"group {groups[bad[0]]}, iteration {bad[1]}"
+        raise FloatingPointError(f"non-finite meta-loss, gradient or reward ({where})")
+    slots = np.asarray(metrics["slots"]).sum(1)[:, :n_source]  # [G, n]
+    steps = 2 * mconfig.episodes * family.episode_length * slots
+    per_task = np.array([steps[j, list(g)].mean() for j, g in enumerate(groups)])
+    if not all(np.allclose(steps[j, list(g)], per_task[j]) for j, g in enumerate(groups)):
+        raise AssertionError(f"unequal env steps among a group's tasks: {steps.tolist()}")
+    return params, metrics, active, per_task
+
+
+def _stats(values: Sequence[float]) -> dict:
+    v = np.asarray(values, float)
+    return {"per_seed": v.tolist(), "mean": float(v.mean()), "std": float(v.std())}
+
+
+def meta_rl(
+    family_name: str,
+    sources: Sequence[dict],
+    tests: Sequence[dict],
+    config: PipelineConfig,
+    mconfig: MAMLConfig,
+    seeds: Sequence[int],
+    *,
+    groupings: Sequence[str] = DEFAULT_GROUPINGS,
+    vconfig: ValidateConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """The protocol over ``seeds``; returns the JSON-able ``meta_rl.json`` report.
+
+    Args:
+        family_name: a family of :func:`pgx_jax.families.meta_rl_families`.
+        sources: the source task entries (the grouping's n tasks).
+        tests: the unseen test task entries.
+        config: the estimate's :class:`PipelineConfig` (task-agnostic: ``conditioning="none"``).
+        mconfig: meta-training and adaptation.
+        groupings: a subset of :data:`GROUPINGS`.
+        vconfig: the truth behind ``ground_truth``.
+
+    Returns:
+        ``groupings.<name>`` with ``groups`` per seed, ``before_adaptation`` and
+        ``after_adaptation`` ``{"per_seed", "mean", "std"}`` (mean return over the test tasks),
+        ``curve`` (mean over seeds and test tasks, [A + 1]) and ``curve_per_seed``, per seed the
+        test tasks' routed group, their returns before and after, and the routing's agreement
+        with the nearest source task's group; ``improvement`` of ``policygradex`` over each
+        other grouping after and before adaptation; the tasks, configs and timings.
+    """
+    groupings = check_groupings(groupings)
+    if not seeds:
+        raise ValueError("give at least one seed")
+    if config.ppo.network.conditioning != "none" or config.meta_ppo().network.conditioning != "none":
+        raise ValueError("meta-rl is task-agnostic: the estimate's policies need conditioning 'none'")
+    say = progress or (lambda msg: None)
+    source_family = make_family(family_name, list(sources))
+    family = combined_family(family_name, sources, tests)
+    config.check_for(source_family)
+    n, m = len(sources), len(tests)
+    fields = [f for f in family.params]
+    nearest = nearest_source(sources, tests, fields)
+    test_ids = jnp.arange(n, n + m, dtype=jnp.int32)
+    vconfig = vconfig or ValidateConfig()
+    theta_stars, true_groups = {}, {}
+    per_seed, timings = [], {}
+    for seed in seeds:
+        t0 = time.perf_counter()
+        key = jax.random.PRNGKey(seed)
+        k_meta, k_adapt = jax.random.split(jax.random.fold_in(key, 7))
+        wanted = [g for g in groupings if g != "multitask"] or ["policygradex"]
+        chosen = choose_groupings(source_family, config, seed, wanted, 1, vconfig, theta_stars, true_groups, say)
+        chosen["multitask"] = [[list(range(n))]]
+        chosen = {name: [tuple(g) for g in chosen[name][0]] for name in groupings}
+        for groups in chosen.values():
+            group_masks(groups, n)  # each grouping is a partition of the source tasks
+        distinct = sorted({g for groups in chosen.values() for g in groups}, key=lambda g: (len(g), g))
+        say(f"seed {seed}: meta-train {len(distinct)} group(s) ({mconfig.meta_iterations} iterations for all tasks)")
+        t1 = time.perf_counter()
+        params, metrics, active, steps = meta_train_groups(mconfig, family, distinct, n, k_meta)
+        jax.block_until_ready(params)
+        t_train = time.perf_counter() - t1
+        say(f"seed {seed}: adapt {len(distinct)} meta-policies to {m} test tasks ({mconfig.adapt_steps} steps)")
+        t1 = time.perf_counter()
+        adapt = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
+        curves = np.asarray(adapt(mconfig, family, params, test_ids, k_adapt))  # [G, m, A + 1]
+        if not np.all(np.isfinite(curves)):
+            raise FloatingPointError("non-finite returns in adaptation")
+        t_adapt = time.perf_counter() - t1
+        index = {g: j for j, g in enumerate(distinct)}
+        seed_out = {}
+        for name, groups in chosen.items():
+            rows = np.array([index[g] for g in groups])
+            probe = curves[rows, :, 0]  # [G, m]: step 0, the routing's data
+            route = np.argmax(probe, 0)
+            routed = curves[rows[route], np.arange(m)]  # [m, A + 1]
+            label = np.empty(n, int)
+            for j, g in enumerate(groups):
+                label[list(g)] = j
+            seed_out[name] = {
+                "groups": [list(g) for g in groups],
+                "routed_group": route.tolist(),
+                "routing_agreement_with_nearest_source": float(np.mean(route == label[nearest])),
+                "before_adaptation_per_task": routed[:, 0].tolist(),
+                "after_adaptation_per_task": routed[:, -1].tolist(),
+                "curve": routed.mean(0).tolist(),
+                "env_steps_per_source_task": [float(steps[index[g]]) for g in groups],
+                "meta_iterations": [int(active[index[g]]) for g in groups],
+                "final_post_adaptation_return_source": [
+                    float(np.nanmean(np.asarray(metrics["post_return"])[index[g], int(active[index[g]]) - 1][list(g)]))
+                    for g in groups
+                ],
+            }
+        per_seed.append(seed_out)
+        timings[f"seed_{seed}"] = {"total_s": time.perf_counter() - t0, "meta_train_s": t_train, "adapt_s": t_adapt}
+    out = {}
+    for name in groupings:
+        ss = [s[name] for s in per_seed]
+        curve = np.array([s["curve"] for s in ss])
+        out[name] = {
+            "groups": [s["groups"] for s in ss],
+            "before_adaptation": _stats([np.mean(s["before_adaptation_per_task"]) for s in ss]),
+            "after_adaptation": _stats([np.mean(s["after_adaptation_per_task"]) for s in ss]),
+            "curve": curve.mean(0).tolist(),
+            "curve_per_seed": curve.tolist(),
+            "routing_agreement_with_nearest_source": _stats([s["routing_agreement_with_nearest_source"] for s in ss]),
+            "per_seed": ss,
+        }
+    report = {
+        "family": family_name,
+        "source_tasks": list(sources),
+        "test_tasks": list(tests),
+        "nearest_source": nearest.tolist(),
+        "seeds": list(seeds),
+        "groupings": out,
+        "routing": ROUTING,
+        "adaptation": {
+            "steps": mconfig.adapt_steps,
+            "unit": f"one policy-gradient step (SGD, lr {mconfig.inner_lr}) on {mconfig.adapt_episodes} fresh episodes",
+            "env_steps_per_test_task": mconfig.adapt_env_steps(family.episode_length),
+            "routing_env_steps_per_test_task_per_group": mconfig.adapt_episodes * family.episode_length,
+        },
+        "config": config.to_dict(),
+        "maml_config": mconfig.to_dict(),
+        "timings": timings,
+    }
+    if "policygradex" in out:
+        report["improvement"] = {
+            when: {
+                name: _relative(out["policygradex"][when]["mean"], g[when]["mean"])
+                for name, g in out.items()
+                if name != "policygradex"
+            }
+            for when in ("after_adaptation", "before_adaptation")
+        }
+    return report
+
+
+def _relative(ours: float, theirs: float) -> dict:
+    return {"difference": ours - theirs, "relative": (ours - theirs) / abs(theirs) if abs(theirs) > 1e-12 else None}
+
+
+def table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a report: per grouping, mean test return before and after adaptation
+    (mean +- std over seeds), policygradex's improvement over it after adaptation, routing agreement."""
+    header = ["grouping", "before adaptation", "after adaptation", "policygradex vs this (after)"]
+    header.append("routing = nearest source")
+    rows = []
+    for name, g in report["groupings"].items():
+        imp = report.get("improvement", {}).get("after_adaptation", {}).get(name)
+        pct = "-" if imp is None or imp["relative"] is None else f"{100 * imp['relative']:+.1f}%"
+        rows.append(
+            [
+                name,
+                f"{g['before_adaptation']['mean']:.1f} +- {g['before_adaptation']['std']:.1f}",
+                f"{g['after_adaptation']['mean']:.1f} +- {g['after_adaptation']['std']:.1f}",
+                pct,
+                f"{g['routing_agreement_with_nearest_source']['mean']:.2f}",
+            ]
+        )
+    return header, rows
+
+
+def plot(report: dict, path: str) -> None:
+    """Per grouping, the test tasks' mean return against adaptation steps (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, g in report["groupings"].items():
+        curve = np.asarray(g["curve_per_seed"])
+        steps = np.arange(curve.shape[1])
+        ax.plot(steps, curve.mean(0), marker="o", ms=3, label=name)
+        if curve.shape[0] > 1:
+            ax.fill_between(steps, curve.min(0), curve.max(0), alpha=0.15)
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel(f"mean return on {len(report['test_tasks'])} unseen tasks")
+    ax.set_title(f"{report['family']}: one MAML meta-policy per group")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = ["DEFAULT_GROUPINGS", "GROUPINGS", "ROUTING", "combined_family", "meta_rl", "nearest_source", "plot", "table"]
