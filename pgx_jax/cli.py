@@ -877,6 +877,11 @@ def _cmd_meta_rl(args) -> int:
         if not args.no_progress:
             print(f"[meta-rl] {msg}", file=sys.stderr, flush=True)
 
+    def save(report):  # after every seed: an interrupted run keeps the seeds it finished
+        report["versions"] = _versions()
+        write_json(os.path.join(out, "meta_rl.json"), report)
+        meta_rl.plot(report, os.path.join(out, "meta_rl.png"))
+
     report = meta_rl.meta_rl(
         args.family,
         sources,
@@ -887,10 +892,8 @@ def _cmd_meta_rl(args) -> int:
         groupings=groupings,
         vconfig=vconfig,
         progress=progress,
+        on_seed=save,
     )
-    report["versions"] = _versions()
-    write_json(os.path.join(out, "meta_rl.json"), report)
-    meta_rl.plot(report, os.path.join(out, "meta_rl.png"))
     header, rows = meta_rl.table(report)
     print(markdown_table(header, rows), end="")
     print(f"wrote {out}/meta_rl.json and meta_rl.png")

@@ -133,7 +133,7 @@ BUDGETS = {  # meta-training and adaptation per named budget (pendulum-physics m
         "adapt_steps": 2,
         "adapt_episodes": 2,
     },
-    "demo": {"meta_iterations": 200, "meta_batch": 10, "episodes": 10, "adapt_steps": 10, "adapt_episodes": 10},
+    "demo": {"meta_iterations": 50, "meta_batch": 10, "episodes": 10, "adapt_steps": 10, "adapt_episodes": 10},
     "full": {"meta_iterations": 1000, "meta_batch": 40, "episodes": 20, "adapt_steps": 200, "adapt_episodes": 20},
 }
 
@@ -271,24 +271,36 @@ def meta_loss(config: MAMLConfig, family: TaskFamily, actor, normalizer, pre: Ep
     return jnp.mean(jax.vmap(one)(pre, post, post_adv))
 
 
-def meta_iteration(config: MAMLConfig, family: TaskFamily, state: MetaState, task_mask) -> tuple[MetaState, Metrics]:
-    """One meta-iteration: sample, adapt every slot, sample again, ``outer_epochs`` Adam steps."""
+def collect(config: MAMLConfig, family: TaskFamily, params: AgentParams, tasks, key: PRNGKey):
+    """A meta-batch: K episodes of each slot's task (int32 [M]) with ``params``, the adapted
+    actor of each slot, and K fresh episodes with it.
+
+    Returns:
+        ``(pre, post, post_adv)``: :class:`Episodes` with leaves [M, K, T, ...] and the
+        post-adaptation advantages float32 [M, K, T].
+    """
     n, net, K = family.n_tasks, config.network, config.episodes
-    key, k_pre, k_post = jax.random.split(state.key, 3)
-    tasks = slot_tasks(task_mask, state.iteration, config.meta_batch)
-    params = state.params
-    pre_keys = jax.random.split(k_pre, config.meta_batch)
-    pre = jax.vmap(lambda t, k: sample(net, family, params, t, k, K))(tasks, pre_keys)
-    adapt = lambda batch: inner_step(  # noqa: E731
-        net, n, params.actor, params.normalizer, batch, lr=config.inner_lr, discount=config.discount
-    )
-    adapted = jax.vmap(adapt)(pre)
+    k_pre, k_post = jax.random.split(key)
+    pre = jax.vmap(lambda t, k: sample(net, family, params, t, k, K))(tasks, jax.random.split(k_pre, tasks.shape[0]))
+
+    def adapt(batch):
+        return inner_step(net, n, params.actor, params.normalizer, batch, lr=config.inner_lr, discount=config.discount)
 
     def sample_adapted(actor, t, k):
         return sample(net, family, params.replace(actor=actor), t, k, K)
 
-    post = jax.vmap(sample_adapted)(adapted, tasks, jax.random.split(k_post, config.meta_batch))
-    post_adv = jax.vmap(lambda b: advantages(b, config.discount))(post)
+    adapted = jax.vmap(adapt)(pre)
+    post = jax.vmap(sample_adapted)(adapted, tasks, jax.random.split(k_post, tasks.shape[0]))
+    return pre, post, jax.vmap(lambda b: advantages(b, config.discount))(post)
+
+
+def meta_iteration(config: MAMLConfig, family: TaskFamily, state: MetaState, task_mask) -> tuple[MetaState, Metrics]:
+    """One meta-iteration: sample, adapt every slot, sample again, ``outer_epochs`` Adam steps."""
+    n = family.n_tasks
+    key, k_batch = jax.random.split(state.key)
+    tasks = slot_tasks(task_mask, state.iteration, config.meta_batch)
+    params = state.params
+    pre, post, post_adv = collect(config, family, params, tasks, k_batch)
     optimizer = _optimizer(config)
     grad_fn = jax.value_and_grad(meta_loss, argnums=2)
 
@@ -403,3 +415,51 @@ def adaptation_curves(config: MAMLConfig, family: TaskFamily, params: AgentParam
         return jax.vmap(lambda t: adaptation_curve(config, family, p, t, jax.random.fold_in(key, t)))(task_ids)
 
     return jax.vmap(one_policy)(params)
+
+
+def fit_critic(
+    net: NetworkConfig,
+    family: TaskFamily,
+    params: AgentParams,
+    key: PRNGKey,
+    *,
+    reward_scale: float,
+    discount: float,
+    episodes: int = 8,
+    steps: int = 300,
+    lr: float = 1e-3,
+) -> AgentParams:
+    """``params`` with a critic fitted to the policy's discounted returns-to-go of the scaled
+    rewards on every task (Monte Carlo, ``steps`` Adam steps on ``episodes`` episodes per task).
+
+    MAML trains no critic (its advantages need none); PolicyGradEx's gradient features take
+    their advantages from theta*'s critic, so a MAML meta-policy used as theta* needs one. Pass the
+    ``reward_scale`` and ``discount`` of the PPO config the features are collected with.
+    """
+    n = family.n_tasks
+    task_ids = jnp.repeat(jnp.arange(n, dtype=jnp.int32), episodes)
+    k_reset, k_roll = jax.random.split(key)
+    act = networks.make_act(net, family.action_size, n, params)
+    _, tr = unroll(family, act, reset_envs(family, k_reset, task_ids), k_roll, family.episode_length)  # [T, E]
+
+    def back(acc, x):
+        r, v = x
+        acc = r * reward_scale + discount * acc * v
+        return acc, acc
+
+    _, target = jax.lax.scan(back, jnp.zeros(task_ids.shape[0]), (tr.reward, tr.valid), reverse=True)
+    obs = networks.net_input(net, params.normalizer, tr.obs, n)
+    optimizer = optax.adam(lr)
+
+    def loss(critic):
+        v = networks.value_apply(net, critic, obs)
+        return 0.5 * jnp.sum(jnp.square(v - target) * tr.valid) / jnp.maximum(jnp.sum(tr.valid), 1.0)
+
+    def step(carry, _):
+        critic, opt_state = carry
+        value, grads = jax.value_and_grad(loss)(critic)
+        updates, opt_state = optimizer.update(grads, opt_state, critic)
+        return (optax.apply_updates(critic, updates), opt_state), value
+
+    (critic, _), _ = jax.lax.scan(step, (params.critic, optimizer.init(params.critic)), None, length=steps)
+    return params.replace(critic=critic)

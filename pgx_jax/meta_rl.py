@@ -35,7 +35,7 @@ import numpy as np
 
 from pgx_jax import maml
 from pgx_jax.compare import choose_groupings
-from pgx_jax.families import make_family
+from pgx_jax.families import make_family, meta_rl_families
 from pgx_jax.families.base import TaskFamily
 from pgx_jax.groups import group_masks
 from pgx_jax.maml import MAMLConfig
@@ -57,10 +57,7 @@ def check_groupings(groupings: Sequence[str]) -> list[str]:
 def combined_family(name: str, sources: Sequence[dict], tests: Sequence[dict]) -> TaskFamily:
     """One family of the source tasks (indices 0..n-1) then the test tasks (n..n+m-1), no groups."""
     strip = lambda e: {k: v for k, v in e.items() if k != "group"}  # noqa: E731
-    family = make_family(name, [strip(e) for e in sources] + [strip(e) for e in tests])
-    if not isinstance(family, TaskFamily):
-        raise ValueError(f"meta-rl steps its families in JAX; {name!r} is stepped on the host")
-    return family
+    return make_family(name, [strip(e) for e in sources] + [strip(e) for e in tests])
 
 
 def nearest_source(sources: Sequence[dict], tests: Sequence[dict], fields: Sequence[str]) -> np.ndarray:
@@ -117,6 +114,7 @@ def meta_rl(
     groupings: Sequence[str] = DEFAULT_GROUPINGS,
     vconfig: ValidateConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    on_seed: Callable[[dict], None] | None = None,
 ) -> dict:
     """The protocol over ``seeds``; returns the JSON-able ``meta_rl.json`` report.
 
@@ -128,6 +126,8 @@ def meta_rl(
         mconfig: meta-training and adaptation.
         groupings: a subset of :data:`GROUPINGS`.
         vconfig: the truth behind ``ground_truth``.
+        on_seed: called with the report over the seeds done so far as each seed finishes (the
+            CLI writes it, so an interrupted run keeps its finished seeds).
 
     Returns:
         ``groupings.<name>`` with ``groups`` per seed, ``before_adaptation`` and
@@ -138,6 +138,8 @@ def meta_rl(
         other grouping after and before adaptation; the tasks, configs and timings.
     """
     groupings = check_groupings(groupings)
+    if family_name not in meta_rl_families():
+        raise ValueError(f"family {family_name!r}: meta-rl runs on {meta_rl_families()}")
     if not seeds:
         raise ValueError("give at least one seed")
     if config.ppo.network.conditioning != "none" or config.meta_ppo().network.conditioning != "none":
@@ -164,44 +166,67 @@ def meta_rl(
         for groups in chosen.values():
             group_masks(groups, n)  # each grouping is a partition of the source tasks
         distinct = sorted({g for groups in chosen.values() for g in groups}, key=lambda g: (len(g), g))
-        say(f"seed {seed}: meta-train {len(distinct)} group(s) ({mconfig.meta_iterations} iterations for all tasks)")
-        t1 = time.perf_counter()
-        params, metrics, active, steps = meta_train_groups(mconfig, family, distinct, n, k_meta)
-        jax.block_until_ready(params)
-        t_train = time.perf_counter() - t1
-        say(f"seed {seed}: adapt {len(distinct)} meta-policies to {m} test tasks ({mconfig.adapt_steps} steps)")
-        t1 = time.perf_counter()
-        adapt = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
-        curves = np.asarray(adapt(mconfig, family, params, test_ids, k_adapt))  # [G, m, A + 1]
-        if not np.all(np.isfinite(curves)):
-            raise FloatingPointError("non-finite returns in adaptation")
-        t_adapt = time.perf_counter() - t1
-        index = {g: j for j, g in enumerate(distinct)}
-        seed_out = {}
-        for name, groups in chosen.items():
-            rows = np.array([index[g] for g in groups])
-            probe = curves[rows, :, 0]  # [G, m]: step 0, the routing's data
-            route = np.argmax(probe, 0)
-            routed = curves[rows[route], np.arange(m)]  # [m, A + 1]
-            label = np.empty(n, int)
-            for j, g in enumerate(groups):
-                label[list(g)] = j
-            seed_out[name] = {
-                "groups": [list(g) for g in groups],
-                "routed_group": route.tolist(),
-                "routing_agreement_with_nearest_source": float(np.mean(route == label[nearest])),
-                "before_adaptation_per_task": routed[:, 0].tolist(),
-                "after_adaptation_per_task": routed[:, -1].tolist(),
-                "curve": routed.mean(0).tolist(),
-                "env_steps_per_source_task": [float(steps[index[g]]) for g in groups],
-                "meta_iterations": [int(active[index[g]]) for g in groups],
-                "final_post_adaptation_return_source": [
-                    float(np.nanmean(np.asarray(metrics["post_return"])[index[g], int(active[index[g]]) - 1][list(g)]))
-                    for g in groups
-                ],
-            }
-        per_seed.append(seed_out)
-        timings[f"seed_{seed}"] = {"total_s": time.perf_counter() - t0, "meta_train_s": t_train, "adapt_s": t_adapt}
+        say(f"seed {seed}: meta-train {len(distinct)} group(s), adapt them to {m} test tasks")
+        curves, steps, active, metrics, times = train_and_adapt(mconfig, family, distinct, n, test_ids, k_meta, k_adapt)
+        per_seed.append(score_groupings(chosen, distinct, curves, steps, active, metrics, nearest, n))
+        timings[f"seed_{seed}"] = dict(times, total_s=time.perf_counter() - t0)
+        report = _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, config, mconfig, timings)
+        if on_seed is not None:
+            on_seed(report)
+    return report
+
+
+def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids, k_meta, k_adapt):
+    """Meta-train the groups (:func:`meta_train_groups`) and adapt each to every test task.
+
+    Returns ``(curves float [G, m, A + 1], env steps per source task [G], active iterations [G],
+    meta-training metrics, {"meta_train_s", "adapt_s"})``."""
+    t0 = time.perf_counter()
+    params, metrics, active, steps = meta_train_groups(mconfig, family, groups, n_source, k_meta)
+    jax.block_until_ready(params)
+    t1 = time.perf_counter()
+    adapt = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
+    curves = np.asarray(adapt(mconfig, family, params, test_ids, k_adapt))
+    if not np.all(np.isfinite(curves)):
+        raise FloatingPointError("non-finite returns in adaptation")
+    return curves, steps, active, metrics, {"meta_train_s": t1 - t0, "adapt_s": time.perf_counter() - t1}
+
+
+def score_groupings(chosen, distinct, curves, steps, active, metrics, nearest, n: int) -> dict:
+    """Per grouping of one seed: route every test task to a group by the probe (step 0 of each
+    of its groups' curves), and report the routed curves, budgets and routing agreement.
+
+    ``curves`` float [G, m, A + 1] of the ``distinct`` groups; ``steps`` / ``active`` [G]."""
+    m = curves.shape[1]
+    index = {g: j for j, g in enumerate(distinct)}
+    seed_out = {}
+    for name, groups in chosen.items():
+        rows = np.array([index[g] for g in groups])
+        probe = curves[rows, :, 0]  # [G, m]: step 0, the routing's data
+        route = np.argmax(probe, 0)
+        routed = curves[rows[route], np.arange(m)]  # [m, A + 1]
+        label = np.empty(n, int)
+        for j, g in enumerate(groups):
+            label[list(g)] = j
+        seed_out[name] = {
+            "groups": [list(g) for g in groups],
+            "routed_group": route.tolist(),
+            "routing_agreement_with_nearest_source": float(np.mean(route == label[nearest])),
+            "before_adaptation_per_task": routed[:, 0].tolist(),
+            "after_adaptation_per_task": routed[:, -1].tolist(),
+            "curve": routed.mean(0).tolist(),
+            "env_steps_per_source_task": [float(steps[index[g]]) for g in groups],
+            "meta_iterations": [int(active[index[g]]) for g in groups],
+            "final_post_adaptation_return_source": [
+                float(np.nanmean(np.asarray(metrics["post_return"])[index[g], int(active[index[g]]) - 1][list(g)]))
+                for g in groups
+            ],
+        }
+    return seed_out
+
+
+def _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, config, mconfig, timings) -> dict:
+    """The report over the seeds done so far (``seeds_done``)."""
     out = {}
     for name in groupings:
         ss = [s[name] for s in per_seed]
@@ -215,23 +240,25 @@ def meta_rl(
             "routing_agreement_with_nearest_source": _stats([s["routing_agreement_with_nearest_source"] for s in ss]),
             "per_seed": ss,
         }
+    episode_length = make_family(family_name, list(sources)).episode_length
     report = {
         "family": family_name,
         "source_tasks": list(sources),
         "test_tasks": list(tests),
         "nearest_source": nearest.tolist(),
         "seeds": list(seeds),
+        "seeds_done": list(seeds)[: len(per_seed)],
         "groupings": out,
         "routing": ROUTING,
         "adaptation": {
             "steps": mconfig.adapt_steps,
             "unit": f"one policy-gradient step (SGD, lr {mconfig.inner_lr}) on {mconfig.adapt_episodes} fresh episodes",
-            "env_steps_per_test_task": mconfig.adapt_env_steps(family.episode_length),
-            "routing_env_steps_per_test_task_per_group": mconfig.adapt_episodes * family.episode_length,
+            "env_steps_per_test_task": mconfig.adapt_env_steps(episode_length),
+            "routing_env_steps_per_test_task_per_group": mconfig.adapt_episodes * episode_length,
         },
         "config": config.to_dict(),
         "maml_config": mconfig.to_dict(),
-        "timings": timings,
+        "timings": dict(timings),
     }
     if "policygradex" in out:
         report["improvement"] = {

@@ -28,11 +28,13 @@ LAYERS = [
         "pgx_jax.affinity",
         "pgx_jax.cluster",
         "pgx_jax.checkpoint",
+        "pgx_jax.maml",
     ],
     ["pgx_jax.simulators"],
     ["pgx_jax.groups", "pgx_jax.pipeline"],
     ["pgx_jax.validate"],
     ["pgx_jax.compare"],
+    ["pgx_jax.meta_rl"],
     ["pgx_jax.cli", "pgx_jax"],
 ]
 
