@@ -6,6 +6,7 @@ Every argument is checked before anything is compiled; outputs are written atomi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -130,6 +131,12 @@ def _meta_rl_parser(sub) -> None:
         help=f"comma-separated subset of {','.join(GROUPINGS)} (ground_truth trains every sampled subset)",
     )
     _truth_args(m, "the truth behind ground_truth's groups: 'full' (default) or 'finetune'")
+    m.add_argument(
+        "--true-groups",
+        default=None,
+        help="JSON object {seed: groups} of ground_truth's groups computed before (e.g. validate's "
+        "truths.full.true_groups for the same seed and options), instead of training every subset again",
+    )
 
 
 def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, defaults=None) -> None:
@@ -869,6 +876,7 @@ def _cmd_meta_rl(args) -> int:
         tests = load_tasks_file(args.family, args.test_tasks_file)
     else:
         tests = draw_tasks(args.family, sources, args.test_tasks, 0)
+    true_groups = None if args.true_groups is None else _read_true_groups(args.true_groups, len(sources))
     family, config, out, _ = _setup(args, "meta-rl")
     if family.n_tasks != len(sources):
         raise AssertionError("source tasks and the built family disagree")
@@ -891,6 +899,7 @@ def _cmd_meta_rl(args) -> int:
         list(range(args.seeds)),
         groupings=groupings,
         vconfig=vconfig,
+        true_groups=true_groups,
         progress=progress,
         on_seed=save,
     )
@@ -898,6 +907,26 @@ def _cmd_meta_rl(args) -> int:
     print(markdown_table(header, rows), end="")
     print(f"wrote {out}/meta_rl.json and meta_rl.png")
     return 0
+
+
+def _read_true_groups(path: str, n: int) -> dict[int, list[list[int]]]:
+    """``--true-groups``: a JSON object {seed: groups}, each a partition of the n source tasks."""
+    from pgx_jax.groups import group_masks
+
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+        out = {int(seed): [[int(i) for i in g] for g in groups] for seed, groups in raw.items()}
+    except FileNotFoundError:
+        raise ValueError(f"--true-groups {path!r} does not exist") from None
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"--true-groups {path!r}: expected a JSON object {{seed: [[task, ...], ...]}} ({e})") from None
+    for seed, groups in out.items():
+        try:
+            group_masks(groups, n)
+        except (ValueError, IndexError) as e:
+            raise ValueError(f"--true-groups {path!r}, seed {seed}: {e}") from None
+    return out
 
 
 def _versions():

@@ -113,6 +113,7 @@ def meta_rl(
     *,
     groupings: Sequence[str] = DEFAULT_GROUPINGS,
     vconfig: ValidateConfig | None = None,
+    true_groups: dict[int, list[list[int]]] | None = None,
     progress: Callable[[str], None] | None = None,
     on_seed: Callable[[dict], None] | None = None,
 ) -> dict:
@@ -126,6 +127,8 @@ def meta_rl(
         mconfig: meta-training and adaptation.
         groupings: a subset of :data:`GROUPINGS`.
         vconfig: the truth behind ``ground_truth``.
+        true_groups: per seed, the groups of a true affinity computed before (e.g. ``validate``'s
+            ``truths.full.true_groups`` for the same seed and config) instead of computing them.
         on_seed: called with the report over the seeds done so far as each seed finishes (the
             CLI writes it, so an interrupted run keeps its finished seeds).
 
@@ -153,7 +156,9 @@ def meta_rl(
     nearest = nearest_source(sources, tests, fields)
     test_ids = jnp.arange(n, n + m, dtype=jnp.int32)
     vconfig = vconfig or ValidateConfig()
-    theta_stars, true_groups = {}, {}
+    theta_stars, true_groups = {}, {int(k): v for k, v in (true_groups or {}).items()}
+    for groups in true_groups.values():
+        group_masks(groups, n)  # a partition of the source tasks, checked before any work
     per_seed, timings = [], {}
     for seed in seeds:
         t0 = time.perf_counter()

@@ -204,3 +204,14 @@ def test_meta_rl_smoke_writes_a_complete_report_with_equal_budgets(tmp_path):
     assert r["adaptation"]["steps"] == r["maml_config"]["adapt_steps"] and "routing" in r
     assert r["config"]["ppo"]["network"]["conditioning"] == "none"
     assert "versions" in r
+
+
+def test_meta_rl_refuses_true_groups_that_are_not_a_partition(tmp_path, capsys):
+    bad = tmp_path / "groups.json"
+    bad.write_text(json.dumps({"0": [[0, 1], [2]]}))
+    out = tmp_path / "m"
+    assert main(["meta-rl", "--budget", "smoke", "--true-groups", str(bad), "--out", str(out)]) == 2
+    assert "seed 0: groups must cover every task exactly once" in capsys.readouterr().err
+    assert main(["meta-rl", "--true-groups", str(tmp_path / "none.json"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
