@@ -407,6 +407,21 @@ def adaptation_curve(config: MAMLConfig, family: TaskFamily, params: AgentParams
     return jnp.concatenate([curve, episode_returns(last)[None]])
 
 
+def probe_returns(config: MAMLConfig, family: TaskFamily, params: AgentParams, task_ids, key: PRNGKey) -> jax.Array:
+    """float32 [G, K]: the mean return of ``adapt_episodes`` episodes of every task of
+    ``task_ids`` (int32 [K]) under every meta-policy (params leading [G]), before any adaptation.
+    Task t's episodes are keyed by ``fold_in(key, t)`` whichever policy runs them. The routing's
+    data: drawn with a key of its own, so the curve a routed policy then reports starts from
+    other episodes (a maximum over noisy probes would otherwise be reported as the policy's
+    return)."""
+    K = config.adapt_episodes
+
+    def one(p, t):
+        return episode_returns(sample(config.network, family, p, t, jax.random.fold_in(key, t), K))
+
+    return jax.vmap(lambda p: jax.vmap(lambda t: one(p, t))(task_ids))(params)
+
+
 def adaptation_curves(config: MAMLConfig, family: TaskFamily, params: AgentParams, task_ids, key: PRNGKey) -> jax.Array:
     """float32 [G, K, A + 1]: every meta-policy (params leading [G]) adapted to every task of
     ``task_ids`` (int32 [K]); task t's keys are ``fold_in(key, t)`` whichever policy adapts."""

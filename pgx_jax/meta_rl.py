@@ -14,8 +14,9 @@ Per seed:
    policy-gradient steps, each on fresh episodes; task t's episodes are keyed by t alone, so the
    groupings meet the same start states and noise.
 4. **Routing**: a test task goes, within each grouping, to the group whose meta-policy earns the
-   most on the task's first batch of adaptation episodes (step 0 of its curve: the task's own
-   data, no training, the same rule for every grouping; it costs one batch per group). Reported
+   most on a probe batch of the task's episodes (the task's own data, no training, the same rule
+   for every grouping; one batch per group, with a key of its own: the routed policy's curve
+   starts from other episodes, so the maximum over noisy probes is not what is reported). Reported
    beside it: the agreement with the group of the nearest source task (parameters standardised
    over the source tasks).
 
@@ -44,7 +45,10 @@ from pgx_jax.validate import ValidateConfig
 
 GROUPINGS = ("multitask", "random", "gradient_similarity", "ground_truth", "policygradex")
 DEFAULT_GROUPINGS = ("multitask", "random", "gradient_similarity", "policygradex")
-ROUTING = "probe: the group whose meta-policy earns the most on the test task's first batch of adaptation episodes"
+ROUTING = (
+    "probe: the group whose meta-policy earns the most on a batch of the test task's episodes (one batch per "
+    "group, before adaptation; the adaptation then starts from fresh episodes)"
+)
 
 
 def check_groupings(groupings: Sequence[str]) -> list[str]:
@@ -172,8 +176,9 @@ def meta_rl(
             group_masks(groups, n)  # each grouping is a partition of the source tasks
         distinct = sorted({g for groups in chosen.values() for g in groups}, key=lambda g: (len(g), g))
         say(f"seed {seed}: meta-train {len(distinct)} group(s), adapt them to {m} test tasks")
-        curves, steps, active, metrics, times = train_and_adapt(mconfig, family, distinct, n, test_ids, k_meta, k_adapt)
-        per_seed.append(score_groupings(chosen, distinct, curves, steps, active, metrics, nearest, n))
+        out = train_and_adapt(mconfig, family, distinct, n, test_ids, k_meta, k_adapt)
+        probes, curves, steps, active, metrics, times = out
+        per_seed.append(score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n))
         timings[f"seed_{seed}"] = dict(times, total_s=time.perf_counter() - t0)
         report = _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, config, mconfig, timings)
         if on_seed is not None:
@@ -184,31 +189,35 @@ def meta_rl(
 def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids, k_meta, k_adapt):
     """Meta-train the groups (:func:`meta_train_groups`) and adapt each to every test task.
 
-    Returns ``(curves float [G, m, A + 1], env steps per source task [G], active iterations [G],
-    meta-training metrics, {"meta_train_s", "adapt_s"})``."""
+    Returns ``(probe returns float [G, m] (:func:`pgx_jax.maml.probe_returns`), curves float
+    [G, m, A + 1], env steps per source task [G], active iterations [G], meta-training metrics,
+    {"meta_train_s", "adapt_s"})``: the probe and the curves use independent episodes."""
     t0 = time.perf_counter()
     params, metrics, active, steps = meta_train_groups(mconfig, family, groups, n_source, k_meta)
     jax.block_until_ready(params)
     t1 = time.perf_counter()
+    k_probe, k_curve = jax.random.split(k_adapt)
+    probes = np.asarray(jax.jit(maml.probe_returns, static_argnums=(0, 1))(mconfig, family, params, test_ids, k_probe))
     adapt = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
-    curves = np.asarray(adapt(mconfig, family, params, test_ids, k_adapt))
-    if not np.all(np.isfinite(curves)):
-        raise FloatingPointError("non-finite returns in adaptation")
-    return curves, steps, active, metrics, {"meta_train_s": t1 - t0, "adapt_s": time.perf_counter() - t1}
+    curves = np.asarray(adapt(mconfig, family, params, test_ids, k_curve))
+    if not (np.all(np.isfinite(curves)) and np.all(np.isfinite(probes))):
+        raise FloatingPointError("non-finite returns in the routing probe or in adaptation")
+    times = {"meta_train_s": t1 - t0, "adapt_s": time.perf_counter() - t1}
+    return probes, curves, steps, active, metrics, times
 
 
-def score_groupings(chosen, distinct, curves, steps, active, metrics, nearest, n: int) -> dict:
-    """Per grouping of one seed: route every test task to a group by the probe (step 0 of each
-    of its groups' curves), and report the routed curves, budgets and routing agreement.
+def score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n: int) -> dict:
+    """Per grouping of one seed: route every test task to the group with the best probe return,
+    and report the routed curves (other episodes than the probe's), budgets and routing agreement.
 
-    ``curves`` float [G, m, A + 1] of the ``distinct`` groups; ``steps`` / ``active`` [G]."""
+    ``probes`` float [G, m] and ``curves`` float [G, m, A + 1] of the ``distinct`` groups;
+    ``steps`` / ``active`` [G]."""
     m = curves.shape[1]
     index = {g: j for j, g in enumerate(distinct)}
     seed_out = {}
     for name, groups in chosen.items():
         rows = np.array([index[g] for g in groups])
-        probe = curves[rows, :, 0]  # [G, m]: step 0, the routing's data
-        route = np.argmax(probe, 0)
+        route = np.argmax(probes[rows], 0)  # [m]: the routing's own episodes
         routed = curves[rows[route], np.arange(m)]  # [m, A + 1]
         label = np.empty(n, int)
         for j, g in enumerate(groups):

@@ -128,6 +128,10 @@ def test_adaptation_keys_its_episodes_by_the_task(fast_family, mcfg):
     np.testing.assert_array_equal(both[0, 1], alone[0, 0])
     other = np.asarray(curves(mcfg, fast_family, stacked, jnp.array([1, 1], jnp.int32), jax.random.PRNGKey(10)))
     assert not np.array_equal(other[0, 0], alone[0, 0])  # another key: other episodes (replicates differ)
+    probes = jax.jit(maml.probe_returns, static_argnums=(0, 1))
+    p_both = np.asarray(probes(mcfg, fast_family, stacked, jnp.array([0, 1], jnp.int32), key))
+    p_alone = np.asarray(probes(mcfg, fast_family, stacked, jnp.array([1, 2], jnp.int32), key))
+    assert p_both.shape == (1, 2) and p_both[0, 1] == p_alone[0, 0]  # the routing's probe: keyed by task too
 
 
 @pytest.mark.parametrize("name", meta_rl_families())
