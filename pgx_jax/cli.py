@@ -117,6 +117,10 @@ def _meta_rl_parser(sub) -> None:
     m.add_argument("--test-tasks", type=int, default=50, help="unseen test tasks drawn per run (default 50)")
     m.add_argument("--test-tasks-file", default=None, help="JSON list of test tasks instead of drawing them")
     m.add_argument(
+        "--test-seed", type=int, default=0, help="seed of the test tasks' draw (default 0; the same for every seed)"
+    )
+    m.add_argument("--random-draws", type=int, default=3, help="random groupings per seed (default 3)")
+    m.add_argument(
         "--adapt-steps",
         type=int,
         default=None,
@@ -855,6 +859,8 @@ def _cmd_meta_rl(args) -> int:
         raise ValueError(f"--test-tasks must be >= 1, got {args.test_tasks}")
     if args.adapt_steps is not None and args.adapt_steps < 0:
         raise ValueError(f"--adapt-steps must be >= 0, got {args.adapt_steps}")
+    if args.random_draws < 1:
+        raise ValueError(f"--random-draws must be >= 1, got {args.random_draws}")
     if args.meta_iterations is not None and args.meta_iterations < 1:
         raise ValueError(f"--meta-iterations must be >= 1, got {args.meta_iterations}")
     if args.family not in meta_rl_families():
@@ -875,7 +881,7 @@ def _cmd_meta_rl(args) -> int:
     if args.test_tasks_file is not None:
         tests = load_tasks_file(args.family, args.test_tasks_file)
     else:
-        tests = draw_tasks(args.family, sources, args.test_tasks, 0)
+        tests = draw_tasks(args.family, sources, args.test_tasks, args.test_seed)
     true_groups = None if args.true_groups is None else _read_true_groups(args.true_groups, len(sources))
     family, config, out, _ = _setup(args, "meta-rl")
     if family.n_tasks != len(sources):
@@ -887,6 +893,7 @@ def _cmd_meta_rl(args) -> int:
 
     def save(report):  # after every seed: an interrupted run keeps the seeds it finished
         report["versions"] = _versions()
+        report["test_tasks_source"] = args.test_tasks_file or f"drawn with --test-seed {args.test_seed}"
         write_json(os.path.join(out, "meta_rl.json"), report)
         meta_rl.plot(report, os.path.join(out, "meta_rl.png"))
 
@@ -899,6 +906,7 @@ def _cmd_meta_rl(args) -> int:
         list(range(args.seeds)),
         groupings=groupings,
         vconfig=vconfig,
+        random_draws=args.random_draws,
         true_groups=true_groups,
         progress=progress,
         on_seed=save,

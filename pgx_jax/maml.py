@@ -9,7 +9,9 @@ the meta-policy theta, adapts theta to each slot by one policy-gradient step on 
 clipped surrogate of the post-adaptation episodes at ``theta'_m(theta)`` (the outer objective of
 the PPO variant of MAML-RL). First order by default (the adapted step's dependence on theta is
 stopped, FOMAML); ``second_order=True`` differentiates through the inner step on the sampled
-episodes.
+episodes: the importance-weighted surrogate is differentiated twice, which gives the per-step
+Hessian term of the MAML-RL references, without the cross-time terms of the sampling
+distribution's dependence on theta (as they do) and without differentiating the baseline.
 
 Advantages need no critic: the discounted return-to-go minus its mean over the slot's K episodes
 at the same time step (a time-dependent baseline), normalised over the slot. The observation
@@ -383,9 +385,12 @@ def meta_train(
     return state.params, metrics
 
 
-def meta_train_vmapped(config: MAMLConfig, family: TaskFamily, masks, keys, num_iterations: int, active_iterations):
-    """G meta-trainings (masks bool [G, N], keys [G], active_iterations int32 [G]) in one call."""
-    fn = lambda m, k, a: meta_train(config, family, m, k, num_iterations, a)  # noqa: E731
+def meta_train_vmapped(
+    config: MAMLConfig, family: TaskFamily, masks, keys, num_iterations: int, active_iterations, init_params=None
+):
+    """G meta-trainings (masks bool [G, N], keys [G], active_iterations int32 [G]) in one call;
+    ``init_params`` (shared by all, or None: each its own from its key)."""
+    fn = lambda m, k, a: meta_train(config, family, m, k, num_iterations, a, init_params)  # noqa: E731
     return jax.vmap(fn)(masks, keys, active_iterations)
 
 

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import maml
+from pgx_jax import maml, networks
 from pgx_jax.compare import choose_groupings
 from pgx_jax.families import make_family, meta_rl_families
 from pgx_jax.families.base import TaskFamily
@@ -77,8 +77,19 @@ def nearest_source(sources: Sequence[dict], tests: Sequence[dict], fields: Seque
     return np.argmin(d.sum(-1), 1)
 
 
+def group_key(key, group) -> jax.Array:
+    """The key of a group: ``key`` folded with its size and then each member (a function of the
+    group alone, whichever grouping holds it)."""
+    k = jax.random.fold_in(key, len(group))
+    for i in group:
+        k = jax.random.fold_in(k, int(i))
+    return k
+
+
 def meta_train_groups(mconfig: MAMLConfig, family: TaskFamily, groups: list[tuple[int, ...]], n_source: int, key):
-    """Meta-train one policy per group (tuples of source indices), all in one compiled call.
+    """Meta-train one policy per group (tuples of source indices), all in one compiled call, from
+    one initialisation; each group's episodes come from :func:`group_key`, so a group shared by
+    two groupings is one policy.
 
     Returns ``(params with leading [G], metrics, active iterations int [G], env steps per source
     task int [G])``."""
@@ -86,9 +97,11 @@ def meta_train_groups(mconfig: MAMLConfig, family: TaskFamily, groups: list[tupl
     for j, g in enumerate(groups):
         masks[j, list(g)] = True
     active = mconfig.group_iterations([len(g) for g in groups], n_source)
-    keys = jnp.stack([jax.random.fold_in(key, sum(1 << i for i in g) % (2**31 - 1)) for g in groups])
+    k_init, k_groups = jax.random.split(key)
+    init = networks.init_agent(mconfig.network, family.obs_size, family.action_size, k_init)  # one for all groups
+    keys = jnp.stack([group_key(k_groups, g) for g in groups])
     fn = jax.jit(maml.meta_train_vmapped, static_argnums=(0, 1, 4))
-    params, metrics = fn(mconfig, family, jnp.asarray(masks), keys, int(active.max()), jnp.asarray(active))
+    params, metrics = fn(mconfig, family, jnp.asarray(masks), keys, int(active.max()), jnp.asarray(active), init)
     finite = np.asarray(metrics["finite"])
     if not finite.all():
         bad = np.argwhere(~finite)[0].tolist()
@@ -117,6 +130,7 @@ def meta_rl(
     *,
     groupings: Sequence[str] = DEFAULT_GROUPINGS,
     vconfig: ValidateConfig | None = None,
+    random_draws: int = 3,
     true_groups: dict[int, list[list[int]]] | None = None,
     progress: Callable[[str], None] | None = None,
     on_seed: Callable[[dict], None] | None = None,
@@ -131,6 +145,7 @@ def meta_rl(
         mconfig: meta-training and adaptation.
         groupings: a subset of :data:`GROUPINGS`.
         vconfig: the truth behind ``ground_truth``.
+        random_draws: random partitions per seed (``random``'s scores are their mean).
         true_groups: per seed, the groups of a true affinity computed before (e.g. ``validate``'s
             ``truths.full.true_groups`` for the same seed and config) instead of computing them.
         on_seed: called with the report over the seeds done so far as each seed finishes (the
@@ -145,6 +160,8 @@ def meta_rl(
         other grouping after and before adaptation; the tasks, configs and timings.
     """
     groupings = check_groupings(groupings)
+    if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
+        raise ValueError(f"random_draws must be a positive integer, got {random_draws!r}")
     if family_name not in meta_rl_families():
         raise ValueError(f"family {family_name!r}: meta-rl runs on {meta_rl_families()}")
     if not seeds:
@@ -169,12 +186,15 @@ def meta_rl(
         key = jax.random.PRNGKey(seed)
         k_meta, k_adapt = jax.random.split(jax.random.fold_in(key, 7))
         wanted = [g for g in groupings if g != "multitask"] or ["policygradex"]
-        chosen = choose_groupings(source_family, config, seed, wanted, 1, vconfig, theta_stars, true_groups, say)
+        chosen = choose_groupings(
+            source_family, config, seed, wanted, random_draws, vconfig, theta_stars, true_groups, say
+        )
         chosen["multitask"] = [[list(range(n))]]
-        chosen = {name: [tuple(g) for g in chosen[name][0]] for name in groupings}
-        for groups in chosen.values():
-            group_masks(groups, n)  # each grouping is a partition of the source tasks
-        distinct = sorted({g for groups in chosen.values() for g in groups}, key=lambda g: (len(g), g))
+        chosen = {name: [[tuple(g) for g in draw] for draw in chosen[name]] for name in groupings}
+        for draws in chosen.values():
+            for groups in draws:
+                group_masks(groups, n)  # each grouping is a partition of the source tasks
+        distinct = sorted({g for draws in chosen.values() for d in draws for g in d}, key=lambda g: (len(g), g))
         say(f"seed {seed}: meta-train {len(distinct)} group(s), adapt them to {m} test tasks")
         out = train_and_adapt(mconfig, family, distinct, n, test_ids, k_meta, k_adapt)
         probes, curves, steps, active, metrics, times = out
@@ -208,32 +228,40 @@ def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids
 
 def score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n: int) -> dict:
     """Per grouping of one seed: route every test task to the group with the best probe return,
-    and report the routed curves (other episodes than the probe's), budgets and routing agreement.
+    and report the routed curves (other episodes than the probe's), budgets and routing agreement;
+    a grouping with several draws (``random``) reports their mean (its ``groups`` and
+    ``routed_group`` then list the draws).
 
-    ``probes`` float [G, m] and ``curves`` float [G, m, A + 1] of the ``distinct`` groups;
-    ``steps`` / ``active`` [G]."""
+    ``chosen``: ``{name: [draw: [group: tuple of task ids]]}``; ``probes`` float [G, m] and
+    ``curves`` float [G, m, A + 1] of the ``distinct`` groups; ``steps`` / ``active`` [G]."""
     m = curves.shape[1]
     index = {g: j for j, g in enumerate(distinct)}
+    post = np.asarray(metrics["post_return"])
     seed_out = {}
-    for name, groups in chosen.items():
-        rows = np.array([index[g] for g in groups])
-        route = np.argmax(probes[rows], 0)  # [m]: the routing's own episodes
-        routed = curves[rows[route], np.arange(m)]  # [m, A + 1]
-        label = np.empty(n, int)
-        for j, g in enumerate(groups):
-            label[list(g)] = j
+    for name, draws in chosen.items():
+        scored = []
+        for groups in draws:
+            rows = np.array([index[g] for g in groups])
+            route = np.argmax(probes[rows], 0)  # [m]: the routing's own episodes
+            label = np.empty(n, int)
+            for j, g in enumerate(groups):
+                label[list(g)] = j
+            scored.append((route, curves[rows[route], np.arange(m)], float(np.mean(route == label[nearest]))))
+        routed = np.mean([c for _, c, _ in scored], 0)  # [m, A + 1]
+        several = len(draws) > 1
         seed_out[name] = {
-            "groups": [list(g) for g in groups],
-            "routed_group": route.tolist(),
-            "routing_agreement_with_nearest_source": float(np.mean(route == label[nearest])),
+            "groups": [[list(g) for g in d] for d in draws] if several else [list(g) for g in draws[0]],
+            "routed_group": [r.tolist() for r, _, _ in scored] if several else scored[0][0].tolist(),
+            "routing_agreement_with_nearest_source": float(np.mean([a for _, _, a in scored])),
             "before_adaptation_per_task": routed[:, 0].tolist(),
             "after_adaptation_per_task": routed[:, -1].tolist(),
             "curve": routed.mean(0).tolist(),
-            "env_steps_per_source_task": [float(steps[index[g]]) for g in groups],
-            "meta_iterations": [int(active[index[g]]) for g in groups],
-            "final_post_adaptation_return_source": [
-                float(np.nanmean(np.asarray(metrics["post_return"])[index[g], int(active[index[g]]) - 1][list(g)]))
-                for g in groups
+            "env_steps_per_source_task": [float(steps[index[g]]) for d in draws for g in d],
+            "meta_iterations": [int(active[index[g]]) for d in draws for g in d],
+            "probe_batches_per_test_task": float(np.mean([len(d) for d in draws])),
+            # the meta-training's last iteration, its slots' tasks (before the last outer step)
+            "last_iteration_post_adaptation_return": [
+                float(np.nanmean(post[index[g], int(active[index[g]]) - 1][list(g)])) for d in draws for g in d
             ],
         }
     return seed_out
@@ -268,8 +296,12 @@ def _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, co
             "steps": mconfig.adapt_steps,
             "unit": f"one policy-gradient step (SGD, lr {mconfig.inner_lr}) on {mconfig.adapt_episodes} fresh episodes",
             "env_steps_per_test_task": mconfig.adapt_env_steps(episode_length),
-            "routing_env_steps_per_test_task_per_group": mconfig.adapt_episodes * episode_length,
+            "routing": "plus one probe batch per group of the grouping (probe_batches_per_test_task per seed)",
+            "probe_env_steps_per_group": mconfig.adapt_episodes * episode_length,
         },
+        "meta_iterations_per_source_task": int(mconfig.group_iterations([1], len(sources))[0]),
+        "std": "population standard deviation over seeds (ddof 0), as compare's; the test tasks are the same for "
+        "every seed, so it is the training's randomness alone",
         "config": config.to_dict(),
         "maml_config": mconfig.to_dict(),
         "timings": dict(timings),

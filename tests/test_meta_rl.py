@@ -77,7 +77,8 @@ def test_first_and_second_order_differ_only_in_the_outer_gradient():
 
     first, second = (jax.grad(outer)(agent.actor, s) for s in (False, True))
     assert outer(agent.actor, False) == pytest.approx(float(outer(agent.actor, True)))  # same adapted policy
-    diff = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(first), jax.tree.leaves(second)))
+    pairs = zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True)
+    diff = max(float(jnp.max(jnp.abs(x - y))) for x, y in pairs)
     assert diff > 1e-6  # second order adds the inner step's Jacobian
 
 
@@ -117,21 +118,42 @@ def test_one_meta_update_lowers_the_post_adaptation_loss_on_its_batch(fast_famil
 
 def test_adaptation_keys_its_episodes_by_the_task(fast_family, mcfg):
     """Two meta-policies, or one task beside different others, meet the same episodes: a task's
-    curve does not depend on which tasks are adapted beside it."""
+    curve does not depend on which policy slot or which other tasks it is adapted beside."""
     params = networks.init_agent(mcfg.network, fast_family.obs_size, fast_family.action_size, jax.random.PRNGKey(0))
-    stacked = jax.tree.map(lambda x: x[None], params)
+    twice = jax.tree.map(lambda x: jnp.stack([x, x]), params)  # two slots, the same policy
     curves = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
     key = jax.random.PRNGKey(9)
-    both = np.asarray(curves(mcfg, fast_family, stacked, jnp.array([0, 1], jnp.int32), key))
-    alone = np.asarray(curves(mcfg, fast_family, stacked, jnp.array([1, 2], jnp.int32), key))
-    assert both.shape == (1, 2, mcfg.adapt_steps + 1)
-    np.testing.assert_array_equal(both[0, 1], alone[0, 0])
-    other = np.asarray(curves(mcfg, fast_family, stacked, jnp.array([1, 1], jnp.int32), jax.random.PRNGKey(10)))
+    both = np.asarray(curves(mcfg, fast_family, twice, jnp.array([0, 1], jnp.int32), key))
+    alone = np.asarray(curves(mcfg, fast_family, twice, jnp.array([1, 2], jnp.int32), key))
+    assert both.shape == (2, 2, mcfg.adapt_steps + 1)
+    np.testing.assert_array_equal(both[0], both[1])  # the policy's slot does not key its episodes
+    np.testing.assert_array_equal(both[:, 1], alone[:, 0])
+    other = np.asarray(curves(mcfg, fast_family, twice, jnp.array([1, 1], jnp.int32), jax.random.PRNGKey(10)))
     assert not np.array_equal(other[0, 0], alone[0, 0])  # another key: other episodes (replicates differ)
     probes = jax.jit(maml.probe_returns, static_argnums=(0, 1))
-    p_both = np.asarray(probes(mcfg, fast_family, stacked, jnp.array([0, 1], jnp.int32), key))
-    p_alone = np.asarray(probes(mcfg, fast_family, stacked, jnp.array([1, 2], jnp.int32), key))
-    assert p_both.shape == (1, 2) and p_both[0, 1] == p_alone[0, 0]  # the routing's probe: keyed by task too
+    p_both = np.asarray(probes(mcfg, fast_family, twice, jnp.array([0, 1], jnp.int32), key))
+    p_alone = np.asarray(probes(mcfg, fast_family, twice, jnp.array([1, 2], jnp.int32), key))
+    assert p_both.shape == (2, 2) and p_both[0, 1] == p_alone[0, 0] == p_both[1, 1]
+
+
+def test_groups_of_every_size_get_equal_steps_and_the_probe_its_own_episodes(fast_family):
+    from pgx_jax.meta_rl import group_key, train_and_adapt
+
+    cfg = maml.maml_config("smoke", meta_iterations=8, meta_batch=3, episodes=2, adapt_episodes=4)
+    groups = [(0,), (1, 2, 3), (0, 1, 2, 3)]
+    test_ids = jnp.arange(4, dtype=jnp.int32)
+    probes, curves, steps, active, metrics, _ = train_and_adapt(
+        cfg, fast_family, groups, 4, test_ids, jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+    )
+    assert active.tolist() == [2, 6, 8]  # 8 // 4 = 2 iterations per task
+    assert steps.tolist() == [cfg.env_steps_per_task(4, fast_family.episode_length)] * 3
+    slots = np.asarray(metrics["slots"]).sum(1)
+    assert slots[1].tolist() == [0, 6, 6, 6] and slots[2].tolist() == [6, 6, 6, 6]  # 2 x M = 6 slots per task
+    assert probes.shape == (3, 4) and curves.shape == (3, 4, cfg.adapt_steps + 1)
+    assert not np.allclose(probes, curves[:, :, 0])  # routing's episodes are not the curve's first batch
+    k = jax.random.PRNGKey(5)
+    assert not np.array_equal(group_key(k, (1, 2)), group_key(k, (2, 1, 0)))
+    assert np.array_equal(group_key(k, (1, 2)), group_key(k, (1, 2)))
 
 
 @pytest.mark.parametrize("name", meta_rl_families())
@@ -187,7 +209,8 @@ def test_meta_rl_refuses_bad_input_before_any_work(tmp_path, capsys, extra, mess
 def test_meta_rl_smoke_writes_a_complete_report_with_equal_budgets(tmp_path):
     out = tmp_path / "m"
     argv = ["meta-rl", "--budget", "smoke", "--seeds", "1", "--test-tasks", "3", "--groups", "2"]
-    argv += ["--evaluator", "gain", "--groupings", "multitask,random,policygradex", "--out", str(out), "--no-progress"]
+    argv += ["--evaluator", "gain", "--groupings", "multitask,random,policygradex", "--random-draws", "2"]
+    argv += ["--out", str(out), "--no-progress"]
     assert main(argv) == 0
     r = json.loads((out / "meta_rl.json").read_text())
     assert (out / "meta_rl.png").stat().st_size > 0
@@ -199,9 +222,13 @@ def test_meta_rl_smoke_writes_a_complete_report_with_equal_budgets(tmp_path):
             assert set(g[when]) == {"per_seed", "mean", "std"} and math.isfinite(g[when]["mean"])
         assert len(g["curve"]) == r["maml_config"]["adapt_steps"] + 1
         (seed,) = g["per_seed"]
-        assert len(seed["routed_group"]) == 3 and all(0 <= j < len(seed["groups"]) for j in seed["routed_group"])
-        assert sorted(i for grp in seed["groups"] for i in grp) == list(range(10))
-        assert len(seed["groups"]) == (1 if name == "multitask" else 2)
+        draws = seed["groups"] if name == "random" else [seed["groups"]]
+        routes = seed["routed_group"] if name == "random" else [seed["routed_group"]]
+        assert len(draws) == len(routes) == (2 if name == "random" else 1)  # --random-draws 2
+        for groups, route in zip(draws, routes, strict=True):
+            assert len(route) == 3 and all(0 <= j < len(groups) for j in route)
+            assert sorted(i for grp in groups for i in grp) == list(range(10))
+            assert len(groups) == (1 if name == "multitask" else 2)
         steps |= set(seed["env_steps_per_source_task"])
     assert len(steps) == 1 and steps.pop() > 0  # every group of every grouping: the same steps per source task
     assert set(r["improvement"]["after_adaptation"]) == {"multitask", "random"}
