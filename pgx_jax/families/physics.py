@@ -65,8 +65,10 @@ def _pendulum_default_tasks() -> list[dict]:
 
 
 def _pendulum_distribution(rng, m: int) -> list[dict]:
-    """Poles drawn from the range the default ten span: gravity between the Moon's and twice
-    Earth's, pole mass x0.5-2, length x0.5-1.5 (uniform), the motor forward or reversed (p = 1/2)."""
+    """Poles drawn uniformly from the box the default ten span: gravity between the Moon's and
+    twice Earth's, pole mass x0.5-2, length x0.5-1.5, the motor forward or reversed (p = 1/2).
+    All three vary at once where each default pole varies one from Earth's standard pole, so a
+    test pole is usually a combination no source task has (the motor's sign always is one)."""
     return [
         {
             "name": f"test{i:02d}",
