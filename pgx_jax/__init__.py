@@ -14,6 +14,9 @@ Public API (each stage a pure function; see the module docstrings):
 - checkpoints: :func:`save_policy`, :func:`load_policy`
 - PolicyGradEx stages: :func:`gradient_features`, :func:`solve_subsets`, :func:`sample_subsets`,
   :func:`affinity_matrix`, :func:`cluster_tasks`, :func:`train_groups`; end to end :func:`policygradex`
+- meta-RL (:mod:`pgx_jax.maml`, :mod:`pgx_jax.meta_rl`): :class:`MAMLConfig`, :func:`maml_config`,
+  :func:`meta_train` (pure, vmappable), :func:`adaptation_curve`, :func:`draw_tasks`; the paper's
+  protocol end to end ``pgx_jax.meta_rl.meta_rl``
 """
 
 import os as _os
@@ -31,9 +34,19 @@ from pgx_jax.checkpoint import load_policy, save_policy
 from pgx_jax.cluster import cluster_tasks
 from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
 from pgx_jax.evaluate import gain_scores, loss_scores, rollout_scores
-from pgx_jax.families import FAMILIES, HostFamily, TaskFamily, TaskState, custom_family, load_tasks_file, make_family
+from pgx_jax.families import (
+    FAMILIES,
+    HostFamily,
+    TaskFamily,
+    TaskState,
+    custom_family,
+    draw_tasks,
+    load_tasks_file,
+    make_family,
+)
 from pgx_jax.features import FeatureConfig, Features
 from pgx_jax.groups import train_groups
+from pgx_jax.maml import MAMLConfig, adaptation_curve, maml_config, meta_train
 from pgx_jax.networks import AgentParams, init_agent
 from pgx_jax.pipeline import PipelineConfig, Result, estimate, pipeline_config, policygradex
 from pgx_jax.ppo import check_finite, train
@@ -55,6 +68,11 @@ from pgx_jax.surrogate import Solutions, SurrogateConfig, TaskStats, solve, solv
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAMLConfig",
+    "adaptation_curve",
+    "draw_tasks",
+    "maml_config",
+    "meta_train",
     "AffinityConfig",
     "FeatureConfig",
     "Features",
