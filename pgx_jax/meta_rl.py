@@ -120,6 +120,17 @@ def _stats(values: Sequence[float]) -> dict:
     return {"per_seed": v.tolist(), "mean": float(v.mean()), "std": float(v.std())}
 
 
+def _check_inputs(family_name: str, config: PipelineConfig, seeds, random_draws) -> None:
+    if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
+        raise ValueError(f"random_draws must be a positive integer, got {random_draws!r}")
+    if family_name not in meta_rl_families():
+        raise ValueError(f"family {family_name!r}: meta-rl runs on {meta_rl_families()}")
+    if not seeds:
+        raise ValueError("give at least one seed")
+    if config.ppo.network.conditioning != "none" or config.meta_ppo().network.conditioning != "none":
+        raise ValueError("meta-rl is task-agnostic: the estimate's policies need conditioning 'none'")
+
+
 def meta_rl(
     family_name: str,
     sources: Sequence[dict],
@@ -160,14 +171,7 @@ def meta_rl(
         other grouping after and before adaptation; the tasks, configs and timings.
     """
     groupings = check_groupings(groupings)
-    if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
-        raise ValueError(f"random_draws must be a positive integer, got {random_draws!r}")
-    if family_name not in meta_rl_families():
-        raise ValueError(f"family {family_name!r}: meta-rl runs on {meta_rl_families()}")
-    if not seeds:
-        raise ValueError("give at least one seed")
-    if config.ppo.network.conditioning != "none" or config.meta_ppo().network.conditioning != "none":
-        raise ValueError("meta-rl is task-agnostic: the estimate's policies need conditioning 'none'")
+    _check_inputs(family_name, config, seeds, random_draws)
     say = progress or (lambda msg: None)
     source_family = make_family(family_name, list(sources))
     family = combined_family(family_name, sources, tests)
