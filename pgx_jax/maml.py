@@ -85,16 +85,12 @@ class MAMLConfig:
     network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(conditioning="none"))
 
     def __post_init__(self):
-        for name in ("meta_iterations", "meta_batch", "outer_epochs", "adapt_episodes"):
+        minimum = {"meta_iterations": 1, "meta_batch": 1, "outer_epochs": 1, "adapt_steps": 0}
+        minimum.update(episodes=2, adapt_episodes=2)  # the baseline is the mean over the batch's episodes
+        for name, least in minimum.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 2:
-            raise ValueError(f"episodes must be an integer >= 2 (the baseline is their mean), got {self.episodes!r}")
-        if isinstance(self.adapt_steps, bool) or not isinstance(self.adapt_steps, int) or self.adapt_steps < 0:
-            raise ValueError(f"adapt_steps must be a non-negative integer, got {self.adapt_steps!r}")
-        if self.adapt_episodes < 2:
-            raise ValueError(f"adapt_episodes must be >= 2 (the baseline is their mean), got {self.adapt_episodes}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
         for name in ("inner_lr", "outer_lr", "clip_eps", "max_grad_norm"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):

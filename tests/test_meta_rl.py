@@ -246,3 +246,18 @@ def test_meta_rl_refuses_true_groups_that_are_not_a_partition(tmp_path, capsys):
     assert main(["meta-rl", "--true-groups", str(tmp_path / "none.json"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"episodes": 1}, "episodes must be an integer >= 2, got 1"),
+        ({"adapt_steps": -1}, "adapt_steps must be an integer >= 0, got -1"),
+        ({"meta_batch": 0}, "meta_batch must be an integer >= 1, got 0"),
+        ({"inner_lr": float("nan")}, "inner_lr must be a finite number > 0, got nan"),
+        ({"network": NetworkConfig()}, "conditioning must be 'none', got 'task_id'"),
+    ],
+)
+def test_maml_config_refuses_bad_values_naming_them(override, message):
+    with pytest.raises(ValueError, match=message):
+        maml.maml_config("demo", **override)
