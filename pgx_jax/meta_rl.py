@@ -77,6 +77,12 @@ def nearest_source(sources: Sequence[dict], tests: Sequence[dict], fields: Seque
     return np.argmin(d.sum(-1), 1)
 
 
+# compiled once per (config, family) for the process, not re-wrapped per seed
+_META_TRAIN = jax.jit(maml.meta_train_vmapped, static_argnums=(0, 1, 4))
+_PROBE = jax.jit(maml.probe_returns, static_argnums=(0, 1))
+_CURVES = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
+
+
 def group_key(key, group) -> jax.Array:
     """The key of a group: ``key`` folded with its size and then each member (a function of the
     group alone, whichever grouping holds it)."""
@@ -100,8 +106,8 @@ def meta_train_groups(mconfig: MAMLConfig, family: TaskFamily, groups: list[tupl
     k_init, k_groups = jax.random.split(key)
     init = networks.init_agent(mconfig.network, family.obs_size, family.action_size, k_init)  # one for all groups
     keys = jnp.stack([group_key(k_groups, g) for g in groups])
-    fn = jax.jit(maml.meta_train_vmapped, static_argnums=(0, 1, 4))
-    params, metrics = fn(mconfig, family, jnp.asarray(masks), keys, int(active.max()), jnp.asarray(active), init)
+    masks, active_j = jnp.asarray(masks), jnp.asarray(active)
+    params, metrics = _META_TRAIN(mconfig, family, masks, keys, int(active.max()), active_j, init)
     finite = np.asarray(metrics["finite"])
     if not finite.all():
         bad = np.argwhere(~finite)[0].tolist()
@@ -177,7 +183,7 @@ def meta_rl(
     family = combined_family(family_name, sources, tests)
     config.check_for(source_family)
     n, m = len(sources), len(tests)
-    fields = [f for f in family.params]
+    fields = list(family.params)
     nearest = nearest_source(sources, tests, fields)
     test_ids = jnp.arange(n, n + m, dtype=jnp.int32)
     vconfig = vconfig or ValidateConfig()
@@ -221,9 +227,8 @@ def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids
     jax.block_until_ready(params)
     t1 = time.perf_counter()
     k_probe, k_curve = jax.random.split(k_adapt)
-    probes = np.asarray(jax.jit(maml.probe_returns, static_argnums=(0, 1))(mconfig, family, params, test_ids, k_probe))
-    adapt = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
-    curves = np.asarray(adapt(mconfig, family, params, test_ids, k_curve))
+    probes = np.asarray(_PROBE(mconfig, family, params, test_ids, k_probe))
+    curves = np.asarray(_CURVES(mconfig, family, params, test_ids, k_curve))
     if not (np.all(np.isfinite(curves)) and np.all(np.isfinite(probes))):
         raise FloatingPointError("non-finite returns in the routing probe or in adaptation")
     times = {"meta_train_s": t1 - t0, "adapt_s": time.perf_counter() - t1}
@@ -286,7 +291,7 @@ def _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, co
             "routing_agreement_with_nearest_source": _stats([s["routing_agreement_with_nearest_source"] for s in ss]),
             "per_seed": ss,
         }
-    episode_length = make_family(family_name, list(sources)).episode_length
+    episode_length = make_family(family_name, list(sources)).episode_length  # built once: make_family caches
     report = {
         "family": family_name,
         "source_tasks": list(sources),
