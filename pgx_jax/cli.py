@@ -109,7 +109,8 @@ def _meta_rl_parser(sub) -> None:
         description="Group the source tasks (each grouping), meta-train one MAML policy per group with the same env "
         "steps per source task in every grouping, adapt the meta-policies to unseen test tasks drawn from the "
         f"family's distribution and score each grouping by the test tasks' mean return. Families: "
-        f"{meta_rl_families()}. Routing of a test task to a group: {ROUTING} (the task's own data, no training, "
+        f"{meta_rl_families()} (host-stepped families sample their episodes on the host, the learning "
+        f"jitted). Routing of a test task to a group: {ROUTING} (the task's own data, no training, "
         "the same rule for every grouping; the agreement with the nearest source task's group is reported).",
     )
     _pipeline_args(m, "meta-rl", seed=False, defaults=META_RL_DEFAULTS)
@@ -865,8 +866,7 @@ def _cmd_meta_rl(args) -> int:
         raise ValueError(f"--meta-iterations must be >= 1, got {args.meta_iterations}")
     if args.family not in meta_rl_families():
         raise ValueError(
-            f"--family {args.family!r} declares no distribution of unseen tasks stepped in JAX; meta-rl runs on "
-            f"{meta_rl_families()}"
+            f"--family {args.family!r} declares no distribution of unseen tasks; meta-rl runs on {meta_rl_families()}"
         )
     if args.conditioning != "none":
         raise ValueError(f"--conditioning {args.conditioning!r}: meta-rl's policies are task-agnostic, use 'none'")

@@ -281,24 +281,35 @@ def collect(config: MAMLConfig, family: TaskFamily, params: AgentParams, tasks, 
     k_pre, k_post = jax.random.split(key)
     pre = jax.vmap(lambda t, k: sample(net, family, params, t, k, K))(tasks, jax.random.split(k_pre, tasks.shape[0]))
 
-    def adapt(batch):
-        return inner_step(net, n, params.actor, params.normalizer, batch, lr=config.inner_lr, discount=config.discount)
-
     def sample_adapted(actor, t, k):
         return sample(net, family, params.replace(actor=actor), t, k, K)
 
-    adapted = jax.vmap(adapt)(pre)
+    adapted = adapt_slots(config, n, params, pre)
     post = jax.vmap(sample_adapted)(adapted, tasks, jax.random.split(k_post, tasks.shape[0]))
     return pre, post, jax.vmap(lambda b: advantages(b, config.discount))(post)
 
 
-def meta_iteration(config: MAMLConfig, family: TaskFamily, state: MetaState, task_mask) -> tuple[MetaState, Metrics]:
-    """One meta-iteration: sample, adapt every slot, sample again, ``outer_epochs`` Adam steps."""
+def adapt_slots(config: MAMLConfig, n_tasks: int, params: AgentParams, pre: Episodes):
+    """The actor of every slot after the inner step on its episodes (``pre`` leaves [M, K, T, ...]):
+    actor leaves with leading [M]."""
+
+    def adapt(batch):
+        lr, discount = config.inner_lr, config.discount
+        return inner_step(config.network, n_tasks, params.actor, params.normalizer, batch, lr=lr, discount=discount)
+
+    return jax.vmap(adapt)(pre)
+
+
+def meta_update(
+    config: MAMLConfig, family, state: MetaState, key: PRNGKey, tasks, pre: Episodes, post: Episodes
+) -> tuple[MetaState, Metrics]:
+    """The learning half of a meta-iteration, from its sampled episodes (leaves [M, K, T, ...] of
+    the slots' tasks int32 [M]): ``outer_epochs`` Adam steps on :func:`meta_loss`, then the
+    normaliser; ``key`` is the state's next key. Only ``family.n_tasks`` is read: the episodes may
+    come from any simulator."""
     n = family.n_tasks
-    key, k_batch = jax.random.split(state.key)
-    tasks = slot_tasks(task_mask, state.iteration, config.meta_batch)
+    post_adv = jax.vmap(lambda b: advantages(b, config.discount))(post)
     params = state.params
-    pre, post, post_adv = collect(config, family, params, tasks, k_batch)
     optimizer = _optimizer(config)
     grad_fn = jax.value_and_grad(meta_loss, argnums=2)
 
@@ -329,6 +340,30 @@ def meta_iteration(config: MAMLConfig, family: TaskFamily, state: MetaState, tas
     }
     params = AgentParams(actor=actor, critic=params.critic, normalizer=normalizer)
     return MetaState(params, opt_state, state.iteration + 1, key), metrics
+
+
+def meta_iteration(config: MAMLConfig, family: TaskFamily, state: MetaState, task_mask) -> tuple[MetaState, Metrics]:
+    """One meta-iteration: sample, adapt every slot, sample again, ``outer_epochs`` Adam steps."""
+    key, k_batch = jax.random.split(state.key)
+    tasks = slot_tasks(task_mask, state.iteration, config.meta_batch)
+    pre, post, _ = collect(config, family, state.params, tasks, k_batch)
+    return meta_update(config, family, state, key, tasks, pre, post)
+
+
+def gate(state: MetaState, new: MetaState, metrics: Metrics, active_iterations) -> tuple[MetaState, Metrics]:
+    """``new`` if ``state`` is before iteration ``active_iterations``, else ``state`` (its
+    iteration counted on) with NaN returns, zero slots and a finite flag."""
+    on = state.iteration < active_iterations
+    new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, state).replace(iteration=state.iteration + 1)
+    nan = jnp.full_like(metrics["pre_return"], jnp.nan)
+    metrics = dict(
+        metrics,
+        pre_return=jnp.where(on, metrics["pre_return"], nan),
+        post_return=jnp.where(on, metrics["post_return"], nan),
+        slots=jnp.where(on, metrics["slots"], 0.0),
+        finite=metrics["finite"] | ~on,
+    )
+    return new, metrics
 
 
 def init_state(config: MAMLConfig, family: TaskFamily, key: PRNGKey, init_params: AgentParams | None = None):
@@ -363,19 +398,7 @@ def meta_train(
 
     def body(state, _):
         new, metrics = meta_iteration(config, family, state, mask)
-        if active_iterations is None:
-            return new, metrics
-        on = state.iteration < active_iterations
-        new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, state).replace(iteration=state.iteration + 1)
-        nan = jnp.full_like(metrics["pre_return"], jnp.nan)
-        metrics = dict(
-            metrics,
-            pre_return=jnp.where(on, metrics["pre_return"], nan),
-            post_return=jnp.where(on, metrics["post_return"], nan),
-            slots=jnp.where(on, metrics["slots"], 0.0),
-            finite=metrics["finite"] | ~on,
-        )
-        return new, metrics
+        return (new, metrics) if active_iterations is None else gate(state, new, metrics, active_iterations)
 
     state, metrics = jax.lax.scan(body, state, None, length=num_iterations)
     return state.params, metrics

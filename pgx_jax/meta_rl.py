@@ -7,8 +7,10 @@ Per seed:
    family, task-agnostic: ``multitask``, ``random``, ``gradient_similarity``, ``ground_truth``,
    ``policygradex``).
 2. One MAML meta-policy per distinct group (:mod:`pgx_jax.maml`), every group of every grouping in
-   one compiled call, with the same env steps per source task in every grouping (a group of s
-   tasks runs s times the per-task meta-iterations). A group shared by two groupings is one policy
+   one call of the family's simulator (one compiled program for a JAX family; for a host family,
+   one host loop whose episodes step in Python and whose learning is jitted), with the same env
+   steps per source task in every grouping (a group of s tasks runs s times the per-task
+   meta-iterations). A group shared by two groupings is one policy
    (its key is a function of the seed and the group).
 3. Every meta-policy adapted to every test task (:func:`pgx_jax.maml.adaptation_curves`): A
    policy-gradient steps, each on fresh episodes; task t's episodes are keyed by t alone, so the
@@ -34,13 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import maml, networks
+from pgx_jax import networks
 from pgx_jax.compare import choose_groupings
 from pgx_jax.families import make_family, meta_rl_families
-from pgx_jax.families.base import TaskFamily
 from pgx_jax.groups import group_masks
 from pgx_jax.maml import MAMLConfig
 from pgx_jax.pipeline import PipelineConfig
+from pgx_jax.simulators import simulator
+from pgx_jax.types import Family
 from pgx_jax.validate import ValidateConfig
 
 GROUPINGS = ("multitask", "random", "gradient_similarity", "ground_truth", "policygradex")
@@ -58,7 +61,7 @@ def check_groupings(groupings: Sequence[str]) -> list[str]:
     return [g for g in GROUPINGS if g in set(groupings)]
 
 
-def combined_family(name: str, sources: Sequence[dict], tests: Sequence[dict]) -> TaskFamily:
+def combined_family(name: str, sources: Sequence[dict], tests: Sequence[dict]) -> Family:
     """One family of the source tasks (indices 0..n-1) then the test tasks (n..n+m-1), no groups."""
     strip = lambda e: {k: v for k, v in e.items() if k != "group"}  # noqa: E731
     return make_family(name, [strip(e) for e in sources] + [strip(e) for e in tests])
@@ -77,12 +80,6 @@ def nearest_source(sources: Sequence[dict], tests: Sequence[dict], fields: Seque
     return np.argmin(d.sum(-1), 1)
 
 
-# compiled once per (config, family) for the process, not re-wrapped per seed
-_META_TRAIN = jax.jit(maml.meta_train_vmapped, static_argnums=(0, 1, 4))
-_PROBE = jax.jit(maml.probe_returns, static_argnums=(0, 1))
-_CURVES = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
-
-
 def group_key(key, group) -> jax.Array:
     """The key of a group: ``key`` folded with its size and then each member (a function of the
     group alone, whichever grouping holds it)."""
@@ -92,8 +89,8 @@ def group_key(key, group) -> jax.Array:
     return k
 
 
-def meta_train_groups(mconfig: MAMLConfig, family: TaskFamily, groups: list[tuple[int, ...]], n_source: int, key):
-    """Meta-train one policy per group (tuples of source indices), all in one compiled call, from
+def meta_train_groups(mconfig: MAMLConfig, family: Family, groups: list[tuple[int, ...]], n_source: int, key):
+    """Meta-train one policy per group (tuples of source indices), all in one simulator call, from
     one initialisation; each group's episodes come from :func:`group_key`, so a group shared by
     two groupings is one policy.
 
@@ -107,7 +104,7 @@ def meta_train_groups(mconfig: MAMLConfig, family: TaskFamily, groups: list[tupl
     init = networks.init_agent(mconfig.network, family.obs_size, family.action_size, k_init)  # one for all groups
     keys = jnp.stack([group_key(k_groups, g) for g in groups])
     masks, active_j = jnp.asarray(masks), jnp.asarray(active)
-    params, metrics = _META_TRAIN(mconfig, family, masks, keys, int(active.max()), active_j, init)
+    params, metrics = simulator(family).meta_train_many(mconfig, masks, keys, int(active.max()), active_j, init)
     finite = np.asarray(metrics["finite"])
     if not finite.all():
         bad = np.argwhere(~finite)[0].tolist()
@@ -227,8 +224,9 @@ def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids
     jax.block_until_ready(params)
     t1 = time.perf_counter()
     k_probe, k_curve = jax.random.split(k_adapt)
-    probes = np.asarray(_PROBE(mconfig, family, params, test_ids, k_probe))
-    curves = np.asarray(_CURVES(mconfig, family, params, test_ids, k_curve))
+    sim = simulator(family)
+    probes = np.asarray(sim.meta_probe(mconfig, params, test_ids, k_probe))
+    curves = np.asarray(sim.meta_adapt(mconfig, params, test_ids, k_curve))
     if not (np.all(np.isfinite(curves)) and np.all(np.isfinite(probes))):
         raise FloatingPointError("non-finite returns in the routing probe or in adaptation")
     times = {"meta_train_s": t1 - t0, "adapt_s": time.perf_counter() - t1}

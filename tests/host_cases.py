@@ -248,3 +248,39 @@ def test_adapter_family_smoke(name):
     assert out["return"].shape == (2, 2) and np.isfinite(out["return"]).all()
     if fam.metric is not None:
         assert set(np.unique(out[fam.metric[0]])) <= {0.0, 1.0}
+
+
+def test_host_maml_keys_every_episode_by_its_stream_not_its_position(cartpole):
+    """MAML on host-stepped CartPole (issue 16): a group's meta-training is the same whichever
+    group trains beside it (float tolerance: the vmapped learning's batch shape differs), and at
+    routing and adaptation a test task meets the same episodes whichever meta-policy runs it and
+    whichever tasks sit beside it (exact: the same policy on the same env seeds and noise)."""
+    from pgx_jax import maml
+    from pgx_jax.families import draw_tasks, task_entries
+    from pgx_jax.meta_rl import combined_family, meta_train_groups
+
+    sources = task_entries("cartpole-physics")
+    fam = combined_family("cartpole-physics", sources, draw_tasks("cartpole-physics", sources, 2, 0))
+    cfg = maml.maml_config("smoke", meta_iterations=10)  # one iteration per source task
+    key = jax.random.PRNGKey(0)
+    both, metrics, active, steps = meta_train_groups(cfg, fam, [(0, 1), (5, 6, 7)], 10, key)
+    alone, *_ = meta_train_groups(cfg, fam, [(0, 1)], 10, key)
+    assert active.tolist() == [2, 3] and steps[0] == steps[1] > 0
+    assert np.asarray(metrics["slots"]).sum(1)[:, :10].tolist() == [[4, 4] + [0] * 8, [0] * 5 + [4, 4, 4, 0, 0]]
+    first = lambda p: jax.tree.map(lambda x: x[0], p)  # noqa: E731
+    for a, b in zip(jax.tree.leaves(first(both)), jax.tree.leaves(first(alone)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a[0] - b[1]))), both, both))
+    assert max(moved) > 1e-3  # the two groups' policies differ: the comparison above can fail
+    sim = simulators.simulator(fam)
+    twin = jax.tree.map(lambda x: jnp.stack([x[0], x[0]]), both)
+    k = jax.random.PRNGKey(3)
+    probe = np.asarray(sim.meta_probe(cfg, twin, jnp.array([10, 11]), k))
+    assert probe[0].tolist() == probe[1].tolist()
+    assert np.asarray(sim.meta_probe(cfg, twin, jnp.array([11]), k))[0, 0] == probe[0, 1]
+    curves = np.asarray(sim.meta_adapt(cfg, twin, jnp.array([10, 11]), k))
+    assert curves.shape == (2, 2, cfg.adapt_steps + 1) and np.isfinite(curves).all()
+    np.testing.assert_array_equal(curves[0], curves[1])
+    np.testing.assert_array_equal(np.asarray(sim.meta_adapt(cfg, twin, jnp.array([11]), k))[0, 0], curves[0, 1])
+    other = np.asarray(sim.meta_adapt(cfg, twin, jnp.array([10, 11]), jax.random.PRNGKey(4)))
+    assert not np.array_equal(other, curves)  # the key decides the episodes

@@ -13,7 +13,7 @@ import pytest
 from pgx_jax import maml, networks
 from pgx_jax.cli import main
 from pgx_jax.config import NetworkConfig
-from pgx_jax.families import FAMILIES, draw_tasks, make_family, meta_rl_families, task_entries
+from pgx_jax.families import FAMILIES, HOST_FAMILIES, draw_tasks, make_family, meta_rl_families, task_entries
 
 NET = NetworkConfig(depth=1, width=4, conditioning="none")
 
@@ -161,7 +161,7 @@ def test_unseen_tasks_come_from_the_declared_distribution_and_differ_from_the_so
     sources = task_entries(name)
     tests = draw_tasks(name, sources, 50, 0)
     assert len(tests) == 50 and len({t["name"] for t in tests}) == 50
-    fields = list(FAMILIES[name].fields)
+    fields = list({**FAMILIES, **HOST_FAMILIES}[name].fields)
     key = lambda e: tuple(np.ravel([e[f] for f in fields]).tolist())  # noqa: E731
     assert not {key(t) for t in tests} & {key(s) for s in sources}
     for f in fields:  # inside the span of the sources (the declared distribution covers it)
@@ -172,7 +172,7 @@ def test_unseen_tasks_come_from_the_declared_distribution_and_differ_from_the_so
         assert np.unique(vals).size > 1
     assert draw_tasks(name, sources, 50, 0) == tests  # the seed decides
     assert draw_tasks(name, sources, 50, 1) != tests
-    if name == "pendulum-physics":
+    if name in ("pendulum-physics", "cartpole-physics"):
         assert {t["motor"] for t in tests} == {-1.0, 1.0}
     family = make_family(name, tests)  # a valid family of its own
     assert family.n_tasks == 50
@@ -191,7 +191,7 @@ def test_draw_tasks_refuses_a_family_without_a_distribution():
         (["--test-tasks", "0"], "--test-tasks must be >= 1, got 0"),
         (["--adapt-steps", "-1"], "--adapt-steps must be >= 0, got -1"),
         (["--family", "reacher-goals"], "--family 'reacher-goals'"),
-        (["--family", "cartpole-physics"], "--family 'cartpole-physics'"),
+        (["--family", "metaworld-mt10"], "--family 'metaworld-mt10'"),
         (["--conditioning", "task_id"], "--conditioning 'task_id'"),
         (["--groupings", "multitask,bogus"], "unknown: \\['bogus'\\]"),
         (["--budget", "huge"], "unknown budget 'huge'"),

@@ -63,6 +63,9 @@ class HostSpec:
     objective: str
     varies: str
     backend: str = "host (gymnasium)"
+    #: ``(rng, m) -> m task entries`` drawn from the distribution the default tasks come from
+    #: (``pgx-jax meta-rl``'s unseen tasks); None: the family has none
+    task_distribution: Callable[[np.random.Generator, int], list[dict]] | None = None
 
 
 # --- CartPole: the paper's classic-control benchmark, physics varied --------------------------
@@ -83,6 +86,24 @@ def _cartpole_default_tasks() -> list[dict]:
         }
         for group, motor in enumerate((1.0, -1.0))
         for g, m, length in variants
+    ]
+
+
+def _cartpole_distribution(rng, m: int) -> list[dict]:
+    """Carts drawn from the box the default ten span, as ``pendulum-physics``'s poles: gravity
+    between the Moon's and twice Earth's, pole mass 0.05-0.3 kg, half-length 0.25-1 m (both
+    uniform in the logarithm, as the defaults are spread), the motor forward or reversed
+    (p = 1/2). All vary at once, so a test cart is a combination no source task has."""
+    log_uniform = lambda lo, hi: float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # noqa: E731
+    return [
+        {
+            "name": f"test{i:02d}",
+            "gravity": float(rng.uniform(1.62, 19.6)),
+            "masspole": log_uniform(0.05, 0.3),
+            "length": log_uniform(0.25, 1.0),
+            "motor": float(rng.choice((-1.0, 1.0))),
+        }
+        for i in range(m)
     ]
 
 
@@ -248,6 +269,11 @@ def _build_mt10(entries: list[dict], episode_length: int) -> HostFamily:
     )
 
 
+def _lunar_distribution(rng, m: int) -> list[dict]:
+    """Landers under gravity drawn uniformly from the span of the default ten, -11.5 to -1.5 m/s^2."""
+    return [{"name": f"test{i:02d}", "gravity": float(rng.uniform(-11.5, -1.5))} for i in range(m)]
+
+
 def _family(name, entries, episode_length, make_env, **kwargs) -> HostFamily:
     """A HostFamily over validated ``entries``; ``make_env(task_index)`` builds an env."""
     fields = [k for k in entries[0] if k not in ("name", "group")]
@@ -278,6 +304,7 @@ HOST_FAMILIES: dict[str, HostSpec] = {
         episode_length=200,
         objective="+1 per step until the pole falls (|angle| > 12 deg) or the cart leaves the track",
         varies="dynamics",
+        task_distribution=_cartpole_distribution,
     ),
     "lunarlander-gravity": HostSpec(
         env="gymnasium LunarLander-v3 (continuous)",
@@ -291,6 +318,7 @@ HOST_FAMILIES: dict[str, HostSpec] = {
         objective="LunarLander shaped landing reward under the task's gravity",
         varies="dynamics",
         backend="host (gymnasium, Box2D)",
+        task_distribution=_lunar_distribution,
     ),
     "highway-density": HostSpec(
         env="highway-env highway-fast-v0",

@@ -115,9 +115,10 @@ def task_entries(name: str, tasks_file: str | os.PathLike | None = None) -> list
 
 
 def meta_rl_families() -> list[str]:
-    """The families with a distribution of unseen tasks that meta-training steps in JAX
-    (what ``pgx-jax meta-rl`` accepts)."""
-    return sorted(name for name, spec in FAMILIES.items() if spec.task_distribution is not None)
+    """The families that declare a distribution of unseen tasks (what ``pgx-jax meta-rl``
+    accepts), JAX-stepped and host-stepped."""
+    specs = {**FAMILIES, **HOST_FAMILIES}
+    return sorted(name for name, spec in specs.items() if getattr(spec, "task_distribution", None) is not None)
 
 
 def draw_tasks(name: str, sources: Sequence[Mapping], m: int, seed: int) -> list[dict]:

@@ -134,6 +134,19 @@ class Simulator(Protocol):
     ) -> Stats:
         """The rollout evaluator: theta_S = theta* + c_S P beta_S on the tasks of S, [S, N]."""
 
+    def meta_train_many(
+        self, mconfig, masks: jax.Array, keys: jax.Array, num_iterations: int, active_iterations, init_params
+    ) -> tuple[AgentParams, Metrics]:
+        """G MAML meta-trainings from ``init_params``: :func:`pgx_jax.maml.meta_train_vmapped`'s contract
+        (masks bool [G, N], keys [G], active_iterations int32 [G]; params [G], metrics [G, I, ...])."""
+
+    def meta_probe(self, mconfig, params: AgentParams, task_ids, key: PRNGKey) -> jax.Array:
+        """Mean return of every meta-policy (leading [G]) on a batch of every task (int32 [m]) before
+        adaptation: float32 [G, m], a task's episodes keyed by the task alone."""
+
+    def meta_adapt(self, mconfig, params: AgentParams, task_ids, key: PRNGKey) -> jax.Array:
+        """Every meta-policy adapted to every task: float32 [G, m, A + 1] (:func:`pgx_jax.maml.adaptation_curves`)."""
+
 
 #: ``family.simulator`` -> the implementation that steps it
 _IMPLEMENTATIONS: dict[str, Callable[[Any], Simulator]] = {"jax": JaxSimulator, "host": HostSimulator}

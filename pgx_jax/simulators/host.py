@@ -21,11 +21,13 @@ import numpy as np
 
 from pgx_jax import features, networks, ppo
 from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.evaluate import episode_ids, episode_keys, keyed_act, random_act
+from pgx_jax.evaluate import episode_ids, keyed_act, random_act
 from pgx_jax.families.host import EnvBatch, HostFamily
 from pgx_jax.features import subset_params
 from pgx_jax.networks import AgentParams
 from pgx_jax.rollout import Transition
+from pgx_jax.simulators import host_maml
+from pgx_jax.simulators.host_rollout import episode_seeds, unroll
 from pgx_jax.types import PRNGKey
 
 
@@ -111,6 +113,18 @@ class HostSimulator:
         params = subset_params(theta_star, feats, betas, scales)
         return self.policies_on_subsets(params, np.asarray(masks), key, network=network, episodes=episodes, batch=batch)
 
+    # --- meta-RL (MAML) ---------------------------------------------------------------------
+
+    def meta_train_many(self, mconfig, masks, keys, num_iterations, active_iterations, init_params):
+        fam = self.family
+        return host_maml.meta_train_many(mconfig, fam, masks, keys, num_iterations, active_iterations, init_params)
+
+    def meta_probe(self, mconfig, params, task_ids, key):
+        return host_maml.probe_returns(mconfig, self.family, params, task_ids, key)
+
+    def meta_adapt(self, mconfig, params, task_ids, key):
+        return host_maml.adaptation_curves(mconfig, self.family, params, task_ids, key)
+
 
 def _seed(key: PRNGKey) -> int:
     return int(jax.random.randint(key, (), 0, 2**31 - 1 - 1_000_000))
@@ -132,24 +146,6 @@ def _policy_act(params, net, action_size: int, n_tasks: int, deterministic: bool
     if params is None:
         return random_act(action_size)
     return networks.make_act(net, action_size, n_tasks, params, deterministic=deterministic)
-
-
-def unroll(batch: EnvBatch, act: Callable, key: PRNGKey, length: int, shape: tuple[int, int]) -> Transition:
-    """``length`` lock-step steps of ``batch`` with ``act(obs [P, K, O], key) -> (action, log_prob)``.
-
-    ``shape`` = (P, K) with P * K = B. Returns a :class:`Transition` of numpy arrays [T, P, K, ...].
-    """
-    steps = []
-    for k in jax.random.split(key, length):
-        obs = batch.obs
-        action, log_prob = act(jnp.asarray(obs.reshape(*shape, -1)), k)
-        action, log_prob = np.asarray(action), np.asarray(log_prob)
-        nxt, reward, terminal, valid, metric = batch.step(action.reshape(obs.shape[0], -1))
-        steps.append(
-            (obs, action.reshape(obs.shape[0], -1), log_prob.reshape(-1), reward, nxt, terminal, valid, metric)
-        )
-    fields = [np.stack(x) for x in zip(*steps, strict=True)]
-    return Transition(*(f.reshape((length, *shape) + f.shape[2:]) for f in fields))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,17 +334,6 @@ def _act_per_policy_tasks(params, obs, key, *, task_ids, episodes, net, action_s
     if params is None:
         return jax.vmap(lambda o, t: one(None, o, t))(obs, task_ids)
     return jax.vmap(one)(params, obs, task_ids)
-
-
-def episode_seeds(key: PRNGKey, env_tasks, episodes: int) -> np.ndarray:
-    """int64 [..., K * episodes]: the reset seed of every host evaluation env, from
-    :func:`pgx_jax.evaluate.episode_keys` of its (task, episode): slot-independent."""
-    env_tasks = np.asarray(env_tasks)
-    flat_tasks = env_tasks.reshape(-1)
-    episode = np.tile(np.arange(episodes), flat_tasks.size // episodes)
-    keys = episode_keys(key, jnp.asarray(flat_tasks, jnp.int32), jnp.asarray(episode, jnp.int32))
-    seeds = jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys)
-    return np.asarray(seeds, np.int64).reshape(env_tasks.shape)
 
 
 def _episode_stats(family: HostFamily, traj: Transition, p: int, k: int, episodes: int) -> dict[str, np.ndarray]:

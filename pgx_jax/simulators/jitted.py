@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import ppo
+from pgx_jax import maml, ppo
 from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.evaluate import episode_stats, random_act, rollout_stats, subset_stats
 from pgx_jax.features import FeatureConfig, collect, gradient_features
@@ -28,6 +28,9 @@ from pgx_jax.types import PRNGKey
 _train_one = jax.jit(ppo.train, static_argnums=(0, 1))
 _train_many = jax.jit(ppo.train_vmapped, static_argnums=(0, 1))
 _features = jax.jit(gradient_features, static_argnums=(0, 1, 2))
+_meta_train = jax.jit(maml.meta_train_vmapped, static_argnums=(0, 1, 4))
+_meta_probe = jax.jit(maml.probe_returns, static_argnums=(0, 1))
+_meta_adapt = jax.jit(maml.adaptation_curves, static_argnums=(0, 1))
 
 
 @functools.partial(jax.jit, static_argnames=("net", "family", "episodes", "kmax", "batch"))
@@ -179,3 +182,14 @@ class JaxSimulator:
             kmax=kmax,
             devices=devices,
         )
+
+    # --- meta-RL (MAML): one compiled call each ---------------------------------------------
+
+    def meta_train_many(self, mconfig, masks, keys, num_iterations, active_iterations, init_params):
+        return _meta_train(mconfig, self.family, masks, keys, num_iterations, active_iterations, init_params)
+
+    def meta_probe(self, mconfig, params, task_ids, key):
+        return _meta_probe(mconfig, self.family, params, task_ids, key)
+
+    def meta_adapt(self, mconfig, params, task_ids, key):
+        return _meta_adapt(mconfig, self.family, params, task_ids, key)
