@@ -23,6 +23,7 @@ from flax import serialization
 
 from pgx_jax import networks
 from pgx_jax.config import PPOConfig
+from pgx_jax.distributed import is_main
 from pgx_jax.networks import AgentParams
 from pgx_jax.types import Family
 
@@ -87,6 +88,8 @@ def save_policy(path: str | os.PathLike, params: AgentParams, config: PPOConfig,
         "versions": versions(),
         "extra": extra,
     }
+    if not is_main():  # a multi-process run: process 0 alone writes
+        return
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".ckpt-", dir=parent)

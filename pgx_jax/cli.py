@@ -160,6 +160,64 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
     _conditioning_arg(p, defaults.get("conditioning", "task_id"))
     p.add_argument("--out", default=None, help=f"output directory (default runs/{command}-FAMILY)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _distributed_args(p)
+
+
+def _distributed_args(p: argparse.ArgumentParser) -> None:
+    from pgx_jax.distributed import DEFAULT_TIMEOUT_S
+
+    d = p.add_argument_group(
+        "multi-process (jax.distributed)",
+        "run one process per host (or per GPU) with the same options: the subsets, groups and trainings are "
+        "split over the processes and gathered; process 0 writes the output and draws progress",
+    )
+    d.add_argument(
+        "--coordinator",
+        default=None,
+        help="HOST:PORT of process 0 (with --num-processes and --process-id), or 'auto' where JAX detects "
+        "the cluster itself (SLURM, Cloud TPU); absent: one process",
+    )
+    d.add_argument("--num-processes", type=int, default=None, help="number of processes P")
+    d.add_argument("--process-id", type=int, default=None, help="this process's index in [0, P-1]")
+    d.add_argument(
+        "--distributed-timeout",
+        type=int,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds to wait for every process to join, or for a silent one, before failing (default "
+        f"{DEFAULT_TIMEOUT_S})",
+    )
+
+
+def _join_cluster(args) -> None:
+    """Join the other processes (``--coordinator``), before any JAX computation; on processes
+    other than 0, silence stdout and progress (process 0 reports). Raises ``ValueError`` on bad
+    options and ``RuntimeError`` when the cluster does not form in time."""
+    if getattr(args, "coordinator", None) is None:
+        for name in ("num_processes", "process_id"):
+            if getattr(args, name, None) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} needs --coordinator HOST:PORT")
+        return
+    from pgx_jax import distributed
+
+    spec = distributed.ClusterSpec(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
+    try:
+        distributed.initialize(spec)
+    except Exception as e:  # jax raises its runtime's own error types
+        raise RuntimeError(
+            f"could not join the cluster at {spec.coordinator} as process {spec.process_id} of "
+            f"{spec.num_processes} within {spec.timeout_s} s: {_first_line(e)}"
+        ) from None
+    if not distributed.is_main():
+        args.no_progress = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+
+
+def _make_out(out: str) -> None:
+    """The output directory, made by process 0 alone (the others never write)."""
+    from pgx_jax.distributed import is_main
+
+    if is_main():
+        os.makedirs(out, exist_ok=True)
 
 
 def _truth_args(p: argparse.ArgumentParser, truth_help: str) -> None:
@@ -341,7 +399,7 @@ def _cmd_train(args) -> int:
     config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
     config.check_for(family.n_tasks, family.episode_length)
     out = args.out or os.path.join("runs", f"train-{family.name}")
-    os.makedirs(out, exist_ok=True)
+    _make_out(out)
     _use_compilation_cache()
     steps_per_update = config.num_envs * config.unroll(family.episode_length)
     total_updates = config.num_updates(family.episode_length)
@@ -472,7 +530,7 @@ def _setup(args, command: str):
     family, config = _build_run(args)
     out = args.out or os.path.join("runs", f"{command}-{family.name}")
     theta = _resume(args, family, config, out)
-    os.makedirs(out, exist_ok=True)
+    _make_out(out)
     _use_compilation_cache()
     return family, config, out, theta
 
@@ -955,10 +1013,35 @@ def main(argv=None) -> int:
         "compare": _cmd_compare,
         "meta-rl": _cmd_meta_rl,
     }
+    try:
+        _join_cluster(args)
+    except (ValueError, RuntimeError) as e:
+        return _fail(str(e))
     try:  # bad input is refused before anything compiles; a non-finite training stops the command
         return commands.get(args.command, _cmd_train)(args)
     except (ValueError, FloatingPointError) as e:
         return _fail(str(e))
+    except Exception as e:
+        if _lost_peer(e):  # a peer died or left a multi-process run: one clear line, not a hang
+            return _fail(f"multi-process run failed (process {_process_index()}): {_first_line(e)}")
+        raise
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else repr(e)
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def _lost_peer(e: BaseException) -> bool:
+    """Whether ``e`` is JAX's runtime failing a collective of a multi-process run."""
+    import jax
+
+    return jax.process_count() > 1 and isinstance(e, jax.errors.JaxRuntimeError)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
 from pgx_jax import ppo, simulators
+from pgx_jax.distributed import across_processes
 from pgx_jax.groups import group_masks, group_updates
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
@@ -74,18 +75,24 @@ def _train_and_evaluate(config: PipelineConfig, family: Family, groups: list[tup
         # the key depends on the group only: a group shared by two groupings is one policy
         keys = jnp.stack([jax.random.fold_in(k_train, sum(1 << i for i in g) % (2**31 - 1)) for g in bucket])
         progress(f"train {len(bucket)} group(s) of size {size}")
-        params, metrics = simulators.train_many(cfg, family, masks, keys)
-        ppo.check_finite(metrics)
-        out, metric = simulators.policies_on_subsets(
-            params,
-            family,
-            masks,
-            k_eval,
-            network=cfg.network,
-            episodes=config.eval_episodes,
-            batch=config.surrogate.subset_batch,
-            with_metric=True,
-        )
+
+        def rows(xs, cfg=cfg):  # this process's block of the groups: train, evaluate on their tasks
+            params, metrics = simulators.train_many(cfg, family, *xs)
+            ppo.check_finite(metrics)
+            out, metric = simulators.policies_on_subsets(
+                params,
+                family,
+                xs[0],
+                k_eval,
+                network=cfg.network,
+                episodes=config.eval_episodes,
+                batch=config.surrogate.subset_batch,
+                with_metric=True,
+            )
+            return out, np.full_like(out, np.nan) if metric is None else metric
+
+        out, metric = across_processes(rows, (masks, keys))
+        metric = None if family.metric is None else metric
         for j, g in enumerate(bucket):
             returns[g] = out[j]
             task_metric[g] = None if metric is None else metric[j]

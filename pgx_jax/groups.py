@@ -14,6 +14,7 @@ import numpy as np
 
 from pgx_jax import ppo, simulators
 from pgx_jax.config import PPOConfig
+from pgx_jax.distributed import across_processes
 from pgx_jax.networks import AgentParams
 from pgx_jax.types import Family, PRNGKey
 
@@ -88,12 +89,15 @@ def train_groups(
     cfg, active = group_config(config, family, groups)
     k_train, k_eval = jax.random.split(key)
     keys = jax.random.split(k_train, len(groups))
-    params, metrics = simulators.train_many(cfg, family, masks, keys, init_params, active_updates=active)
-    ppo.check_finite(metrics)
-    mine = np.asarray(masks, bool)  # each group's policy on its own tasks
-    returns = simulators.policies_on_subsets(
-        params, family, mine, k_eval, network=cfg.network, episodes=episodes
-    )  # [G, N]
+
+    def rows(xs):  # this process's block of the groups: train, then each policy on its own tasks
+        m, k, a = xs
+        params, metrics = simulators.train_many(cfg, family, m, k, init_params, active_updates=jnp.asarray(a))
+        ppo.check_finite(metrics)
+        returns = simulators.policies_on_subsets(params, family, m, k_eval, network=cfg.network, episodes=episodes)
+        return params, metrics, returns
+
+    params, metrics, returns = across_processes(rows, (np.asarray(masks, bool), keys, active))  # returns [G, N]
     label = np.argmax(masks, 0)
     per_task = returns[label, np.arange(n)]
     per_update = cfg.num_envs * cfg.unroll(family.episode_length)

@@ -330,10 +330,13 @@ def meta_update(
     count = jax.ops.segment_sum(jnp.ones_like(pre_ret), tasks, n)
     per_task = lambda r: jnp.where(count > 0, jax.ops.segment_sum(r, tasks, n) / jnp.maximum(count, 1), jnp.nan)  # noqa: E731
     finite = jnp.all(jnp.isfinite(jnp.concatenate([loss, grad_norm, pre.reward.reshape(-1), post.reward.reshape(-1)])))
+    # env steps actually taken per task (an episode that ends early stops counting)
+    steps = jnp.sum(pre.valid, (1, 2)) + jnp.sum(post.valid, (1, 2))  # [M]
     metrics = {
         "pre_return": per_task(pre_ret),
         "post_return": per_task(post_ret),
         "slots": count,
+        "env_steps": jax.ops.segment_sum(steps, tasks, n),
         "loss": jnp.mean(loss),
         "grad_norm": jnp.mean(grad_norm),
         "finite": finite,
@@ -352,7 +355,8 @@ def meta_iteration(config: MAMLConfig, family: TaskFamily, state: MetaState, tas
 
 def gate(state: MetaState, new: MetaState, metrics: Metrics, active_iterations) -> tuple[MetaState, Metrics]:
     """``new`` if ``state`` is before iteration ``active_iterations``, else ``state`` (its
-    iteration counted on) with NaN returns, zero slots and a finite flag."""
+    iteration counted on) with NaN returns, loss and gradient norm, zero slots and env steps and
+    a finite flag."""
     on = state.iteration < active_iterations
     new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, state).replace(iteration=state.iteration + 1)
     nan = jnp.full_like(metrics["pre_return"], jnp.nan)
@@ -361,6 +365,9 @@ def gate(state: MetaState, new: MetaState, metrics: Metrics, active_iterations) 
         pre_return=jnp.where(on, metrics["pre_return"], nan),
         post_return=jnp.where(on, metrics["post_return"], nan),
         slots=jnp.where(on, metrics["slots"], 0.0),
+        env_steps=jnp.where(on, metrics["env_steps"], 0.0),
+        loss=jnp.where(on, metrics["loss"], jnp.nan),
+        grad_norm=jnp.where(on, metrics["grad_norm"], jnp.nan),
         finite=metrics["finite"] | ~on,
     )
     return new, metrics
@@ -390,8 +397,9 @@ def meta_train(
     Returns:
         ``(params, metrics)``; metrics have leading axis [I]: ``pre_return`` / ``post_return``
         float32 [I, N] (mean return of the iteration's episodes per task before / after the
-        inner step; NaN for tasks without a slot), ``slots`` [I, N], ``loss``, ``grad_norm``,
-        ``finite`` [I].
+        inner step; NaN for tasks without a slot), ``slots`` [I, N], ``env_steps`` [I, N] (the
+        valid steps its episodes took: fewer than slots x 2K x T where episodes end early),
+        ``loss``, ``grad_norm`` (NaN past ``active_iterations``), ``finite`` [I].
     """
     state = init_state(config, family, key, init_params)
     mask = jnp.asarray(task_mask, bool)

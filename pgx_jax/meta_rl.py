@@ -38,10 +38,12 @@ import numpy as np
 
 from pgx_jax import networks
 from pgx_jax.compare import choose_groupings
+from pgx_jax.distributed import across_processes
 from pgx_jax.families import make_family, meta_rl_families
 from pgx_jax.groups import group_masks
 from pgx_jax.maml import MAMLConfig
 from pgx_jax.pipeline import PipelineConfig
+from pgx_jax.results import save_figure
 from pgx_jax.simulators import simulator
 from pgx_jax.types import Family
 from pgx_jax.validate import ValidateConfig
@@ -104,7 +106,9 @@ def meta_train_groups(mconfig: MAMLConfig, family: Family, groups: list[tuple[in
     init = networks.init_agent(mconfig.network, family.obs_size, family.action_size, k_init)  # one for all groups
     keys = jnp.stack([group_key(k_groups, g) for g in groups])
     masks, active_j = jnp.asarray(masks), jnp.asarray(active)
-    params, metrics = simulator(family).meta_train_many(mconfig, masks, keys, int(active.max()), active_j, init)
+    sim, iterations = simulator(family), int(active.max())
+    train = lambda xs: sim.meta_train_many(mconfig, *xs[:2], iterations, xs[2], init)  # noqa: E731
+    params, metrics = across_processes(train, (masks, keys, active_j))  # the groups over the processes
     finite = np.asarray(metrics["finite"])
     if not finite.all():
         bad = np.argwhere(~finite)[0].tolist()
@@ -205,7 +209,8 @@ def meta_rl(
         say(f"seed {seed}: meta-train {len(distinct)} group(s), adapt them to {m} test tasks")
         out = train_and_adapt(mconfig, family, distinct, n, test_ids, k_meta, k_adapt)
         probes, curves, steps, active, metrics, times = out
-        per_seed.append(score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n))
+        rng = np.random.default_rng(seed)  # routing's ties
+        per_seed.append(score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n, rng))
         timings[f"seed_{seed}"] = dict(times, total_s=time.perf_counter() - t0)
         report = _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, config, mconfig, timings)
         if on_seed is not None:
@@ -225,35 +230,50 @@ def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids
     t1 = time.perf_counter()
     k_probe, k_curve = jax.random.split(k_adapt)
     sim = simulator(family)
-    probes = np.asarray(sim.meta_probe(mconfig, params, test_ids, k_probe))
-    curves = np.asarray(sim.meta_adapt(mconfig, params, test_ids, k_curve))
+    probes = across_processes(lambda p: sim.meta_probe(mconfig, p, test_ids, k_probe), params)
+    curves = across_processes(lambda p: sim.meta_adapt(mconfig, p, test_ids, k_curve), params)
     if not (np.all(np.isfinite(curves)) and np.all(np.isfinite(probes))):
         raise FloatingPointError("non-finite returns in the routing probe or in adaptation")
     times = {"meta_train_s": t1 - t0, "adapt_s": time.perf_counter() - t1}
     return probes, curves, steps, active, metrics, times
 
 
-def score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n: int) -> dict:
-    """Per grouping of one seed: route every test task to the group with the best probe return,
-    and report the routed curves (other episodes than the probe's), budgets and routing agreement;
-    a grouping with several draws (``random``) reports their mean (its ``groups`` and
-    ``routed_group`` then list the draws).
+def route_by_probe(probes, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """int [m]: for every test task the group (row of ``probes`` float [G', m]) with the best probe
+    return, a tie broken uniformly at random (integer returns such as CartPole's tie often, and
+    the first group must not win them all); and bool [m]: whether the task's best was a tie."""
+    best = probes >= probes.max(0, keepdims=True)
+    route = np.array([rng.choice(np.flatnonzero(best[:, i])) for i in range(probes.shape[1])], int)
+    return route, best.sum(0) > 1
+
+
+def score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n: int, rng=None) -> dict:
+    """Per grouping of one seed: route every test task to the group with the best probe return
+    (:func:`route_by_probe`, ties broken with ``rng``), and report the routed curves (other
+    episodes than the probe's), budgets (``env_steps_per_source_task``: the nominal budget, slots x
+    2K episodes x T, equal in every grouping; ``measured_env_steps_per_source_task``: the steps the
+    episodes actually took, fewer where episodes end early) and routing agreement; a grouping with
+    several draws (``random``) reports their mean (its ``groups`` and ``routed_group`` then list
+    the draws).
 
     ``chosen``: ``{name: [draw: [group: tuple of task ids]]}``; ``probes`` float [G, m] and
     ``curves`` float [G, m, A + 1] of the ``distinct`` groups; ``steps`` / ``active`` [G]."""
     m = curves.shape[1]
     index = {g: j for j, g in enumerate(distinct)}
     post = np.asarray(metrics["post_return"])
+    measured = np.asarray(metrics["env_steps"]).sum(1)[:, :n]  # [G, n]: valid steps actually taken
+    rng = np.random.default_rng(0) if rng is None else rng
     seed_out = {}
     for name, draws in chosen.items():
-        scored = []
+        scored, ties = [], []
         for groups in draws:
             rows = np.array([index[g] for g in groups])
-            route = np.argmax(probes[rows], 0)  # [m]: the routing's own episodes
+            route, tied = route_by_probe(probes[rows], rng)  # [m]: the routing's own episodes
             label = np.empty(n, int)
             for j, g in enumerate(groups):
                 label[list(g)] = j
             scored.append((route, curves[rows[route], np.arange(m)], float(np.mean(route == label[nearest]))))
+            ties.append(float(np.mean(tied)) if len(groups) > 1 else 0.0)
         routed = np.mean([c for _, c, _ in scored], 0)  # [m, A + 1]
         several = len(draws) > 1
         seed_out[name] = {
@@ -263,7 +283,9 @@ def score_groupings(chosen, distinct, probes, curves, steps, active, metrics, ne
             "before_adaptation_per_task": routed[:, 0].tolist(),
             "after_adaptation_per_task": routed[:, -1].tolist(),
             "curve": routed.mean(0).tolist(),
+            "routing_ties": float(np.mean(ties)),
             "env_steps_per_source_task": [float(steps[index[g]]) for d in draws for g in d],
+            "measured_env_steps_per_source_task": [float(measured[index[g], list(g)].mean()) for d in draws for g in d],
             "meta_iterations": [int(active[index[g]]) for d in draws for g in d],
             "probe_batches_per_test_task": float(np.mean([len(d) for d in draws])),
             # the meta-training's last iteration, its slots' tasks (before the last outer step)
@@ -303,6 +325,9 @@ def _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, co
             "steps": mconfig.adapt_steps,
             "unit": f"one policy-gradient step (SGD, lr {mconfig.inner_lr}) on {mconfig.adapt_episodes} fresh episodes",
             "env_steps_per_test_task": mconfig.adapt_env_steps(episode_length),
+            "env_steps_note": "nominal (episodes x episode_length): an upper bound where episodes end early (the host "
+            "families); the budget made equal across groupings is the episodes per source task, and "
+            "measured_env_steps_per_source_task reports the steps meta-training took",
             "routing": "plus one probe batch per group of the grouping (probe_batches_per_test_task per seed)",
             "probe_env_steps_per_group": mconfig.adapt_episodes * episode_length,
         },
@@ -369,8 +394,7 @@ def plot(report: dict, path: str) -> None:
     ax.set_title(f"{report['family']}: one MAML meta-policy per group")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 __all__ = ["DEFAULT_GROUPINGS", "GROUPINGS", "ROUTING", "combined_family", "meta_rl", "nearest_source", "plot", "table"]

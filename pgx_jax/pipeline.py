@@ -23,6 +23,7 @@ from pgx_jax import cluster as cluster_mod
 from pgx_jax import ppo, simulators
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
+from pgx_jax.distributed import across_processes
 from pgx_jax.evaluate import EVALUATORS, NEEDS_HOLDOUT_SAMPLES, gain_scores, loss_scores
 from pgx_jax.features import FeatureConfig, Features, gradient_features
 from pgx_jax.groups import train_groups
@@ -269,19 +270,17 @@ def solve_all(
     masks = np.asarray(masks, bool)
     stats = _stats(feats) if stats is None else stats
     solve = lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=0)  # noqa: E731
-    sol = Solutions(*(np.array(x) for x in chunked(solve, masks, chunk, progress)))
+    sol = Solutions(*(np.array(x) for x in across_processes(lambda m: chunked(solve, m, chunk, progress), masks)))
     refined = np.zeros(masks.shape[0], bool)
     if cfg.solver == "newton" and cfg.refine:
         bad = np.nonzero(~(sol.grad_ratio <= cfg.tol))[0]
         if bad.size:
             pad = _refine_rows(bad.size, cfg, chunk) - bad.size
             rows = np.concatenate([bad, np.repeat(bad[:1], pad)])
-            again = chunked(
-                lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine),
-                masks[rows],
-                chunk,
-                refine_progress,
-            )
+            refine = lambda m: _solve(
+                feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine
+            )  # noqa: E731
+            again = across_processes(lambda m: chunked(refine, m, chunk, refine_progress), masks[rows])
             for field, new in zip(sol, again, strict=True):
                 field[bad] = np.asarray(new)[: bad.size]
             refined[bad] = True
@@ -518,7 +517,8 @@ def estimate_with_solutions(
         b, c, m = (jnp.asarray(a) for a in args)
         return evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax, devices=devices)
 
-    scores, se = chunked(evaluate, (betas, scales, masks), config.subset_chunk, on("evaluate"))
+    rows = lambda xs: chunked(evaluate, xs, config.subset_chunk, on("evaluate"))  # noqa: E731
+    scores, se = across_processes(rows, (betas, scales, masks))
     timings["evaluate"] = time.perf_counter() - t0
     return Estimate(feats, betas, scales, scores, se, timings, solve_info)
 

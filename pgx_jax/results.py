@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from pgx_jax.distributed import is_main
+
 
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
@@ -30,7 +32,10 @@ def _jsonable(x: Any) -> Any:
 
 
 def _write_atomic(path: str | os.PathLike, text: str, suffix: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never half-written."""
+    """Write ``text`` to ``path`` via a temporary file and a rename: never half-written. Only
+    process 0 of a multi-process run writes (:func:`pgx_jax.distributed.is_main`)."""
+    if not is_main():
+        return
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -42,6 +47,27 @@ def _write_atomic(path: str | os.PathLike, text: str, suffix: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Save a matplotlib figure atomically (process 0 only) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        if is_main():
+            path = os.fspath(path)
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+            os.close(fd)
+            try:
+                fig.savefig(tmp, dpi=dpi)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+    finally:
+        plt.close(fig)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
@@ -131,8 +157,7 @@ def plot_learning_curves(path: str | os.PathLike, steps: np.ndarray, returns: np
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_affinity(path: str | os.PathLike, u: np.ndarray, groups, names, title: str) -> None:
@@ -154,8 +179,7 @@ def plot_affinity(path: str | os.PathLike, u: np.ndarray, groups, names, title: 
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8, label="affinity U[i, j]")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_approx_error(path: str | os.PathLike, approx: dict, title: str) -> None:
@@ -175,8 +199,7 @@ def plot_approx_error(path: str | os.PathLike, approx: dict, title: str) -> None
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_estimate_vs_truth(path: str | os.PathLike, est, true, masks, names, title: str) -> None:
@@ -193,5 +216,4 @@ def plot_estimate_vs_truth(path: str | os.PathLike, est, true, masks, names, tit
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -29,6 +29,7 @@ from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
 from pgx_jax import networks, ppo, simulators
 from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax.distributed import across_processes
 from pgx_jax.evaluate import EVALUATORS
 from pgx_jax.features import FeatureConfig, flat_actor, log_prob_fn, subset_params
 from pgx_jax.groups import group_updates
@@ -244,17 +245,25 @@ def true_scores(
     """
     masks = np.asarray(masks, bool)
     ppo.check_mask(masks, family.n_tasks)
-    keys = jax.random.split(key, masks.shape[0])
-    active = None if active_updates is None else jnp.asarray(active_updates, jnp.int32)
-    params, metrics, info = simulators.train_many_timed(train_config, family, masks, keys, init_params, active)
-    ppo.check_finite(metrics)
-    stats, eval_info = simulators.policies_on_subsets_timed(
-        params, family, masks, eval_key, network=train_config.network, episodes=episodes, batch=subset_batch
-    )
-    info.update(eval_info)
-    scores = stats["return"]
+    keys = jax.random.split(key, masks.shape[0])  # a subset's key is its row's, whoever trains it
+    full = np.full(masks.shape[0], train_config.num_updates(family.episode_length), np.int32)
+    active = full if active_updates is None else np.asarray(active_updates, np.int32)
+    info = {}
+
+    def rows(xs):  # this process's block of subsets: train, then evaluate on their own tasks
+        m, k, a = xs
+        gate = None if active_updates is None else jnp.asarray(a)
+        params, metrics, timed = simulators.train_many_timed(train_config, family, m, k, init_params, gate)
+        ppo.check_finite(metrics)
+        stats, eval_info = simulators.policies_on_subsets_timed(
+            params, family, m, eval_key, network=train_config.network, episodes=episodes, batch=subset_batch
+        )
+        info.update(timed, **eval_info)  # this process's block (all subsets with one process)
+        return params, stats["return"], stats["return_se"]
+
+    params, scores, se = across_processes(rows, (masks, keys, active))
     _check_scores(scores, masks)
-    info["return_se"] = stats["return_se"]
+    info["return_se"] = se
     info["params"] = params
     return scores, info
 

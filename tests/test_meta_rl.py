@@ -149,11 +149,27 @@ def test_groups_of_every_size_get_equal_steps_and_the_probe_its_own_episodes(fas
     assert steps.tolist() == [cfg.env_steps_per_task(4, fast_family.episode_length)] * 3
     slots = np.asarray(metrics["slots"]).sum(1)
     assert slots[1].tolist() == [0, 6, 6, 6] and slots[2].tolist() == [6, 6, 6, 6]  # 2 x M = 6 slots per task
+    env_steps = np.asarray(metrics["env_steps"]).sum(1)  # pendulum episodes never end early: all of them
+    np.testing.assert_array_equal(env_steps, slots * 2 * cfg.episodes * fast_family.episode_length)
+    past = np.arange(8)[None, :] >= active[:, None]  # iterations past a group's budget report NaN
+    assert np.isnan(np.asarray(metrics["loss"])[past]).all() and np.isfinite(np.asarray(metrics["loss"])[~past]).all()
     assert probes.shape == (3, 4) and curves.shape == (3, 4, cfg.adapt_steps + 1)
     assert not np.allclose(probes, curves[:, :, 0])  # routing's episodes are not the curve's first batch
     k = jax.random.PRNGKey(5)
     assert not np.array_equal(group_key(k, (1, 2)), group_key(k, (2, 1, 0)))
     assert np.array_equal(group_key(k, (1, 2)), group_key(k, (1, 2)))
+
+
+def test_routing_breaks_ties_at_random_not_to_the_first_group():
+    from pgx_jax.meta_rl import route_by_probe
+
+    probes = np.array([[200.0, 10.0, 50.0], [200.0, 30.0, 50.0], [200.0, 20.0, 50.0]])  # tasks 0 and 2 tie
+    routes = np.array([route_by_probe(probes, np.random.default_rng(s))[0] for s in range(60)])
+    assert (routes[:, 1] == 1).all()  # a strict best always wins
+    for task in (0, 2):  # a three-way tie: every group wins about a third of the draws
+        counts = np.bincount(routes[:, task], minlength=3)
+        assert counts.min() >= 8, counts
+    assert route_by_probe(probes, np.random.default_rng(0))[1].tolist() == [True, False, True]
 
 
 @pytest.mark.parametrize("name", meta_rl_families())

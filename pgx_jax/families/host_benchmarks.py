@@ -184,6 +184,11 @@ def _highway_default_tasks() -> list[dict]:
     return [{"name": f"density{d:g}", "density": d, "group": int(d > 1.75)} for d in densities]
 
 
+def _highway_distribution(rng, m: int) -> list[dict]:
+    """Traffic densities drawn uniformly from the span of the default ten, 0.5 to 3.0."""
+    return [{"name": f"test{i:02d}", "density": float(rng.uniform(0.5, 3.0))} for i in range(m)]
+
+
 def _check_density(field, v):
     if not 0.1 <= float(v) <= 5.0:
         return f"density {float(v)} is outside [0.1, 5.0]"
@@ -332,6 +337,7 @@ HOST_FAMILIES: dict[str, HostSpec] = {
         objective="highway-env reward (speed, lane, no crash) in the task's traffic density",
         varies="dynamics",
         backend="host (highway-env)",
+        task_distribution=_highway_distribution,
     ),
     "metaworld-mt10": HostSpec(
         env="Meta-World MT10",

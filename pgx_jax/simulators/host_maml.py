@@ -79,7 +79,7 @@ def sample(
 
 
 def _stack(x, m: int):
-    """Every leaf repeated m times along a new axis 1: [G, ...] -> [G * m, ...] (policy-major)."""
+    """Every leaf's rows repeated m times each: [G, ...] -> [G * m, ...] (policy-major)."""
     return jax.tree.map(lambda a: jnp.repeat(a, m, axis=0), x)
 
 

@@ -1,0 +1,119 @@
+"""Many processes, one result: JAX's multi-process runtime (``jax.distributed``) over the
+many-subset axes.
+
+A study's costly axes (the subsets of the solves, of the estimate's evaluation and of the truth
+trainings; the groups of ``compare`` and ``meta-rl``) are rows of independent work, each with its
+own key (derived from the row, never from the process that computes it). :func:`across_processes`
+gives every process a contiguous block of the rows (padded with copies of row 0 where the count
+does not divide), runs the same function on each block with the process's local devices
+(:func:`pgx_jax.sharding.over_devices` under it), and gathers the blocks to every process with
+JAX's own collective (``multihost_utils.process_allgather`` over a global mesh of one device per
+process): no scheduler or sockets of our own. Every process then holds the whole result; only
+process 0 writes files and draws progress (:func:`is_main`).
+
+With one process (no :func:`initialize`, the default) every function here is the identity of
+the single-process path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+#: seconds a process waits for the others to join, or for a silent peer, before failing
+DEFAULT_TIMEOUT_S = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSpec:
+    """How this process joins the others.
+
+    ``coordinator`` is ``HOST:PORT`` (process 0 listens there) with ``num_processes`` and
+    ``process_id``, or ``"auto"``: :func:`jax.distributed.initialize` with no arguments, where JAX
+    detects the cluster itself (SLURM, Cloud TPU, Open MPI).
+    """
+
+    coordinator: str
+    num_processes: int | None = None
+    process_id: int | None = None
+    timeout_s: int = DEFAULT_TIMEOUT_S
+
+    def __post_init__(self):
+        if self.coordinator == "auto":
+            if self.num_processes is not None or self.process_id is not None:
+                raise ValueError("--coordinator auto detects the cluster: drop --num-processes and --process-id")
+        else:
+            if not re.fullmatch(r"[^\s:]+:\d{1,5}", self.coordinator or "") or not (
+                0 < int(self.coordinator.rsplit(":", 1)[1]) < 65536
+            ):
+                raise ValueError(f"--coordinator must be HOST:PORT (port 1-65535) or 'auto', got {self.coordinator!r}")
+            for name in ("num_processes", "process_id"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ValueError(f"--{name.replace('_', '-')} is required with --coordinator HOST:PORT, got {v!r}")
+            if self.num_processes < 1:
+                raise ValueError(f"--num-processes must be >= 1, got {self.num_processes}")
+            if not 0 <= self.process_id < self.num_processes:
+                raise ValueError(
+                    f"--process-id must be in [0, {self.num_processes - 1}] for {self.num_processes} processes, "
+                    f"got {self.process_id}"
+                )
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, int) or self.timeout_s < 1:
+            raise ValueError(f"--distributed-timeout must be an integer >= 1 second, got {self.timeout_s!r}")
+
+
+def initialize(spec: ClusterSpec) -> None:
+    """Join the cluster (before any other JAX call of the process). On CPU the collectives are
+    gloo's (XLA's CPU backend has no other cross-process implementation). A peer that never joins
+    fails :func:`jax.distributed.initialize` after ``timeout_s``; one that dies later stops the
+    others at their next collective within the heartbeat timeout (``timeout_s`` too)."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = dict(initialization_timeout=spec.timeout_s, heartbeat_timeout_seconds=spec.timeout_s)
+    if spec.coordinator == "auto":
+        jax.distributed.initialize(**kwargs)
+    else:
+        jax.distributed.initialize(spec.coordinator, spec.num_processes, spec.process_id, **kwargs)
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def is_main() -> bool:
+    """Whether this is process 0, the one that writes files and draws progress."""
+    return jax.process_index() == 0
+
+
+def block(rows: int, processes: int | None = None, index: int | None = None) -> tuple[int, int, int]:
+    """``(lo, hi, padded)``: this process's rows [lo, hi) of ``rows`` padded to ``padded``, a
+    multiple of the process count (rows >= ``rows`` are padding)."""
+    p = jax.process_count() if processes is None else processes
+    i = jax.process_index() if index is None else index
+    per = -(-rows // p)
+    return i * per, (i + 1) * per, per * p
+
+
+def across_processes(fn: Callable, xs):
+    """``fn(xs)`` for a pytree ``xs`` with leading axis [S], each process computing a contiguous
+    block of the rows; every process returns the whole result (numpy, leading [S]).
+
+    ``fn`` must treat rows independently (a row's output a function of that row alone): then
+    the result does not depend on the number of processes, up to the floating-point effects of a
+    different batch shape in vmapped programs. With one process this is ``fn(xs)``.
+    """
+    if jax.process_count() == 1:
+        return fn(xs)
+    from jax.experimental import multihost_utils
+
+    s = jax.tree.leaves(xs)[0].shape[0]
+    lo, hi, padded = block(s)
+    host = jax.tree.map(np.asarray, xs)
+    if padded > s:
+        host = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], padded - s, 0)]), host)
+    mine = jax.tree.map(np.asarray, fn(jax.tree.map(lambda x: x[lo:hi], host)))
+    everyone = multihost_utils.process_allgather(mine, tiled=True)
+    return jax.tree.map(lambda x: np.asarray(x)[:s], everyone)
