@@ -200,6 +200,9 @@ def _join_cluster(args) -> None:
     from pgx_jax import distributed
 
     spec = distributed.ClusterSpec(args.coordinator, args.num_processes, args.process_id, args.distributed_timeout)
+    who = "this process" if spec.process_id is None else f"process {spec.process_id} of {spec.num_processes}"
+    # JAX aborts the process itself when the cluster does not form or a peer dies later: say first what is tried
+    print(f"{who}: joining the cluster at {spec.coordinator} (timeout {spec.timeout_s} s)", file=sys.stderr)
     try:
         distributed.initialize(spec)
     except Exception as e:  # jax raises its runtime's own error types
@@ -455,6 +458,7 @@ def _train_report(args, family, config, stats, random_stats, timings) -> dict:
         "learning_curve": None,
         "timings": timings,
         "versions": _versions(),
+        "distributed": _distributed_summary(),
     }
 
 
@@ -676,6 +680,7 @@ def _run_report(args, family, config, result, timings) -> dict:
         "seed": args.seed,
         "machine": machine(),
         "versions": _versions(),
+        "distributed": _distributed_summary(),
     }
 
 
@@ -725,7 +730,7 @@ def _cmd_validate(args) -> int:
             bar.close()
     report.pop("theta_star")
     report["timings"] = {**timings, **report["timings"]}
-    report.update(seed=args.seed, budget=args.budget, versions=_versions())
+    report.update(seed=args.seed, budget=args.budget, versions=_versions(), distributed=_distributed_summary())
     write_json(os.path.join(out, "validation.json"), report)
     written = ["validation.json", *_validation_plots(out, family, config, report)]
     print(markdown_table(["check", "value"], validation_rows(report)), end="")
@@ -896,6 +901,7 @@ def _cmd_compare(args) -> int:
         family, config, seeds, random_draws=args.random_draws, groupings=groupings, vconfig=vconfig, progress=progress
     )
     report["versions"] = _versions()
+    report["distributed"] = _distributed_summary()
     write_json(os.path.join(out, "comparison.json"), report)
     header, rows = comparison_table(report)
     print(markdown_table(header, rows), end="")
@@ -951,6 +957,7 @@ def _cmd_meta_rl(args) -> int:
 
     def save(report):  # after every seed: an interrupted run keeps the seeds it finished
         report["versions"] = _versions()
+        report["distributed"] = _distributed_summary()
         report["test_tasks_source"] = args.test_tasks_file or f"drawn with --test-seed {args.test_seed}"
         write_json(os.path.join(out, "meta_rl.json"), report)
         meta_rl.plot(report, os.path.join(out, "meta_rl.png"))
@@ -993,6 +1000,12 @@ def _read_true_groups(path: str, n: int) -> dict[int, list[list[int]]]:
         except (ValueError, IndexError) as e:
             raise ValueError(f"--true-groups {path!r}, seed {seed}: {e}") from None
     return out
+
+
+def _distributed_summary() -> dict:
+    from pgx_jax import distributed
+
+    return distributed.summary()
 
 
 def _versions():

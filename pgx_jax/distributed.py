@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Callable
 
 import jax
@@ -26,6 +27,10 @@ import numpy as np
 
 #: seconds a process waits for the others to join, or for a silent peer, before failing
 DEFAULT_TIMEOUT_S = 120
+
+#: this process's gathers so far: calls, bytes it received, seconds inside them (waiting for the
+#: slowest process included): what communication cost, reported by :func:`summary`
+_GATHERS = {"calls": 0, "bytes": 0, "seconds": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,5 +120,22 @@ def across_processes(fn: Callable, xs):
     if padded > s:
         host = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], padded - s, 0)]), host)
     mine = jax.tree.map(np.asarray, fn(jax.tree.map(lambda x: x[lo:hi], host)))
-    everyone = multihost_utils.process_allgather(mine, tiled=True)
-    return jax.tree.map(lambda x: np.asarray(x)[:s], everyone)
+    t0 = time.perf_counter()
+    everyone = jax.tree.map(np.asarray, multihost_utils.process_allgather(mine, tiled=True))
+    _GATHERS["calls"] += 1
+    _GATHERS["bytes"] += sum(x.nbytes for x in jax.tree.leaves(everyone))
+    _GATHERS["seconds"] += time.perf_counter() - t0
+    return jax.tree.map(lambda x: x[:s], everyone)
+
+
+def summary() -> dict:
+    """The run's processes and what gathering cost this process (reported in every result)."""
+    return {
+        "processes": jax.process_count(),
+        "devices": jax.device_count(),
+        "local_devices": jax.local_device_count(),
+        "gathers": _GATHERS["calls"],
+        "gathered_bytes": _GATHERS["bytes"],
+        "gather_s": _GATHERS["seconds"],
+        "gather_note": "process 0's gathers; gather_s includes waiting for the slowest process",
+    }

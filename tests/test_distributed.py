@@ -1,0 +1,126 @@
+"""Multi-process runs (issue 17): the options refused before anything starts, the row blocks,
+the single-process identity, and two local CPU processes giving the result of one.
+
+The two-process tests start real processes (``python -m pgx_jax.cli`` with ``--coordinator``
+on a free local port, gloo collectives, one CPU device each) and compare their output with a
+one-process run of the same command."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pgx_jax import distributed
+from pgx_jax.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"coordinator": "localhost"}, "HOST:PORT"),
+        ({"coordinator": "localhost:99999", "num_processes": 2, "process_id": 0}, "port 1-65535"),
+        ({"coordinator": "localhost:1234", "num_processes": 2}, "--process-id is required"),
+        ({"coordinator": "localhost:1234", "num_processes": 0, "process_id": 0}, "--num-processes must be >= 1, got 0"),
+        ({"coordinator": "localhost:1234", "num_processes": 2, "process_id": 2}, r"\[0, 1\] for 2 processes, got 2"),
+        ({"coordinator": "auto", "num_processes": 2}, "auto detects the cluster"),
+        ({"coordinator": "h:1", "num_processes": 1, "process_id": 0, "timeout_s": 0}, "--distributed-timeout"),
+    ],
+)
+def test_cluster_spec_refuses_bad_options_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.ClusterSpec(**kwargs)
+
+
+def test_cli_refuses_process_options_without_a_coordinator_before_any_work(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", "--budget", "smoke", "--process-id", "1", "--out", str(out), "--no-progress"]) == 2
+    assert "--process-id needs --coordinator" in capsys.readouterr().err
+    assert main(["run", "--budget", "smoke", "--coordinator", "nowhere", "--out", str(out)]) == 2
+    assert "--coordinator must be HOST:PORT" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_blocks_cover_the_rows_once_and_one_process_is_the_identity():
+    for rows in (1, 5, 6, 1000):
+        for p in (1, 2, 3, 7):
+            blocks = [distributed.block(rows, p, i) for i in range(p)]
+            covered = np.concatenate([np.arange(lo, min(hi, rows)) for lo, hi, _ in blocks])
+            np.testing.assert_array_equal(covered, np.arange(rows))  # contiguous, each row once
+            assert all(padded % p == 0 and padded - rows < p for _, _, padded in blocks)
+    calls = []
+    xs = {"a": np.arange(5.0), "b": np.ones((5, 2))}
+    out = distributed.across_processes(lambda x: calls.append(x) or x["a"] * 2, xs)
+    assert len(calls) == 1 and calls[0] is xs  # one process: fn on the whole input, nothing gathered
+    np.testing.assert_array_equal(out, np.arange(5.0) * 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _cli(argv, **kwargs):
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgx_jax.cli", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def _one_and_two(argv, tmp_path, name: str):
+    """The command in one process and in two; returns (out dir of one, out dir of two, stderr of two)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    port = _free_port()
+    common = [*argv, "--no-progress"]
+    cluster = ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--distributed-timeout", "60"]
+    procs = [_cli([*common, "--out", str(two), *cluster, "--process-id", str(i)]) for i in (1, 0)]
+    single = _cli([*common, "--out", str(one)])
+    outs = [p.communicate(timeout=1500) for p in procs]
+    out_one = single.communicate(timeout=1500)
+    for p, (_, stderr) in zip([*procs, single], [*outs, out_one], strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    assert outs[0][0].strip() == "" or "Gloo" in outs[0][0]  # process 1 prints nothing of its own
+    assert (two / name).exists() and (one / name).exists()
+    return json.loads((one / name).read_text()), json.loads((two / name).read_text())
+
+
+def test_two_processes_validate_as_one(tmp_path, four_goals):
+    """``validate --truth full`` at smoke on 4 tasks: the subsets, estimates, affinity, groups and
+    full-training truth of two processes equal one process's. Tolerance: the estimate's and the
+    truth's rows run in blocks of half the batch, and XLA's CPU programs for another batch shape
+    may round differently (float32 ~1e-6 relative); groups must be identical."""
+    argv = ["validate", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--truth", "full"]
+    a, b = _one_and_two(argv, tmp_path, "validation.json")
+    assert a["distributed"]["processes"] == 1 and b["distributed"]["processes"] == 2
+    assert b["distributed"]["gathers"] >= 3  # solves, evaluation, truth trainings went through the gather
+    assert a["subset_masks"] == b["subset_masks"]
+    for path in (("estimate", "affinity"), ("truths", "full", "true_scores"), ("truths", "full", "true_affinity")):
+        x, y = a, b
+        for k in path:
+            x, y = x[k], y[k]
+        np.testing.assert_allclose(np.array(x, float), np.array(y, float), rtol=1e-4, atol=1e-4, err_msg=str(path))
+    assert a["groups"] == b["groups"]
+    assert a["truths"]["full"]["by_evaluator"] == pytest.approx(b["truths"]["full"]["by_evaluator"], rel=1e-4)
+
+
+def test_a_process_that_never_joins_fails_the_other_within_the_timeout(tmp_path):
+    out = tmp_path / "r"
+    argv = ["run", "--budget", "smoke", "--out", str(out), "--no-progress", "--coordinator"]
+    argv += [f"localhost:{_free_port()}", "--num-processes", "2", "--process-id", "0", "--distributed-timeout", "5"]
+    proc = _cli(argv)
+    _, stderr = proc.communicate(timeout=120)  # bounded: JAX aborts the process after the timeout
+    assert proc.returncode != 0
+    assert "joining the cluster at localhost" in stderr and "DEADLINE_EXCEEDED" in stderr
+    assert not out.exists()  # nothing written: the join comes before the output directory
