@@ -78,8 +78,12 @@ COMMANDS = {
     "truth": (
         ["validate", "--truth", "full", "--groups", "2"],
         "validation.json",
-        ["estimate.affinity", "truths.full.true_scores", "truths.full.true_affinity"],
-        "groups",
+        [
+            "truths.full.by_evaluator.rollout.estimated_affinity",
+            "truths.full.true_scores",
+            "truths.full.true_affinity",
+        ],
+        "truths.full.by_evaluator.rollout.estimated_groups",
     ),
 }
 

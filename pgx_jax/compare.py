@@ -32,7 +32,7 @@ import numpy as np
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
 from pgx_jax import ppo, simulators
-from pgx_jax.distributed import across_processes
+from pgx_jax.distributed import across_processes, map_processes
 from pgx_jax.groups import group_masks, group_updates
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
@@ -196,15 +196,18 @@ def compare(
     vconfig = vconfig or ValidateConfig()
     theta_stars, true_groups = dict(theta_stars or {}), dict(true_groups or {})
     say = progress or (lambda msg: None)
-    per_seed, timings = [], {}
-    for seed in seeds:
+
+    def one_seed(seed):
         t0 = time.perf_counter()
         key = jax.random.PRNGKey(seed)
         chosen = choose_groupings(family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say)
         distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
         trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
-        per_seed.append(_seed_report(chosen, *trained, family.n_tasks))
-        timings[f"seed_{seed}"] = time.perf_counter() - t0
+        return _seed_report(chosen, *trained, family.n_tasks), time.perf_counter() - t0
+
+    done = map_processes(one_seed, list(seeds))  # the seeds over the processes, where there are enough
+    per_seed = [report for report, _ in done]
+    timings = {f"seed_{seed}": wall for seed, (_, wall) in zip(seeds, done, strict=True)}
     ids = jnp.arange(family.n_tasks)
     low = np.asarray(simulators.random_policy_returns(family, ids, jax.random.PRNGKey(0), config.eval_episodes))
     high = np.max([s["per_task"]["per_task_return"] for s in per_seed], 0)

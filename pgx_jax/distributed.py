@@ -17,10 +17,12 @@ the single-process path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import pickle
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -31,6 +33,8 @@ DEFAULT_TIMEOUT_S = 120
 #: this process's gathers so far: calls, bytes it received, seconds inside them (waiting for the
 #: slowest process included): what communication cost, reported by :func:`summary`
 _GATHERS = {"calls": 0, "bytes": 0, "seconds": 0.0}
+#: inside :func:`map_processes`' items: every process computes alone, nothing is gathered
+_ALONE = [False]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,22 +114,62 @@ def across_processes(fn: Callable, xs):
     the result does not depend on the number of processes, up to the floating-point effects of a
     different batch shape in vmapped programs. With one process this is ``fn(xs)``.
     """
-    if jax.process_count() == 1:
+    if jax.process_count() == 1 or _ALONE[0]:
         return fn(xs)
-    from jax.experimental import multihost_utils
-
     s = jax.tree.leaves(xs)[0].shape[0]
     lo, hi, padded = block(s)
     host = jax.tree.map(np.asarray, xs)
     if padded > s:
         host = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], padded - s, 0)]), host)
     mine = jax.tree.map(np.asarray, fn(jax.tree.map(lambda x: x[lo:hi], host)))
+    return jax.tree.map(lambda x: x[:s], _allgather(mine, tiled=True))
+
+
+def _allgather(tree, tiled: bool):
+    """``multihost_utils.process_allgather`` to numpy, its cost counted in :func:`summary`."""
+    from jax.experimental import multihost_utils
+
     t0 = time.perf_counter()
-    everyone = jax.tree.map(np.asarray, multihost_utils.process_allgather(mine, tiled=True))
+    out = jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=tiled))
     _GATHERS["calls"] += 1
-    _GATHERS["bytes"] += sum(x.nbytes for x in jax.tree.leaves(everyone))
+    _GATHERS["bytes"] += sum(x.nbytes for x in jax.tree.leaves(out))
     _GATHERS["seconds"] += time.perf_counter() - t0
-    return jax.tree.map(lambda x: x[:s], everyone)
+    return out
+
+
+@contextlib.contextmanager
+def alone():
+    """Within: :func:`across_processes` computes every row in this process (no collective)."""
+    before = _ALONE[0]
+    _ALONE[0] = True
+    try:
+        yield
+    finally:
+        _ALONE[0] = before
+
+
+def map_processes(fn: Callable, items: Sequence) -> list:
+    """``[fn(item) for item in items]`` with item i computed by process ``i % P`` alone
+    (:func:`alone`: the rows inside it are not split), the results (any picklable value) then
+    gathered to every process in order. Used over seeds: a seed's result is then exactly a
+    one-process run's (the same programs on the same shapes), and nothing is exchanged until the
+    end. With one process, or fewer items than processes (the rows inside are then split
+    instead), this is the plain loop."""
+    p = jax.process_count()
+    if p == 1 or _ALONE[0] or len(items) < p:
+        return [fn(item) for item in items]
+    me = jax.process_index()
+    with alone():
+        mine = {i: fn(item) for i, item in enumerate(items) if i % p == me}
+    data = np.frombuffer(pickle.dumps(mine), np.uint8)
+    sizes = _allgather(np.array([data.size], np.int64), tiled=True)  # [P]
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    everyone = _allgather(padded, tiled=False)  # [P, max size]
+    out = {}
+    for q in range(p):
+        out.update(pickle.loads(everyone[q, : int(sizes[q])].tobytes()))  # noqa: S301 (our own processes' results)
+    return [out[i] for i in range(len(items))]
 
 
 def summary() -> dict:

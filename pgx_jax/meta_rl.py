@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import networks
+from pgx_jax import distributed, networks
 from pgx_jax.compare import choose_groupings
 from pgx_jax.distributed import across_processes
 from pgx_jax.families import make_family, meta_rl_families
@@ -192,30 +192,43 @@ def meta_rl(
     for groups in true_groups.values():
         group_masks(groups, n)  # a partition of the source tasks, checked before any work
     per_seed, timings = [], {}
-    for seed in seeds:
+
+    def one_seed(seed):
         t0 = time.perf_counter()
-        key = jax.random.PRNGKey(seed)
-        k_meta, k_adapt = jax.random.split(jax.random.fold_in(key, 7))
-        wanted = [g for g in groupings if g != "multitask"] or ["policygradex"]
-        chosen = choose_groupings(
-            source_family, config, seed, wanted, random_draws, vconfig, theta_stars, true_groups, say
-        )
-        chosen["multitask"] = [[list(range(n))]]
-        chosen = {name: [[tuple(g) for g in draw] for draw in chosen[name]] for name in groupings}
-        for draws in chosen.values():
-            for groups in draws:
-                group_masks(groups, n)  # each grouping is a partition of the source tasks
+        chosen = _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say)
         distinct = sorted({g for draws in chosen.values() for d in draws for g in d}, key=lambda g: (len(g), g))
         say(f"seed {seed}: meta-train {len(distinct)} group(s), adapt them to {m} test tasks")
+        k_meta, k_adapt = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7))
         out = train_and_adapt(mconfig, family, distinct, n, test_ids, k_meta, k_adapt)
         probes, curves, steps, active, metrics, times = out
         rng = np.random.default_rng(seed)  # routing's ties
-        per_seed.append(score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n, rng))
-        timings[f"seed_{seed}"] = dict(times, total_s=time.perf_counter() - t0)
+        scored = score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n, rng)
+        return scored, dict(times, total_s=time.perf_counter() - t0)
+
+    # with at least as many seeds as processes, each process runs whole seeds (written at the end);
+    # else the seeds run in turn, each spread over the processes, written as each finishes
+    batches = [list(seeds)] if len(seeds) >= distributed.process_count() > 1 else [[s] for s in seeds]
+    for batch in batches:
+        for seed, (scored, times) in zip(batch, distributed.map_processes(one_seed, batch), strict=True):
+            per_seed.append(scored)
+            timings[f"seed_{seed}"] = times
         report = _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, config, mconfig, timings)
         if on_seed is not None:
             on_seed(report)
     return report
+
+
+def _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say) -> dict:
+    """``{grouping: [draw: [group: tuple of source ids]]}`` of one seed, each a partition."""
+    n = source_family.n_tasks
+    wanted = [g for g in groupings if g != "multitask"] or ["policygradex"]
+    chosen = choose_groupings(source_family, config, seed, wanted, random_draws, vconfig, theta_stars, true_groups, say)
+    chosen["multitask"] = [[list(range(n))]]
+    chosen = {name: [[tuple(g) for g in draw] for draw in chosen[name]] for name in groupings}
+    for draws in chosen.values():
+        for groups in draws:
+            group_masks(groups, n)  # each grouping is a partition of the source tasks
+    return chosen
 
 
 def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids, k_meta, k_adapt):
