@@ -9,7 +9,8 @@ process 0 (calls, bytes, seconds including waiting for the slower process). Writ
 benchmarks/results/distributed.json and .md after every run, so a stopped benchmark keeps what
 it finished.
 
-Usage: python benchmarks/distributed.py [--family pendulum-physics] [--budget demo] [--truth-budget smoke]
+Usage: python benchmarks/distributed.py [--estimate-family reacher-goals] [--budget demo] [--family pendulum-physics]
+[--truth-budget smoke]
 """
 
 from __future__ import annotations
@@ -72,9 +73,16 @@ def _get(d: dict, path: str):
     return d
 
 
+GOALS_16 = "reacher_goals_16.json"
 COMMANDS = {
     # name: (argv, result file, arrays compared, groups)
-    "estimate": (["run", "--subsets", "1000", "--groups", "2"], "result.json", ["affinity"], "groups"),
+    # 16 reacher goals (benchmarks/reacher_goals_16.json): C(16, 8) = 12870 distinct subsets
+    "estimate": (
+        ["run", "--subsets", "1000", "--groups", "2", "--tasks-file", os.path.join(ROOT, "benchmarks", GOALS_16)],
+        "result.json",
+        ["affinity"],
+        "groups",
+    ),
     "truth": (
         ["validate", "--truth", "full", "--groups", "2"],
         "validation.json",
@@ -91,7 +99,8 @@ COMMANDS = {
 def measure(name: str, args) -> dict:
     argv, file, arrays, groups = COMMANDS[name]
     budget = args.budget if name == "estimate" else args.truth_budget
-    argv = [*argv, "--family", args.family, "--budget", budget]
+    family = args.estimate_family if name == "estimate" else args.family
+    argv = [*argv, "--family", family, "--budget", budget]
     runs = {}
     for p in (1, 2):
         out = os.path.join(HERE, "distributed", f"{name}_p{p}")
@@ -137,13 +146,14 @@ def write(results: dict, args) -> None:
 The same command with 1 and with 2 local processes (one CPU device each, gloo collectives) on a
 {os.cpu_count()}-core machine; wall-clock of the whole command, compilation included (each process
 compiles its own programs). Per-stage timings are in distributed.json."""
-    report = {"results": results, "machine": machine(), "versions": versions(), "family": args.family}
+    report = {"results": results, "machine": machine(), "versions": versions()}
     write_table_report(os.path.join(HERE, "distributed"), report, "One process against two", intro, header, rows)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--family", default="pendulum-physics")
+    p.add_argument("--family", default="pendulum-physics", help="family of the truth part")
+    p.add_argument("--estimate-family", default="reacher-goals", help="family of the m = 1000 estimate (16 goals)")
     p.add_argument("--budget", default="demo", help="budget of the m = 1000 estimate")
     p.add_argument("--truth-budget", default="smoke", help="budget of the full-training truth")
     p.add_argument("--parts", nargs="+", default=list(COMMANDS))
