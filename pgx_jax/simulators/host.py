@@ -27,7 +27,7 @@ from pgx_jax.features import subset_params
 from pgx_jax.networks import AgentParams
 from pgx_jax.rollout import Transition
 from pgx_jax.simulators import host_maml
-from pgx_jax.simulators.host_rollout import episode_seeds, unroll
+from pgx_jax.simulators.host_rollout import rollout_chunks, unroll
 from pgx_jax.types import PRNGKey
 
 
@@ -295,30 +295,17 @@ def evaluate_policies(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     task_ids = np.asarray(task_ids, np.int64)
-    p, k = task_ids.shape
-    per_policy = k * episodes
-    chunk = max(1, family.max_envs // per_policy)
-    k_reset, k_roll = jax.random.split(key)
-    outs = []
-    for lo in range(0, p, chunk):
-        hi = min(p, lo + chunk)
-        env_tasks = np.repeat(task_ids[lo:hi], episodes, axis=1)  # [P', K * episodes]
-        part = None if params is None else jax.tree.map(lambda x, sl=slice(lo, hi): x[sl], params)
-        act = functools.partial(
-            _act_per_policy_tasks,
-            part,
-            task_ids=jnp.asarray(task_ids[lo:hi], jnp.int32),
-            episodes=episodes,
-            net=network,
-            action_size=family.action_size,
-            n_tasks=family.n_tasks,
-            deterministic=deterministic,
-        )
-        with EnvBatch(family, env_tasks) as batch:
-            # every env seeded by its task and episode: common random numbers whatever the slot
-            batch.reset(episode_seeds(k_reset, env_tasks, episodes))
-            traj = unroll(batch, act, k_roll, family.episode_length, env_tasks.shape)
-        outs.append(_episode_stats(family, traj, hi - lo, k, episodes))
+    k = task_ids.shape[1]
+    env_tasks = np.repeat(task_ids, episodes, axis=1)  # [P, K * episodes]
+    static = dict(episodes=episodes, net=network, action_size=family.action_size, n_tasks=family.n_tasks)
+
+    def act_for(part, lo, hi):
+        ids = jnp.asarray(task_ids[lo:hi], jnp.int32)
+        return functools.partial(_act_per_policy_tasks, part, task_ids=ids, deterministic=deterministic, **static)
+
+    # every env seeded and acting by its task and episode: common random numbers whatever the slot
+    chunks = rollout_chunks(family, params, env_tasks, env_tasks, episodes, key, act_for)
+    outs = [_episode_stats(family, traj, hi - lo, k, episodes) for lo, hi, traj in chunks]
     return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
 
 

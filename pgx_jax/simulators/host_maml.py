@@ -25,10 +25,10 @@ import numpy as np
 from pgx_jax import maml, networks
 from pgx_jax.config import NetworkConfig
 from pgx_jax.evaluate import keyed_act
-from pgx_jax.families.host import EnvBatch, HostFamily
+from pgx_jax.families.host import HostFamily
 from pgx_jax.maml import Episodes, MAMLConfig
 from pgx_jax.networks import AgentParams
-from pgx_jax.simulators.host_rollout import episode_seeds, unroll
+from pgx_jax.simulators.host_rollout import rollout_chunks
 from pgx_jax.types import PRNGKey
 
 _STREAMS = 2**31 - 1
@@ -53,28 +53,17 @@ def sample(
     """``episodes`` whole episodes of task ``task_ids[p]`` (int [P]) with policy p (params leading
     [P]); env (p, j) reset and acting by (``streams[p]``, j) and ``key``. Leaves [P, K, T, ...]."""
     task_ids, streams = np.asarray(task_ids, np.int64), np.asarray(streams, np.int64)
-    p_all, k = task_ids.shape[0], episodes
-    chunk = max(1, family.max_envs // k)
-    k_reset, k_roll = jax.random.split(key)
-    parts = []
-    for lo in range(0, p_all, chunk):
-        hi = min(p_all, lo + chunk)
-        env_tasks = np.repeat(task_ids[lo:hi, None], k, 1)  # [P', K]
-        env_streams = np.repeat(streams[lo:hi, None], k, 1)
-        part = jax.tree.map(lambda x, sl=slice(lo, hi): x[sl], params)
-        act = functools.partial(
-            _act,
-            part,
-            streams=jnp.asarray(streams[lo:hi], jnp.int32),
-            net=net,
-            action_size=family.action_size,
-            n_tasks=family.n_tasks,
-            episodes=k,
-        )
-        with EnvBatch(family, env_tasks) as batch:
-            batch.reset(episode_seeds(k_reset, env_streams, k))
-            tr = unroll(batch, act, k_roll, family.episode_length, env_tasks.shape)  # [T, P', K, ...]
-        parts.append([np.moveaxis(x, 0, 2) for x in (tr.obs, tr.action, tr.log_prob, tr.reward, tr.valid)])
+    k = episodes
+    static = dict(net=net, action_size=family.action_size, n_tasks=family.n_tasks, episodes=k)
+
+    def act_for(part, lo, hi):
+        return functools.partial(_act, part, streams=jnp.asarray(streams[lo:hi], jnp.int32), **static)
+
+    env_tasks, env_streams = np.repeat(task_ids[:, None], k, 1), np.repeat(streams[:, None], k, 1)  # [P, K]
+    parts = [
+        [np.moveaxis(x, 0, 2) for x in (tr.obs, tr.action, tr.log_prob, tr.reward, tr.valid)]  # [P', K, T, ...]
+        for _, _, tr in rollout_chunks(family, params, env_tasks, env_streams, k, key, act_for)
+    ]
     return Episodes(*(jnp.asarray(np.concatenate(xs)) for xs in zip(*parts, strict=True)))
 
 

@@ -46,3 +46,25 @@ def episode_seeds(key: PRNGKey, env_tasks, episodes: int) -> np.ndarray:
     keys = episode_keys(key, jnp.asarray(flat_tasks, jnp.int32), jnp.asarray(episode, jnp.int32))
     seeds = jax.vmap(lambda k: jax.random.randint(k, (), 0, 2**31 - 1))(keys)
     return np.asarray(seeds, np.int64).reshape(env_tasks.shape)
+
+
+def rollout_chunks(family, params, env_tasks, env_streams, episodes: int, key: PRNGKey, act_for: Callable):
+    """P policies (params leading [P], or None) each on its own row of environments, in chunks
+    of at most ``family.max_envs`` environments: yields ``(lo, hi, Transition [T, hi - lo, E, ...])``
+    for policies [lo, hi).
+
+    ``env_tasks`` / ``env_streams`` int [P, E]: each environment's task and the stream its
+    randomness is keyed by; environment j of a row is episode ``j % episodes`` of its stream, reset
+    by :func:`episode_seeds` and acting with the noise ``act_for(params[lo:hi], lo, hi)`` draws
+    (an act function of obs [P', E, O] and the step's key)."""
+    env_tasks, env_streams = np.asarray(env_tasks), np.asarray(env_streams)
+    p, e = env_tasks.shape
+    chunk = max(1, family.max_envs // e)
+    k_reset, k_roll = jax.random.split(key)
+    for lo in range(0, p, chunk):
+        hi = min(p, lo + chunk)
+        part = None if params is None else jax.tree.map(lambda x, sl=slice(lo, hi): x[sl], params)
+        with EnvBatch(family, env_tasks[lo:hi]) as batch:
+            batch.reset(episode_seeds(k_reset, env_streams[lo:hi], episodes))
+            traj = unroll(batch, act_for(part, lo, hi), k_roll, family.episode_length, (hi - lo, e))
+        yield lo, hi, traj
