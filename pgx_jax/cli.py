@@ -213,6 +213,8 @@ def _join_cluster(args) -> None:
     if not distributed.is_main():
         args.no_progress = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    argv = [f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in ("process_id", "no_progress")]
+    distributed.check_same(" ".join(argv), "options")
 
 
 def _make_out(out: str) -> None:
@@ -1051,10 +1053,13 @@ def _process_index() -> int:
 
 
 def _lost_peer(e: BaseException) -> bool:
-    """Whether ``e`` is JAX's runtime failing a collective of a multi-process run."""
+    """Whether ``e`` is JAX's runtime failing a collective of a multi-process run, or another
+    process's failure reported to this one."""
     import jax
 
-    return jax.process_count() > 1 and isinstance(e, jax.errors.JaxRuntimeError)
+    from pgx_jax.distributed import PeerFailed
+
+    return jax.process_count() > 1 and isinstance(e, (jax.errors.JaxRuntimeError, PeerFailed))
 
 
 if __name__ == "__main__":

@@ -81,11 +81,45 @@ def initialize(spec: ClusterSpec) -> None:
     fails :func:`jax.distributed.initialize` after ``timeout_s``; one that dies later stops the
     others at their next collective within the heartbeat timeout (``timeout_s`` too)."""
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kwargs = dict(initialization_timeout=spec.timeout_s, heartbeat_timeout_seconds=spec.timeout_s)
+    t = spec.timeout_s  # joining, a silent peer, and the wait for the others at exit
+    kwargs = dict(initialization_timeout=t, heartbeat_timeout_seconds=t, shutdown_timeout_seconds=t)
     if spec.coordinator == "auto":
         jax.distributed.initialize(**kwargs)
     else:
         jax.distributed.initialize(spec.coordinator, spec.num_processes, spec.process_id, **kwargs)
+
+
+class PeerFailed(RuntimeError):
+    """Another process failed in a step this process was taking part in (its own output says why)."""
+
+
+def _all_ok(run: Callable):
+    """``run()`` on every process, then a collective flag: raises the local error where ``run``
+    failed and :class:`PeerFailed` on the others, so no process waits in a gather for one that
+    left (an error on one process only: a non-finite training, a missing file)."""
+    try:
+        out, err = run(), None
+    except Exception as e:  # re-raised below, after the others have been told
+        out, err = None, e
+    ok = _allgather(np.array([err is None], np.int32), tiled=True)
+    if err is not None:
+        raise err
+    if not ok.all():
+        raise PeerFailed(f"process(es) {np.flatnonzero(ok == 0).tolist()} failed; see their own output")
+    return out
+
+
+def check_same(text: str, what: str) -> None:
+    """Raise ``ValueError`` on every process unless all hold the same ``text`` (e.g. the command
+    line without ``--process-id``): processes with other options would split other work."""
+    if jax.process_count() == 1:
+        return
+    import hashlib
+
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int64)
+    everyone = _allgather(digest, tiled=True)
+    if not (everyone == everyone[0]).all():
+        raise ValueError(f"the processes were started with different {what}; start every process with the same ones")
 
 
 def process_count() -> int:
@@ -121,7 +155,7 @@ def across_processes(fn: Callable, xs):
     host = jax.tree.map(np.asarray, xs)
     if padded > s:
         host = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], padded - s, 0)]), host)
-    mine = jax.tree.map(np.asarray, fn(jax.tree.map(lambda x: x[lo:hi], host)))
+    mine = _all_ok(lambda: jax.tree.map(np.asarray, fn(jax.tree.map(lambda x: x[lo:hi], host))))
     return jax.tree.map(lambda x: x[:s], _allgather(mine, tiled=True))
 
 
@@ -160,7 +194,7 @@ def map_processes(fn: Callable, items: Sequence) -> list:
         return [fn(item) for item in items]
     me = jax.process_index()
     with alone():
-        mine = {i: fn(item) for i, item in enumerate(items) if i % p == me}
+        mine = _all_ok(lambda: {i: fn(item) for i, item in enumerate(items) if i % p == me})
     data = np.frombuffer(pickle.dumps(mine), np.uint8)
     sizes = _allgather(np.array([data.size], np.int64), tiled=True)  # [P]
     padded = np.zeros(int(sizes.max()), np.uint8)

@@ -768,6 +768,10 @@ def cost_accounting(vconfig, config, family, theta_star, subsets, est: EstimateS
         "by_truth": by_truth,
         "flops_method": "jaxpr count (pgx_jax.flops): loops times their trip counts; XLA's cost analysis "
         "(given for reference) counts each loop body once",
+        "scope": None
+        if jax.process_count() == 1
+        else f"{jax.process_count()} processes: the truth's wall-clock and FLOPs are process 0's block of the "
+        "subsets (about 1/P of them), the estimate's FLOPs count every subset; compare speedups from one-process runs",
     }
 
 

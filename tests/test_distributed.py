@@ -123,7 +123,37 @@ def test_two_processes_split_rows_and_seeds_and_both_get_everything():
     assert [it["i"] for it in items] == [0, 1, 2] and [it["by"] for it in items] == [True, False, True]  # i % P
     assert [it["inner"] for it in items] == [[0, 10, 20], [10, 20, 30], [20, 30, 40]]
     assert twice == [0.0, 2.0, 4.0, 6.0, 8.0] and n == [3] * 5  # 5 rows: blocks of 3, the last padded
-    assert gathers == 3  # two for the items (sizes, bytes), one for the rows
+    assert gathers == 5  # the items: ok flags, sizes, bytes; the rows: ok flags, data
+
+
+FAILING = """
+import sys, numpy as np
+from pgx_jax import distributed
+distributed.initialize(distributed.ClusterSpec(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60))
+def rows(x):
+    if not distributed.is_main():
+        raise FloatingPointError("non-finite reward on this process's block")
+    return x
+try:
+    distributed.across_processes(rows, np.arange(4.0))
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_an_error_on_one_process_reaches_the_others_at_once():
+    """A failure inside one process's block (a non-finite training, say) is raised there and
+    reported to the others as PeerFailed, instead of leaving them waiting in the gather."""
+    port = _free_port()
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+    pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", FAILING, f"localhost:{port}", str(i)], cwd=ROOT, env=env, **pipe)
+        for i in (1, 0)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert "FloatingPointError non-finite reward" in outs[0][0], outs[0]
+    assert "PeerFailed process(es) [1] failed" in outs[1][0], outs[1]
 
 
 def test_two_processes_validate_as_one(tmp_path, four_goals):

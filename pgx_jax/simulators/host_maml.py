@@ -107,6 +107,10 @@ def _on_live(config: MAMLConfig, family: HostFamily, params: AgentParams, tasks,
     the slots' policies (leading [G, M]); zeros for the other groups. Leaves [G, M, K, T, ...]."""
     g, m = tasks.shape
     rows = np.flatnonzero(live)
+    if rows.size == 0:  # every group here has finished (a process's block of small groups): all gated out
+        lead = (g, m, config.episodes, family.episode_length)
+        z = lambda *tail: jnp.zeros((*lead, *tail), jnp.float32)  # noqa: E731
+        return Episodes(z(family.obs_size), z(family.action_size), z(), z(), z())
     flat = jax.tree.map(lambda x: x[rows].reshape(-1, *x.shape[2:]), params)
     got = sample(config.network, family, flat, tasks[rows].reshape(-1), streams[rows].reshape(-1), key, config.episodes)
 
