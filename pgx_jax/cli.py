@@ -193,9 +193,13 @@ def _join_cluster(args) -> None:
     other than 0, silence stdout and progress (process 0 reports). Raises ``ValueError`` on bad
     options and ``RuntimeError`` when the cluster does not form in time."""
     if getattr(args, "coordinator", None) is None:
+        from pgx_jax.distributed import DEFAULT_TIMEOUT_S
+
         for name in ("num_processes", "process_id"):
             if getattr(args, name, None) is not None:
                 raise ValueError(f"--{name.replace('_', '-')} needs --coordinator HOST:PORT")
+        if getattr(args, "distributed_timeout", DEFAULT_TIMEOUT_S) != DEFAULT_TIMEOUT_S:
+            raise ValueError("--distributed-timeout needs --coordinator (one process waits for no other)")
         return
     from pgx_jax import distributed
 
@@ -207,8 +211,7 @@ def _join_cluster(args) -> None:
         distributed.initialize(spec)
     except Exception as e:  # jax raises its runtime's own error types
         raise RuntimeError(
-            f"could not join the cluster at {spec.coordinator} as process {spec.process_id} of "
-            f"{spec.num_processes} within {spec.timeout_s} s: {_first_line(e)}"
+            f"could not join the cluster at {spec.coordinator} as {who} within {spec.timeout_s} s: {_first_line(e)}"
         ) from None
     if not distributed.is_main():
         args.no_progress = True

@@ -43,6 +43,8 @@ def test_cli_refuses_process_options_without_a_coordinator_before_any_work(tmp_p
     assert "--process-id needs --coordinator" in capsys.readouterr().err
     assert main(["run", "--budget", "smoke", "--coordinator", "nowhere", "--out", str(out)]) == 2
     assert "--coordinator must be HOST:PORT" in capsys.readouterr().err
+    assert main(["run", "--budget", "smoke", "--distributed-timeout", "9", "--out", str(out)]) == 2
+    assert "--distributed-timeout needs --coordinator" in capsys.readouterr().err
     assert not out.exists()
 
 
