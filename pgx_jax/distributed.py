@@ -7,9 +7,10 @@ own key (derived from the row, never from the process that computes it). :func:`
 gives every process a contiguous block of the rows (padded with copies of row 0 where the count
 does not divide), runs the same function on each block with the process's local devices
 (:func:`pgx_jax.sharding.over_devices` under it), and gathers the blocks to every process with
-JAX's own collective (``multihost_utils.process_allgather`` over a global mesh of one device per
-process): no scheduler or sockets of our own. Every process then holds the whole result; only
-process 0 writes files and draws progress (:func:`is_main`).
+JAX's own collective (``multihost_utils.process_allgather`` over all processes' devices; every
+process needs the same number of local devices): no scheduler or sockets of our own. Every
+process then holds the whole result; only process 0 writes files and draws progress
+(:func:`is_main`).
 
 With one process (no :func:`initialize`, the default) every function here is the identity of
 the single-process path.

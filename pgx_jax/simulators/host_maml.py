@@ -159,7 +159,7 @@ def _inner(config: MAMLConfig, family, params: AgentParams, batch: Episodes):
     return params.replace(actor=jax.vmap(one)(params, batch))
 
 
-def _per_task(config: MAMLConfig, params: AgentParams, task_ids):
+def _per_task(params: AgentParams, task_ids):
     """Every meta-policy (leading [G]) once per test task: leading [G * m], tasks int [G * m]."""
     task_ids = np.asarray(task_ids, np.int64)
     g = jax.tree.leaves(params)[0].shape[0]
@@ -169,7 +169,7 @@ def _per_task(config: MAMLConfig, params: AgentParams, task_ids):
 def probe_returns(config: MAMLConfig, family: HostFamily, params: AgentParams, task_ids, key: PRNGKey):
     """:func:`pgx_jax.maml.probe_returns` on the host: float32 [G, m]; task t's episodes are
     stream t of ``key`` whichever meta-policy runs them."""
-    flat, tasks, g = _per_task(config, params, task_ids)
+    flat, tasks, g = _per_task(params, task_ids)
     batch = sample(config.network, family, flat, tasks, tasks, key, config.adapt_episodes)
     return maml.episode_returns(batch).reshape(g, -1)
 
@@ -177,7 +177,7 @@ def probe_returns(config: MAMLConfig, family: HostFamily, params: AgentParams, t
 def adaptation_curves(config: MAMLConfig, family: HostFamily, params: AgentParams, task_ids, key: PRNGKey):
     """:func:`pgx_jax.maml.adaptation_curves` on the host: float32 [G, m, A + 1]; step a's
     episodes of task t are stream t of ``fold_in(key, a)`` whichever meta-policy adapts."""
-    flat, tasks, g = _per_task(config, params, task_ids)
+    flat, tasks, g = _per_task(params, task_ids)
     curve = []
     for a in range(config.adapt_steps + 1):
         batch = sample(config.network, family, flat, tasks, tasks, jax.random.fold_in(key, a), config.adapt_episodes)
