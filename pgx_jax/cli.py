@@ -78,6 +78,17 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="fine-tune every subset this many times; >= 2 reports how well the truth agrees with itself",
     )
+    v.add_argument(
+        "--hessian",
+        action="store_true",
+        help="also the paper's generalisation analysis: per-layer Hessian traces (Hutchinson) of the PPO "
+        "surrogate and the advantage-weighted log-likelihood at theta* and at the estimated policies, the "
+        "Hessian bound and the observed held-out gap (validation.json 'hessian')",
+    )
+    v.add_argument("--hessian-probes", type=int, default=32, help="Hutchinson probes (default 32; >= 2)")
+    v.add_argument(
+        "--hessian-subsets", type=int, default=8, help="analyse the estimated policies of the first this many subsets"
+    )
 
     c = sub.add_parser("compare", help="train the groupings (multitask, per task, random, ...) with equal budgets")
     _pipeline_args(c, "compare", seed=False)
@@ -530,13 +541,16 @@ def _build_run(args):
     return family, config
 
 
-def _setup(args, command: str):
-    """Check every pipeline argument, load ``--resume``'s checkpoint, then (only then) create the
-    output directory and turn on the compilation cache. Raises ``ValueError`` on bad input.
+def _setup(args, command: str, check=None):
+    """Check every pipeline argument (and ``check(config)``, the command's own), load
+    ``--resume``'s checkpoint, then (only then) create the output directory and turn on the
+    compilation cache. Raises ``ValueError`` on bad input.
 
     Returns ``(family, config, out, theta or None)``."""
 
     family, config = _build_run(args)
+    if check is not None:
+        check(config)
     out = args.out or os.path.join("runs", f"{command}-{family.name}")
     theta = _resume(args, family, config, out)
     _make_out(out)
@@ -709,13 +723,18 @@ def _stage_bar(args, stages: list[str]):
 def _cmd_validate(args) -> int:
     import jax
 
+    from pgx_jax.hessian import HessianConfig
     from pgx_jax.results import markdown_table, write_json
     from pgx_jax.validate import ValidateConfig, validate
 
-    vconfig = ValidateConfig(truth=args.truth, finetune_fraction=args.finetune_fraction, replicates=args.replicates)
-    family, config, out, theta = _setup(args, "validate")
+    hessian = HessianConfig(probes=args.hessian_probes, subsets=args.hessian_subsets) if args.hessian else None
+    vconfig = ValidateConfig(
+        truth=args.truth, finetune_fraction=args.finetune_fraction, replicates=args.replicates, hessian=hessian
+    )
+    family, config, out, theta = _setup(args, "validate", check=vconfig.check)
     key = jax.random.PRNGKey(args.seed)
     stages = ["meta-train", "estimate", *(f"truth: {k}" for k in vconfig.kinds), "KL", "first-order check"]
+    stages += ["hessian"] if hessian else []
     bar, progress = _stage_bar(args, [*stages, "count FLOPs"])
     timings = {}
     try:
@@ -811,6 +830,29 @@ def _estimate_rows(report) -> list[list]:
         )
     if est["rollout_scores_se"] is not None:
         rows.append(["standard error of a rollout estimate f(S, i), mean", est["rollout_scores_se"]["mean"]])
+    return rows + _hessian_rows(report.get("hessian"))
+
+
+def _hessian_rows(h) -> list[list]:
+    """Per objective: the trace at theta* and at theta_S, the bound against the loss range and the observed gap."""
+    if h is None:
+        return []
+    rows = []
+    for name, o in h["by_objective"].items():
+        t = o["traces"]
+        rows.append(
+            [
+                f"[hessian, {name}] Tr(H) at theta* / at theta_S (sum over layers, {h['subsets_analysed']} subsets)",
+                f"{t['theta_star']['total']:.4g} / {t['estimated']['total']:.4g}",
+            ]
+        )
+        rows.append(
+            [
+                f"[hessian, {name}] bound / observed gap / loss range C (non-vacuous in)",
+                f"{o['bound']['mean']:.4g} / {o['observed_gap']['mean']:.4g} / {o['loss_range']['mean']:.4g} "
+                f"({100 * o['non_vacuous']:.0f}% of subsets)",
+            ]
+        )
     return rows
 
 

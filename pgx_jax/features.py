@@ -338,13 +338,20 @@ def gradient_features(
         weights [N, H], their mean A g~ ``ag_hold`` [N, D], and ``x_hold`` [N, H, D] when
         ``cfg.holdout_samples`` ([N, 0, D] otherwise).
     """
-    k_collect, k_proj = jax.random.split(key)
+    k_collect, k_proj = feature_keys(key)
     feats = featurize(ppo, cfg, family, params, collect(ppo, cfg, family, params, k_collect), k_proj)
     big = cfg.gradient_sample()
     if big is None:
         return feats
     data = collect(ppo, big, family, params, gradient_sample_key(key))
     return feats.replace(ag=mean_policy_gradients(ppo, cfg, family, params, data, k_proj))
+
+
+def feature_keys(key: PRNGKey) -> tuple[PRNGKey, PRNGKey]:
+    """(collection key, projection key) of :func:`gradient_features`' ``key``: :func:`collect`
+    with the first gives the very transitions the features were made of."""
+    k_collect, k_proj = jax.random.split(key)
+    return k_collect, k_proj
 
 
 def gradient_sample_key(key: PRNGKey) -> PRNGKey:

@@ -31,8 +31,9 @@ from pgx_jax import networks, ppo, simulators
 from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.distributed import across_processes
 from pgx_jax.evaluate import EVALUATORS
-from pgx_jax.features import FeatureConfig, flat_actor, log_prob_fn, subset_params
+from pgx_jax.features import FeatureConfig, feature_keys, flat_actor, log_prob_fn, subset_params
 from pgx_jax.groups import group_updates
+from pgx_jax.hessian import HessianConfig, analyse
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import estimate, estimate_with_solutions, evaluate_subsets, features_at, stage_flops, start
 from pgx_jax.types import Family, PRNGKey
@@ -167,6 +168,8 @@ class ValidateConfig:
         approx_transitions: fresh on-policy transitions per task for the first-order check and
             the KL of each estimated policy.
         sizes: relative step sizes of the first-order check.
+        hessian: the Hessian-trace generalisation analysis of the estimated policies
+            (:mod:`pgx_jax.hessian`), or None (default) to skip it.
     """
 
     truth: str = "full"
@@ -175,6 +178,7 @@ class ValidateConfig:
     directions: int = 3
     approx_transitions: int = 256
     sizes: tuple[float, ...] = APPROX_SIZES
+    hessian: HessianConfig | None = None
 
     def __post_init__(self):
         if self.truth not in TRUTHS:
@@ -187,6 +191,16 @@ class ValidateConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not self.sizes or any(not r > 0 for r in self.sizes):
             raise ValueError(f"sizes must be positive relative step sizes, got {self.sizes!r}")
+        if self.hessian is not None and not isinstance(self.hessian, HessianConfig):
+            raise ValueError(f"hessian must be a HessianConfig or None, got {self.hessian!r}")
+
+    def check(self, config) -> None:
+        """Refuse, before any work, what this config cannot do with the pipeline's ``config``."""
+        if self.hessian is not None and config.feature_config().holdout < 1:
+            raise ValueError(
+                "validate --hessian needs held-out transitions for the observed gap: features holdout "
+                f"{config.feature_config().holdout}; allowed: >= 1"
+            )
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -592,6 +606,7 @@ def validate(
     at its measured trip count.
     """
     vconfig = vconfig or ValidateConfig()
+    vconfig.check(config)
     say = progress or (lambda stage: None)
     subsets, theta_star, _, timings, (k_est, k_truth) = start(family, config, key, theta_star, subsets, say)
     meta_train_s = timings.get("meta_train", meta_train_s)
@@ -602,6 +617,10 @@ def validate(
     approx, estimate_report = check_stage(
         vconfig, config, family, theta_star, subsets, est, truths, truth_info, key, say
     )
+    hessian = None
+    if vconfig.hessian is not None:
+        say("hessian")
+        hessian = hessian_stage(vconfig.hessian, config, family, theta_star, subsets, est, jax.random.fold_in(key, 5))
     say("count FLOPs")
     speedup = cost_accounting(vconfig, config, family, theta_star, subsets, est, truth_info, meta_train_s)
     configs = {kind: info["config"].to_dict() for kind, info in truth_info.items()}
@@ -613,6 +632,7 @@ def validate(
         "subset_masks": subsets.astype(int),
         "approx_error": approx,
         "estimate": estimate_report,
+        "hessian": hessian,
         "truth": truths[vconfig.kinds[0]],
         "truths": truths,
         "speedup": speedup,
@@ -720,6 +740,45 @@ def check_stage(vconfig, config, family, theta_star, subsets, est: EstimateStage
         )
         truths["finetune"]["kl"] = _kl_summary(kl)
     return approx, report
+
+
+def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, est: EstimateStage, key) -> dict:
+    """``hessian`` of :func:`validate`: :func:`pgx_jax.hessian.analyse` of the estimated policies
+    theta_S of the first ``hconfig.subsets`` subsets, on the very transitions their estimate was
+    fitted on (the features' collection key; checked: the same advantages and valid flags) and on
+    the held-out episodes of the same tasks. The first objective is the primary one (its
+    ``traces``, ``bound`` and ``observed_gap`` at the top level)."""
+    fcfg = config.feature_config()
+    feats = est.est.features
+    k_feat = jax.random.split(est.k_est)[0]  # as estimate splits it
+    data = simulators.collect(config.ppo, fcfg, family, theta_star, feature_keys(k_feat)[0])
+    m = fcfg.transitions
+    same = np.allclose(np.abs(np.asarray(data["advantage"][:, :m])), np.asarray(feats.w), rtol=1e-5, atol=1e-6)
+    if not same or (feats.valid is not None and not np.array_equal(data["valid"][:, :m], feats.valid)):
+        raise RuntimeError("the Hessian analysis's transitions are not the ones the estimate was fitted on")
+    h = min(hconfig.subsets, subsets.shape[0])
+    betas, scales = est.est.betas[:h], est.est.scales[:h]
+    thetas = jax.vmap(lambda b, c: feats.theta + feats.delta(b) * c)(betas, scales)
+    out = analyse(
+        config.ppo.network, family, theta_star, thetas, subsets[:h], data, m, key, hconfig, config.ppo.clip_eps
+    )
+    primary = out["by_objective"][hconfig.objectives[0]]
+    return {
+        "objective": hconfig.objectives[0],
+        "traces": primary["traces"],
+        "bound": primary["bound"],
+        "observed_gap": primary["observed_gap"],
+        "loss_range": primary["loss_range"],
+        "non_vacuous": primary["non_vacuous"],
+        "layers": out["layers"],
+        "subsets_analysed": h,
+        "probes": hconfig.probes,
+        "formula": "bound = sqrt(C) * sum_l sqrt(max(Tr(H_l), 0) * ||theta_S,l - theta*_l||^2 / n); H_l the Hessian "
+        "of the training loss at theta_S restricted to layer l (Hutchinson, Rademacher probes); n the valid "
+        "training transitions of S's tasks; C the observed range of the per-sample loss; observed gap = held-out "
+        "episodes' loss - training transitions' loss, at theta_S",
+        "by_objective": out["by_objective"],
+    }
 
 
 def cost_accounting(vconfig, config, family, theta_star, subsets, est: EstimateStage, truth_info, meta_train_s):

@@ -13,8 +13,19 @@ from pgx_jax.cli import main
 def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     out = tmp_path / "v"
     argv = ["validate", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--out", str(out)]
-    assert main(argv + ["--replicates", "2", "--truth", "both", "--no-progress"]) == 0
+    hessian = ["--hessian", "--hessian-probes", "4", "--hessian-subsets", "2"]
+    assert main(argv + ["--replicates", "2", "--truth", "both", "--no-progress", *hessian]) == 0
     v = json.loads((out / "validation.json").read_text())
+    h = v["hessian"]  # the generalisation analysis of the first 2 estimated policies
+    assert h["objective"] == "ppo" and h["subsets_analysed"] == 2 and h["probes"] == 4
+    assert set(h["by_objective"]) == {"ppo", "log_likelihood"} and h["bound"] == h["by_objective"]["ppo"]["bound"]
+    for o in h["by_objective"].values():
+        for point in ("estimated", "theta_star"):
+            assert len(o["traces"][point]["mean"]) == len(h["layers"]) == len(o["traces"][point]["se"])
+            assert np.all(np.array(o["traces"][point]["se"]) > 0)
+        assert len(o["bound"]["per_subset"]) == 2 and o["bound"]["mean"] > 0
+        assert np.isfinite(o["observed_gap"]["mean"]) and o["loss_range"]["mean"] > 0
+        assert all(n > 0 for n in o["n"])
     assert set(v["approx_error"]) == {"0.001", "0.005", "0.01", "0.05"}
     for kind in ("random", "random_vs_logp"):
         errs = [v["approx_error"][r][kind] for r in ("0.001", "0.005", "0.01", "0.05")]
@@ -59,7 +70,8 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     assert solve["kl"]["max"] > 0
     for png in ("approx_error.png", "affinity_estimated.png"):
         assert (out / png).stat().st_size > 1000
-    assert "[full] speedup in FLOPs" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "[full] speedup in FLOPs" in printed and "[hessian, log_likelihood] bound" in printed
 
 
 @pytest.mark.parametrize(
@@ -74,6 +86,8 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
         (["compare", "--truth", "oracle"], "unknown truth 'oracle'"),
         (["validate", "--conditioning", "task"], "--conditioning: unknown conditioning 'task'"),
         (["run", "--eval-episodes", "0"], "--eval-episodes must be >= 1"),
+        (["validate", "--hessian", "--hessian-probes", "1"], "hessian probes must be >= 2"),
+        (["validate", "--hessian", "--hessian-subsets", "0"], "hessian subsets must be a positive integer"),
     ],
 )
 def test_bad_validate_and_compare_arguments_fail_first(argv, message, capsys, tmp_path):

@@ -29,6 +29,7 @@ LAYERS = [
         "pgx_jax.cluster",
         "pgx_jax.checkpoint",
         "pgx_jax.maml",
+        "pgx_jax.hessian",
     ],
     ["pgx_jax.simulators"],
     ["pgx_jax.groups", "pgx_jax.pipeline"],

@@ -258,7 +258,7 @@ _featurize = jax.jit(features.featurize, static_argnums=(0, 1, 2))
 
 def gradient_features(ppo_config: PPOConfig, cfg, family: HostFamily, params: AgentParams, key: PRNGKey):
     """:func:`pgx_jax.features.gradient_features` for a host family (host rollout, jitted rest)."""
-    k_collect, k_proj = jax.random.split(key)
+    k_collect, k_proj = features.feature_keys(key)
     feats = _featurize(ppo_config, cfg, family, params, collect(ppo_config, cfg, family, params, k_collect), k_proj)
     big = cfg.gradient_sample()
     if big is None:
