@@ -109,8 +109,9 @@ def _notes(info) -> str:
     return (
         f"Budget {info['budget']}, seed {info['seed']}, {info['hessian_config']['probes']} probes. Each row: the "
         "mean over the first subsets' estimated policies theta_S. bound = sqrt(C) sum_l "
-        "sqrt(max(Tr H_l, 0) ||theta_S,l - theta*_l||^2 / n) with C the observed per-sample loss range; the bound is non-vacuous when below C. Observed gap: "
-        "held-out episodes' loss minus the training transitions' loss at theta_S."
+        "sqrt(max(Tr H_l, 0) ||theta_S,l - theta*_l||^2 / n) with C the observed per-sample loss range; "
+        "the bound is non-vacuous when below C. Observed gap: held-out episodes' loss minus the training "
+        "transitions' loss at theta_S."
     )
 
 
