@@ -83,6 +83,23 @@ class AffinityConfig:
             return self.subsets
         return min(default_subsets(n, size, self.min_pair_coverage), total)
 
+    def check_for(self, n: int) -> None:
+        """Raise ``ValueError`` (naming the value and what is allowed) if these subsets cannot
+        serve n tasks: fewer than 2 tasks, a size above n, more subsets than exist, or too few
+        to cover every pair the required number of times. Needs n alone: checked before any
+        environment is built."""
+        size = self.size_for(n)
+        m = self.count_for(n)
+        if m < math.comb(n, size):
+            # m subsets of this size hold at most m * size (size - 1) / 2 pair slots
+            need = self.coverage_for(n) * n * (n - 1) / 2
+            if m * size * (size - 1) / 2 < need:
+                raise ValueError(
+                    f"{m} subsets of size {size} cannot cover all {n * (n - 1) // 2} task pairs "
+                    f"{self.coverage_for(n)} times; use at least "
+                    f"{math.ceil(2 * need / (size * (size - 1)))} subsets"
+                )
+
 
 def default_subsets(n: int, size: int, coverage: int) -> int:
     """m such that each pair is expected in ``2 * coverage`` subsets of ``size`` out of ``n`` tasks.

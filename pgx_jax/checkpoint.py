@@ -122,6 +122,25 @@ def read_meta(path: str | os.PathLike) -> dict:
     return meta
 
 
+def check_files(path: str | os.PathLike) -> dict:
+    """:func:`read_meta`, and ``params.msgpack`` parsed (msgpack alone: nothing is built or
+    compiled) with the parameter shapes ``meta.json`` records; ``ValueError`` naming what is
+    missing or corrupt. Returns the meta."""
+    meta = read_meta(path)
+    params_path = os.path.join(os.fspath(path), "params.msgpack")
+    try:
+        with open(params_path, "rb") as f:
+            raw = serialization.msgpack_restore(f.read())
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint {os.fspath(path)!r} has no params.msgpack") from None
+    except Exception as e:  # msgpack raises several types on corrupt input
+        raise ValueError(f"checkpoint {os.fspath(path)!r}: params.msgpack is corrupt ({type(e).__name__})") from None
+    found = sorted(list(np.shape(x)) for x in jax.tree.leaves(raw))
+    if not isinstance(meta.get("shapes"), dict) or found != sorted(meta["shapes"].values()):
+        raise ValueError(f"checkpoint {os.fspath(path)!r}: params.msgpack does not match meta.json's shapes")
+    return meta
+
+
 def load_policy(
     path: str | os.PathLike, family: Family | None = None, config: PPOConfig | None = None
 ) -> tuple[AgentParams, PPOConfig, dict]:

@@ -383,7 +383,7 @@ def _train_all_tasks(config, family, key, *, show: bool, desc: str, position: in
     finally:
         if bar is not None:
             bar.close()
-    ppo.check_finite(metrics)
+    ppo.check_finite(metrics, family.task_names)
     return params, metrics
 
 
@@ -417,7 +417,7 @@ def _cmd_train(args) -> int:
     config = budget_config(args.budget, args.family, family.n_tasks)
     config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
     config.check_for(family.n_tasks, family.episode_length)
-    out = args.out or os.path.join("runs", f"train-{family.name}")
+    out = _out_path(args)
     _make_out(out)
     _use_compilation_cache()
     steps_per_update = config.num_envs * config.unroll(family.episode_length)
@@ -501,19 +501,7 @@ def _build_run(args):
     from pgx_jax.pipeline import pipeline_config
 
     family = make_family(args.family, tasks_file=args.tasks_file)
-    if args.groups == "auto":
-        groups = "auto"
-    else:
-        try:
-            groups = int(args.groups)
-        except ValueError:
-            raise ValueError(f"--groups must be an integer or 'auto', got {args.groups!r}") from None
-        if not 1 <= groups <= family.n_tasks:
-            raise ValueError(f"--groups {groups} must be in [1, {family.n_tasks}] (the number of tasks) or 'auto'")
-    if args.dim is not None and args.dim < 1:
-        raise ValueError(f"--dim must be >= 1, got {args.dim}")
-    if args.eval_episodes is not None and args.eval_episodes < 1:
-        raise ValueError(f"--eval-episodes must be >= 1, got {args.eval_episodes}")
+    groups = _parse_groups(args.groups, family.n_tasks)
     affinity = AffinityConfig(subsets=args.subsets, subset_size=args.subset_size)
     _network_with(args.conditioning)  # names --conditioning if it is bad, before pipeline_config
     meta_policy = {} if args.meta_policy == "auto" else {"meta_policy": args.meta_policy}
@@ -533,12 +521,125 @@ def _build_run(args):
         config = dataclasses.replace(config, features=dataclasses.replace(config.features, dim=args.dim))
     if args.params is not None:
         config = dataclasses.replace(config, features=dataclasses.replace(config.features, params=args.params))
-    solve = {"solver": args.solver, "rho": args.rho, "step": args.step, "step_size": args.step_size}
-    solve = {name: v for name, v in solve.items() if v is not None}
+    solve = _solve_overrides(args)
     if solve:  # SurrogateConfig names the bad value and what is allowed
         config = dataclasses.replace(config, surrogate=dataclasses.replace(config.surrogate, **solve))
     config.check_for(family)
     return family, config
+
+
+def _parse_groups(value: str, n: int):
+    """``--groups``: 'auto' or an integer in [1, n]."""
+    if value == "auto":
+        return "auto"
+    try:
+        groups = int(value)
+    except ValueError:
+        raise ValueError(f"--groups must be an integer or 'auto', got {value!r}") from None
+    if not 1 <= groups <= n:
+        raise ValueError(f"--groups {groups} must be in [1, {n}] (the number of tasks) or 'auto'")
+    return groups
+
+
+def _solve_overrides(args) -> dict:
+    solve = {"solver": args.solver, "rho": args.rho, "step": args.step, "step_size": args.step_size}
+    return {name: v for name, v in solve.items() if v is not None}
+
+
+def _dry_config(args, n: int) -> None:
+    """Build the configs the command's options name, for n tasks, without a family: an unknown
+    budget, conditioning, evaluator, clustering, solver, step or meta-policy fails here."""
+    import dataclasses
+
+    from pgx_jax.config import budget_config
+
+    ppo = budget_config(args.budget, args.family, n)
+    ppo = dataclasses.replace(ppo, network=_network_with(args.conditioning, ppo.network))
+    if args.command == "train":
+        return
+    from pgx_jax.features import FeatureConfig
+    from pgx_jax.pipeline import PipelineConfig
+    from pgx_jax.surrogate import SurrogateConfig
+
+    PipelineConfig(
+        ppo=ppo,
+        features=FeatureConfig(**({} if args.params is None else {"params": args.params})),
+        surrogate=dataclasses.replace(SurrogateConfig(), **_solve_overrides(args)),
+        evaluator=args.evaluator,
+        cluster_method=args.cluster,
+        meta_policy="full" if args.meta_policy == "auto" else args.meta_policy,
+    )
+
+
+def _out_path(args) -> str:
+    """``--out``, or ``runs/<command>-<family>``."""
+    return args.out or os.path.join("runs", f"{args.command}-{args.family}")
+
+
+def _precheck(args) -> None:
+    """Every check that needs no environment, run before any is built (building one compiles):
+    bad input fails here in well under a second, naming the value and what is allowed, and
+    nothing is written. The catalogue of what is refused: README, "Bad input"."""
+    from pgx_jax.affinity import AffinityConfig
+    from pgx_jax.families import task_entries
+
+    seed = getattr(args, "seed", None)
+    if seed is not None and seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    entries = task_entries(args.family, args.tasks_file)  # unknown family, malformed tasks file
+    n = len(entries)
+    if args.command != "train":  # grouping commands
+        if n < 2:
+            raise ValueError(f"{args.tasks_file or args.family}: {n} task; grouping needs at least 2 tasks")
+        _parse_groups(args.groups, n)
+        for flag in ("dim", "eval_episodes"):
+            v = getattr(args, flag, None)
+            if v is not None and v < 1:
+                raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
+        AffinityConfig(subsets=args.subsets, subset_size=args.subset_size).check_for(n)
+    _dry_config(args, n)
+    out = _out_path(args)
+    _check_out(out)
+    if getattr(args, "resume", False):
+        _check_resume(args, entries, out)
+
+
+def _check_out(out: str) -> None:
+    """``--out`` must be a directory this process can create or write into."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is a file; allowed: a directory (new or existing)")
+    here = os.path.abspath(out)
+    while not os.path.exists(here):  # the nearest existing ancestor is where it would be made
+        here = os.path.dirname(here)
+    if not os.path.isdir(here) or not os.access(here, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out!r} is not writable ({here!r} is not a writable directory)")
+
+
+def _check_resume(args, entries, out: str) -> None:
+    """``--resume``: a finished theta* checkpoint in ``out`` of this family, tasks and
+    conditioning (its meta.json read alone; the parameters are loaded, and checked against the
+    network, once the family is built)."""
+    from pgx_jax import checkpoint
+
+    ckpt = os.path.join(out, "theta_star")
+    if not os.path.exists(os.path.join(ckpt, "meta.json")):
+        raise ValueError(f"--resume: no finished theta* checkpoint at {ckpt}; allowed: an --out a run finished")
+    try:
+        meta = checkpoint.check_files(ckpt)
+        names = [e["name"] for e in entries]
+        if meta.get("family") != args.family or meta.get("tasks") != names:
+            raise ValueError(
+                f"checkpoint {ckpt!r} was made for family {meta.get('family')!r} with tasks {meta.get('tasks')}, "
+                f"not {args.family!r} with tasks {names}"
+            )
+        saved = (meta.get("config") or {}).get("network", {}).get("conditioning")
+        if saved != args.conditioning:
+            raise ValueError(
+                f"checkpoint {ckpt!r} holds a policy trained with conditioning {saved!r}, not --conditioning "
+                f"{args.conditioning!r}"
+            )
+    except ValueError as e:
+        raise ValueError(f"--resume: {e}") from None
 
 
 def _setup(args, command: str, check=None):
@@ -551,7 +652,7 @@ def _setup(args, command: str, check=None):
     family, config = _build_run(args)
     if check is not None:
         check(config)
-    out = args.out or os.path.join("runs", f"{command}-{family.name}")
+    out = _out_path(args)
     theta = _resume(args, family, config, out)
     _make_out(out)
     _use_compilation_cache()
@@ -1078,6 +1179,8 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError) as e:
         return _fail(str(e))
     try:  # bad input is refused before anything compiles; a non-finite training stops the command
+        if args.command != "families":
+            _precheck(args)
         return commands.get(args.command, _cmd_train)(args)
     except (ValueError, FloatingPointError) as e:
         return _fail(str(e))

@@ -78,7 +78,7 @@ def _train_and_evaluate(config: PipelineConfig, family: Family, groups: list[tup
 
         def rows(xs, cfg=cfg):  # this process's block of the groups: train, evaluate on their tasks
             params, metrics = simulators.train_many(cfg, family, *xs)
-            ppo.check_finite(metrics)
+            ppo.check_finite(metrics, family.task_names)
             out, metric = simulators.policies_on_subsets(
                 params,
                 family,

@@ -93,7 +93,7 @@ def train_groups(
     def rows(xs):  # this process's block of the groups: train, then each policy on its own tasks
         m, k, a = xs
         params, metrics = simulators.train_many(cfg, family, m, k, init_params, active_updates=jnp.asarray(a))
-        ppo.check_finite(metrics)
+        ppo.check_finite(metrics, family.task_names)
         returns = simulators.policies_on_subsets(params, family, m, k_eval, network=cfg.network, episodes=episodes)
         return params, metrics, returns
 
@@ -124,7 +124,7 @@ def train_groups(
         all_params, all_metrics = simulators.train_many(
             cfg_all, family, every, k_all, init_params, active_updates=active_all
         )
-        ppo.check_finite(all_metrics)
+        ppo.check_finite(all_metrics, family.task_names)
         out["multitask_params"] = jax.tree.map(lambda x: x[0], all_params)
         out["multitask_per_task_return"] = on_every_task(all_params)
         out["multitask_env_steps_per_task"] = float(active_all[0] * per_update / n)

@@ -121,17 +121,7 @@ class PipelineConfig:
         self.ppo.check_for(n, family.episode_length)
         if self.groups != "auto" and self.groups > n:
             raise ValueError(f"groups k = {self.groups} exceeds the number of tasks n = {n}")
-        size = self.affinity.size_for(n)
-        m = self.affinity.count_for(n)
-        if m < math.comb(n, size):
-            # m subsets of this size hold at most m * size (size - 1) / 2 pair slots
-            need = self.affinity.coverage_for(n) * n * (n - 1) / 2
-            if m * size * (size - 1) / 2 < need:
-                raise ValueError(
-                    f"{m} subsets of size {size} cannot cover all {n * (n - 1) // 2} task pairs "
-                    f"{self.affinity.coverage_for(n)} times; use at least "
-                    f"{math.ceil(2 * need / (size * (size - 1)))} subsets"
-                )
+        self.affinity.check_for(n)
 
     def feature_config(self) -> FeatureConfig:
         """``features`` as the estimation collects them: the held-out transitions' per-sample
@@ -547,7 +537,7 @@ def start(family: Family, config: PipelineConfig, key: PRNGKey, theta_star, subs
         theta_star, meta_metrics, train_s, compile_s = simulators.train_timed(
             config.meta_ppo(), family, jnp.ones(n, bool), k_meta
         )
-        ppo.check_finite(meta_metrics)
+        ppo.check_finite(meta_metrics, family.task_names)
         timings["meta_train"] = train_s  # compilation apart, as every other stage's wall-clock
         timings["meta_train_compile"] = compile_s
     return subsets, theta_star, meta_metrics, timings, (k_est, k_rest)

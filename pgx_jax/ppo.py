@@ -247,7 +247,10 @@ def learn(config: PPOConfig, family, state: TrainState, traj, k_perm: PRNGKey) -
     params = AgentParams(actor=trainable["actor"], critic=trainable["critic"], normalizer=normalizer)
     aux = jax.tree.map(jnp.mean, aux)
     finite = jnp.all(jnp.isfinite(jnp.stack([aux["loss"], aux["grad_norm"], jnp.sum(traj.reward)])))
-    metrics = dict(aux, episode_return=ret, episode_count=cnt, finite=finite)
+    # which tasks' environments returned a non-finite reward in this update (named by check_finite)
+    bad_steps = jnp.sum(~jnp.isfinite(traj.reward), 0).astype(jnp.float32)  # [E]
+    bad_reward = jax.ops.segment_sum(bad_steps, state.task_ids, family.n_tasks) > 0
+    metrics = dict(aux, episode_return=ret, episode_count=cnt, finite=finite, nonfinite_reward=bad_reward)
     new_state = state.replace(
         params=params, opt_state=opt_state, episode_return=episode_return, update=state.update + 1
     )
@@ -264,6 +267,7 @@ def gate(old: TrainState, new: TrainState, metrics: Metrics, active_updates) -> 
         episode_return=jnp.where(on, metrics["episode_return"], jnp.nan),
         episode_count=jnp.where(on, metrics["episode_count"], 0.0),
         finite=metrics["finite"] | ~on,
+        nonfinite_reward=metrics["nonfinite_reward"] & on,
     )
     return gated, metrics
 
@@ -333,11 +337,23 @@ def train_vmapped(config: PPOConfig, family: TaskFamily, task_masks, keys, init_
     return jax.vmap(train, in_axes=axes)(config, family, task_masks, keys, init_params, active_updates)
 
 
-def check_finite(metrics: Metrics) -> None:
-    """Raise ``FloatingPointError`` if any update saw a non-finite loss, gradient or reward."""
+def check_finite(metrics: Metrics, task_names=None) -> None:
+    """Raise ``FloatingPointError`` if any update saw a non-finite loss, gradient or reward,
+    naming the first such update (and run, for stacked runs) and the tasks whose rewards were
+    non-finite there (by name with ``task_names``): never averaged away into a NaN return."""
     finite = np.asarray(metrics["finite"])
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        raise FloatingPointError(
-            f"non-finite loss, gradient or reward in {len(bad)} update(s); first at index {bad[0].tolist()}"
-        )
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)
+    first = bad[0].tolist()
+    where = f"update {first[-1]}" + (f" of run {first[0]}" if len(first) > 1 else "")
+    what = "loss or gradient"
+    if "nonfinite_reward" in metrics:
+        tasks = np.flatnonzero(np.asarray(metrics["nonfinite_reward"])[tuple(first)]).tolist()
+        if tasks:
+            named = [task_names[t] for t in tasks] if task_names is not None else tasks
+            what = f"reward of task(s) {named}"
+    raise FloatingPointError(
+        f"non-finite loss, gradient or reward in {len(bad)} update(s); first at {where} "
+        f"(index {first}): non-finite {what}"
+    )

@@ -268,7 +268,7 @@ def true_scores(
         m, k, a = xs
         gate = None if active_updates is None else jnp.asarray(a)
         params, metrics, timed = simulators.train_many_timed(train_config, family, m, k, init_params, gate)
-        ppo.check_finite(metrics)
+        ppo.check_finite(metrics, family.task_names)
         stats, eval_info = simulators.policies_on_subsets_timed(
             params, family, m, eval_key, network=train_config.network, episodes=episodes, batch=subset_batch
         )
