@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     c = sub.add_parser("compare", help="train the groupings (multitask, per task, random, ...) with equal budgets")
-    _pipeline_args(c, "compare", seed=False)
+    _pipeline_args(c, "compare", seed=False, resume=True)
     c.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
     c.add_argument("--random-draws", type=int, default=3, help="random groupings per seed (default 3)")
     c.add_argument(
@@ -124,7 +124,7 @@ def _meta_rl_parser(sub) -> None:
         f"jitted). Routing of a test task to a group: {ROUTING} (the task's own data, no training, "
         "the same rule for every grouping; the agreement with the nearest source task's group is reported).",
     )
-    _pipeline_args(m, "meta-rl", seed=False, defaults=META_RL_DEFAULTS)
+    _pipeline_args(m, "meta-rl", seed=False, resume=True, defaults=META_RL_DEFAULTS)
     m.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
     m.add_argument("--test-tasks", type=int, default=50, help="unseen test tasks drawn per run (default 50)")
     m.add_argument("--test-tasks-file", default=None, help="JSON list of test tasks instead of drawing them")
@@ -281,7 +281,13 @@ def _pipeline_args(
     defaults = defaults or {}
     _common_args(p, command, seed, defaults)
     if resume:
-        p.add_argument("--resume", action="store_true", help="reuse the finished theta* checkpoint in --out")
+        p.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue an interrupted run in --out: reuse its finished theta* (or continue its meta-training from "
+            "the last saved chunk) and every finished stage saved with the same options (validate: the estimate, "
+            "each truth training, the Hessian analysis; compare and meta-rl: each seed)",
+        )
     groups = defaults.get("groups", "auto")
     p.add_argument("--groups", default=groups, help=f"number of groups k, or 'auto'; default {groups}")
     p.add_argument(
@@ -346,10 +352,12 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _train_all_tasks(config, family, key, *, show: bool, desc: str, position: int = 0, timings=None):
+def _train_all_tasks(
+    config, family, key, *, show: bool, desc: str, position: int = 0, timings=None, checkpoint=None, start=None
+):
     """:func:`pgx_jax.train_chunked` on every task with an env-step progress bar (``show``), then
     ``check_finite`` (raises ``FloatingPointError``). Returns ``(params, metrics)``;
-    ``timings`` as in ``train_chunked``."""
+    ``timings``, ``checkpoint`` and ``start`` as in ``train_chunked``."""
     import jax
     import jax.numpy as jnp
 
@@ -377,7 +385,14 @@ def _train_all_tasks(config, family, key, *, show: bool, desc: str, position: in
 
     try:
         params, metrics = simulators.train_chunked(
-            config, family, jnp.ones(family.n_tasks, bool), key, on_chunk=on_chunk, timings=timings
+            config,
+            family,
+            jnp.ones(family.n_tasks, bool),
+            key,
+            on_chunk=on_chunk,
+            timings=timings,
+            checkpoint=checkpoint,
+            start=start,
         )
         jax.block_until_ready(params)
     finally:
@@ -571,6 +586,22 @@ def _dry_config(args, n: int) -> None:
     )
 
 
+def _stage_store(args, out: str, family):
+    """The command's :class:`pgx_jax.stages.StageStore` in ``out``: fingerprinted by every
+    option that decides a result (not ``--out``, ``--resume``, progress or the cluster's
+    address) and the tasks; off in a multi-process run (its processes must agree on what they
+    reuse, and need not share a file system)."""
+    import jax
+
+    from pgx_jax.stages import StageStore
+
+    ignore = {"out", "resume", "no_progress", "coordinator", "num_processes", "process_id", "distributed_timeout"}
+    fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ignore}
+    fingerprint["tasks"] = list(family.task_names)
+    resume = bool(getattr(args, "resume", False))
+    return StageStore(out, fingerprint, resume=resume, enabled=jax.process_count() == 1)
+
+
 def _out_path(args) -> str:
     """``--out``, or ``runs/<command>-<family>``."""
     return args.out or os.path.join("runs", f"{args.command}-{args.family}")
@@ -623,7 +654,13 @@ def _check_resume(args, entries, out: str) -> None:
 
     ckpt = os.path.join(out, "theta_star")
     if not os.path.exists(os.path.join(ckpt, "meta.json")):
-        raise ValueError(f"--resume: no finished theta* checkpoint at {ckpt}; allowed: an --out a run finished")
+        stages = os.path.join(out, "stages")
+        if os.path.isdir(stages) and any(f.endswith(".pkl") for f in os.listdir(stages)):
+            return  # killed before theta* was finished: its training resumes from the saved stages
+        raise ValueError(
+            f"--resume: nothing to resume at {out}: no theta* checkpoint and no finished stage; allowed: the --out "
+            "of an earlier run of this command"
+        )
     try:
         meta = checkpoint.check_files(ckpt)
         names = [e["name"] for e in entries]
@@ -668,7 +705,7 @@ def _resume(args, family, config, out: str):
         return None
     ckpt = os.path.join(out, "theta_star")
     if not os.path.exists(os.path.join(ckpt, "meta.json")):
-        raise ValueError(f"--resume: no finished theta* checkpoint at {ckpt}")
+        return None  # meta-training resumes from its last saved chunk (_meta_train)
     try:
         theta, saved, _ = checkpoint.load_policy(ckpt, family, config.ppo)
     except ValueError as e:
@@ -682,19 +719,33 @@ def _resume(args, family, config, out: str):
     return theta
 
 
-def _meta_train(args, family, config, out: str, key, bar):
+def _meta_train(args, family, config, out: str, key, bar, store=None):
     """Meta-train theta* with the key policygradex would use, save it to ``out/theta_star``.
-    Returns ``(theta, seconds of training, compilation and the save excluded)``."""
+    With a ``store`` (:func:`_stage_store`) and a simulator with ``resumable_training``, the
+    training's state is saved after every chunk (stage ``meta_train_partial``) and ``--resume``
+    continues from the last one. Returns ``(theta, seconds of training, compilation and the
+    save excluded)``."""
     import jax
 
     from pgx_jax import checkpoint
+    from pgx_jax.simulators import simulator
 
     if bar is not None:
         bar.set_description("meta-train")
     k_meta = jax.random.split(key, 4)[0]  # the same key policygradex would use
     t0, compiled = time.perf_counter(), {}
+    resumable = store is not None and simulator(family).resumable_training
+    start = store.load("meta_train_partial")[1] if resumable else None
     theta, _ = _train_all_tasks(
-        config.meta_ppo(), family, k_meta, show=bar is not None, desc="  env steps", position=1, timings=compiled
+        config.meta_ppo(),
+        family,
+        k_meta,
+        show=bar is not None,
+        desc="  env steps",
+        position=1,
+        timings=compiled,
+        checkpoint=(lambda *state: store.save("meta_train_partial", state)) if resumable else None,
+        start=start,
     )
     seconds = time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
     checkpoint.save_policy(os.path.join(out, "theta_star"), theta, config.meta_ppo(), family, seed=args.seed)
@@ -719,7 +770,8 @@ def _cmd_run(args) -> int:
 
         bar = tqdm(total=len(stages), desc="pipeline", unit="stage", position=0)
     if theta is None:
-        theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar)
+        store = _stage_store(args, out, family)
+        theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar, store)
     if bar is not None:
         bar.update(1)
 
@@ -838,9 +890,10 @@ def _cmd_validate(args) -> int:
     stages += ["hessian"] if hessian else []
     bar, progress = _stage_bar(args, [*stages, "count FLOPs"])
     timings = {}
+    store = _stage_store(args, out, family)
     try:
         if theta is None:
-            theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar)
+            theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar, store)
         report = validate(
             family,
             config,
@@ -849,6 +902,7 @@ def _cmd_validate(args) -> int:
             theta_star=theta,
             progress=progress,
             meta_train_s=timings.get("meta_train"),
+            store=store,
         )
     finally:
         if bar is not None:
@@ -1046,7 +1100,14 @@ def _cmd_compare(args) -> int:
 
     seeds = list(range(args.seeds))
     report = compare(
-        family, config, seeds, random_draws=args.random_draws, groupings=groupings, vconfig=vconfig, progress=progress
+        family,
+        config,
+        seeds,
+        random_draws=args.random_draws,
+        groupings=groupings,
+        vconfig=vconfig,
+        progress=progress,
+        store=_stage_store(args, out, family),
     )
     report["versions"] = _versions()
     report["distributed"] = _distributed_summary()
@@ -1123,6 +1184,7 @@ def _cmd_meta_rl(args) -> int:
         true_groups=true_groups,
         progress=progress,
         on_seed=save,
+        store=_stage_store(args, out, family),
     )
     header, rows = meta_rl.table(report)
     print(markdown_table(header, rows), end="")

@@ -36,6 +36,7 @@ from pgx_jax.distributed import across_processes, map_processes
 from pgx_jax.groups import group_masks, group_updates
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
+from pgx_jax.stages import NONE, StageStore
 from pgx_jax.types import Family
 from pgx_jax.validate import ValidateConfig, run_truth, truth_key
 
@@ -159,6 +160,7 @@ def compare(
     theta_stars: dict[int, AgentParams] | None = None,
     true_groups: dict[int, list[list[int]]] | None = None,
     progress: Callable[[str], None] | None = None,
+    store: StageStore = NONE,
 ) -> dict:
     """Train every grouping with the same per-task env-step budget and compare per-task returns.
 
@@ -174,6 +176,9 @@ def compare(
         theta_stars, true_groups: per seed, reuse a meta-policy / the groups of a true affinity
             (e.g. from :func:`pgx_jax.validate.validate`) instead of computing them.
         progress: called with a message as each step starts.
+        store: each seed (its meta-policy, estimate, truth and trainings) is saved as a stage
+            (``seed_<seed>``) as it finishes and reused on ``--resume``
+            (:class:`pgx_jax.stages.StageStore`).
 
     Returns:
         JSON-able dict: per grouping, ``per_task_return`` [seeds, N] (random: the mean over its
@@ -205,7 +210,8 @@ def compare(
         trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
         return _seed_report(chosen, *trained, family.n_tasks), time.perf_counter() - t0
 
-    done = map_processes(one_seed, list(seeds))  # the seeds over the processes, where there are enough
+    staged = lambda seed: store.run(f"seed_{seed}", lambda: one_seed(seed))  # noqa: E731
+    done = map_processes(staged, list(seeds))  # the seeds over the processes, where there are enough
     per_seed = [report for report, _ in done]
     timings = {f"seed_{seed}": wall for seed, (_, wall) in zip(seeds, done, strict=True)}
     ids = jnp.arange(family.n_tasks)

@@ -45,6 +45,7 @@ from pgx_jax.maml import MAMLConfig
 from pgx_jax.pipeline import PipelineConfig
 from pgx_jax.results import save_figure
 from pgx_jax.simulators import simulator
+from pgx_jax.stages import NONE, StageStore
 from pgx_jax.types import Family
 from pgx_jax.validate import ValidateConfig
 
@@ -152,6 +153,7 @@ def meta_rl(
     true_groups: dict[int, list[list[int]]] | None = None,
     progress: Callable[[str], None] | None = None,
     on_seed: Callable[[dict], None] | None = None,
+    store: StageStore = NONE,
 ) -> dict:
     """The protocol over ``seeds``; returns the JSON-able ``meta_rl.json`` report.
 
@@ -168,6 +170,8 @@ def meta_rl(
             ``truths.full.true_groups`` for the same seed and config) instead of computing them.
         on_seed: called with the report over the seeds done so far as each seed finishes (the
             CLI writes it, so an interrupted run keeps its finished seeds).
+        store: each seed's meta-trainings and adaptation are saved as a stage (``seed_<seed>``) as
+            it finishes and reused on ``--resume`` (:class:`pgx_jax.stages.StageStore`).
 
     Returns:
         ``groupings.<name>`` with ``groups`` per seed, ``before_adaptation`` and
@@ -209,7 +213,8 @@ def meta_rl(
     # else the seeds run in turn, each spread over the processes, written as each finishes
     batches = [list(seeds)] if len(seeds) >= distributed.process_count() > 1 else [[s] for s in seeds]
     for batch in batches:
-        for seed, (scored, times) in zip(batch, distributed.map_processes(one_seed, batch), strict=True):
+        staged = lambda seed: store.run(f"seed_{seed}", lambda: one_seed(seed))  # noqa: E731
+        for seed, (scored, times) in zip(batch, distributed.map_processes(staged, batch), strict=True):
             per_seed.append(scored)
             timings[f"seed_{seed}"] = times
         report = _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, config, mconfig, timings)

@@ -36,6 +36,7 @@ from pgx_jax.groups import group_updates
 from pgx_jax.hessian import HessianConfig, analyse
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import estimate, estimate_with_solutions, evaluate_subsets, features_at, stage_flops, start
+from pgx_jax.stages import NONE, StageStore
 from pgx_jax.types import Family, PRNGKey
 
 APPROX_SIZES = (0.001, 0.005, 0.01, 0.05)
@@ -573,6 +574,7 @@ def validate(
     subsets: np.ndarray | None = None,
     progress: Callable[[str], None] | None = None,
     meta_train_s: float | None = None,
+    store: StageStore = NONE,
 ) -> dict:
     """Check PolicyGradEx's estimates against the truth (real training on every subset), on the
     subsets ``pgx-jax run`` with the same key would use.
@@ -587,6 +589,9 @@ def validate(
         progress: called with a stage name as each stage starts.
         meta_train_s: wall-clock of the meta-training behind ``theta_star`` when it is given (for
             the ``full`` truth's speedup with meta-training counted; measured here otherwise).
+        store: where the estimate, every truth training (per kind and replicate) and the Hessian
+            analysis are saved as they finish, and reused on ``--resume``
+            (:class:`pgx_jax.stages.StageStore`; default: none).
 
     Returns:
         A JSON-able dict (numpy arrays inside) with ``approx_error``, ``estimate`` (standard
@@ -611,16 +616,19 @@ def validate(
     subsets, theta_star, _, timings, (k_est, k_truth) = start(family, config, key, theta_star, subsets, say)
     meta_train_s = timings.get("meta_train", meta_train_s)
     say("estimate")
-    est = estimate_stage(config, family, theta_star, subsets, k_est)
+    est = store.run("estimate", lambda: estimate_stage(config, family, theta_star, subsets, k_est))
     timings.update({f"estimate_{k}": v for k, v in est.est.timings.items()})
-    truths, truth_info = truth_stage(vconfig, config, family, theta_star, subsets, k_truth, est, timings, say)
+    truths, truth_info = truth_stage(vconfig, config, family, theta_star, subsets, k_truth, est, timings, say, store)
     approx, estimate_report = check_stage(
         vconfig, config, family, theta_star, subsets, est, truths, truth_info, key, say
     )
     hessian = None
     if vconfig.hessian is not None:
         say("hessian")
-        hessian = hessian_stage(vconfig.hessian, config, family, theta_star, subsets, est, jax.random.fold_in(key, 5))
+        k_h = jax.random.fold_in(key, 5)
+        hessian = store.run(
+            "hessian", lambda: hessian_stage(vconfig.hessian, config, family, theta_star, subsets, est, k_h)
+        )
     say("count FLOPs")
     speedup = cost_accounting(vconfig, config, family, theta_star, subsets, est, truth_info, meta_train_s)
     configs = {kind: info["config"].to_dict() for kind, info in truth_info.items()}
@@ -641,6 +649,7 @@ def validate(
         "truth_configs": configs,
         "validate_config": dataclasses.asdict(vconfig),
         "theta_star": theta_star,
+        "stages": store.summary(),
     }
 
 
@@ -683,26 +692,23 @@ def estimate_stage(config, family, theta_star, subsets, k_est) -> EstimateStage:
     return EstimateStage(est, estimates, rollout_se, t_est, groups, k_est, k_eval)
 
 
-def truth_stage(vconfig, config, family, theta_star, subsets, k_truth, est: EstimateStage, timings: dict, say):
+def truth_stage(
+    vconfig, config, family, theta_star, subsets, k_truth, est: EstimateStage, timings: dict, say, store=NONE
+):
     """Every truth of ``vconfig.kinds`` with its replicates, and its report against the estimates:
-    ``(reports by kind, run info by kind)``; the truths' wall-clock goes into ``timings``."""
+    ``(reports by kind, run info by kind)``; the truths' wall-clock goes into ``timings``. Each
+    (kind, replicate) training is a stage of ``store`` (``truth_<kind>_<replicate>``)."""
     truths, truth_info = {}, {}
     for kind in vconfig.kinds:
         say(f"truth: {kind}")
         base = truth_key(kind, k_truth)
-        runs = [  # replicate r > 0 trains the same subsets with other keys
-            run_truth(
-                kind,
-                vconfig,
-                config,
-                family,
-                theta_star,
-                subsets,
-                base if r == 0 else jax.random.fold_in(base, r),
-                est.k_eval,  # the estimate's evaluation key: each task starts from the same states
-            )
-            for r in range(vconfig.replicates)
-        ]
+
+        def one(r, kind=kind, base=base):  # replicate r > 0 trains the same subsets with other keys
+            k = base if r == 0 else jax.random.fold_in(base, r)
+            # the estimate's evaluation key: each task starts from the same states
+            return run_truth(kind, vconfig, config, family, theta_star, subsets, k, est.k_eval)
+
+        runs = [store.run(f"truth_{kind}_{r}", functools.partial(one, r)) for r in range(vconfig.replicates)]
         (true, info), replicas = runs[0], [scores for scores, _ in runs[1:]]
         for name in ("compile", "train", "evaluate"):
             timings[f"truth_{kind}_{name}"] = info[f"{name}_s"]

@@ -28,6 +28,23 @@ def _push_reward(state, action, params):
     return params["w"] * (action[0] > 0).astype(jnp.float32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after every test module. Each compiled CPU executable holds
+    about 15 memory mappings until its cache entry goes; a pytest-xdist worker that runs a third
+    of the suite reached 24,000 mappings mid-suite, and at the kernel's limit (vm.max_map_count,
+    65,530) XLA's compiler segfaulted (CI, and here, in the last test of a worker). A module's
+    own compiled programs are still shared by its tests; session fixtures hold arrays, not
+    executables."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def fast_family():
     """Two opposite tasks over brax's trivial ``fast`` env: the optimal actions differ by sign."""

@@ -123,7 +123,7 @@ CATALOGUE = [
     ("one task only", lambda t: R + ["--tasks-file", _tasks(t, "j.json", PLAIN[:1])], "grouping needs at least 2"),
     ("output is a file", lambda t: R + ["--out", _tasks(t, "k.json", "x")], "is a file; allowed: a directory"),
     ("output not writable", lambda t: R + ["--out", _tasks(t, "l.json", "x") + "/sub"], "is not writable"),
-    ("resume without checkpoint", lambda t: R + ["--resume", "--out", str(t)], "no finished theta* checkpoint"),
+    ("resume without checkpoint", lambda t: R + ["--resume", "--out", str(t)], "nothing to resume at"),
     (
         "checkpoint of another family",
         lambda t: R + ["--resume", "--out", _checkpoint(t, family="cheetah-vel")],

@@ -17,7 +17,15 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "pgx_jax"
 
 # Lowest first: a module may import modules of its own layer or below, never above.
 LAYERS = [
-    ["pgx_jax.types", "pgx_jax.config", "pgx_jax.flops", "pgx_jax.results", "pgx_jax.sharding", "pgx_jax.distributed"],
+    [
+        "pgx_jax.types",
+        "pgx_jax.config",
+        "pgx_jax.flops",
+        "pgx_jax.results",
+        "pgx_jax.sharding",
+        "pgx_jax.distributed",
+        "pgx_jax.stages",
+    ],
     ["pgx_jax.networks", "pgx_jax.families"],  # the families package and its modules
     [
         "pgx_jax.rollout",

@@ -88,8 +88,15 @@ class Simulator(Protocol):
         max_chunks: int,
         on_chunk: Callable[[int, int], None] | None,
         timings: dict | None,
+        checkpoint: Callable | None = None,
+        start=None,
     ) -> tuple[AgentParams, Metrics]:
-        """One run (mask bool [N]) with ``on_chunk(updates_done, total)`` between calls."""
+        """One run (mask bool [N]) with ``on_chunk(updates_done, total)`` between calls; where
+        :attr:`resumable_training`, ``checkpoint(state, metrics so far, updates done)`` after
+        every chunk and ``start`` (what it was given) continues a run from there."""
+
+    #: whether :meth:`train_chunked` can checkpoint its state and continue from it
+    resumable_training: bool = False
 
     def train_one(self, config: PPOConfig, mask: np.ndarray, key: PRNGKey, init_params) -> tuple[AgentParams, Metrics]:
         """One run (mask bool [N]); for JAX families one cached compiled program."""
@@ -242,17 +249,30 @@ def train_chunked(
     max_chunks: int = 20,
     on_chunk: Callable[[int, int], None] | None = None,
     timings: dict | None = None,
+    checkpoint: Callable | None = None,
+    start=None,
 ) -> tuple[AgentParams, Metrics]:
     """One training as a few calls of equal length, with ``on_chunk(updates_done, total)``
     called on the host between them (progress bars; never a callback inside the scan).
     ``timings``, when given, receives ``compile_s``: the seconds spent compiling (0 for host
-    families), so that a caller can time the training alone.
+    families), so that a caller can time the training alone. Where the family's simulator has
+    ``resumable_training``, ``checkpoint(state, metrics so far, updates done)`` is called after
+    every chunk and ``start=`` one of its calls' arguments continues the training from there:
+    the same result as an uninterrupted call (the same compiled chunks on the same states).
 
     Same updates and keys as :func:`pgx_jax.ppo.train`, so the result matches it to float tolerance.
     """
     masks, keys, _ = check_runs(config, family, np.asarray(task_mask)[None], jnp.asarray(key)[None])
     return simulator(family).train_chunked(
-        config, masks[0], keys[0], init_params, max_chunks=max_chunks, on_chunk=on_chunk, timings=timings
+        config,
+        masks[0],
+        keys[0],
+        init_params,
+        max_chunks=max_chunks,
+        on_chunk=on_chunk,
+        timings=timings,
+        checkpoint=checkpoint,
+        start=start,
     )
 
 

@@ -62,8 +62,16 @@ class HostSimulator:
         jax.block_until_ready(params)
         return params, metrics, time.perf_counter() - t0, 0.0
 
-    def train_chunked(self, config, mask, key, init_params, *, max_chunks, on_chunk, timings):
-        del max_chunks  # the host loop reports every update
+    #: a host training's state holds live environments (Python objects): it is not checkpointed
+    #: mid-run, and a killed host meta-training restarts from the beginning on ``--resume``
+    resumable_training = False
+
+    def train_chunked(
+        self, config, mask, key, init_params, *, max_chunks, on_chunk, timings, checkpoint=None, start=None
+    ):
+        del max_chunks, checkpoint  # the host loop reports every update
+        if start is not None:
+            raise ValueError(f"{self.family.name}: host-stepped trainings cannot resume mid-run")
         masks, keys = np.asarray(mask)[None], jnp.asarray(key)[None]
         out = train_many(config, self.family, masks, keys, init_params, on_update=on_chunk)
         if timings is not None:

@@ -100,7 +100,12 @@ class JaxSimulator:
         jax.block_until_ready(params)
         return params, metrics, time.perf_counter() - t0, compile_s
 
-    def train_chunked(self, config: PPOConfig, mask, key: PRNGKey, init_params, *, max_chunks, on_chunk, timings):
+    resumable_training = True
+
+    def train_chunked(
+        self, config: PPOConfig, mask, key: PRNGKey, init_params, *, max_chunks, on_chunk, timings, checkpoint=None,
+        start=None,
+    ):  # fmt: skip
         family = self.family
         total = config.num_updates(family.episode_length)
         chunk = total // max(d for d in range(1, min(max_chunks, total) + 1) if total % d == 0)
@@ -111,10 +116,15 @@ class JaxSimulator:
         step = jax.jit(ppo.run_updates, static_argnums=(0, 1, 3)).lower(config, family, state, chunk).compile()
         if timings is not None:
             timings["compile_s"] = time.perf_counter() - t0  # the first init call's run is in it: milliseconds
-        parts = []
-        for done in range(chunk, total + 1, chunk):
+        parts, first = [], chunk
+        if start is not None:  # (state, metrics of the chunks done, updates done) from ``checkpoint``
+            state, parts, done = start
+            parts, first = list(parts), done + chunk
+        for done in range(first, total + 1, chunk):
             state, metrics = step(state)
             parts.append(metrics)
+            if checkpoint is not None:
+                checkpoint(state, parts, done)
             if on_chunk is not None:
                 jax.block_until_ready(metrics)
                 on_chunk(done, total)

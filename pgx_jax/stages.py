@@ -1,0 +1,117 @@
+"""Finished stages of a command, saved as they finish and reused by ``--resume``.
+
+A long command (``validate``'s truth trainings, ``compare``'s seeds, ``meta-rl``'s seeds) killed
+at any point (SIGTERM, SIGKILL, power loss) loses only the stage it was in: every finished stage
+is in ``<out>/stages/<name>.pkl``, written to a temporary file and renamed into place (a file
+there is whole), with a fingerprint of everything that decides its value (the command's options,
+the tasks, the seed). ``--resume`` reuses a stage whose fingerprint matches and recomputes the
+others, so the resumed result equals an uninterrupted run with the same options: stages are pure
+functions of their keys.
+
+Pickle, not JSON: stages hold pytrees of arrays and configs. Load only stage files this tool
+wrote (pickle runs code from the file it reads).
+
+Fault injection for tests: with ``PGX_JAX_KILL_AFTER=<stage>[:<count>]`` in the environment the
+process kills itself (SIGKILL: no clean-up runs) right after its count-th save of that stage,
+which is how ``tests/test_resume.py`` interrupts a run at a chosen point without a race.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pickle
+import signal
+import tempfile
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pgx_jax.distributed import is_main
+
+T = TypeVar("T")
+_SAVES: collections.Counter = collections.Counter()
+
+
+def _maybe_die(name: str) -> None:
+    """Kill this process after the chosen save (``PGX_JAX_KILL_AFTER``; see the module's doc)."""
+    target, _, count = os.environ.get("PGX_JAX_KILL_AFTER", "").partition(":")
+    if target == name:
+        _SAVES[name] += 1
+        if _SAVES[name] >= int(count or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StageStore:
+    """Where a command's finished stages go, and whether to reuse them.
+
+    Args:
+        out: the command's output directory (None: nothing is saved or reused).
+        fingerprint: JSON-able; a saved stage is reused only under an equal one.
+        resume: reuse matching saved stages (``--resume``); without it every stage is computed
+            and saved over what is there.
+        enabled: False turns the store off (a multi-process run without a shared file system
+            could not agree on what to reuse: see :func:`pgx_jax.cli`).
+    """
+
+    def __init__(self, out: str | None, fingerprint: Any, *, resume: bool, enabled: bool = True):
+        self.root = None if out is None or not enabled else os.path.join(out, "stages")
+        self.fingerprint = json.dumps(fingerprint, sort_keys=True, default=str)
+        self.resume = resume
+        self.reused: list[str] = []
+        self.computed: list[str] = []
+
+    def path(self, name: str) -> str:
+        if not name or any(c in name for c in "/\\") or name.startswith("."):
+            raise ValueError(f"bad stage name {name!r}")
+        return os.path.join(self.root, f"{name}.pkl")
+
+    def load(self, name: str):
+        """``(True, value)`` of a saved stage with this fingerprint, else ``(False, None)``."""
+        if self.root is None or not self.resume or not os.path.exists(self.path(name)):
+            return False, None
+        try:
+            with open(self.path(name), "rb") as f:
+                saved = pickle.load(f)
+        except Exception:  # an unreadable stage is recomputed, never trusted
+            return False, None
+        if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
+            return False, None
+        return True, saved["value"]
+
+    def save(self, name: str, value) -> None:
+        if self.root is None or not is_main():
+            return
+        import jax
+
+        os.makedirs(self.root, exist_ok=True)
+        data = pickle.dumps({"fingerprint": self.fingerprint, "value": jax.device_get(value)})
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.path(name))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        _maybe_die(name)
+
+    def run(self, name: str, fn: Callable[[], T]) -> T:
+        """The stage ``name``: reused if saved with this fingerprint (and ``resume``), else
+        ``fn()``, saved atomically before it is returned."""
+        found, value = self.load(name)
+        if found:
+            self.reused.append(name)
+            return value
+        value = fn()
+        self.save(name, value)
+        self.computed.append(name)
+        return value
+
+    def summary(self) -> dict:
+        return {"reused": list(self.reused), "computed": list(self.computed), "resume": self.resume}
+
+
+#: a store that saves and reuses nothing (library calls without an output directory)
+NONE = StageStore(None, None, resume=False)

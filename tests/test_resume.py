@@ -1,0 +1,106 @@
+"""Interruption-safe runs (issue 18, part 2): finished stages are saved atomically and reused
+by ``--resume`` only under the same options; chunked training continues from a checkpoint to the
+very result of an uninterrupted run; a ``validate`` killed during meta-training and again during
+the truth resumes to the result of a run that was never killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgx_jax import simulators
+from pgx_jax.config import PPOConfig
+from pgx_jax.stages import StageStore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_stages_are_reused_only_on_resume_and_under_the_same_fingerprint(tmp_path):
+    calls = []
+
+    def work(x):
+        calls.append(x)
+        return {"value": np.arange(3) * x}
+
+    first = StageStore(str(tmp_path), {"seed": 0}, resume=False)
+    assert first.run("a", lambda: work(2))["value"].tolist() == [0, 2, 4]
+    assert os.listdir(tmp_path / "stages") == ["a.pkl"]  # whole files only: no temporary left behind
+    again = StageStore(str(tmp_path), {"seed": 0}, resume=True)
+    assert again.run("a", lambda: work(3))["value"].tolist() == [0, 2, 4] and calls == [2]
+    assert again.summary()["reused"] == ["a"]
+    other = StageStore(str(tmp_path), {"seed": 1}, resume=True)  # other options: recomputed
+    assert other.run("a", lambda: work(5))["value"].tolist() == [0, 5, 10] and calls == [2, 5]
+    fresh = StageStore(str(tmp_path), {"seed": 1}, resume=False)  # no --resume: recomputed
+    fresh.run("a", lambda: work(7))
+    assert calls == [2, 5, 7]
+    (tmp_path / "stages" / "a.pkl").write_bytes(b"\x80\x04truncated")  # a torn file is never trusted
+    assert StageStore(str(tmp_path), {"seed": 1}, resume=True).run("a", lambda: work(9))["value"][1] == 9
+    with pytest.raises(ValueError, match="bad stage name"):
+        again.path("../x")
+
+
+def test_chunked_training_continues_from_a_checkpoint_to_the_uninterrupted_result(fast_family):
+    """Checkpoints after every chunk; a training started from the one after chunk 1 of 3 ends
+    where the uninterrupted training ends, parameters and metrics alike (the same compiled chunks
+    on the same states)."""
+    config = PPOConfig(total_env_steps=480, num_envs=8, num_epochs=1, num_minibatches=2)
+    mask, key = jnp.ones(4, bool), jax.random.PRNGKey(3)
+    saved = []
+
+    def keep(state, parts, done):
+        saved.append(pickle.loads(pickle.dumps(jax.device_get((state, parts, done)))))
+
+    params, metrics = simulators.train_chunked(config, fast_family, mask, key, max_chunks=3, checkpoint=keep)
+    assert [done for _, _, done in saved] == [2, 4, 6]
+    ran = []
+    again, metrics_again = simulators.train_chunked(
+        config, fast_family, mask, key, max_chunks=3, start=saved[0], on_chunk=lambda done, total: ran.append(done)
+    )
+    assert ran == [4, 6]  # the two chunks left, not the whole training again
+    jax.tree.map(np.testing.assert_array_equal, again, params)
+    jax.tree.map(np.testing.assert_array_equal, metrics_again, metrics)
+
+
+def _validate(out, cache, *extra, kill_after=None):
+    env = dict(os.environ, PGX_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu")
+    env.pop("PGX_JAX_KILL_AFTER", None)
+    if kill_after:
+        env["PGX_JAX_KILL_AFTER"] = kill_after
+    argv = [sys.executable, "-m", "pgx_jax.cli", "validate", "--budget", "smoke", "--groups", "2", "--truth"]
+    argv += ["finetune", "--no-progress", "--out", str(out), *extra]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+
+
+def test_validate_killed_in_meta_training_and_in_the_truth_resumes_to_the_same_result(tmp_path, four_goals):
+    cache = tmp_path / "cache"
+    reference = _validate(tmp_path / "ref", cache, "--tasks-file", four_goals)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "killed"
+    # SIGKILL right after meta-training saved its second chunk: no theta* yet
+    run = _validate(out, cache, "--tasks-file", four_goals, kill_after="meta_train_partial:2")
+    assert run.returncode == -9, run.stderr[-2000:]
+    assert not (out / "theta_star").exists() and (out / "stages" / "meta_train_partial.pkl").exists()
+    # resumed: meta-training continues from there; killed again once the estimate is saved
+    run = _validate(out, cache, "--tasks-file", four_goals, "--resume", kill_after="estimate")
+    assert run.returncode == -9, run.stderr[-2000:]
+    assert (out / "theta_star" / "meta.json").exists() and not (out / "validation.json").exists()
+    run = _validate(out, cache, "--tasks-file", four_goals, "--resume")
+    assert run.returncode == 0, run.stderr[-2000:]
+    a = json.loads((tmp_path / "ref" / "validation.json").read_text())
+    b = json.loads((out / "validation.json").read_text())
+    assert b["stages"]["reused"] == ["estimate"] and "truth_finetune_0" in b["stages"]["computed"]
+    for path in (("truth", "true_scores"), ("truth", "by_evaluator", "rollout", "estimated_scores")):
+        x, y = a, b
+        for k in path:
+            x, y = x[k], y[k]
+        np.testing.assert_array_equal(np.array(x, float), np.array(y, float))
+    assert a["truth"]["true_groups"] == b["truth"]["true_groups"] and a["approx_error"] == b["approx_error"]
+    assert a["estimate"]["kl"] == b["estimate"]["kl"]
