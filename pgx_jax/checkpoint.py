@@ -134,7 +134,8 @@ def check_files(path: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise ValueError(f"checkpoint {os.fspath(path)!r} has no params.msgpack") from None
     except Exception as e:  # msgpack raises several types on corrupt input
-        raise ValueError(f"checkpoint {os.fspath(path)!r}: params.msgpack is corrupt ({type(e).__name__})") from None
+        detail = str(e).splitlines()[0] if str(e) else "unreadable"
+        raise ValueError(f"checkpoint {os.fspath(path)!r}: params.msgpack is corrupt ({detail})") from None
     found = sorted(list(np.shape(x)) for x in jax.tree.leaves(raw))
     if not isinstance(meta.get("shapes"), dict) or found != sorted(meta["shapes"].values()):
         raise ValueError(f"checkpoint {os.fspath(path)!r}: params.msgpack does not match meta.json's shapes")

@@ -572,18 +572,20 @@ def _dry_config(args, n: int) -> None:
     ppo = dataclasses.replace(ppo, network=_network_with(args.conditioning, ppo.network))
     if args.command == "train":
         return
-    from pgx_jax.features import FeatureConfig
-    from pgx_jax.pipeline import PipelineConfig
+    from pgx_jax.pipeline import PipelineConfig, budget_features
     from pgx_jax.surrogate import SurrogateConfig
 
-    PipelineConfig(
+    params = {} if args.params is None else {"params": args.params}
+    dry = PipelineConfig(
         ppo=ppo,
-        features=FeatureConfig(**({} if args.params is None else {"params": args.params})),
+        features=dataclasses.replace(budget_features(args.budget), **params),
         surrogate=dataclasses.replace(SurrogateConfig(), **_solve_overrides(args)),
         evaluator=args.evaluator,
         cluster_method=args.cluster,
         meta_policy="full" if args.meta_policy == "auto" else args.meta_policy,
     )
+    if getattr(args, "hessian", False) and dry.feature_config().holdout < 1:  # as ValidateConfig.check
+        raise ValueError(f"validate --hessian needs held-out transitions; budget {args.budget!r} keeps none")
 
 
 def _stage_store(args, out: str, family):
@@ -591,13 +593,23 @@ def _stage_store(args, out: str, family):
     option that decides a result (not ``--out``, ``--resume``, progress or the cluster's
     address) and the tasks; off in a multi-process run (its processes must agree on what they
     reuse, and need not share a file system)."""
+    import hashlib
+
     import jax
 
+    from pgx_jax.checkpoint import source_commit
+    from pgx_jax.families import task_entries
     from pgx_jax.stages import StageStore
 
     ignore = {"out", "resume", "no_progress", "coordinator", "num_processes", "process_id", "distributed_timeout"}
     fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ignore}
-    fingerprint["tasks"] = list(family.task_names)
+    fingerprint["tasks"] = task_entries(args.family, args.tasks_file)  # every parameter, not the names alone
+    for name in ("test_tasks_file", "true_groups"):  # files whose content decides a result
+        path = getattr(args, name, None)
+        if path is not None and os.path.isfile(path):
+            with open(path, "rb") as f:
+                fingerprint[f"{name}_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    fingerprint["code"] = source_commit()  # another commit: nothing reused
     resume = bool(getattr(args, "resume", False))
     return StageStore(out, fingerprint, resume=resume, enabled=jax.process_count() == 1)
 
@@ -653,13 +665,14 @@ def _check_resume(args, entries, out: str) -> None:
     from pgx_jax import checkpoint
 
     ckpt = os.path.join(out, "theta_star")
-    if not os.path.exists(os.path.join(ckpt, "meta.json")):
+    if args.command not in THETA_COMMANDS or not os.path.exists(os.path.join(ckpt, "meta.json")):
         stages = os.path.join(out, "stages")
         if os.path.isdir(stages) and any(f.endswith(".pkl") for f in os.listdir(stages)):
-            return  # killed before theta* was finished: its training resumes from the saved stages
+            return  # the saved stages are reused where their options match (theta*'s training among them)
+        what = "no theta* checkpoint and no finished stage" if args.command in THETA_COMMANDS else "no finished stage"
         raise ValueError(
-            f"--resume: nothing to resume at {out}: no theta* checkpoint and no finished stage; allowed: the --out "
-            "of an earlier run of this command"
+            f"--resume: nothing to resume at {out}: {what}; allowed: the --out of an earlier, interrupted run of "
+            f"{args.command}"
         )
     try:
         meta = checkpoint.check_files(ckpt)
@@ -669,6 +682,9 @@ def _check_resume(args, entries, out: str) -> None:
                 f"checkpoint {ckpt!r} was made for family {meta.get('family')!r} with tasks {meta.get('tasks')}, "
                 f"not {args.family!r} with tasks {names}"
             )
+        seed = (meta.get("extra") or {}).get("seed")
+        if seed is not None and seed != args.seed:
+            raise ValueError(f"checkpoint {ckpt!r} holds the theta* of --seed {seed}, not --seed {args.seed}")
         saved = (meta.get("config") or {}).get("network", {}).get("conditioning")
         if saved != args.conditioning:
             raise ValueError(
@@ -696,12 +712,16 @@ def _setup(args, command: str, check=None):
     return family, config, out, theta
 
 
+#: the commands that save theta* in ``--out`` and reuse it on ``--resume``
+THETA_COMMANDS = ("run", "validate")
+
+
 def _resume(args, family, config, out: str):
     """With ``--resume``, the finished theta* checkpoint in ``out`` (``ValueError`` if there is
     none or it does not fit); else None."""
     from pgx_jax import checkpoint
 
-    if not getattr(args, "resume", False):
+    if not getattr(args, "resume", False) or args.command not in THETA_COMMANDS:
         return None
     ckpt = os.path.join(out, "theta_star")
     if not os.path.exists(os.path.join(ckpt, "meta.json")):
@@ -735,7 +755,18 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
     k_meta = jax.random.split(key, 4)[0]  # the same key policygradex would use
     t0, compiled = time.perf_counter(), {}
     resumable = store is not None and simulator(family).resumable_training
-    start = store.load("meta_train_partial")[1] if resumable else None
+    start, before = None, 0.0  # training seconds of the interrupted run(s), counted in the total
+    if resumable and (saved := store.load("meta_train_partial"))[0]:
+        *start, before = saved[1]
+        store.reused.append("meta_train_partial")
+        total = config.meta_ppo().num_updates(family.episode_length)
+        print(f"pgx-jax: resuming meta-training at update {start[2]} of {total}", file=sys.stderr, flush=True)
+
+    def save(state, parts, done):  # the training's seconds so far: compilation apart, as below
+        store.save(
+            "meta_train_partial", (state, parts, done, before + time.perf_counter() - t0 - compiled["compile_s"])
+        )
+
     theta, _ = _train_all_tasks(
         config.meta_ppo(),
         family,
@@ -744,10 +775,10 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
         desc="  env steps",
         position=1,
         timings=compiled,
-        checkpoint=(lambda *state: store.save("meta_train_partial", state)) if resumable else None,
+        checkpoint=save if resumable else None,
         start=start,
     )
-    seconds = time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
+    seconds = before + time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
     checkpoint.save_policy(os.path.join(out, "theta_star"), theta, config.meta_ppo(), family, seed=args.seed)
     return theta, seconds
 

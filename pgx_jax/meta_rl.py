@@ -159,8 +159,7 @@ def meta_rl(
 
     Args:
         family_name: a family of :func:`pgx_jax.families.meta_rl_families`.
-        sources: the source task entries (the grouping's n tasks).
-        tests: the unseen test task entries.
+        sources, tests: the source task entries (the grouping's n tasks), the unseen test tasks'.
         config: the estimate's :class:`PipelineConfig` (task-agnostic: ``conditioning="none"``).
         mconfig: meta-training and adaptation.
         groupings: a subset of :data:`GROUPINGS`.
@@ -170,8 +169,7 @@ def meta_rl(
             ``truths.full.true_groups`` for the same seed and config) instead of computing them.
         on_seed: called with the report over the seeds done so far as each seed finishes (the
             CLI writes it, so an interrupted run keeps its finished seeds).
-        store: each seed's meta-trainings and adaptation are saved as a stage (``seed_<seed>``) as
-            it finishes and reused on ``--resume`` (:class:`pgx_jax.stages.StageStore`).
+        store: each seed is a stage (``seed_<seed>``) of this :class:`pgx_jax.stages.StageStore`.
 
     Returns:
         ``groupings.<name>`` with ``groups`` per seed, ``before_adaptation`` and

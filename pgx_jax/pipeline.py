@@ -141,6 +141,14 @@ _FEATURES = {
 }
 
 
+def budget_features(budget: str) -> FeatureConfig:
+    """The :class:`FeatureConfig` of a named budget (``ValueError`` for an unknown one); what
+    :func:`pipeline_config` starts from before the family's simulator adjusts it."""
+    if budget not in _FEATURES:
+        raise ValueError(f"unknown budget {budget!r}; known budgets: {list(_FEATURES)}")
+    return _FEATURES[budget]
+
+
 #: The theta* each conditioning expands around unless told otherwise. Without the task id the
 #: fully trained theta* can commit to one group's solution (task-agnostic pendulum-physics: it
 #: balances one motor polarity, and every estimate is chance, NMI 0.00-0.03); stopped at 5% it sits

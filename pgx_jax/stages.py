@@ -90,7 +90,14 @@ class StageStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before it takes the name: a power loss leaves old or new
             os.replace(tmp, self.path(name))
+            dir_fd = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # the rename itself
+            finally:
+                os.close(dir_fd)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)

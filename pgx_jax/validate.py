@@ -598,17 +598,7 @@ def validate(
         errors and the KL of every estimated policy), ``truths`` (one entry per truth run),
         ``truth`` (the primary one), ``speedup`` (against the primary truth, and ``by_truth``),
         ``subset_masks``, ``timings`` and the configs; see the README for every field.
-
-    Cost accounting (``speedup``): the estimation path is gradient features at theta* (rollouts,
-    per-sample gradients, projection), every subset's surrogate solve and the evaluation with
-    ``config.evaluator``; a truth's path is its PPO training on every subset and the rollout
-    evaluation of each trained policy on its subset's tasks. Meta-training is shared with the
-    ``finetune`` truth and in neither path there; the ``full`` truth does not need theta*, so its
-    entry also gives ``wall_with_meta_training`` and ``flops_with_meta_training``, the estimate's
-    cost with meta-training added: the like-for-like figure (the paper's 26x is against full
-    training). Clustering (negligible) is in neither. Wall-clock excludes compilation (given apart); FLOPs are
-    :func:`pgx_jax.flops.count_flops` of the same calls, with the solves' line search counted
-    at its measured trip count.
+    The cost accounting (``speedup``): :func:`cost_accounting`.
     """
     vconfig = vconfig or ValidateConfig()
     vconfig.check(config)
@@ -623,15 +613,12 @@ def validate(
         vconfig, config, family, theta_star, subsets, est, truths, truth_info, key, say
     )
     hessian = None
-    if vconfig.hessian is not None:
+    if vconfig.hessian is not None:  # a stage of its own: reused on --resume
         say("hessian")
-        k_h = jax.random.fold_in(key, 5)
-        hessian = store.run(
-            "hessian", lambda: hessian_stage(vconfig.hessian, config, family, theta_star, subsets, est, k_h)
-        )
+        args = (vconfig.hessian, config, family, theta_star, subsets, est, jax.random.fold_in(key, 5))
+        hessian = store.run("hessian", lambda: hessian_stage(*args))
     say("count FLOPs")
     speedup = cost_accounting(vconfig, config, family, theta_star, subsets, est, truth_info, meta_train_s)
-    configs = {kind: info["config"].to_dict() for kind, info in truth_info.items()}
     return {
         "family": family.name,
         "tasks": list(family.task_names),
@@ -646,7 +633,7 @@ def validate(
         "speedup": speedup,
         "timings": timings,
         "config": config.to_dict(),
-        "truth_configs": configs,
+        "truth_configs": {kind: info["config"].to_dict() for kind, info in truth_info.items()},
         "validate_config": dataclasses.asdict(vconfig),
         "theta_star": theta_star,
         "stages": store.summary(),
@@ -750,10 +737,12 @@ def check_stage(vconfig, config, family, theta_star, subsets, est: EstimateStage
 
 def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, est: EstimateStage, key) -> dict:
     """``hessian`` of :func:`validate`: :func:`pgx_jax.hessian.analyse` of the estimated policies
-    theta_S of the first ``hconfig.subsets`` subsets, on the very transitions their estimate was
-    fitted on (the features' collection key; checked: the same advantages and valid flags) and on
-    the held-out episodes of the same tasks. The first objective is the primary one (its
-    ``traces``, ``bound`` and ``observed_gap`` at the top level)."""
+    theta_S of the first ``hconfig.subsets`` subsets, on the transitions behind the surrogate's
+    per-sample features (the features' collection key; checked: the same advantages and valid
+    flags) and on the held-out episodes of the same tasks. Where the features take the solve's
+    linear term from a separate, larger sample (``gradient_transitions``, recorded), that sample
+    is fitted too but is not in the training set or n here. The first objective is the primary
+    one (its ``traces``, ``bound`` and ``observed_gap`` at the top level)."""
     fcfg = config.feature_config()
     feats = est.est.features
     k_feat = jax.random.split(est.k_est)[0]  # as estimate splits it
@@ -774,23 +763,38 @@ def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, e
         "traces": primary["traces"],
         "bound": primary["bound"],
         "observed_gap": primary["observed_gap"],
+        "observed_gap_raw": primary["observed_gap_raw"],
         "loss_range": primary["loss_range"],
-        "non_vacuous": primary["non_vacuous"],
+        "below_loss_range": primary["below_loss_range"],
+        "below_observed_gap": primary["below_observed_gap"],
+        "gradient_transitions": fcfg.gradient_transitions,
         "layers": out["layers"],
         "subsets_analysed": h,
         "probes": hconfig.probes,
         "formula": "bound = sqrt(C) * sum_l sqrt(max(Tr(H_l), 0) * ||theta_S,l - theta*_l||^2 / n); H_l the Hessian "
         "of the training loss at theta_S restricted to layer l (Hutchinson, Rademacher probes); n the valid "
-        "training transitions of S's tasks; C the observed range of the per-sample loss; observed gap = held-out "
-        "episodes' loss - training transitions' loss, at theta_S",
+        "training transitions of S's tasks; C the observed range of the per-sample loss; observed gap = (held-out "
+        "episodes' loss - training transitions' loss) at theta_S minus the same at theta*",
         "by_objective": out["by_objective"],
     }
 
 
 def cost_accounting(vconfig, config, family, theta_star, subsets, est: EstimateStage, truth_info, meta_train_s):
     """``speedup``: the estimate's cost (steady-state wall-clock, FLOPs per stage) against each
-    truth's (training and evaluation), see :func:`validate`; FLOPs None where the family's
-    simulator does not count them."""
+    truth's (training and evaluation); FLOPs None where the family's simulator does not count
+    them.
+
+    The estimation path is gradient features at theta* (rollouts,
+    per-sample gradients, projection), every subset's surrogate solve and the evaluation with
+    ``config.evaluator``; a truth's path is its PPO training on every subset and the rollout
+    evaluation of each trained policy on its subset's tasks. Meta-training is shared with the
+    ``finetune`` truth and in neither path there; the ``full`` truth does not need theta*, so its
+    entry also gives ``wall_with_meta_training`` and ``flops_with_meta_training``, the estimate's
+    cost with meta-training added: the like-for-like figure (the paper's 26x is against full
+    training). Clustering (negligible) is in neither. Wall-clock excludes compilation (given apart); FLOPs are
+    :func:`pgx_jax.flops.count_flops` of the same calls, with the solves' line search counted
+    at its measured trip count.
+    """
     s, d = subsets.shape[0], config.features.dim
     k_est_feat = jax.random.split(est.k_est)[0]
     est_wall = sum(est.wall.values())

@@ -1,7 +1,7 @@
 """Interruption-safe runs (issue 18, part 2): finished stages are saved atomically and reused
 by ``--resume`` only under the same options; chunked training continues from a checkpoint to the
-very result of an uninterrupted run; a ``validate`` killed during meta-training and again during
-the truth resumes to the result of a run that was never killed."""
+very result of an uninterrupted run; a ``validate`` killed during meta-training and again between
+the estimate and the truth resumes to the result of a run that was never killed."""
 
 from __future__ import annotations
 
@@ -88,9 +88,11 @@ def test_validate_killed_in_meta_training_and_in_the_truth_resumes_to_the_same_r
     run = _validate(out, cache, "--tasks-file", four_goals, kill_after="meta_train_partial:2")
     assert run.returncode == -9, run.stderr[-2000:]
     assert not (out / "theta_star").exists() and (out / "stages" / "meta_train_partial.pkl").exists()
-    # resumed: meta-training continues from there; killed again once the estimate is saved
+    # resumed: meta-training continues from there (not from update 0); killed again right after
+    # the estimate is saved, before the truth trains
     run = _validate(out, cache, "--tasks-file", four_goals, "--resume", kill_after="estimate")
     assert run.returncode == -9, run.stderr[-2000:]
+    assert "resuming meta-training at update " in run.stderr and "at update 0 " not in run.stderr, run.stderr[-2000:]
     assert (out / "theta_star" / "meta.json").exists() and not (out / "validation.json").exists()
     run = _validate(out, cache, "--tasks-file", four_goals, "--resume")
     assert run.returncode == 0, run.stderr[-2000:]
