@@ -13,11 +13,11 @@ from pgx_jax.cli import main
 def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     out = tmp_path / "v"
     argv = ["validate", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--out", str(out)]
-    hessian = ["--hessian", "--hessian-probes", "4", "--hessian-subsets", "2"]
+    hessian = ["--hessian", "--hessian-probes", "2", "--hessian-subsets", "2"]
     assert main(argv + ["--replicates", "2", "--truth", "both", "--no-progress", *hessian]) == 0
     v = json.loads((out / "validation.json").read_text())
     h = v["hessian"]  # the generalisation analysis of the first 2 estimated policies
-    assert h["objective"] == "ppo" and h["subsets_analysed"] == 2 and h["probes"] == 4
+    assert h["objective"] == "ppo" and h["subsets_analysed"] == 2 and h["probes"] == 2
     assert set(h["by_objective"]) == {"ppo", "log_likelihood"} and h["bound"] == h["by_objective"]["ppo"]["bound"]
     for o in h["by_objective"].values():
         for point in ("estimated", "theta_star"):

@@ -153,7 +153,7 @@ def test_train_chunked_matches_train(tiny_config, fast_family, vmapped):
 
 
 def test_nonfinite_metrics_raise():
-    with pytest.raises(FloatingPointError, match="first at index"):
+    with pytest.raises(FloatingPointError, match=r"first at update 1 \(index \[1\]\): non-finite loss or gradient"):
         ppo.check_finite({"finite": np.array([True, False, True])})
 
 
