@@ -1034,9 +1034,9 @@ def _hessian_rows(h) -> list[list]:
         )
         rows.append(
             [
-                f"[hessian, {name}] bound / observed gap / loss range C (non-vacuous in)",
+                f"[hessian, {name}] bound / observed gap / loss range C (bound below C, below the gap)",
                 f"{o['bound']['mean']:.4g} / {o['observed_gap']['mean']:.4g} / {o['loss_range']['mean']:.4g} "
-                f"({100 * o['non_vacuous']:.0f}% of subsets)",
+                f"({100 * o['below_loss_range']:.0f}%, {100 * o['below_observed_gap']:.0f}% of subsets)",
             ]
         )
     return rows

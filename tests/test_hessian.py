@@ -140,3 +140,38 @@ def test_analysis_of_an_unmoved_policy_and_of_a_moved_one():
     again = run(theta0.at[0].add(0.3), hold_changed)
     assert float(again["train_loss"]) == pytest.approx(float(moved["train_loss"]), rel=1e-6)
     assert float(again["holdout_loss"]) != pytest.approx(float(moved["holdout_loss"]), rel=1e-3)
+
+
+def test_summary_gaps_errors_and_printed_rows_on_planted_numbers():
+    """:func:`hessian.summarise` on planted outputs of 2 subsets x 3 probes x 2 layers: the gap the
+    fit opened is the raw gap less theta*'s own; the bound is below C and below that gap where
+    planted so; the per-probe mean over subsets gives the standard error (shared probes); the
+    CLI's rows print from it; a NaN names its subset."""
+    from pgx_jax.cli import _hessian_rows
+
+    traces = np.array([[[1.0, 4.0], [3.0, 4.0], [2.0, 4.0]], [[3.0, 0.0], [1.0, 0.0], [2.0, 0.0]]])
+    raw = {
+        "traces_estimated": traces,
+        "traces_theta_star": traces,
+        "sq_dist": np.array([[4.0, 0.0], [0.0, 1.0]]),
+        "n": np.array([8.0, 8.0]),
+        "loss_range": np.array([2.0, 2.0]),
+        "train_loss": np.array([0.0, 0.1]),
+        "holdout_loss": np.array([1.0, 0.2]),
+        "train_loss_theta_star": np.array([0.0, 0.0]),
+        "holdout_loss_theta_star": np.array([0.5, 0.0]),
+    }
+    out = hessian.summarise(raw, "ppo")
+    np.testing.assert_allclose(out["observed_gap_raw"]["per_subset"], [1.0, 0.1])
+    np.testing.assert_allclose(out["observed_gap"]["per_subset"], [0.5, 0.1])
+    # subset 0: sqrt(2) * sqrt(2 * 4 / 8) = 1.414; subset 1: its layer-1 trace is 0
+    np.testing.assert_allclose(out["bound"]["per_subset"], [np.sqrt(2.0), 0.0], rtol=1e-6)
+    assert out["below_loss_range"] == 1.0 and out["below_observed_gap"] == 0.5
+    # per-probe means over subsets: layer 0 is 2, 2, 2 (no spread); layer 1 is 2, 2, 2 too
+    np.testing.assert_allclose(out["traces"]["estimated"]["mean"], [2.0, 2.0])
+    np.testing.assert_allclose(out["traces"]["estimated"]["se"], [0.0, 0.0], atol=1e-12)
+    assert out["traces"]["estimated"]["per_subset_se"][0, 0] > 0  # each subset alone does vary
+    rows = _hessian_rows({"by_objective": {"ppo": out}, "subsets_analysed": 2})
+    assert rows[1][1] == "0.7071 / 0.3 / 2 (100%, 50% of subsets)", rows
+    with pytest.raises(FloatingPointError, match=r"objective 'ppo' for subsets \[1\]"):
+        hessian.summarise({**raw, "n": np.array([8.0, np.nan])}, "ppo")
