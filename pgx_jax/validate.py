@@ -748,8 +748,17 @@ def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, e
     k_feat = jax.random.split(est.k_est)[0]  # as estimate splits it
     data = simulators.collect(config.ppo, fcfg, family, theta_star, feature_keys(k_feat)[0])
     m = fcfg.transitions
-    same = np.allclose(np.abs(np.asarray(data["advantage"][:, :m])), np.asarray(feats.w), rtol=1e-5, atol=1e-6)
-    if not same or (feats.valid is not None and not np.array_equal(data["valid"][:, :m], feats.valid)):
+    # the same episodes, rolled out by another compiled program: equal up to float rounding (reacher,
+    # smoke: 1.8e-5 at most on weights up to 7); other episodes would differ at the scale of w itself
+    w = np.asarray(feats.w)
+    same = np.allclose(
+        np.abs(np.asarray(data["advantage"][:, :m])), w, rtol=1e-3, atol=1e-4 * max(np.abs(w).max(), 1.0)
+    )
+    # float drift may move a termination by a step on a few episodes: at most 1% of the flags
+    flipped = (
+        0.0 if feats.valid is None else float(np.mean(np.asarray(data["valid"][:, :m]) != np.asarray(feats.valid)))
+    )
+    if not same or flipped > 0.01:
         raise RuntimeError("the Hessian analysis's transitions are not the ones the estimate was fitted on")
     h = min(hconfig.subsets, subsets.shape[0])
     betas, scales = est.est.betas[:h], est.est.scales[:h]
