@@ -780,6 +780,8 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
     )
     seconds = before + time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
     checkpoint.save_policy(os.path.join(out, "theta_star"), theta, config.meta_ppo(), family, seed=args.seed)
+    if resumable:
+        store.discard("meta_train_partial")  # theta* is saved: its training state is obsolete
     return theta, seconds
 
 

@@ -104,6 +104,11 @@ class StageStore:
             raise
         _maybe_die(name)
 
+    def discard(self, name: str) -> None:
+        """Remove a saved stage that a later one has made obsolete (process 0 alone)."""
+        if self.root is not None and is_main() and os.path.exists(self.path(name)):
+            os.remove(self.path(name))
+
     def run(self, name: str, fn: Callable[[], T]) -> T:
         """The stage ``name``: reused if saved with this fingerprint (and ``resume``), else
         ``fn()``, saved atomically before it is returned."""

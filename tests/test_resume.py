@@ -94,6 +94,7 @@ def test_validate_killed_in_meta_training_and_in_the_truth_resumes_to_the_same_r
     assert run.returncode == -9, run.stderr[-2000:]
     assert "resuming meta-training at update " in run.stderr and "at update 0 " not in run.stderr, run.stderr[-2000:]
     assert (out / "theta_star" / "meta.json").exists() and not (out / "validation.json").exists()
+    assert not (out / "stages" / "meta_train_partial.pkl").exists()  # obsolete once theta* is saved
     run = _validate(out, cache, "--tasks-file", four_goals, "--resume")
     assert run.returncode == 0, run.stderr[-2000:]
     a = json.loads((tmp_path / "ref" / "validation.json").read_text())
