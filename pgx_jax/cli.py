@@ -758,7 +758,6 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
     start, before = None, 0.0  # training seconds of the interrupted run(s), counted in the total
     if resumable and (saved := store.load("meta_train_partial"))[0]:
         *start, before = saved[1]
-        store.reused.append("meta_train_partial")
         total = config.meta_ppo().num_updates(family.episode_length)
         print(f"pgx-jax: resuming meta-training at update {start[2]} of {total}", file=sys.stderr, flush=True)
 

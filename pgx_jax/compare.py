@@ -176,9 +176,7 @@ def compare(
         theta_stars, true_groups: per seed, reuse a meta-policy / the groups of a true affinity
             (e.g. from :func:`pgx_jax.validate.validate`) instead of computing them.
         progress: called with a message as each step starts.
-        store: each seed (its meta-policy, estimate, truth and trainings) is saved as a stage
-            (``seed_<seed>``) as it finishes and reused on ``--resume``
-            (:class:`pgx_jax.stages.StageStore`).
+        store: each seed is a stage (``seed_<seed>``) of this :class:`pgx_jax.stages.StageStore`.
 
     Returns:
         JSON-able dict: per grouping, ``per_task_return`` [seeds, N] (random: the mean over its
@@ -210,8 +208,9 @@ def compare(
         trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
         return _seed_report(chosen, *trained, family.n_tasks), time.perf_counter() - t0
 
-    staged = lambda seed: store.run(f"seed_{seed}", lambda: one_seed(seed))  # noqa: E731
-    done = map_processes(staged, list(seeds))  # the seeds over the processes, where there are enough
+    done = map_processes(
+        store.staged("seed", one_seed), list(seeds)
+    )  # the seeds over the processes, where there are enough
     per_seed = [report for report, _ in done]
     timings = {f"seed_{seed}": wall for seed, (_, wall) in zip(seeds, done, strict=True)}
     ids = jnp.arange(family.n_tasks)

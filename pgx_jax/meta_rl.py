@@ -211,8 +211,8 @@ def meta_rl(
     # else the seeds run in turn, each spread over the processes, written as each finishes
     batches = [list(seeds)] if len(seeds) >= distributed.process_count() > 1 else [[s] for s in seeds]
     for batch in batches:
-        staged = lambda seed: store.run(f"seed_{seed}", lambda: one_seed(seed))  # noqa: E731
-        for seed, (scored, times) in zip(batch, distributed.map_processes(staged, batch), strict=True):
+        staged = distributed.map_processes(store.staged("seed", one_seed), batch)
+        for seed, (scored, times) in zip(batch, staged, strict=True):
             per_seed.append(scored)
             timings[f"seed_{seed}"] = times
         report = _report(per_seed, groupings, family_name, sources, tests, nearest, seeds, config, mconfig, timings)

@@ -168,7 +168,7 @@ def pipeline_config(
     :data:`DEFAULT_META_POLICY`.
     """
     ppo_config = budget_config(budget, family.name, family.n_tasks)  # raises on an unknown budget
-    features = _FEATURES[budget]
+    features = budget_features(budget)
     sim = simulators.simulator(family)
     if budget != "smoke" and sim.gradient_transitions is not None:
         # b_i from a larger sample than the features' (why, and why not for host families:

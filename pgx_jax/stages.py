@@ -67,7 +67,8 @@ class StageStore:
         return os.path.join(self.root, f"{name}.pkl")
 
     def load(self, name: str):
-        """``(True, value)`` of a saved stage with this fingerprint, else ``(False, None)``."""
+        """``(True, value)`` of a saved stage with this fingerprint (recorded as reused), else
+        ``(False, None)``."""
         if self.root is None or not self.resume or not os.path.exists(self.path(name)):
             return False, None
         try:
@@ -77,6 +78,7 @@ class StageStore:
             return False, None
         if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
             return False, None
+        self.reused.append(name)
         return True, saved["value"]
 
     def save(self, name: str, value) -> None:
@@ -114,14 +116,21 @@ class StageStore:
         ``fn()``, saved atomically before it is returned."""
         found, value = self.load(name)
         if found:
-            self.reused.append(name)
             return value
         value = fn()
         self.save(name, value)
-        self.computed.append(name)
+        if self.root is not None:  # a disabled store (e.g. the shared NONE) keeps no record
+            self.computed.append(name)
         return value
 
-    def summary(self) -> dict:
+    def staged(self, prefix: str, fn: Callable[[Any], T]) -> Callable[[Any], T]:
+        """``fn`` with each call ``fn(x)`` a stage of its own, ``<prefix>_<x>`` (e.g. one per seed)."""
+        return lambda x: self.run(f"{prefix}_{x}", lambda: fn(x))
+
+    def summary(self) -> dict | None:
+        """What was reused and computed, or None for a store that saves nothing."""
+        if self.root is None:
+            return None
         return {"reused": list(self.reused), "computed": list(self.computed), "resume": self.resume}
 
 
