@@ -104,7 +104,7 @@ def test_resume_refuses_a_theta_star_of_another_meta_policy(smoke_run, capsys):
         (["--dim", "0"], "--dim must be >= 1"),
         (["--evaluator", "oracle"], "unknown evaluator 'oracle'"),
         (["--cluster", "kmeans"], "unknown clustering method 'kmeans'"),
-        (["--resume"], "no finished theta* checkpoint"),
+        (["--resume"], "--resume: nothing to resume at"),
     ],
 )
 def test_run_bad_input_fails_before_training(extra, message, tmp_path, capsys):
