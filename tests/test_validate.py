@@ -114,6 +114,22 @@ def test_grouping_agreement_is_corrected_for_chance():
     assert r["nmi_chance"] == pytest.approx(np.mean(nmis), abs=0.1)
 
 
+def test_batched_nmi_equals_scikit_learns_on_every_labelling():
+    """The chance draws' NMI is computed for all draws at once; it must be scikit-learn's NMI,
+    including its limit cases (one cluster on both sides: 1; every task alone against one group: 0)."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        a, b = rng.integers(0, rng.integers(1, 5), n) * 3 + 7, rng.integers(0, rng.integers(1, 5), n) - 2
+        rows = np.stack([a[rng.permutation(n)] for _ in range(4)])
+        want = [normalized_mutual_info_score(r, b) for r in rows]
+        np.testing.assert_allclose(validate._nmi_rows(rows, b), want, atol=1e-12)
+    assert validate._nmi_rows(np.zeros((1, 4), int), np.zeros(4, int))[0] == 1.0
+    assert validate._nmi_rows(np.arange(4)[None], np.zeros(4, int))[0] == 0.0
+
+
 def test_within_task_agreement_names_the_tasks_it_used_and_its_null():
     rng = np.random.default_rng(0)
     masks = np.zeros((40, 5), bool)
