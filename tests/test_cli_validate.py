@@ -1,11 +1,14 @@
-"""`validate` end to end at the smoke budget, and the bad arguments of `validate` and `compare`
-(a file of its own: the slowest CLI test beside `compare`'s, each in its own file so that
-pytest-xdist's loadfile runs them on different workers)."""
+"""`validate` end to end at the smoke budget on 4 reacher goals: in process with every option,
+killed twice and resumed, and in two processes against one; then the bad arguments of `validate`
+and `compare`. One file, in this order, on purpose: pytest-xdist's loadfile runs it on one worker,
+so the in-process run fills the session's compilation cache first and the seven subprocesses
+after it compile only what is new to them (the half-batch programs of the two-process run)."""
 
 import json
 
 import numpy as np
 import pytest
+from cli_processes import one_and_two, validate
 
 from pgx_jax.cli import main
 
@@ -72,6 +75,60 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
         assert (out / png).stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "[full] speedup in FLOPs" in printed and "[hessian, log_likelihood] bound" in printed
+
+
+def test_validate_killed_in_meta_training_and_in_the_truth_resumes_to_the_same_result(tmp_path, four_goals):
+    reference = validate(tmp_path / "ref", "--tasks-file", four_goals)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "killed"
+    # SIGKILL right after meta-training saved its second chunk: no theta* yet
+    run = validate(out, "--tasks-file", four_goals, kill_after="meta_train_partial:2")
+    assert run.returncode == -9, run.stderr[-2000:]
+    assert not (out / "theta_star").exists() and (out / "stages" / "meta_train_partial.pkl").exists()
+    # resumed: meta-training continues from there (not from update 0); killed again right after
+    # the estimate is saved, before the truth trains
+    run = validate(out, "--tasks-file", four_goals, "--resume", kill_after="estimate")
+    assert run.returncode == -9, run.stderr[-2000:]
+    assert "resuming meta-training at update " in run.stderr and "at update 0 " not in run.stderr, run.stderr[-2000:]
+    assert (out / "theta_star" / "meta.json").exists() and not (out / "validation.json").exists()
+    assert not (out / "stages" / "meta_train_partial.pkl").exists()  # obsolete once theta* is saved
+    run = validate(out, "--tasks-file", four_goals, "--resume")
+    assert run.returncode == 0, run.stderr[-2000:]
+    a = json.loads((tmp_path / "ref" / "validation.json").read_text())
+    b = json.loads((out / "validation.json").read_text())
+    assert b["stages"]["reused"] == ["estimate"] and "truth_finetune_0" in b["stages"]["computed"]
+    for path in (("truth", "true_scores"), ("truth", "by_evaluator", "rollout", "estimated_scores")):
+        x, y = a, b
+        for k in path:
+            x, y = x[k], y[k]
+        np.testing.assert_array_equal(np.array(x, float), np.array(y, float))
+    assert a["truth"]["true_groups"] == b["truth"]["true_groups"] and a["approx_error"] == b["approx_error"]
+    assert a["estimate"]["kl"] == b["estimate"]["kl"]
+
+
+def test_two_processes_validate_as_one(tmp_path, four_goals):
+    """``validate --truth full`` at smoke on 4 tasks: the subsets, estimates, affinity, groups and
+    full-training truth of two processes equal one process's. Tolerance: the estimate's and the
+    truth's rows run in blocks of half the batch, and XLA's CPU programs for another batch shape
+    may round differently (float32 ~1e-6 relative); groups must be identical."""
+    argv = ["validate", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--truth", "full"]
+    a, b = one_and_two(argv, tmp_path, "validation.json")
+    assert a["distributed"]["processes"] == 1 and b["distributed"]["processes"] == 2
+    assert b["distributed"]["gathers"] >= 3  # solves, evaluation, truth trainings went through the gather
+    assert a["subset_masks"] == b["subset_masks"]
+    rollout = ("truths", "full", "by_evaluator", "rollout")
+    for path in (
+        (*rollout, "estimated_scores"),
+        (*rollout, "estimated_affinity"),
+        ("truths", "full", "true_scores"),
+        ("truths", "full", "true_affinity"),
+    ):
+        x, y = a, b
+        for k in path:
+            x, y = x[k], y[k]
+        np.testing.assert_allclose(np.array(x, float), np.array(y, float), rtol=1e-4, atol=1e-4, err_msg=str(path))
+    for k in ("estimated_groups", "true_groups"):
+        assert a["truths"]["full"]["by_evaluator"]["rollout"][k] == b["truths"]["full"]["by_evaluator"]["rollout"][k]
 
 
 @pytest.mark.parametrize(

@@ -3,21 +3,19 @@ the single-process identity, and two local CPU processes giving the result of on
 
 The two-process tests start real processes (``python -m pgx_jax.cli`` with ``--coordinator``
 on a free local port, gloo collectives, one CPU device each) and compare their output with a
-one-process run of the same command."""
+one-process run of the same command. ``validate`` in two processes against one is in
+test_cli_validate.py, after the in-process run whose compiled programs it reuses."""
 
-import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from cli_processes import ROOT, cli, free_port
 
 from pgx_jax import distributed
 from pgx_jax.cli import main
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize(
@@ -62,42 +60,6 @@ def test_blocks_cover_the_rows_once_and_one_process_is_the_identity():
     np.testing.assert_array_equal(out, np.arange(5.0) * 2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def _cli(argv, **kwargs):
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
-    return subprocess.Popen(
-        [sys.executable, "-m", "pgx_jax.cli", *argv],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
-def _one_and_two(argv, tmp_path, name: str):
-    """The command in one process and in two; returns (out dir of one, out dir of two, stderr of two)."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    port = _free_port()
-    common = [*argv, "--no-progress"]
-    cluster = ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--distributed-timeout", "60"]
-    procs = [_cli([*common, "--out", str(two), *cluster, "--process-id", str(i)]) for i in (1, 0)]
-    single = _cli([*common, "--out", str(one)])
-    outs = [p.communicate(timeout=1500) for p in procs]
-    out_one = single.communicate(timeout=1500)
-    for p, (_, stderr) in zip([*procs, single], [*outs, out_one], strict=True):
-        assert p.returncode == 0, stderr[-3000:]
-    assert outs[0][0].strip() == "" or "Gloo" in outs[0][0]  # process 1 prints nothing of its own
-    assert (two / name).exists() and (one / name).exists()
-    return json.loads((one / name).read_text()), json.loads((two / name).read_text())
-
-
 WORKER = """
 import sys, numpy as np
 from pgx_jax import distributed
@@ -112,7 +74,7 @@ print(repr((items, rows["twice"].tolist(), rows["n"].tolist(), distributed.summa
 
 
 def test_two_processes_split_rows_and_seeds_and_both_get_everything():
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
     cmd = lambda i: [sys.executable, "-c", WORKER, f"localhost:{port}", str(i)]  # noqa: E731
     pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -146,7 +108,7 @@ except Exception as e:
 def test_an_error_on_one_process_reaches_the_others_at_once():
     """A failure inside one process's block (a non-finite training, say) is raised there and
     reported to the others as PeerFailed, instead of leaving them waiting in the gather."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
     pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs = [
@@ -158,36 +120,11 @@ def test_an_error_on_one_process_reaches_the_others_at_once():
     assert "PeerFailed process(es) [1] failed" in outs[1][0], outs[1]
 
 
-def test_two_processes_validate_as_one(tmp_path, four_goals):
-    """``validate --truth full`` at smoke on 4 tasks: the subsets, estimates, affinity, groups and
-    full-training truth of two processes equal one process's. Tolerance: the estimate's and the
-    truth's rows run in blocks of half the batch, and XLA's CPU programs for another batch shape
-    may round differently (float32 ~1e-6 relative); groups must be identical."""
-    argv = ["validate", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--truth", "full"]
-    a, b = _one_and_two(argv, tmp_path, "validation.json")
-    assert a["distributed"]["processes"] == 1 and b["distributed"]["processes"] == 2
-    assert b["distributed"]["gathers"] >= 3  # solves, evaluation, truth trainings went through the gather
-    assert a["subset_masks"] == b["subset_masks"]
-    rollout = ("truths", "full", "by_evaluator", "rollout")
-    for path in (
-        (*rollout, "estimated_scores"),
-        (*rollout, "estimated_affinity"),
-        ("truths", "full", "true_scores"),
-        ("truths", "full", "true_affinity"),
-    ):
-        x, y = a, b
-        for k in path:
-            x, y = x[k], y[k]
-        np.testing.assert_allclose(np.array(x, float), np.array(y, float), rtol=1e-4, atol=1e-4, err_msg=str(path))
-    for k in ("estimated_groups", "true_groups"):
-        assert a["truths"]["full"]["by_evaluator"]["rollout"][k] == b["truths"]["full"]["by_evaluator"]["rollout"][k]
-
-
 def test_a_process_that_never_joins_fails_the_other_within_the_timeout(tmp_path):
     out = tmp_path / "r"
     argv = ["run", "--budget", "smoke", "--out", str(out), "--no-progress", "--coordinator"]
-    argv += [f"localhost:{_free_port()}", "--num-processes", "2", "--process-id", "0", "--distributed-timeout", "5"]
-    proc = _cli(argv)
+    argv += [f"localhost:{free_port()}", "--num-processes", "2", "--process-id", "0", "--distributed-timeout", "5"]
+    proc = cli(argv)
     _, stderr = proc.communicate(timeout=120)  # bounded: JAX aborts the process after the timeout
     assert proc.returncode != 0
     assert "joining the cluster at localhost" in stderr and "DEADLINE_EXCEEDED" in stderr

@@ -1,15 +1,13 @@
 """Interruption-safe runs (issue 18, part 2): finished stages are saved atomically and reused
 by ``--resume`` only under the same options; chunked training continues from a checkpoint to the
 very result of an uninterrupted run; a ``validate`` killed during meta-training and again between
-the estimate and the truth resumes to the result of a run that was never killed."""
+the estimate and the truth resumes to the result of a run that was never killed (that test is
+in test_cli_validate.py, after the in-process run whose compiled programs it reuses)."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -67,43 +65,3 @@ def test_chunked_training_continues_from_a_checkpoint_to_the_uninterrupted_resul
     assert ran == [4, 6]  # the two chunks left, not the whole training again
     jax.tree.map(np.testing.assert_array_equal, again, params)
     jax.tree.map(np.testing.assert_array_equal, metrics_again, metrics)
-
-
-def _validate(out, cache, *extra, kill_after=None):
-    env = dict(os.environ, PGX_JAX_CACHE=str(cache), JAX_PLATFORMS="cpu")
-    env.pop("PGX_JAX_KILL_AFTER", None)
-    if kill_after:
-        env["PGX_JAX_KILL_AFTER"] = kill_after
-    argv = [sys.executable, "-m", "pgx_jax.cli", "validate", "--budget", "smoke", "--groups", "2", "--truth"]
-    argv += ["finetune", "--no-progress", "--out", str(out), *extra]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
-
-
-def test_validate_killed_in_meta_training_and_in_the_truth_resumes_to_the_same_result(tmp_path, four_goals):
-    cache = tmp_path / "cache"
-    reference = _validate(tmp_path / "ref", cache, "--tasks-file", four_goals)
-    assert reference.returncode == 0, reference.stderr[-2000:]
-    out = tmp_path / "killed"
-    # SIGKILL right after meta-training saved its second chunk: no theta* yet
-    run = _validate(out, cache, "--tasks-file", four_goals, kill_after="meta_train_partial:2")
-    assert run.returncode == -9, run.stderr[-2000:]
-    assert not (out / "theta_star").exists() and (out / "stages" / "meta_train_partial.pkl").exists()
-    # resumed: meta-training continues from there (not from update 0); killed again right after
-    # the estimate is saved, before the truth trains
-    run = _validate(out, cache, "--tasks-file", four_goals, "--resume", kill_after="estimate")
-    assert run.returncode == -9, run.stderr[-2000:]
-    assert "resuming meta-training at update " in run.stderr and "at update 0 " not in run.stderr, run.stderr[-2000:]
-    assert (out / "theta_star" / "meta.json").exists() and not (out / "validation.json").exists()
-    assert not (out / "stages" / "meta_train_partial.pkl").exists()  # obsolete once theta* is saved
-    run = _validate(out, cache, "--tasks-file", four_goals, "--resume")
-    assert run.returncode == 0, run.stderr[-2000:]
-    a = json.loads((tmp_path / "ref" / "validation.json").read_text())
-    b = json.loads((out / "validation.json").read_text())
-    assert b["stages"]["reused"] == ["estimate"] and "truth_finetune_0" in b["stages"]["computed"]
-    for path in (("truth", "true_scores"), ("truth", "by_evaluator", "rollout", "estimated_scores")):
-        x, y = a, b
-        for k in path:
-            x, y = x[k], y[k]
-        np.testing.assert_array_equal(np.array(x, float), np.array(y, float))
-    assert a["truth"]["true_groups"] == b["truth"]["true_groups"] and a["approx_error"] == b["approx_error"]
-    assert a["estimate"]["kl"] == b["estimate"]["kl"]
