@@ -1,8 +1,9 @@
 """`validate` end to end at the smoke budget on 4 reacher goals: in process with every option,
-killed twice and resumed, and in two processes against one; then the bad arguments of `validate`
-and `compare`. One file, in this order, on purpose: pytest-xdist's loadfile runs it on one worker,
-so the in-process run fills the session's compilation cache first and the seven subprocesses
-after it compile only what is new to them (the half-batch programs of the two-process run)."""
+killed twice and resumed, and in two processes against one; `compare` on the same tasks; then
+the bad arguments of `validate` and `compare`. One file, in this order, on purpose:
+pytest-xdist's loadfile runs it on one worker, so the in-process run fills the session's
+compilation cache first and the seven subprocesses and `compare` after it compile only what is
+new to them (the half-batch programs of the two-process run, compare's group trainings)."""
 
 import json
 
@@ -129,6 +130,24 @@ def test_two_processes_validate_as_one(tmp_path, four_goals):
         np.testing.assert_allclose(np.array(x, float), np.array(y, float), rtol=1e-4, atol=1e-4, err_msg=str(path))
     for k in ("estimated_groups", "true_groups"):
         assert a["truths"]["full"]["by_evaluator"]["rollout"][k] == b["truths"]["full"]["by_evaluator"]["rollout"][k]
+
+
+def test_compare_smoke_uses_equal_budgets(tmp_path, four_goals):
+    out = tmp_path / "c"
+    argv = ["compare", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--seeds", "1"]
+    argv += ["--random-draws", "2", "--groupings", "multitask,random,policygradex", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    c = json.loads((out / "comparison.json").read_text())
+    assert list(c["groupings"]) == ["multitask", "per_task", "random", "policygradex"]
+    steps = {s for g in c["groupings"].values() for seed in g["env_steps_per_task"] for draw in seed for s in draw}
+    assert len(steps) == 1 and steps.pop() > 0  # every group of every grouping: the same steps per task
+    per_task = c["groupings"]["per_task"]
+    assert np.allclose(per_task["normalized"], 1.0)  # one seed: per_task is the best single-task policy
+    assert len(c["groupings"]["random"]["groups"][0]) == 2
+    for g in c["groupings"].values():
+        assert np.all(np.isfinite(np.array(g["per_task_return"], dtype=float)))
+    assert set(c["improvement"]) == set(c["improvement_return"]) == {"multitask", "per_task", "random"}
+    assert isinstance(c["ill_conditioned_tasks"], list)
 
 
 @pytest.mark.parametrize(
