@@ -11,7 +11,10 @@ import warnings
 # meta-rl, the resume test's four processes and the two-process test compile many of the same
 # programs. The controller creates it before the workers start and removes it at the end; it is
 # empty at the start of every session, so a suite's time here is a fresh clone's time in CI.
-if "PGX_JAX_TEST_CACHE" not in os.environ:
+# A directory given in PGX_JAX_TEST_CACHE is the caller's: it is used and kept; an empty value
+# turns the cache off (the host-environment cases' processes, tests/test_host.py).
+_OWN_CACHE = "PGX_JAX_TEST_CACHE" not in os.environ
+if _OWN_CACHE:
     os.environ["PGX_JAX_TEST_CACHE"] = tempfile.mkdtemp(prefix="pgx-jax-test-cache-")
 os.environ["PGX_JAX_CACHE"] = os.environ["PGX_JAX_TEST_CACHE"]
 os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["PGX_JAX_TEST_CACHE"]
@@ -31,9 +34,9 @@ os.environ["XLA_FLAGS"] = " ".join(
     ]
 ).strip()
 
-import jax.numpy as jnp
-import pytest
-from brax import envs
+import jax.numpy as jnp  # noqa: E402 - after the environment above, which JAX reads at import
+import pytest  # noqa: E402
+from brax import envs  # noqa: E402
 
 warnings.filterwarnings("ignore", message="Brax System, piplines and environments are not actively")
 
@@ -44,7 +47,7 @@ def _push_reward(state, action, params):
 
 
 def pytest_sessionfinish(session):
-    if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller (or a run without xdist)
+    if _OWN_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:  # the controller, or a run without xdist
         shutil.rmtree(os.environ["PGX_JAX_TEST_CACHE"], ignore_errors=True)
 
 

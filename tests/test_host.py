@@ -14,6 +14,7 @@ import inspect
 import os
 import subprocess
 import sys
+import warnings
 
 import host_cases
 import pytest
@@ -22,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 #: the kind of host environment a case steps, by a word of its name (classic control otherwise)
-KINDS = {"lunarlander": "box2d", "highway": "highway-env", "metaworld": "metaworld", "missing_extra": "metaworld"}
+KINDS = {"lunarlander": "box2d", "highway": "highway-env", "metaworld": "metaworld"}
 
 
 def _cases() -> dict[str, list[str]]:
@@ -49,9 +50,15 @@ def test_every_case_has_one_kind():
 
 @pytest.mark.parametrize("kind", list(CASES))
 def test_host_cases(kind):
+    """The cases of one kind in one process, without the session's compilation cache: a cache
+    write once segfaulted in a process that had stepped host environments."""
     ids = [f"{HERE}/host_cases.py::{case}" for case in CASES[kind]]
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *ids]
-    run = subprocess.run(cmd, cwd=os.path.dirname(HERE), capture_output=True, text=True, timeout=1800)
-    if run.returncode == 0 and " passed" not in run.stdout:  # every case skipped: an extra not installed
-        pytest.skip(run.stdout.strip().splitlines()[-1])
+    env = dict(os.environ, PGX_JAX_TEST_CACHE="")
+    run = subprocess.run(cmd, cwd=os.path.dirname(HERE), env=env, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, f"{kind} failed (exit {run.returncode}):\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
+    skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    if " passed" not in run.stdout:  # every case skipped: an extra not installed
+        pytest.skip(run.stdout.strip().splitlines()[-1])
+    if skipped:  # some cases skipped: said, not hidden behind the kind's pass
+        warnings.warn(f"{kind}: {len(skipped)} of {len(ids)} host cases skipped: " + "; ".join(skipped), stacklevel=1)

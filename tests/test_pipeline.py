@@ -13,12 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, four_goals):
-    """``run`` on the 4 reacher goals of the validate and compare smoke tests: meta-training and
-    the estimate are their programs, so the session's compilation cache usually holds them."""
+def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "reacher"
-    argv = ["run", "--budget", "smoke", "--groups", "2", "--out", str(out), "--no-progress", "--seed", "3"]
-    argv += ["--tasks-file", four_goals]
+    argv = ["run", "--budget", "smoke", "--groups", "3", "--out", str(out), "--no-progress", "--seed", "3"]
     # the one-hot setting with the library's defaults (run's own defaults are the task-agnostic demo)
     argv += ["--family", "reacher-goals", "--conditioning", "task_id", "--meta-policy", "full"]
     argv += ["--evaluator", "rollout"]
@@ -26,21 +23,20 @@ def smoke_run(tmp_path_factory, four_goals):
     return out, argv
 
 
-def test_run_smoke_outputs(smoke_run, four_goals):
+def test_run_smoke_outputs(smoke_run, reacher):
     out, _ = smoke_run
     r = json.loads((out / "result.json").read_text())
-    names = [t["name"] for t in json.loads(open(four_goals).read())]
     for key in ("family", "tasks", "affinity", "groups", "per_task_return", "meta_per_task_return", "subsets"):
         assert key in r, key
     for key in ("multitask_per_task_return", "timings", "config", "versions", "machine"):
         assert key in r, key
-    n = len(names)
-    assert r["family"] == "reacher-goals" and r["tasks"] == names
+    n = reacher.n_tasks
+    assert r["family"] == "reacher-goals" and r["tasks"] == list(reacher.task_names)
     u = np.asarray(r["affinity"], float)
     assert u.shape == (n, n) and np.all(np.isfinite(u)) and np.allclose(u, u.T)
     groups = r["groups"]
-    assert len(groups) == 2 and sorted(sum(groups, [])) == list(range(n))  # a partition
-    assert set(r["per_task_return"]) == set(r["meta_per_task_return"]) == set(names)
+    assert len(groups) == 3 and sorted(sum(groups, [])) == list(range(n))  # a partition
+    assert set(r["per_task_return"]) == set(r["meta_per_task_return"]) == set(reacher.task_names)
     assert np.all(np.isfinite(list(r["meta_per_task_return"].values())))  # theta* beside the group policies
     # the full theta* is the multitask policy with the groups' per-task budget: not trained twice
     assert r["config"]["meta_policy"] == "full" and r["multitask_per_task_return"] == r["meta_per_task_return"]

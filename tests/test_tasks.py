@@ -214,3 +214,16 @@ def test_custom_family_from_any_brax_env(fast_family):
     s0 = s.replace(task_id=jnp.int32(0))
     assert float(step(s0, jnp.array([1.0])).reward) == 1.0
     assert fast_family.obs_size == 2 + 4
+
+
+def test_a_used_family_pickles_and_steps_the_same(fast_family):
+    """reset and step are jitted functions cached on the family (traced once per run); a family
+    that has run them still pickles, and its copy steps to the same state."""
+    import pickle
+
+    state = fast_family.reset(jax.random.PRNGKey(0), 1)
+    nxt = fast_family.step(state, jnp.ones(fast_family.action_size))
+    again = pickle.loads(pickle.dumps(fast_family))
+    other = again.step(again.reset(jax.random.PRNGKey(0), 1), jnp.ones(fast_family.action_size))
+    np.testing.assert_array_equal(np.asarray(other.obs), np.asarray(nxt.obs))
+    assert float(other.reward) == float(nxt.reward) == -1.0  # task 1 is "rest": paid for not pushing

@@ -181,6 +181,10 @@ class TaskFamily:
         inlines the calls, so the compiled programs are the same."""
         return {"reset": jax.jit(self._reset), "step": jax.jit(self._step)}
 
+    def __getstate__(self) -> dict:
+        """Pickled without the jitted functions (they are rebuilt on first use)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_traced"}
+
     def _reset(self, key: PRNGKey, task_id: jax.Array) -> TaskState:
         params = self.task_params(task_id)
         env_state = self.reset_fn(self.task_env(params), key, params)
