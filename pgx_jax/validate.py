@@ -396,11 +396,7 @@ def _nmi_rows(rows, b) -> np.ndarray:
     pa, pb = p.sum(2, keepdims=True), p.sum(1, keepdims=True)
     ratio = np.divide(p, pa * pb, out=np.ones_like(p), where=p > 0)
     mi = np.clip(np.sum(p * np.log(ratio), axis=(1, 2)), 0.0, None)
-
-    def entropy(q):
-        return -np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0), axis=(1, 2))
-
-    h = (entropy(pa) + entropy(pb)) / 2
+    h = -sum(np.sum(q * np.log(np.where(q > 0, q, 1.0)), (1, 2)) for q in (pa, pb)) / 2  # mean entropy
     single = ((one_a.sum(1) > 0).sum(1) == 1) & (one_b.shape[1] == 1)  # nothing split: a perfect match
     return np.where(single, 1.0, np.where(mi > 0, mi / np.where(h > 0, h, 1.0), 0.0))
 
