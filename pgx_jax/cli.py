@@ -165,6 +165,13 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
     family = defaults.get("family", DEFAULT_FAMILY)
     p.add_argument("--family", default=family, help=f"one of {family_names()} (default {family})")
     p.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
+    p.add_argument(
+        "--layout",
+        default=None,
+        help="'random:SEED': a layout of the family drawn with SEED (group sizes, number of groups, physics or "
+        "reward parameters and task order vary; written to the output as tasks.json), or 'default' (the "
+        "family's own layout; the default unless --tasks-file)",
+    )
     p.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
     if seed:
         p.add_argument("--seed", type=int, default=0)
@@ -428,12 +435,13 @@ def _cmd_train(args) -> int:
 
     if args.episodes < 1:  # everything is checked before compiling
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    family = make_family(args.family, tasks_file=args.tasks_file)
+    family = make_family(args.family, _entries(args))
     config = budget_config(args.budget, args.family, family.n_tasks)
     config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
     config.check_for(family.n_tasks, family.episode_length)
     out = _out_path(args)
     _make_out(out)
+    _write_layout(args, out)
     _use_compilation_cache()
     steps_per_update = config.num_envs * config.unroll(family.episode_length)
     total_updates = config.num_updates(family.episode_length)
@@ -515,7 +523,7 @@ def _build_run(args):
     from pgx_jax.families import make_family
     from pgx_jax.pipeline import pipeline_config
 
-    family = make_family(args.family, tasks_file=args.tasks_file)
+    family = make_family(args.family, _entries(args))
     groups = _parse_groups(args.groups, family.n_tasks)
     affinity = AffinityConfig(subsets=args.subsets, subset_size=args.subset_size)
     _network_with(args.conditioning)  # names --conditioning if it is bad, before pipeline_config
@@ -598,12 +606,11 @@ def _stage_store(args, out: str, family):
     import jax
 
     from pgx_jax.checkpoint import source_commit
-    from pgx_jax.families import task_entries
     from pgx_jax.stages import StageStore
 
     ignore = {"out", "resume", "no_progress", "coordinator", "num_processes", "process_id", "distributed_timeout"}
     fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ignore}
-    fingerprint["tasks"] = task_entries(args.family, args.tasks_file)  # every parameter, not the names alone
+    fingerprint["tasks"] = _entries(args)  # every parameter, not the names alone
     for name in ("test_tasks_file", "true_groups"):  # files whose content decides a result
         path = getattr(args, name, None)
         if path is not None and os.path.isfile(path):
@@ -612,6 +619,25 @@ def _stage_store(args, out: str, family):
     fingerprint["code"] = source_commit()  # another commit: nothing reused
     resume = bool(getattr(args, "resume", False))
     return StageStore(out, fingerprint, resume=resume, enabled=jax.process_count() == 1)
+
+
+def _entries(args) -> list[dict]:
+    """The command's validated task entries: ``--tasks-file``, ``--layout`` or the family's own
+    (``ValueError`` naming a bad file, layout, or both given)."""
+    from pgx_jax.families import task_entries
+
+    return task_entries(args.family, args.tasks_file, getattr(args, "layout", None))
+
+
+def _write_layout(args, out: str) -> None:
+    """With ``--layout random:SEED``, the drawn tasks (with their planted groups) as
+    ``out/tasks.json``, a tasks file that ``--tasks-file`` reads back (process 0 writes)."""
+    from pgx_jax.distributed import is_main
+    from pgx_jax.families import parse_layout
+    from pgx_jax.results import write_json
+
+    if parse_layout(getattr(args, "layout", None)) is not None and is_main():
+        write_json(os.path.join(out, "tasks.json"), _entries(args))
 
 
 def _out_path(args) -> str:
@@ -624,12 +650,11 @@ def _precheck(args) -> None:
     bad input fails here in well under a second, naming the value and what is allowed, and
     nothing is written. The catalogue of what is refused: README, "Bad input"."""
     from pgx_jax.affinity import AffinityConfig
-    from pgx_jax.families import task_entries
 
     seed = getattr(args, "seed", None)
     if seed is not None and seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
-    entries = task_entries(args.family, args.tasks_file)  # unknown family, malformed tasks file
+    entries = _entries(args)  # unknown family, malformed tasks file or --layout
     n = len(entries)
     if args.command != "train":  # grouping commands
         if n < 2:
@@ -708,6 +733,7 @@ def _setup(args, command: str, check=None):
     out = _out_path(args)
     theta = _resume(args, family, config, out)
     _make_out(out)
+    _write_layout(args, out)
     _use_compilation_cache()
     return family, config, out, theta
 
@@ -1154,7 +1180,7 @@ def _cmd_compare(args) -> int:
 
 def _cmd_meta_rl(args) -> int:
     from pgx_jax import meta_rl
-    from pgx_jax.families import draw_tasks, load_tasks_file, meta_rl_families, task_entries
+    from pgx_jax.families import draw_tasks, load_tasks_file, meta_rl_families
     from pgx_jax.maml import maml_config
     from pgx_jax.results import markdown_table, write_json
     from pgx_jax.validate import ValidateConfig
@@ -1182,7 +1208,7 @@ def _cmd_meta_rl(args) -> int:
         overrides["second_order"] = True
     mconfig = maml_config(args.budget, **overrides)
     vconfig = ValidateConfig(truth=args.truth, finetune_fraction=args.finetune_fraction)
-    sources = task_entries(args.family, args.tasks_file)
+    sources = _entries(args)
     if args.test_tasks_file is not None:
         tests = load_tasks_file(args.family, args.test_tasks_file)
     else:

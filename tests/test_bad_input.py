@@ -121,6 +121,17 @@ CATALOGUE = [
         "outside the reachable annulus",
     ),
     ("one task only", lambda t: R + ["--tasks-file", _tasks(t, "j.json", PLAIN[:1])], "grouping needs at least 2"),
+    ("layout malformed", lambda t: R + ["--layout", "random:-3"], "--layout 'random:-3': allowed 'default' or"),
+    (
+        "layout and tasks file",
+        lambda t: R + ["--layout", "random:1", "--tasks-file", _tasks(t, "m.json", PLAIN)],
+        "or --layout 'random:1', not both",
+    ),
+    (
+        "layout of a family without a generator",
+        lambda t: ["run", "--family", "metaworld-mt10", "--layout", "random:1"],
+        "family 'metaworld-mt10' has no layout generator; those with one: ['ant-dir'",
+    ),
     ("output is a file", lambda t: R + ["--out", _tasks(t, "k.json", "x")], "is a file; allowed: a directory"),
     ("output not writable", lambda t: R + ["--out", _tasks(t, "l.json", "x") + "/sub"], "is not writable"),
     ("resume without checkpoint", lambda t: R + ["--resume", "--out", str(t)], "nothing to resume at"),

@@ -9,6 +9,7 @@ Layout:
 - :mod:`~pgx_jax.families.weightings`: ``hopper-mo``, ``walker-mo`` (objective weightings);
 - :mod:`~pgx_jax.families.host`: :class:`HostFamily`, any gymnasium-API environment;
 - :mod:`~pgx_jax.families.host_benchmarks`: the paper's benchmarks through it (optional extras);
+- :mod:`~pgx_jax.families.layouts`: layouts drawn at random per family (:func:`random_layout`);
 - :mod:`~pgx_jax.families.registry`: :func:`make_family`, the registry and task-file validation.
 
 A family says what steps it (``family.simulator``); the stages never ask, they call
@@ -18,6 +19,7 @@ A family says what steps it (``family.simulator``); the stages never ask, they c
 from pgx_jax.families.base import FamilySpec, TaskFamily, TaskState, check_family, custom_family, range_validator
 from pgx_jax.families.host import EnvBatch, HostFamily
 from pgx_jax.families.host_benchmarks import HOST_FAMILIES, MissingExtraError, installed
+from pgx_jax.families.layouts import LAYOUTS, group_sizes, layout_families, parse_layout, random_layout
 from pgx_jax.families.registry import (
     DEFAULT_FAMILY,
     FAMILIES,
@@ -38,6 +40,7 @@ __all__ = [
     "FamilySpec",
     "HOST_FAMILIES",
     "HostFamily",
+    "LAYOUTS",
     "MissingExtraError",
     "TaskFamily",
     "TaskState",
@@ -46,10 +49,14 @@ __all__ = [
     "custom_family",
     "family_catalog",
     "family_names",
+    "group_sizes",
     "installed",
+    "layout_families",
     "load_tasks_file",
     "make_family",
     "meta_rl_families",
+    "parse_layout",
+    "random_layout",
     "range_validator",
     "task_entries",
     "validate_tasks",

@@ -21,6 +21,7 @@ from brax import envs as brax_envs
 from pgx_jax.families import locomotion, physics, weightings
 from pgx_jax.families.base import FamilySpec, TaskFamily, planted_summary
 from pgx_jax.families.host_benchmarks import HOST_FAMILIES, catalog_rows, make_host_family
+from pgx_jax.families.layouts import parse_layout, random_layout
 
 #: the Brax families by name (the host-stepped ones are :data:`HOST_FAMILIES`)
 FAMILIES: dict[str, FamilySpec] = {**locomotion.SPECS, **physics.SPECS, **weightings.SPECS}
@@ -107,10 +108,18 @@ def load_tasks_file(family_name: str, path: str | os.PathLike) -> list[dict]:
     return validate_tasks(family_name, tasks, source=str(path))
 
 
-def task_entries(name: str, tasks_file: str | os.PathLike | None = None) -> list[dict]:
-    """The validated task entries of a named family: its default layout or a JSON tasks file."""
+def task_entries(name: str, tasks_file: str | os.PathLike | None = None, layout: str | None = None) -> list[dict]:
+    """The validated task entries of a named family: its default layout, a JSON tasks file, or
+    a drawn layout (``layout="random:SEED"``, :func:`pgx_jax.families.layouts.random_layout`).
+    ``ValueError`` for both a file and a drawn layout, or a malformed ``layout``."""
+    seed = parse_layout(layout)
+    if tasks_file is not None and seed is not None:
+        raise ValueError(f"give either a tasks file ({str(tasks_file)!r}) or --layout {layout!r}, not both")
     if tasks_file is not None:
         return load_tasks_file(name, tasks_file)
+    if seed is not None:
+        _spec(name)  # an unknown family is named as such, not as one without a generator
+        return validate_tasks(name, random_layout(name, seed), source=f"{name} layout {layout}")
     return validate_tasks(name, _spec(name).default_tasks())
 
 
