@@ -37,6 +37,7 @@ from pgx_jax.groups import group_masks, group_updates
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, policygradex
 from pgx_jax.stages import NONE, StageStore
+from pgx_jax.surrogate import linear_terms
 from pgx_jax.types import Family
 from pgx_jax.validate import ValidateConfig, run_truth, truth_key
 
@@ -46,10 +47,13 @@ GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_t
 def gradient_similarity(features) -> np.ndarray:
     """float [N, N]: cosine similarity of the tasks' mean policy gradients at theta*.
 
-    Task i's gradient is the advantage-weighted mean of its projected per-transition gradients of
-    log pi, mean_t A_t P^T grad log pi(a_t|s_t) (A_t = y_t w_t); projection keeps cosines (JL).
+    Task i's gradient is b_i, the linear term of PolicyGradEx's own solve
+    (:func:`pgx_jax.surrogate.linear_terms`): the advantage-weighted mean of its projected
+    per-transition gradients of log pi, A_t P^T grad log pi(a_t|s_t), over the same transitions
+    PolicyGradEx uses for it (the larger separate sample where the features hold one), so the
+    baseline sees the same gradient data as the method; projection keeps cosines (JL).
     """
-    g = np.asarray(jnp.einsum("nm,nmd->nd", features.y * features.w, features.x)) / features.x.shape[1]
+    g = np.asarray(linear_terms(features), np.float64)
     g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
     return g @ g.T
 

@@ -146,17 +146,25 @@ def data_hessians(features: Features) -> jax.Array:
     return jnp.einsum("nm,nmd,nme->nde", features.w, features.x, features.x) / 4
 
 
+def linear_terms(features: Features) -> jax.Array:
+    """float32 [N, D]: each task's b_i, the linear term of the solve: half the sum over its M
+    training transitions of A_t g~_t, or, with ``features.ag`` (the mean of A g~ over a separate,
+    larger sample), M times that mean over 2 (the same scale, less noise). The advantage-weighted
+    policy gradient PolicyGradEx sees of task i; ``compare``'s gradient similarity is their cosine."""
+    x = features.x
+    if features.ag is None:
+        return jnp.einsum("nm,nmd->nd", features.w * features.y, x) / 2
+    return features.ag * x.shape[1] / 2
+
+
 def task_stats(features: Features) -> TaskStats:
     """:class:`TaskStats` of every task from its training transitions (one pass, O(N M D^2)).
 
     With ``features.ag`` (the mean of A g~ over a separate, larger sample) b_i is M times it / 2
     (M training transitions: the scale of G_i), else the sum over the training transitions."""
-    x, y, w = features.x, features.y, features.w
+    x, w = features.x, features.w
     valid = jnp.ones_like(w) if features.valid is None else features.valid
-    if features.ag is None:
-        b = jnp.einsum("nm,nmd->nd", w * y, x) / 2
-    else:
-        b = features.ag * x.shape[1] / 2
+    b = linear_terms(features)
     g = data_hessians(features)
     f = jnp.einsum("nm,nmd,nme->nde", valid, x, x) / jnp.maximum(valid.sum(1), 1.0)[:, None, None]
     gram = projection_gram(features.key, features.param_mask, x.shape[-1], features.param_block)

@@ -218,3 +218,24 @@ def test_held_out_per_sample_gradients_only_where_the_evaluator_reads_them(fast_
     for evaluator, wanted in (("rollout", False), ("gain", False), ("loss", True)):
         cfg = PipelineConfig(ppo=ppo_cfg, features=lean, evaluator=evaluator)
         assert cfg.feature_config().holdout_samples is wanted
+
+
+def test_gradient_similarity_reads_the_solve_s_linear_term():
+    """compare's gradient-similarity baseline is the cosine of the b_i PolicyGradEx's solve uses:
+    from the training transitions without a separate sample, from the larger sample (``ag``) with
+    one, where it no longer equals the training transitions' cosine (the baseline it replaced)."""
+    from pgx_jax.compare import gradient_similarity
+
+    feats = _toy(jax.random.PRNGKey(3))
+
+    def cosine(b):
+        b = np.asarray(b, np.float64)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        return b @ b.T
+
+    np.testing.assert_allclose(gradient_similarity(feats), cosine(surrogate.task_stats(feats).b), atol=1e-6)
+    sample = jax.random.normal(jax.random.PRNGKey(4), (4, 8))  # another, larger sample's mean A g~
+    with_sample = feats.replace(ag=sample)
+    np.testing.assert_allclose(gradient_similarity(with_sample), cosine(surrogate.task_stats(with_sample).b), atol=1e-6)
+    np.testing.assert_allclose(gradient_similarity(with_sample), cosine(sample), atol=1e-6)
+    assert np.abs(gradient_similarity(with_sample) - gradient_similarity(feats)).max() > 0.1
