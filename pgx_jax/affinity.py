@@ -209,6 +209,25 @@ def affinity_matrix(scores: np.ndarray, masks: np.ndarray, cfg: AffinityConfig) 
     return u
 
 
+def combine_affinities(us) -> np.ndarray:
+    """float [N, N]: the mean of K affinities ``us`` [K, N, N] of the same tasks (estimates at
+    several meta-training checkpoints, say), each first divided by the standard deviation of its
+    off-diagonal entries, so every matrix weighs the same whatever its scale. Lookahead task
+    affinities accumulate over training for the same reason: one checkpoint may see a conflict
+    that another has already resolved. ``ValueError`` for no matrix, mismatched shapes or a
+    constant one; ``FloatingPointError`` for a non-finite entry."""
+    us = np.asarray(us, np.float64)
+    if us.ndim != 3 or us.shape[0] < 1 or us.shape[1] != us.shape[2]:
+        raise ValueError(f"expected affinities [K, N, N] with K >= 1, got shape {us.shape}")
+    if not np.all(np.isfinite(us)):
+        raise FloatingPointError("non-finite entry in an affinity to combine")
+    off = ~np.eye(us.shape[1], dtype=bool)
+    sd = us[:, off].std(1)
+    if np.any(sd <= 0):
+        raise ValueError(f"affinities {np.flatnonzero(sd <= 0).tolist()} are constant off the diagonal")
+    return np.mean(us / sd[:, None, None], 0)
+
+
 def _regression(f: np.ndarray, masks: np.ndarray, ridge: float) -> np.ndarray:
     """float [N, N]: row i holds the ridge coefficients of f(S, i) (centred over the subsets
     holding i) on the indicators [j in S] of the other tasks (centred too); the diagonal is 0."""
