@@ -361,3 +361,26 @@ def test_regression_affinity_recovers_each_tasks_own_effect():
     assert np.abs(mean[off] - planted[off]).max() > 0.3  # the mean mixes in the mates' effects
     with pytest.raises(ValueError, match="unknown affinity estimator 'ols'"):
         AffinityConfig(estimator="ols")
+
+
+def test_combined_affinities_weigh_each_checkpoint_alike_and_keep_a_block_two_of_three_see():
+    """Three checkpoints' affinities of 6 tasks: two see blocks {0,1,2} {3,4,5}, one is noise
+    at a thousand times their scale. Unscaled, the mean is the noise's and splits the blocks;
+    scaled to unit off-diagonal spread each counts once and the blocks win."""
+    rng = np.random.default_rng(0)
+    blocks = np.kron(np.eye(2), np.ones((3, 3))) - 0.5
+    noise = rng.normal(size=(6, 6))
+    noise = 1000.0 * (noise + noise.T)
+    us = np.stack([blocks, 2 * blocks + rng.normal(scale=0.1, size=(6, 6)), noise])
+    u = affinity.combine_affinities(us)
+    assert cluster.cluster_tasks(us.mean(0), 2, method="spectral") != [[0, 1, 2], [3, 4, 5]]
+    off = ~np.eye(6, dtype=bool)
+    np.testing.assert_allclose(u, np.mean([m / m[off].std() for m in us], 0))
+    assert cluster.cluster_tasks(u, 2, method="spectral") == [[0, 1, 2], [3, 4, 5]]
+    np.testing.assert_allclose(affinity.combine_affinities(us[:1]), us[0] / us[0][off].std())
+    with pytest.raises(ValueError, match=r"expected affinities \[K, N, N\]"):
+        affinity.combine_affinities(np.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"affinities \[1\] are constant"):
+        affinity.combine_affinities(np.stack([blocks, np.ones((6, 6))]))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        affinity.combine_affinities(np.stack([blocks, np.full((6, 6), np.nan)]))
