@@ -35,11 +35,11 @@ from pgx_jax import ppo, simulators
 from pgx_jax.distributed import across_processes, map_processes
 from pgx_jax.groups import group_masks, group_updates
 from pgx_jax.networks import AgentParams
-from pgx_jax.pipeline import PipelineConfig, policygradex
+from pgx_jax.pipeline import PipelineConfig, estimation_env_steps, policygradex
 from pgx_jax.stages import NONE, StageStore
 from pgx_jax.surrogate import linear_terms
 from pgx_jax.types import Family
-from pgx_jax.validate import ValidateConfig, run_truth, truth_key
+from pgx_jax.validate import ValidateConfig, run_truth, truth_env_steps, truth_key
 
 GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex")
 
@@ -207,10 +207,12 @@ def compare(
     def one_seed(seed):
         t0 = time.perf_counter()
         key = jax.random.PRNGKey(seed)
-        chosen = choose_groupings(family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say)
+        chosen, spent = choose_groupings(
+            family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say
+        )
         distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
         trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
-        return _seed_report(chosen, *trained, family.n_tasks), time.perf_counter() - t0
+        return _seed_report(chosen, *trained, spent, family.n_tasks), time.perf_counter() - t0
 
     done = map_processes(
         store.staged("seed", one_seed), list(seeds)
@@ -234,10 +236,13 @@ def compare(
     return summarise(out)
 
 
-def choose_groupings(family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say) -> dict:
-    """The groups of every grouping for one seed: ``{name: [draw: [group: [task ids]]]}`` (one
-    draw each, ``random_draws`` for ``random``). Runs PolicyGradEx for the seed (and the truth
-    for ``ground_truth``), reusing and filling ``theta_stars`` and ``true_groups``."""
+def choose_groupings(family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say):
+    """The groups of every grouping for one seed and what choosing them consumed.
+
+    Returns ``(chosen, spent)``: ``chosen`` is ``{name: [draw: [group: [task ids]]]}`` (one draw
+    each, ``random_draws`` for ``random``); ``spent`` is ``{name: float [N]}``, the env steps per
+    task the choice itself consumed (:func:`selection_env_steps`). Runs PolicyGradEx for the seed
+    (and the truth for ``ground_truth``), reusing and filling ``theta_stars`` and ``true_groups``."""
     n = family.n_tasks
     key = jax.random.PRNGKey(seed)
     _, k_est, k_truth, _ = jax.random.split(key, 4)  # as pipeline.start splits it
@@ -270,13 +275,40 @@ def choose_groupings(family, config, seed, groupings, random_draws, vconfig, the
     for draws in chosen.values():
         for groups in draws:
             group_masks(groups, n)  # every grouping must be a partition
-    return chosen
+    return chosen, selection_env_steps(config, family, est.subsets, vconfig, list(chosen))
 
 
-def _seed_report(chosen: dict, returns: dict, metrics: dict, steps: dict, n: int) -> dict:
+def selection_env_steps(config: PipelineConfig, family: Family, subsets, vconfig: ValidateConfig, names) -> dict:
+    """``{grouping: float [N]}``: the env steps per task that choosing each grouping's groups
+    consumed, beside the groups' own training (nominal, whole episodes):
+
+    - ``multitask``, ``per_task``, ``random``: nothing;
+    - ``policygradex``: meta-training theta*, the gradient features, the separate gradient sample
+      and the rollout evaluation of every subset (:func:`pgx_jax.pipeline.estimation_env_steps`);
+    - ``gradient_similarity``: meta-training theta* and the sample its gradients are read from;
+    - ``ground_truth``: the truth's training of every sampled subset
+      (:func:`pgx_jax.validate.truth_env_steps`; its evaluation episodes are not counted).
+    """
+    est = estimation_env_steps(config, family, subsets)
+    zero = np.zeros(family.n_tasks)
+    cost = {
+        "multitask": zero,
+        "per_task": zero,
+        "random": zero,
+        "policygradex": est["total"],
+        "gradient_similarity": est["meta_train"] + est["b_sample"],
+    }
+    if "ground_truth" in names:
+        cost["ground_truth"] = truth_env_steps(vconfig.kinds[0], vconfig, config, family, subsets)
+    return {name: cost[name] for name in names}
+
+
+def _seed_report(chosen: dict, returns: dict, metrics: dict, steps: dict, spent: dict, n: int) -> dict:
     """Per grouping of one seed: its groups, per-task return [N] (random: mean over draws), the
     family's metric where the simulator reports one (e.g. Meta-World's success rate), else None,
-    and the env steps per task of each group."""
+    the env steps per task of each group's training, and the env steps per task the choice of
+    the groups consumed (``selection_env_steps_per_task`` [N]) and in all
+    (``total_env_steps_per_task``: the mean over the tasks of training and selection)."""
     out = {}
     reported = all(m is not None for m in metrics.values())
     for name, draws in chosen.items():
@@ -294,6 +326,10 @@ def _seed_report(chosen: dict, returns: dict, metrics: dict, steps: dict, n: int
             "per_task_return": np.mean(per_draw, 0),
             "per_task_metric": np.mean(per_draw_metric, 0) if reported else None,
             "env_steps_per_task": [[steps[tuple(g)] for g in groups] for groups in draws],
+            "selection_env_steps_per_task": spent[name],
+            "total_env_steps_per_task": float(
+                np.mean([np.mean([steps[tuple(g)] for g in groups]) for groups in draws]) + np.mean(spent[name])
+            ),
         }
     return out
 
@@ -309,6 +345,9 @@ def _grouping_report(name: str, per_seed: list[dict], low, high, family) -> dict
         "mean_normalized": {"per_seed": z.mean(1), "mean": float(z.mean()), "std": float(z.mean(1).std())},
         "groups": [s[name]["groups"] for s in per_seed],
         "env_steps_per_task": [s[name]["env_steps_per_task"] for s in per_seed],
+        # absent from seeds saved before the selection was counted (a resumed run)
+        "selection_env_steps_per_task": [s[name].get("selection_env_steps_per_task") for s in per_seed],
+        "total_env_steps_per_task": [s[name].get("total_env_steps_per_task") for s in per_seed],
     }
     if per_seed[0][name]["per_task_metric"] is not None:
         m = np.stack([s[name]["per_task_metric"] for s in per_seed])
@@ -337,6 +376,16 @@ def summarise(report: dict) -> dict:
     return report
 
 
+def _budget_cell(g: dict) -> str:
+    """``training / in all`` env steps per task of one grouping, means over seeds (and draws and
+    groups); ``-`` in all for a report written before the selection was counted."""
+    train = np.mean([np.mean([np.mean(draw) for draw in seed]) for seed in g["env_steps_per_task"]])
+    total = g.get("total_env_steps_per_task") or [None]
+    if any(t is None for t in total):
+        return f"{train:,.0f} / -"
+    return f"{train:,.0f} / {np.mean(total):,.0f}"
+
+
 def comparison_table(report: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a compare report, one row per grouping (for ``pgx-jax compare`` and the
     benchmark tables): normalised and raw mean return (mean +- std over seeds), policygradex's
@@ -353,6 +402,7 @@ def comparison_table(report: dict) -> tuple[list[str], list[list[str]]]:
         "mean return",
         "policygradex vs this (normalised)",
         "policygradex vs this (return)",
+        "env steps per task: training / in all",
     ] + ([metric] if metric else [])
     rows = []
     for name, g in report["groupings"].items():
@@ -362,6 +412,7 @@ def comparison_table(report: dict) -> tuple[list[str], list[list[str]]]:
             f"{g['mean_return']['mean']:.2f} +- {g['mean_return']['std']:.2f}",
             pct("improvement", name),
             pct("improvement_return", name),
+            _budget_cell(g),
         ]
         if metric:
             row.append(f"{g['metric']['mean']:.3f} +- {g['metric']['std']:.3f}" if "metric" in g else "-")

@@ -197,7 +197,9 @@ def meta_rl(
 
     def one_seed(seed):
         t0 = time.perf_counter()
-        chosen = _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say)
+        chosen, spent = _chosen(
+            source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say
+        )
         distinct = sorted({g for draws in chosen.values() for d in draws for g in d}, key=lambda g: (len(g), g))
         say(f"seed {seed}: meta-train {len(distinct)} group(s), adapt them to {m} test tasks")
         k_meta, k_adapt = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7))
@@ -205,6 +207,7 @@ def meta_rl(
         probes, curves, steps, active, metrics, times = out
         rng = np.random.default_rng(seed)  # routing's ties
         scored = score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n, rng)
+        count_selection(scored, chosen, spent, mconfig.adapt_episodes * family.episode_length)
         return scored, dict(times, total_s=time.perf_counter() - t0)
 
     # with at least as many seeds as processes, each process runs whole seeds (written at the end);
@@ -221,17 +224,38 @@ def meta_rl(
     return report
 
 
-def _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say) -> dict:
-    """``{grouping: [draw: [group: tuple of source ids]]}`` of one seed, each a partition."""
+def _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say):
+    """``({grouping: [draw: [group: tuple of source ids]]}, {grouping: float [n]})`` of one seed:
+    each grouping a partition, and the env steps per source task its choice consumed
+    (:func:`pgx_jax.compare.selection_env_steps`)."""
     n = source_family.n_tasks
     wanted = [g for g in groupings if g != "multitask"] or ["policygradex"]
-    chosen = choose_groupings(source_family, config, seed, wanted, random_draws, vconfig, theta_stars, true_groups, say)
+    chosen, spent = choose_groupings(
+        source_family, config, seed, wanted, random_draws, vconfig, theta_stars, true_groups, say
+    )
     chosen["multitask"] = [[list(range(n))]]
+    spent["multitask"] = np.zeros(n)
     chosen = {name: [[tuple(g) for g in draw] for draw in chosen[name]] for name in groupings}
     for draws in chosen.values():
         for groups in draws:
             group_masks(groups, n)  # each grouping is a partition of the source tasks
-    return chosen
+    return chosen, {name: spent[name] for name in groupings}
+
+
+def count_selection(scored: dict, chosen: dict, spent: dict, probe_steps: int) -> None:
+    """Add to each grouping of :func:`score_groupings`'s ``scored`` what its choice consumed:
+    ``selection_env_steps_per_source_task`` (the mean over the source tasks of ``spent``),
+    ``routing_env_steps_per_test_task`` (one probe batch of ``probe_steps`` per group where a
+    grouping has more than one; mean over draws) and ``total_env_steps_per_source_task`` (the
+    meta-training's nominal steps per source task plus the selection's)."""
+    for name, out in scored.items():
+        out["selection_env_steps_per_source_task"] = float(np.mean(spent[name]))
+        out["routing_env_steps_per_test_task"] = float(
+            np.mean([len(groups) * probe_steps if len(groups) > 1 else 0 for groups in chosen[name]])
+        )
+        out["total_env_steps_per_source_task"] = float(np.mean(out["env_steps_per_source_task"])) + float(
+            np.mean(spent[name])
+        )
 
 
 def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids, k_meta, k_adapt):

@@ -435,6 +435,37 @@ def stage_flops(config: PipelineConfig, family, theta_star, feats: Features, mas
     return out
 
 
+def estimation_env_steps(config: PipelineConfig, family: Family, subsets) -> dict[str, np.ndarray]:
+    """The env steps per task that PolicyGradEx's choice of groups consumed, float [N] each
+    (nominal: every episode counted at its full length, as the training budgets are):
+
+    - ``meta_train``: theta*'s training on every task (its updates x envs x unroll, over n);
+    - ``features``: the training and held-out episodes the per-sample gradients come from;
+    - ``gradient_sample``: the separate, larger sample behind b_i (0 where there is none);
+    - ``b_sample``: the episodes b_i is read from (the separate sample, else the training ones):
+      what a gradient-similarity grouping consumes beside theta*;
+    - ``evaluate``: the ``rollout`` evaluator's ``eval_episodes`` per subset holding the task
+      (0 for ``loss`` and ``gain``, which roll nothing out);
+    - ``total``: meta-training, features, gradient sample and evaluation.
+    """
+    n, L = family.n_tasks, family.episode_length
+    meta = config.meta_ppo()
+    ones = np.ones(n)
+    features = config.feature_config()
+    train_eps, hold_eps = features.episode_split(L)
+    big = features.gradient_sample()
+    sample = 0.0 if big is None else big.episodes_per_task(L) * L
+    out = {
+        "meta_train": ones * meta.num_updates(L) * meta.num_envs * meta.unroll(L) / n,
+        "features": ones * (train_eps + hold_eps) * L,
+        "gradient_sample": ones * sample,
+        "b_sample": ones * (sample or train_eps * L),
+        "evaluate": np.asarray(subsets, bool).sum(0) * (config.eval_episodes * L if config.evaluator == "rollout" else 0),
+    }
+    out["total"] = out["meta_train"] + out["features"] + out["gradient_sample"] + out["evaluate"]
+    return out
+
+
 class Estimate(NamedTuple):
     """What :func:`estimate_with_solutions` returns (host-side scores)."""
 

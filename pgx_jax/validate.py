@@ -288,6 +288,29 @@ def truth_key(kind: str, key: PRNGKey) -> PRNGKey:
     return key if kind == "finetune" else jax.random.fold_in(key, 1_000_003)
 
 
+def truth_training(kind: str, vconfig: ValidateConfig, config, family, masks) -> tuple[PPOConfig, Any, np.ndarray]:
+    """How a truth trains the subsets ``masks`` [S, N]: ``(PPO config, active updates int [S] or
+    None for all, env steps per subset int [S])`` (``full``: :func:`full_training`; ``finetune``:
+    :meth:`ValidateConfig.finetune`)."""
+    masks = np.asarray(masks, bool)
+    L = family.episode_length
+    if kind == "finetune":
+        cfg = vconfig.finetune(config.ppo, L)
+        return cfg, None, np.full(masks.shape[0], cfg.num_updates(L) * cfg.num_envs * cfg.unroll(L))
+    if kind == "full":
+        cfg, active = full_training(config.ppo, family, masks.sum(1))
+        return cfg, active, active * cfg.num_envs * cfg.unroll(L)
+    raise ValueError(f"unknown truth {kind!r}; known: ['full', 'finetune']")
+
+
+def truth_env_steps(kind: str, vconfig: ValidateConfig, config, family, masks) -> np.ndarray:
+    """float [N]: the env steps per task a truth's trainings consume, sum over the subsets S
+    holding task i of S's steps over |S| (a subset's training is shared by its tasks)."""
+    masks = np.asarray(masks, bool)
+    steps = truth_training(kind, vconfig, config, family, masks)[2]
+    return (masks * (steps / masks.sum(1))[:, None]).sum(0)
+
+
 def run_truth(
     kind: str,
     vconfig: ValidateConfig,
@@ -302,16 +325,8 @@ def run_truth(
     ``masks`` [S, N]: :func:`true_scores` with that truth's training; ``info`` also holds
     ``env_steps_per_subset`` int [S] and ``env_steps_per_task`` float [S]."""
     masks = np.asarray(masks, bool)
-    L = family.episode_length
-    if kind == "finetune":
-        cfg, init, active = vconfig.finetune(config.ppo, L), theta_star, None
-        steps = np.full(masks.shape[0], cfg.num_updates(L) * cfg.num_envs * cfg.unroll(L))
-    elif kind == "full":
-        init = None
-        cfg, active = full_training(config.ppo, family, masks.sum(1))
-        steps = active * cfg.num_envs * cfg.unroll(L)
-    else:
-        raise ValueError(f"unknown truth {kind!r}; known: ['full', 'finetune']")
+    cfg, active, steps = truth_training(kind, vconfig, config, family, masks)
+    init = theta_star if kind == "finetune" else None
     scores, info = true_scores(
         cfg,
         family,

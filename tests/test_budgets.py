@@ -1,0 +1,109 @@
+"""What every grouping's choice consumed (issue 29, part 4): PolicyGradEx's estimate, the
+gradient-similarity baseline's sample, the truth's trainings and meta-RL's routing probes are
+counted beside the groups' training. Counted from the configs, checked against what the stages
+are documented to run; nothing here trains."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pgx_jax import make_family
+from pgx_jax.affinity import sample_subsets
+from pgx_jax.compare import _budget_cell, _seed_report, selection_env_steps
+from pgx_jax.groups import group_updates
+from pgx_jax.meta_rl import count_selection
+from pgx_jax.pipeline import estimation_env_steps, pipeline_config
+from pgx_jax.validate import ValidateConfig, truth_env_steps
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    family = make_family("pendulum-physics")
+    config = pipeline_config("demo", family, conditioning="none")
+    return family, config, sample_subsets(0, family.n_tasks, config.affinity)
+
+
+def test_the_estimate_counts_meta_training_features_sample_and_evaluation(pendulum):
+    family, config, subsets = pendulum
+    n, L = family.n_tasks, family.episode_length
+    spent = estimation_env_steps(config, family, subsets)
+    meta = config.meta_ppo()  # early-0.05 without the task id: 5% of the budget
+    assert meta.total_env_steps == 50_000
+    np.testing.assert_allclose(spent["meta_train"], meta.num_updates(L) * meta.num_envs * meta.unroll(L) / n)
+    per_update = meta.num_envs * meta.unroll(L)
+    assert 50_000 - per_update < spent["meta_train"][0] * n <= 50_000  # the fraction asked for, in whole updates
+    # 2,048 training and 512 held-out transitions: 11 + 3 whole episodes of 200 steps
+    np.testing.assert_array_equal(spent["features"], 14 * L)
+    # the separate 32,768-transition sample behind b_i: 164 episodes; b_i is read from it
+    np.testing.assert_array_equal(spent["gradient_sample"], 164 * L)
+    np.testing.assert_array_equal(spent["b_sample"], spent["gradient_sample"])
+    np.testing.assert_array_equal(spent["evaluate"], subsets.sum(0) * config.eval_episodes * L)
+    parts = spent["meta_train"] + spent["features"] + spent["gradient_sample"] + spent["evaluate"]
+    np.testing.assert_allclose(spent["total"], parts)
+    # the rollout evaluation is most of it here: more than the groups' own training per task
+    assert spent["total"].mean() > group_updates(config.ppo, family, [5])[0] * config.ppo.num_envs * config.ppo.unroll(L) / 5
+    gain = estimation_env_steps(dataclasses.replace(config, evaluator="gain"), family, subsets)
+    np.testing.assert_array_equal(gain["evaluate"], 0)
+
+
+def test_without_a_separate_sample_b_is_read_from_the_training_episodes(pendulum):
+    family, config, subsets = pendulum
+    smoke = pipeline_config("smoke", family)
+    spent = estimation_env_steps(smoke, family, subsets)
+    np.testing.assert_array_equal(spent["gradient_sample"], 0)
+    np.testing.assert_array_equal(spent["b_sample"], 2 * family.episode_length)  # 256 transitions: 2 episodes
+
+
+def test_the_full_truth_trains_every_subset_with_the_per_task_budget(pendulum):
+    """Each subset of s tasks trains s times one task's budget, so a task's share is that budget
+    once per subset holding it; the fine-tune truth shares its fixed steps among the subset."""
+    family, config, subsets = pendulum
+    per_task = {s: group_updates(config.ppo, family, [s])[0] * config.ppo.num_envs * config.ppo.unroll(200) / s for s in (5,)}
+    full = truth_env_steps("full", ValidateConfig(), config, family, subsets)
+    np.testing.assert_allclose(full, subsets.sum(0) * per_task[5])
+    vconfig = ValidateConfig(truth="finetune", finetune_fraction=0.1)
+    fine = truth_env_steps("finetune", vconfig, config, family, subsets)
+    steps = vconfig.finetune(config.ppo, 200)
+    one = steps.num_updates(200) * steps.num_envs * steps.unroll(200)
+    np.testing.assert_allclose(fine, subsets.sum(0) * one / 5)
+
+
+def test_each_grouping_is_charged_what_its_choice_consumed(pendulum):
+    family, config, subsets = pendulum
+    names = ["multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex"]
+    spent = selection_env_steps(config, family, subsets, ValidateConfig(), names)
+    est = estimation_env_steps(config, family, subsets)
+    for free in ("multitask", "per_task", "random"):
+        np.testing.assert_array_equal(spent[free], 0)
+    np.testing.assert_allclose(spent["policygradex"], est["total"])
+    np.testing.assert_allclose(spent["gradient_similarity"], est["meta_train"] + est["b_sample"])
+    np.testing.assert_allclose(spent["ground_truth"], truth_env_steps("full", ValidateConfig(), config, family, subsets))
+    assert list(spent) == names
+
+
+def test_the_report_adds_training_and_selection_per_task():
+    n = 4
+    chosen = {"multitask": [[[0, 1, 2, 3]]], "random": [[[0, 1], [2, 3]], [[0, 2], [1, 3]]]}
+    groups = [(0, 1, 2, 3), (0, 1), (2, 3), (0, 2), (1, 3)]
+    returns = {g: np.arange(n, dtype=float) for g in groups}
+    steps = {g: 100.0 for g in groups}
+    spent = {"multitask": np.zeros(n), "random": np.array([10.0, 20.0, 30.0, 40.0])}
+    out = _seed_report(chosen, returns, {g: None for g in groups}, steps, spent, n)
+    assert out["multitask"]["total_env_steps_per_task"] == 100.0
+    assert out["random"]["total_env_steps_per_task"] == 125.0
+    grouping = {"env_steps_per_task": [out["random"]["env_steps_per_task"]], "total_env_steps_per_task": [125.0]}
+    assert _budget_cell(grouping) == "100 / 125"
+    assert _budget_cell({"env_steps_per_task": [[[100.0]]]}) == "100 / -"  # a report from before
+
+
+def test_meta_rl_charges_routing_probes_only_where_there_is_a_choice():
+    scored = {"multitask": {"env_steps_per_source_task": [500.0]}, "random": {"env_steps_per_source_task": [500.0] * 4}}
+    chosen = {"multitask": [[(0, 1, 2)]], "random": [[(0,), (1, 2)], [(0, 1), (2,)]]}
+    spent = {"multitask": np.zeros(3), "random": np.zeros(3)}
+    count_selection(scored, chosen, spent, probe_steps=2000)
+    assert scored["multitask"]["routing_env_steps_per_test_task"] == 0
+    assert scored["random"]["routing_env_steps_per_test_task"] == 4000  # two groups probed per test task
+    assert scored["random"]["total_env_steps_per_source_task"] == 500.0
