@@ -38,7 +38,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import hashlib
 import json
@@ -50,7 +49,7 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax.checkpoint import versions
+from pgx_jax.checkpoint import source_commit, versions
 from pgx_jax.evaluate import gain_scores
 from pgx_jax.families import make_family, random_layout
 from pgx_jax.pipeline import estimate_with_solutions, pipeline_config, start
@@ -123,6 +122,7 @@ def truth_stage(args, seed: int, family, planted, k_planted: int) -> dict:
         "vs_planted": {k: grouping_agreement(g, planted, family.n_tasks) for k, g in groups.items()},
         "env_steps_per_task": info["env_steps_per_task"],
         "wall_s": time.perf_counter() - t0,
+        "commit": source_commit(),
     }
     write_json(path, report)
     return _load(path)
@@ -151,6 +151,7 @@ def estimate_stage(args, seed: int, family, meta_policy: str, subsets, k_planted
         "by_evaluator": by,
         "timings": {**timings, **est.timings, "total_s": time.perf_counter() - t0},
         "solve": {k: est.solve_info[k] for k in ("unconverged", "refined")},
+        "commit": source_commit(),
     }
     write_json(path, report)
     return _load(path)
@@ -166,7 +167,8 @@ def run_layout(args, seed: int) -> None:
     k_planted = len(planted)
     t0 = time.perf_counter()
     truth = truth_stage(args, seed, family, planted, k_planted)
-    print(f"layout {seed}: truth vs planted AMI {truth['vs_planted']['auto']['ami']:.2f} ({time.perf_counter() - t0:.0f} s)")
+    ami = truth["vs_planted"]["auto"]["ami"]
+    print(f"layout {seed}: truth vs planted AMI {ami:.2f} ({time.perf_counter() - t0:.0f} s)")
     for mp in args.meta_policies:
         t0 = time.perf_counter()
         estimate_stage(args, seed, family, mp, truth["subsets"], k_planted)
@@ -264,7 +266,13 @@ def report(args) -> None:
     for r in rows:
         chosen = r["rules"].get(frozen["auto"]["rule"], {})
         table.append(
-            [r["split"], r["layout"], r["n"], "+".join(map(str, r["planted_sizes"])), f"{r['truth_vs_planted_ami']:.2f}"]
+            [
+                r["split"],
+                r["layout"],
+                r["n"],
+                "+".join(map(str, r["planted_sizes"])),
+                f"{r['truth_vs_planted_ami']:.2f}",
+            ]
             + [f"{chosen.get('ami', float('nan')):.2f}", f"{chosen.get('nmi', float('nan')):.2f}"]
             + [f"{chosen.get('nmi_chance', float('nan')):.2f}", chosen.get("k", "-")]
         )
@@ -288,9 +296,21 @@ def report(args) -> None:
         "machine": machine(),
         "versions": versions(),
     }
-    header = ["split", "layout", "n", "planted sizes", "truth vs planted AMI", "chosen: AMI vs truth", "NMI", "NMI chance", "k"]
+    header = [
+        "split",
+        "layout",
+        "n",
+        "planted sizes",
+        "truth vs planted AMI",
+        "chosen: AMI vs truth",
+        "NMI",
+        "NMI chance",
+        "k",
+    ]
     intro = _intro(args, frozen, summary)
-    write_table_report(stem, out, f"Generalisation over drawn layouts: {args.family}, {args.conditioning}", intro, header, table)
+    write_table_report(
+        stem, out, f"Generalisation over drawn layouts: {args.family}, {args.conditioning}", intro, header, table
+    )
 
 
 def _intro(args, frozen, summary) -> str:

@@ -207,9 +207,8 @@ def compare(
     def one_seed(seed):
         t0 = time.perf_counter()
         key = jax.random.PRNGKey(seed)
-        chosen, spent = choose_groupings(
-            family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say
-        )
+        shared = (groupings, random_draws, vconfig, theta_stars, true_groups, say)
+        chosen, spent = choose_groupings(family, config, seed, *shared)
         distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
         trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
         return _seed_report(chosen, *trained, spent, family.n_tasks), time.perf_counter() - t0

@@ -186,8 +186,7 @@ def meta_rl(
     family = combined_family(family_name, sources, tests)
     config.check_for(source_family)
     n, m = len(sources), len(tests)
-    fields = list(family.params)
-    nearest = nearest_source(sources, tests, fields)
+    nearest = nearest_source(sources, tests, list(family.params))
     test_ids = jnp.arange(n, n + m, dtype=jnp.int32)
     vconfig = vconfig or ValidateConfig()
     theta_stars, true_groups = {}, {int(k): v for k, v in (true_groups or {}).items()}
@@ -197,21 +196,19 @@ def meta_rl(
 
     def one_seed(seed):
         t0 = time.perf_counter()
-        chosen, spent = _chosen(
-            source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say
-        )
-        distinct = sorted({g for draws in chosen.values() for d in draws for g in d}, key=lambda g: (len(g), g))
+        shared = (groupings, random_draws, vconfig, theta_stars, true_groups, say)
+        chosen, spent, distinct = _chosen(source_family, config, seed, *shared)
         say(f"seed {seed}: meta-train {len(distinct)} group(s), adapt them to {m} test tasks")
         k_meta, k_adapt = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7))
-        out = train_and_adapt(mconfig, family, distinct, n, test_ids, k_meta, k_adapt)
-        probes, curves, steps, active, metrics, times = out
-        rng = np.random.default_rng(seed)  # routing's ties
-        scored = score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n, rng)
+        probes, curves, steps, active, metrics, times = train_and_adapt(
+            mconfig, family, distinct, n, test_ids, k_meta, k_adapt
+        )
+        ties = np.random.default_rng(seed)  # routing's ties
+        scored = score_groupings(chosen, distinct, probes, curves, steps, active, metrics, nearest, n, ties)
         count_selection(scored, chosen, spent, mconfig.adapt_episodes * family.episode_length)
         return scored, dict(times, total_s=time.perf_counter() - t0)
 
-    # with at least as many seeds as processes, each process runs whole seeds (written at the end);
-    # else the seeds run in turn, each spread over the processes, written as each finishes
+    # >= P seeds: each process runs whole seeds (written at the end); else each over all, written as done
     batches = [list(seeds)] if len(seeds) >= distributed.process_count() > 1 else [[s] for s in seeds]
     for batch in batches:
         staged = distributed.map_processes(store.staged("seed", one_seed), batch)
@@ -225,9 +222,9 @@ def meta_rl(
 
 
 def _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say):
-    """``({grouping: [draw: [group: tuple of source ids]]}, {grouping: float [n]})`` of one seed:
-    each grouping a partition, and the env steps per source task its choice consumed
-    (:func:`pgx_jax.compare.selection_env_steps`)."""
+    """``({grouping: [draw: [group: tuple of source ids]]}, {grouping: float [n]}, groups)`` of one
+    seed: each grouping a partition, the env steps per source task its choice consumed
+    (:func:`pgx_jax.compare.selection_env_steps`) and the distinct groups, by size."""
     n = source_family.n_tasks
     wanted = [g for g in groupings if g != "multitask"] or ["policygradex"]
     chosen, spent = choose_groupings(
@@ -239,7 +236,8 @@ def _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta
     for draws in chosen.values():
         for groups in draws:
             group_masks(groups, n)  # each grouping is a partition of the source tasks
-    return chosen, {name: spent[name] for name in groupings}
+    distinct = sorted({g for draws in chosen.values() for d in draws for g in d}, key=lambda g: (len(g), g))
+    return chosen, {name: spent[name] for name in groupings}, distinct
 
 
 def count_selection(scored: dict, chosen: dict, spent: dict, probe_steps: int) -> None:

@@ -460,7 +460,8 @@ def estimation_env_steps(config: PipelineConfig, family: Family, subsets) -> dic
         "features": ones * (train_eps + hold_eps) * L,
         "gradient_sample": ones * sample,
         "b_sample": ones * (sample or train_eps * L),
-        "evaluate": np.asarray(subsets, bool).sum(0) * (config.eval_episodes * L if config.evaluator == "rollout" else 0),
+        "evaluate": np.asarray(subsets, bool).sum(0)
+        * (config.eval_episodes * L if config.evaluator == "rollout" else 0),
     }
     out["total"] = out["meta_train"] + out["features"] + out["gradient_sample"] + out["evaluate"]
     return out

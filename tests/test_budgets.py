@@ -44,7 +44,10 @@ def test_the_estimate_counts_meta_training_features_sample_and_evaluation(pendul
     parts = spent["meta_train"] + spent["features"] + spent["gradient_sample"] + spent["evaluate"]
     np.testing.assert_allclose(spent["total"], parts)
     # the rollout evaluation is most of it here: more than the groups' own training per task
-    assert spent["total"].mean() > group_updates(config.ppo, family, [5])[0] * config.ppo.num_envs * config.ppo.unroll(L) / 5
+    assert (
+        spent["total"].mean()
+        > group_updates(config.ppo, family, [5])[0] * config.ppo.num_envs * config.ppo.unroll(L) / 5
+    )
     gain = estimation_env_steps(dataclasses.replace(config, evaluator="gain"), family, subsets)
     np.testing.assert_array_equal(gain["evaluate"], 0)
 
@@ -61,7 +64,9 @@ def test_the_full_truth_trains_every_subset_with_the_per_task_budget(pendulum):
     """Each subset of s tasks trains s times one task's budget, so a task's share is that budget
     once per subset holding it; the fine-tune truth shares its fixed steps among the subset."""
     family, config, subsets = pendulum
-    per_task = {s: group_updates(config.ppo, family, [s])[0] * config.ppo.num_envs * config.ppo.unroll(200) / s for s in (5,)}
+    per_task = {
+        s: group_updates(config.ppo, family, [s])[0] * config.ppo.num_envs * config.ppo.unroll(200) / s for s in (5,)
+    }
     full = truth_env_steps("full", ValidateConfig(), config, family, subsets)
     np.testing.assert_allclose(full, subsets.sum(0) * per_task[5])
     vconfig = ValidateConfig(truth="finetune", finetune_fraction=0.1)
@@ -80,7 +85,9 @@ def test_each_grouping_is_charged_what_its_choice_consumed(pendulum):
         np.testing.assert_array_equal(spent[free], 0)
     np.testing.assert_allclose(spent["policygradex"], est["total"])
     np.testing.assert_allclose(spent["gradient_similarity"], est["meta_train"] + est["b_sample"])
-    np.testing.assert_allclose(spent["ground_truth"], truth_env_steps("full", ValidateConfig(), config, family, subsets))
+    np.testing.assert_allclose(
+        spent["ground_truth"], truth_env_steps("full", ValidateConfig(), config, family, subsets)
+    )
     assert list(spent) == names
 
 

@@ -96,7 +96,9 @@ def test_planted_groups_are_what_the_generator_says(family):
             assert spans[0][1] < spans[1][0], (family, seed, spans)
             continue
         within = max(gap(value(a), value(b)) for g in groups for a in g for b in g)
-        across = min(gap(value(a), value(b)) for i, g in enumerate(groups) for h in groups[i + 1 :] for a in g for b in h)
+        across = min(
+            gap(value(a), value(b)) for i, g in enumerate(groups) for h in groups[i + 1 :] for a in g for b in h
+        )
         assert within < across, (family, seed, within, across)
 
 

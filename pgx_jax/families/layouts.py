@@ -145,7 +145,9 @@ def _two_bands(field: str, bands: tuple[tuple[float, float], tuple[float, float]
 
     def draw(rng, sizes):
         return [
-            {field: round(float(rng.uniform(*bands[g])), 3), "group": g} for g, size in enumerate(sizes) for _ in range(size)
+            {field: round(float(rng.uniform(*bands[g])), 3), "group": g}
+            for g, size in enumerate(sizes)
+            for _ in range(size)
         ]
 
     return draw
@@ -155,7 +157,9 @@ LAYOUTS: dict[str, LayoutSpec] = {
     "pendulum-physics": LayoutSpec(
         (8, 12),
         (2,),
-        _motor_poles({"gravity": (*GRAVITY_RANGE, False), "pole_mass": (0.5, 2.0, False), "pole_length": (0.5, 1.5, False)}),
+        _motor_poles(
+            {"gravity": (*GRAVITY_RANGE, False), "pole_mass": (0.5, 2.0, False), "pole_length": (0.5, 1.5, False)}
+        ),
         "motor polarity (forward / reversed)",
     ),
     "cartpole-physics": LayoutSpec(
@@ -173,7 +177,9 @@ LAYOUTS: dict[str, LayoutSpec] = {
     "lunarlander-gravity": LayoutSpec(
         (8, 12), (2,), _two_bands("gravity", ((-5.5, -1.5), (-11.5, -7.5))), "weak / strong gravity"
     ),
-    "highway-density": LayoutSpec((8, 12), (2,), _two_bands("density", ((0.5, 1.5), (2.0, 3.0))), "light / dense traffic"),
+    "highway-density": LayoutSpec(
+        (8, 12), (2,), _two_bands("density", ((0.5, 1.5), (2.0, 3.0))), "light / dense traffic"
+    ),
 }
 
 
