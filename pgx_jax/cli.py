@@ -104,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         c,
         "the truth behind ground_truth's groups, as for validate: 'full' (default) or 'finetune' ('both' uses 'full')",
     )
+    c.add_argument(
+        "--equal-total",
+        action="store_true",
+        help="also train PolicyGradEx's groups for the per-task budget less what its estimate consumed "
+        "(meta-training, features, gradient sample, rollout evaluation): policygradex_equal_total, at the same "
+        "total env steps per task as multitask, per-task and random training",
+    )
 
     _meta_rl_parser(sub)
     sub.add_parser("families", help="list the task families")
@@ -1137,7 +1144,8 @@ def _num(x) -> str:
 
 def _cmd_compare(args) -> int:
 
-    from pgx_jax.compare import GROUPINGS, compare, comparison_table, ill_conditioned_note
+    from pgx_jax.compare import GROUPINGS, compare, comparison_table, equal_total_config, ill_conditioned_note
+    from pgx_jax.families import make_family
     from pgx_jax.results import markdown_table, write_json
     from pgx_jax.validate import ValidateConfig
 
@@ -1150,7 +1158,12 @@ def _cmd_compare(args) -> int:
     unknown = sorted(set(groupings) - set(GROUPINGS))
     if unknown:
         raise ValueError(f"--groupings: unknown {unknown}; known: {list(GROUPINGS)}")
-    family, config, out, _ = _setup(args, "compare")
+
+    def check(config):  # equal totals that leave the groups no training are refused before any work
+        if args.equal_total:
+            equal_total_config(config, make_family(args.family, _entries(args)))
+
+    family, config, out, _ = _setup(args, "compare", check=check)
 
     def progress(msg):
         if not args.no_progress:
@@ -1166,6 +1179,7 @@ def _cmd_compare(args) -> int:
         vconfig=vconfig,
         progress=progress,
         store=_stage_store(args, out, family),
+        equal_total=args.equal_total,
     )
     report["versions"] = _versions()
     report["distributed"] = _distributed_summary()
@@ -1174,6 +1188,10 @@ def _cmd_compare(args) -> int:
     print(markdown_table(header, rows), end="")
     if note := ill_conditioned_note(report):
         print(f"note: {note}")
+    if "improvement_equal_total" in report:
+        imp = report["improvement_equal_total"]
+        text = ", ".join(f"{name} {100 * v['relative']:+.1f}%" for name, v in imp.items() if v["relative"] is not None)
+        print(f"policygradex_equal_total (the same total env steps per task) vs: {text}")
     print(f"wrote {out}/comparison.json")
     return 0
 

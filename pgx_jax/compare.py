@@ -22,6 +22,7 @@ with different reward scales can be averaged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -33,7 +34,7 @@ from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
 from pgx_jax import ppo, simulators
 from pgx_jax.distributed import across_processes, map_processes
-from pgx_jax.groups import group_masks, group_updates
+from pgx_jax.groups import env_steps_per_task, group_masks, group_updates
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, estimation_env_steps, policygradex
 from pgx_jax.stages import NONE, StageStore
@@ -165,6 +166,7 @@ def compare(
     true_groups: dict[int, list[list[int]]] | None = None,
     progress: Callable[[str], None] | None = None,
     store: StageStore = NONE,
+    equal_total: bool = False,
 ) -> dict:
     """Train every grouping with the same per-task env-step budget and compare per-task returns.
 
@@ -181,6 +183,9 @@ def compare(
             (e.g. from :func:`pgx_jax.validate.validate`) instead of computing them.
         progress: called with a message as each step starts.
         store: each seed is a stage (``seed_<seed>``) of this :class:`pgx_jax.stages.StageStore`.
+        equal_total: also ``policygradex_equal_total``: PolicyGradEx's groups trained for the
+            budget less what the estimate consumed (:func:`equal_total_config`; ``ValueError``
+            before any work where that leaves nothing): the total of a grouping that costs nothing.
 
     Returns:
         JSON-able dict: per grouping, ``per_task_return`` [seeds, N] (random: the mean over its
@@ -199,20 +204,15 @@ def compare(
     if not seeds:
         raise ValueError("give at least one seed")
     config.check_for(family)
+    if equal_total:
+        equal_total_config(config, family)  # refused here, before any work, where it cannot be
     groupings = [g for g in GROUPINGS if g in set(groupings) | {"per_task"}]
     vconfig = vconfig or ValidateConfig()
     theta_stars, true_groups = dict(theta_stars or {}), dict(true_groups or {})
     say = progress or (lambda msg: None)
 
-    def one_seed(seed):
-        t0 = time.perf_counter()
-        key = jax.random.PRNGKey(seed)
-        shared = (groupings, random_draws, vconfig, theta_stars, true_groups, say)
-        chosen, spent = choose_groupings(family, config, seed, *shared)
-        distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
-        trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
-        return _seed_report(chosen, *trained, spent, family.n_tasks), time.perf_counter() - t0
-
+    shared = (groupings, random_draws, vconfig, theta_stars, true_groups, say)
+    one_seed = functools.partial(_one_seed, family, config, shared, equal_total)
     done = map_processes(
         store.staged("seed", one_seed), list(seeds)
     )  # the seeds over the processes, where there are enough
@@ -221,7 +221,8 @@ def compare(
     ids = jnp.arange(family.n_tasks)
     low = np.asarray(simulators.random_policy_returns(family, ids, jax.random.PRNGKey(0), config.eval_episodes))
     high = np.max([s["per_task"]["per_task_return"] for s in per_seed], 0)
-    out = {"groupings": {name: _grouping_report(name, per_seed, low, high, family) for name in groupings}}
+    names = groupings + [EQUAL_TOTAL] * equal_total
+    out = {"groupings": {name: _grouping_report(name, per_seed, low, high, family) for name in names}}
     out.update(
         family=family.name,
         tasks=list(family.task_names),
@@ -233,6 +234,54 @@ def compare(
         timings=timings,
     )
     return summarise(out)
+
+
+def _one_seed(family, config, shared, equal_total: bool, seed: int):
+    """One seed of :func:`compare`: ``(its report, wall-clock seconds)``. ``shared``: the
+    groupings, random draws, truth config, theta* and true-group caches and progress."""
+    t0 = time.perf_counter()
+    key = jax.random.PRNGKey(seed)
+    chosen, spent = choose_groupings(family, config, seed, *shared)
+    distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
+    trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), shared[-1])
+    out = _seed_report(chosen, *trained, spent, family.n_tasks)
+    if equal_total:  # the same groups and keys, shortened by what this seed's estimate consumed
+        short = equal_total_config(config, family, float(np.mean(spent["policygradex"])))
+        chosen = {EQUAL_TOTAL: chosen["policygradex"]}
+        groups = [tuple(g) for g in chosen[EQUAL_TOTAL][0]]
+        trained = _train_and_evaluate(short, family, groups, jax.random.fold_in(key, 5), shared[-1])
+        out.update(_seed_report(chosen, *trained, {EQUAL_TOTAL: spent["policygradex"]}, family.n_tasks))
+    return out, time.perf_counter() - t0
+
+
+EQUAL_TOTAL = "policygradex_equal_total"
+
+
+def equal_total_config(config: PipelineConfig, family: Family, spent: float | None = None) -> PipelineConfig:
+    """``config`` with the group training shortened so that PolicyGradEx's groups get the same
+    total env steps per task as a grouping that consumed nothing to choose them: B' = B - E per
+    task, B the groups' budget (:func:`pgx_jax.groups.env_steps_per_task`), E = ``spent``, the
+    mean over the tasks of what the estimate consumed (:func:`pgx_jax.pipeline.estimation_env_steps`
+    of the drawn subsets), rounded down to whole updates. Without ``spent``, E's lower bound
+    before any subset is drawn (m = the configured count of s-task subsets; sampling may add
+    subsets for coverage), for a check before any work. ``ValueError`` naming B and E where B'
+    is less than one update per task."""
+    n, L = family.n_tasks, family.episode_length
+    if spent is None:
+        m, size = config.affinity.count_for(n), config.affinity.size_for(n)
+        rows = np.zeros((m, n), bool)
+        rows[:, :size] = True  # any m subsets of s tasks: the mean over the tasks is the same
+        spent = float(estimation_env_steps(config, family, rows)["total"].mean())
+    per_update = config.ppo.num_envs * config.ppo.unroll(L)
+    budget = env_steps_per_task(config.ppo, family)
+    updates = int((budget - spent) // per_update)
+    if updates < 1:
+        raise ValueError(
+            f"equal totals: the estimate consumes {spent:,.0f} env steps per task, the groups' whole budget is "
+            f"{budget:,} (one update: {per_update:,}); allowed: an estimate below the budget (evaluator 'gain' "
+            "or 'loss' rolls nothing out; fewer --subsets or --eval-episodes; a larger --budget)"
+        )
+    return dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_env_steps=updates * n * per_update))
 
 
 def choose_groupings(family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say):
@@ -372,6 +421,9 @@ def summarise(report: dict) -> dict:
     best = np.max([np.nanmean(np.asarray(g["per_task_return"], float), 0) for g in groupings.values()], 0)
     bad = ill_conditioned_tasks(report["random_policy_return"], report["best_single_task_return"], best)
     report["ill_conditioned_tasks"] = [report["tasks"][i] for i in bad]
+    if EQUAL_TOTAL in groupings:  # the shortened groups against every grouping that costs nothing to choose
+        values = {name: g["mean_return"]["mean"] for name, g in groupings.items() if name != "policygradex"}
+        report["improvement_equal_total"] = _improvement(values, ours=EQUAL_TOTAL)
     return report
 
 

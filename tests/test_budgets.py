@@ -114,3 +114,31 @@ def test_meta_rl_charges_routing_probes_only_where_there_is_a_choice():
     assert scored["multitask"]["routing_env_steps_per_test_task"] == 0
     assert scored["random"]["routing_env_steps_per_test_task"] == 4000  # two groups probed per test task
     assert scored["random"]["total_env_steps_per_source_task"] == 500.0
+
+
+def test_equal_totals_shorten_the_groups_by_what_the_estimate_consumed(pendulum):
+    """B' = B - E in whole updates: the shortened groups' training plus the estimate is at most
+    the budget and within one update of it; where the estimate takes it all, refused."""
+    from pgx_jax.compare import equal_total_config
+    from pgx_jax.groups import env_steps_per_task
+
+    family, config, subsets = pendulum
+    gain = dataclasses.replace(config, evaluator="gain")
+    spent = float(estimation_env_steps(gain, family, subsets)["total"].mean())
+    short = equal_total_config(gain, family, spent)
+    budget, left = env_steps_per_task(config.ppo, family), env_steps_per_task(short.ppo, family)
+    per_update = config.ppo.num_envs * config.ppo.unroll(family.episode_length)
+    assert budget - per_update < left + spent <= budget
+    assert dataclasses.replace(short, ppo=config.ppo) == gain  # only the training budget changed
+    with pytest.raises(ValueError, match=r"the estimate consumes 1[0-9]{2},[0-9]{3} env steps per task, the groups'"):
+        equal_total_config(config, family)  # the rollout evaluator's episodes alone exceed the budget
+
+
+def test_compare_refuses_equal_totals_that_leave_no_training(tmp_path, capsys):
+    from pgx_jax.cli import main
+
+    out = tmp_path / "out"
+    argv = ["compare", "--family", "pendulum-physics", "--conditioning", "none", "--equal-total", "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 2
+    assert "equal totals: the estimate consumes" in capsys.readouterr().err
+    assert not out.exists()
