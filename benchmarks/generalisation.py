@@ -2,46 +2,46 @@
 drawn at random (:func:`pgx_jax.families.random_layout`).
 
 Layouts with generator seed < 1000 are development layouts, >= 1000 test layouts. Per layout
-(and pipeline seed = the layout seed), for every candidate setting of the estimator:
+(pipeline seed = the layout seed):
 
-- ``truth``: the full-training truth of every sampled subset (``validate --truth full``: each
-  subset trained from scratch with the per-task budget ``compare`` gives a group of its size),
-  computed once per layout and cached (it does not depend on theta*), clustered with k chosen by
-  the method (``auto``) and at the planted k; its agreement with the planted split;
-- ``est_<meta-policy>``: theta* meta-trained with that meta-policy (``early-F`` or ``full``), the
-  estimate on the same subsets, scored by the ``rollout`` and the ``gain`` evaluator from the
-  same solutions, each evaluator's affinity and groups at k = auto and at the planted k. Cached
-  per layout and meta-policy, so a candidate added later costs only itself.
+- ``truth.json``: the full-training truth of every sampled subset (as ``validate --truth full``
+  for this seed: the same subsets, training keys and evaluation start states), computed once
+  (it does not depend on theta*). The reference grouping is the truth's own groups at the planted
+  number of groups, as ``validate`` reports them (the truth is the reference, not the method
+  under test; at k = auto the silhouette splits a clean two-block truth into pairs);
+- ``est_<meta-policy>.json``: theta* meta-trained with that meta-policy (``early-F`` or ``full``),
+  the estimate on the same subsets, scored by every rollout-free evaluator and ``rollout`` from
+  the same solutions, each evaluator's affinity and groups (k by each k rule, and the planted k).
 
-Rules that use no truth and no planted label, built from the cached estimates:
+A candidate is an evaluator, a theta* rule and a k rule, none of which reads a truth or a
+planted label. theta* rules: one fixed meta-policy; ``checkpoints`` (the mean of the early
+checkpoints' scale-normalised affinities, :func:`pgx_jax.affinity.combine_affinities`; the
+checkpoints are prefixes of one meta-training, so it costs the longest one); ``separation``
+(the early checkpoint whose affinity separates best: the largest silhouette of its grouping).
+k rules: ``silhouette`` and ``eigengap`` (:func:`pgx_jax.cluster.cluster_tasks`).
 
-- ``<evaluator>@<meta-policy>``: one fixed theta*;
-- ``<evaluator>@checkpoints``: the mean of the scale-normalised affinities of every early
-  checkpoint (:func:`pgx_jax.affinity.combine_affinities`), clustered;
-- ``<evaluator>@silhouette``: the checkpoint whose own affinity separates best (the largest
-  silhouette of its k = auto grouping; a statistic of the estimate alone).
-
-``--report`` chooses the rule by the development layouts alone (the largest mean AMI against
-the full truth's groups, k = auto; ties by the 10th percentile) and writes that choice to
-``choice.json`` before it reads any test layout; the test table then reports the chosen rule
-(mean, 10th percentile or worst layout where fewer than 10, chance level) and, as evidence for
-issue 29's part 3, every rule beside it. Results: ``benchmarks/results/generalisation/<family>_<
-conditioning>_<budget>/layout<seed>/`` (one JSON per stage, written as it finishes) and
-``benchmarks/results/generalisation_<family>_<conditioning>_<budget>.{json,md}``.
+``--choose`` freezes, from the declared development layouts alone (refused unless each has the
+truth and every meta-policy's estimate), the candidate with the largest mean AMI against the
+truth (ties: the larger worst layout / 10th percentile), with the commit, the candidates and a
+digest of the development layouts' stage files. ``--report`` refuses without a frozen choice or when the
+development layouts' stage files no longer match its digest, and reports the chosen candidate on the test
+layouts (mean, 10th percentile or the worst layout where fewer than 10, chance level), every
+candidate beside it, a table at the planted k, and each rule's env steps per task.
 
 Usage:
   python benchmarks/generalisation.py --family pendulum-physics --layouts 0 1 2 3        # development
-  python benchmarks/generalisation.py --family pendulum-physics --layouts 1000 1001 ...  # test
+  python benchmarks/generalisation.py --family pendulum-physics --choose --dev-layouts 0 1 2 3
+  python benchmarks/generalisation.py --family pendulum-physics --layouts 1000 ... 1011  # test
   python benchmarks/generalisation.py --family pendulum-physics --report
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import os
+import re
 import time
 
 import jax
@@ -50,25 +50,28 @@ import numpy as np
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
 from pgx_jax.checkpoint import source_commit, versions
-from pgx_jax.evaluate import gain_scores
+from pgx_jax.evaluate import alignment_scores, gain_scores
 from pgx_jax.families import make_family, random_layout
-from pgx_jax.pipeline import estimate_with_solutions, pipeline_config, start
-from pgx_jax.results import machine, write_json, write_table_report
+from pgx_jax.pipeline import estimate_with_solutions, estimation_env_steps, pipeline_config, start
+from pgx_jax.results import machine, markdown_table, write_json, write_table_report
 from pgx_jax.validate import ValidateConfig, grouping_agreement, run_truth, truth_key
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TEST_FROM = 1000  # generator seeds >= this are test layouts
 META_POLICIES = ("early-0.02", "early-0.05", "early-0.1", "early-0.2", "full")
 EARLY = tuple(p for p in META_POLICIES if p.startswith("early"))
-EVALUATORS = ("rollout", "gain")
-
-
-def _out(args, seed: int) -> str:
-    return os.path.join(_root(args), f"layout{seed}")
+EVALUATORS = ("rollout", "gain", "alignment")
+THETA_RULES = (*META_POLICIES, "checkpoints", "separation")
+K_RULES = cluster_mod.K_RULES
+FORMAT = 2  # of the stage files: an estimate of another format is computed again
 
 
 def _root(args) -> str:
     return os.path.join(HERE, "generalisation", f"{args.family}_{args.conditioning}_{args.budget}")
+
+
+def _out(args, seed: int) -> str:
+    return os.path.join(_root(args), f"layout{seed}")
 
 
 def _config(args, family, meta_policy: str):
@@ -77,11 +80,14 @@ def _config(args, family, meta_policy: str):
     )
 
 
-def _groups(u, k_planted: int) -> dict:
-    return {
-        "auto": cluster_mod.cluster_tasks(u, "auto"),
-        "planted_k": cluster_mod.cluster_tasks(u, k_planted),
-    }
+def _fingerprint(args, entries, meta_policy: str | None) -> str:
+    """What decides a stage's numbers: the tasks, budget, conditioning and the config."""
+    family = make_family(args.family, entries)
+    config = _config(args, family, meta_policy or "full").to_dict()
+    if meta_policy is None:  # the truth does not read theta*'s settings
+        config.pop("meta_policy")
+    blob = json.dumps({"tasks": entries, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _load(path: str):
@@ -91,67 +97,85 @@ def _load(path: str):
     return None
 
 
-def truth_stage(args, seed: int, family, planted, k_planted: int) -> dict:
+def _fresh(path: str, fingerprint: str, legacy_ok: bool = False):
+    """The stage file at ``path`` if it was made for ``fingerprint`` (a truth written before
+    fingerprints, by this script's first version, is taken where ``legacy_ok``: its tasks file is
+    checked against the generator by the caller), else None."""
+    done = _load(path)
+    if done is None:
+        return None
+    if done.get("fingerprint") == fingerprint or (legacy_ok and "fingerprint" not in done):
+        return done
+    return None
+
+
+def _groups(u, k_planted: int) -> dict:
+    out = {rule: cluster_mod.cluster_tasks(u, "auto", k_rule=rule) for rule in K_RULES}
+    out["planted_k"] = cluster_mod.cluster_tasks(u, k_planted)
+    return out
+
+
+def truth_stage(args, seed: int, family, entries, k_planted: int) -> dict:
     path = os.path.join(_out(args, seed), "truth.json")
-    if (done := _load(path)) is not None:
+    fingerprint = _fingerprint(args, entries, None)
+    if (done := _fresh(path, fingerprint, legacy_ok=True)) is not None:
         return done
     config = _config(args, family, "full")
     key = jax.random.PRNGKey(seed)
-    # the subsets and keys validate uses for this key (theta* is not needed: the full truth trains from scratch)
+    # the subsets and keys validate draws for this seed (theta* is not needed: the truth trains from scratch)
     subsets, _, _, _, (k_est, k_truth) = start(family, config, key, theta_star=(), subsets=None, say=print)
     t0 = time.perf_counter()
+    eval_key = jax.random.split(k_est)[1]  # the estimate's evaluation key: the same start states
     true, info = run_truth(
-        "full",
-        ValidateConfig(),
-        config,
-        family,
-        None,
-        subsets,
-        truth_key("full", k_truth),
-        jax.random.split(k_est)[1],  # the estimate's evaluation key: the same start states
+        "full", ValidateConfig(), config, family, None, subsets, truth_key("full", k_truth), eval_key
     )
-    u = affinity_mod.affinity_matrix(true, subsets, config.affinity)
-    groups = _groups(u, k_planted)
     report = {
         "layout_seed": seed,
         "subsets": subsets.astype(int),
         "true_scores": true,
         "true_scores_se": info["return_se"],
-        "affinity": u,
-        "groups": groups,
-        "vs_planted": {k: grouping_agreement(g, planted, family.n_tasks) for k, g in groups.items()},
+        "affinity": affinity_mod.affinity_matrix(true, subsets, config.affinity),
         "env_steps_per_task": info["env_steps_per_task"],
         "wall_s": time.perf_counter() - t0,
         "commit": source_commit(),
+        "fingerprint": fingerprint,
     }
     write_json(path, report)
     return _load(path)
 
 
-def estimate_stage(args, seed: int, family, meta_policy: str, subsets, k_planted: int) -> dict:
+def estimate_stage(args, seed: int, family, entries, meta_policy: str, subsets, k_planted: int) -> dict:
     path = os.path.join(_out(args, seed), f"est_{meta_policy}.json")
-    if (done := _load(path)) is not None:
+    fingerprint = _fingerprint(args, entries, meta_policy)
+    if (done := _fresh(path, fingerprint)) is not None and done.get("format") == FORMAT:
         return done
     config = _config(args, family, meta_policy)
-    key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
     given = np.asarray(subsets, bool)
-    subsets, theta, _, timings, (k_est, _) = start(family, config, key, None, None, print)
+    subsets, theta, _, timings, (k_est, _) = start(family, config, jax.random.PRNGKey(seed), None, None, print)
     if not np.array_equal(subsets, given):
         raise RuntimeError("the estimate's subsets differ from the truth's for the same key")
     est = estimate_with_solutions(config, family, theta, subsets, k_est)
-    scores = {"rollout": est.scores, "gain": np.asarray(gain_scores(est.features, est.betas, est.scales, subsets))}
+    scores = {
+        "rollout": est.scores,
+        "gain": np.asarray(gain_scores(est.features, est.betas, est.scales, subsets)),
+        "alignment": np.asarray(alignment_scores(est.features, subsets)),
+    }
     by = {}
     for name, f in scores.items():
         u = affinity_mod.affinity_matrix(f, subsets, config.affinity)
         by[name] = {"scores": f, "affinity": u, "groups": _groups(u, k_planted)}
+    spent = {k: float(v.mean()) for k, v in estimation_env_steps(config, family, subsets).items()}
     report = {
+        "format": FORMAT,
         "layout_seed": seed,
         "meta_policy": meta_policy,
         "by_evaluator": by,
+        "env_steps_per_task": spent,  # the rollout evaluator's; the others roll nothing out
         "timings": {**timings, **est.timings, "total_s": time.perf_counter() - t0},
         "solve": {k: est.solve_info[k] for k in ("unconverged", "refined")},
         "commit": source_commit(),
+        "fingerprint": fingerprint,
     }
     write_json(path, report)
     return _load(path)
@@ -161,77 +185,107 @@ def run_layout(args, seed: int) -> None:
     entries = random_layout(args.family, seed)
     out = _out(args, seed)
     os.makedirs(out, exist_ok=True)
+    on_disk = _load(os.path.join(out, "tasks.json"))
+    if on_disk is not None and on_disk != entries:  # a cached truth of other tasks must not be reused
+        raise RuntimeError(f"{out}/tasks.json is not the generator's layout {seed}; move that directory away")
     write_json(os.path.join(out, "tasks.json"), entries)
     family = make_family(args.family, entries)
-    planted = cluster_mod.labels_to_groups(np.asarray(family.groups))
-    k_planted = len(planted)
+    k_planted = len(set(family.groups))
     t0 = time.perf_counter()
-    truth = truth_stage(args, seed, family, planted, k_planted)
-    ami = truth["vs_planted"]["auto"]["ami"]
-    print(f"layout {seed}: truth vs planted AMI {ami:.2f} ({time.perf_counter() - t0:.0f} s)")
+    truth = truth_stage(args, seed, family, entries, k_planted)
+    print(f"layout {seed}: truth done ({time.perf_counter() - t0:.0f} s)", flush=True)
     for mp in args.meta_policies:
         t0 = time.perf_counter()
-        estimate_stage(args, seed, family, mp, truth["subsets"], k_planted)
+        estimate_stage(args, seed, family, entries, mp, truth["subsets"], k_planted)
         print(f"layout {seed}: estimate at {mp} done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-# --- the rules and the report -------------------------------------------------------------------
+# --- candidates, the frozen choice and the report ----------------------------------------------
 
 
-def _silhouette_of(u, groups) -> float:
-    n = np.asarray(u).shape[0]
-    return cluster_mod._silhouette(np.asarray(u), cluster_mod.groups_to_labels(groups, n))  # noqa: SLF001
-
-
-def rule_groups(ests: dict, evaluator: str, rule: str, k: str, k_planted: int):
-    """The groups a rule gives (k: 'auto' or 'planted_k'), from the cached estimates alone."""
-    if rule in ests:
-        return ests[rule]["by_evaluator"][evaluator]["groups"][k]
+def candidate_groups(ests: dict, evaluator: str, theta_rule: str, k: str, k_planted: int):
+    """The groups a candidate gives (``k``: a k rule or ``planted_k``), from the estimates alone."""
+    if theta_rule in ests:
+        return ests[theta_rule]["by_evaluator"][evaluator]["groups"][k]
     early = [ests[p]["by_evaluator"][evaluator] for p in EARLY if p in ests]
     if len(early) < len(EARLY):
         return None
-    if rule == "checkpoints":
+    if theta_rule == "checkpoints":
         u = affinity_mod.combine_affinities([e["affinity"] for e in early])
-        return cluster_mod.cluster_tasks(u, "auto" if k == "auto" else k_planted)
-    if rule == "silhouette":
-        best = max(early, key=lambda e: _silhouette_of(e["affinity"], e["groups"]["auto"]))
-        return best["groups"][k]
-    raise ValueError(rule)
+        return cluster_mod.cluster_tasks(
+            u, k_planted if k == "planted_k" else "auto", k_rule="silhouette" if k == "planted_k" else k
+        )
+    if theta_rule == "separation":
+        n = len(early[0]["affinity"])
+
+        def separation(e):
+            labels = cluster_mod.groups_to_labels(e["groups"]["silhouette"], n)
+            return cluster_mod.silhouette(np.asarray(e["affinity"]), labels)
+
+        return max(early, key=separation)["groups"][k]
+    raise ValueError(f"unknown theta* rule {theta_rule!r}; known: {list(THETA_RULES)}")
 
 
-RULES = (*META_POLICIES, "checkpoints", "silhouette")
+def candidate_cost(ests: dict, evaluator: str, theta_rule: str) -> float | None:
+    """Env steps per task the candidate's estimate consumed (meta-training, features, gradient
+    sample, and the evaluation's rollouts for ``rollout``)."""
+    evaluation = (lambda e: e["evaluate"]) if evaluator == "rollout" else (lambda e: 0.0)
+    if theta_rule in ests:
+        e = ests[theta_rule]["env_steps_per_task"]
+        return e["meta_train"] + e["features"] + e["gradient_sample"] + evaluation(e)
+    if any(p not in ests for p in EARLY):
+        return None
+    es = [ests[p]["env_steps_per_task"] for p in EARLY]
+    each = sum(e["features"] + e["gradient_sample"] + evaluation(e) for e in es)
+    return max(e["meta_train"] for e in es) + each  # the checkpoints of one meta-training
 
 
-def layout_rows(args) -> list[dict]:
-    rows = []
-    for d in sorted(glob.glob(os.path.join(_root(args), "layout*"))):
-        seed = int(os.path.basename(d)[len("layout") :])
-        truth = _load(os.path.join(d, "truth.json"))
-        ests = {p: e for p in META_POLICIES if (e := _load(os.path.join(d, f"est_{p}.json"))) is not None}
-        if truth is None or not ests:
-            continue
-        tasks = _load(os.path.join(d, "tasks.json"))
-        n = len(tasks)
-        planted = cluster_mod.labels_to_groups(np.asarray([t["group"] for t in tasks]))
-        row = {
-            "layout": seed,
-            "split": "test" if seed >= TEST_FROM else "dev",
-            "n": n,
-            "planted_sizes": sorted(len(g) for g in planted),
-            "truth_vs_planted_ami": truth["vs_planted"]["auto"]["ami"],
-            "truth_k": len(truth["groups"]["auto"]),
-            "truth_wall_s": truth["wall_s"],
-            "rules": {},
-        }
-        for ev in EVALUATORS:
-            for rule in RULES:
-                for k in ("auto", "planted_k"):
-                    g = rule_groups(ests, ev, rule, k, len(planted))
-                    if g is not None:
-                        a = grouping_agreement(g, truth["groups"][k], n)
-                        row["rules"][f"{ev}@{rule}|{k}"] = {**a, "k": len(g), "groups": g}
-        rows.append(row)
-    return rows
+def _layout_dirs(args) -> list[tuple[int, str]]:
+    root = _root(args)
+    if not os.path.isdir(root):
+        return []
+    found = [
+        (int(m.group(1)), os.path.join(root, d)) for d in os.listdir(root) if (m := re.fullmatch(r"layout(\d+)", d))
+    ]
+    return sorted(found)
+
+
+def layout_row(args, seed: int, d: str) -> dict | None:
+    """One layout's agreement of every candidate with the truth; None until the truth and every
+    meta-policy's estimate are there."""
+    truth = _load(os.path.join(d, "truth.json"))
+    ests = {p: _load(os.path.join(d, f"est_{p}.json")) for p in META_POLICIES}
+    if truth is None or any(e is None or e.get("format") != FORMAT for e in ests.values()):
+        return None
+    tasks = _load(os.path.join(d, "tasks.json"))
+    n = len(tasks)
+    planted = cluster_mod.labels_to_groups(np.asarray([t["group"] for t in tasks]))
+    u_true = np.asarray(truth["affinity"])
+    reference = cluster_mod.cluster_tasks(u_true, len(planted))
+    row = {
+        "layout": seed,
+        "split": "test" if seed >= TEST_FROM else "dev",
+        "n": n,
+        "planted_sizes": sorted(len(g) for g in planted),
+        "truth_groups": reference,
+        "truth_vs_planted": grouping_agreement(reference, planted, n),
+        "truth_k_by_rule": {r: len(cluster_mod.cluster_tasks(u_true, "auto", k_rule=r)) for r in K_RULES},
+        "truth_wall_s": truth["wall_s"],
+        "candidates": {},
+    }
+    for ev in EVALUATORS:
+        for theta_rule in THETA_RULES:
+            cost = candidate_cost(ests, ev, theta_rule)
+            for k in (*K_RULES, "planted_k"):
+                g = candidate_groups(ests, ev, theta_rule, k, len(planted))
+                a = grouping_agreement(g, reference, n)
+                row["candidates"][f"{ev}@{theta_rule}|{k}"] = {
+                    **a,
+                    "k": len(g),
+                    "groups": g,
+                    "env_steps_per_task": cost,
+                }
+    return row
 
 
 def _spread(values) -> dict:
@@ -240,52 +294,83 @@ def _spread(values) -> dict:
     return {"mean": float(v.mean()), "low": low, "low_is": "p10" if len(v) >= 10 else "worst", "count": len(v)}
 
 
-def choose(rows: list[dict], k: str = "auto") -> dict:
-    """The rule with the largest mean AMI against the truth over the development layouts
-    (ties: the larger 10th percentile / worst layout); only rules measured on every one."""
-    dev = [r for r in rows if r["split"] == "dev"]
-    if not dev:
-        raise SystemExit("no development layout finished: run --layouts 0 1 2 ... first")
-    names = [name for name in dev[0]["rules"] if name.endswith(f"|{k}") and all(name in r["rules"] for r in dev)]
-    scored = {name: _spread([r["rules"][name]["ami"] for r in dev]) for name in names}
-    best = max(names, key=lambda name: (round(scored[name]["mean"], 6), scored[name]["low"]))
-    digest = hashlib.sha256(json.dumps([[r["layout"], r["rules"]] for r in dev], sort_keys=True).encode()).hexdigest()
-    return {"rule": best, "dev_layouts": [r["layout"] for r in dev], "dev_scores": scored, "dev_sha256": digest}
+def _digest(args, seeds) -> str:
+    """sha256 over the stage files (tasks, truth, every estimate) of these layouts, byte for byte."""
+    h = hashlib.sha256()
+    for seed in sorted(seeds):
+        for name in ("tasks.json", "truth.json", *(f"est_{p}.json" for p in META_POLICIES)):
+            with open(os.path.join(_out(args, seed), name), "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def choose(args) -> None:
+    if any(s >= TEST_FROM for s in args.dev_layouts) or not args.dev_layouts:
+        raise SystemExit(f"--dev-layouts must be generator seeds below {TEST_FROM}, got {args.dev_layouts}")
+    path = _choice_path(args)
+    if os.path.exists(path):
+        raise SystemExit(f"{path} exists: a choice is frozen once (move it away to choose again, and say why)")
+    dirs = dict(_layout_dirs(args))
+    rows = [layout_row(args, s, dirs[s]) if s in dirs else None for s in args.dev_layouts]
+    missing = [s for s, r in zip(args.dev_layouts, rows, strict=True) if r is None]
+    if missing:
+        raise SystemExit(f"development layouts {missing} lack the truth or an estimate of {list(META_POLICIES)}")
+    frozen = {}
+    for table, ks in (("main", K_RULES), ("planted_k", ("planted_k",))):
+        names = [c for c in rows[0]["candidates"] if c.split("|")[1] in ks]
+        scored = {c: _spread([r["candidates"][c]["ami"] for r in rows]) for c in names}
+        best = max(names, key=lambda c: (round(scored[c]["mean"], 6), scored[c]["low"]))
+        frozen[table] = {"candidate": best, "dev_scores": scored}
+    frozen.update(
+        dev_layouts=list(args.dev_layouts),
+        dev_sha256=_digest(args, args.dev_layouts),
+        commit=source_commit(),
+        evaluators=list(EVALUATORS),
+        theta_rules=list(THETA_RULES),
+        k_rules=list(K_RULES),
+        criterion="largest mean AMI against the truth's groups at the planted k; ties: larger low",
+    )
+    write_json(path, frozen)
+    print(f"frozen: {frozen['main']['candidate']} (main), {frozen['planted_k']['candidate']} (planted k) -> {path}")
+
+
+def _choice_path(args) -> str:
+    return os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}_choice.json")
 
 
 def report(args) -> None:
-    rows = layout_rows(args)
-    stem = os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}")
-    choice_path = f"{stem}_choice.json"
-    frozen = _load(choice_path)
-    if frozen is None:  # written before any test layout is read
-        frozen = {k: choose(rows, k) for k in ("auto", "planted_k")}
-        write_json(choice_path, frozen)
+    frozen = _load(_choice_path(args))
+    if frozen is None:
+        raise SystemExit("no frozen choice: run --choose on the development layouts first")
+    rows = [r for s, d in _layout_dirs(args) if (r := layout_row(args, s, d)) is not None]
+    dev = [r for r in rows if r["layout"] in frozen["dev_layouts"]]
+    if _digest(args, frozen["dev_layouts"]) != frozen["dev_sha256"]:
+        raise SystemExit("the development rows differ from those the choice was made on; choose again, and say why")
     test = [r for r in rows if r["split"] == "test"]
-    table = []
-    for r in rows:
-        chosen = r["rules"].get(frozen["auto"]["rule"], {})
-        table.append(
-            [
-                r["split"],
-                r["layout"],
-                r["n"],
-                "+".join(map(str, r["planted_sizes"])),
-                f"{r['truth_vs_planted_ami']:.2f}",
-            ]
-            + [f"{chosen.get('ami', float('nan')):.2f}", f"{chosen.get('nmi', float('nan')):.2f}"]
-            + [f"{chosen.get('nmi_chance', float('nan')):.2f}", chosen.get("k", "-")]
-        )
-    summary = {}
-    for split, these in (("dev", [r for r in rows if r["split"] == "dev"]), ("test", test)):
-        summary[split] = {}
-        for name in sorted({n for r in these for n in r["rules"]}):
-            vals = [r["rules"][name] for r in these if name in r["rules"]]
-            summary[split][name] = {
-                "ami": _spread([v["ami"] for v in vals]),
-                "nmi": _spread([v["nmi"] for v in vals]),
-                "nmi_chance": float(np.mean([v["nmi_chance"] for v in vals])),
+    summary = {
+        split: {
+            c: {
+                "ami": _spread([r["candidates"][c]["ami"] for r in these]),
+                "nmi": _spread([r["candidates"][c]["nmi"] for r in these]),
+                "nmi_chance": float(np.mean([r["candidates"][c]["nmi_chance"] for r in these])),
+                "env_steps_per_task": float(np.mean([r["candidates"][c]["env_steps_per_task"] for r in these])),
             }
+            for c in these[0]["candidates"]
+        }
+        for split, these in (("dev", dev), ("test", test))
+        if these
+    }
+    main, planted_k = frozen["main"]["candidate"], frozen["planted_k"]["candidate"]
+    header = ["split", "layout", "n", "planted sizes", "truth vs planted AMI", "truth k (sil / eig)"]
+    header += ["chosen: k", "AMI", "NMI (chance)", "planted k: AMI"]
+    table = [
+        [r["split"], r["layout"], r["n"], "+".join(map(str, r["planted_sizes"])), f"{r['truth_vs_planted']['ami']:.2f}"]
+        + [" / ".join(str(r["truth_k_by_rule"][k]) for k in K_RULES), r["candidates"][main]["k"]]
+        + [f"{r['candidates'][main]['ami']:.2f}"]
+        + [f"{r['candidates'][main]['nmi']:.2f} ({r['candidates'][main]['nmi_chance']:.2f})"]
+        + [f"{r['candidates'][planted_k]['ami']:.2f}"]
+        for r in rows
+    ]
     out = {
         "family": args.family,
         "conditioning": args.conditioning,
@@ -296,40 +381,34 @@ def report(args) -> None:
         "machine": machine(),
         "versions": versions(),
     }
-    header = [
-        "split",
-        "layout",
-        "n",
-        "planted sizes",
-        "truth vs planted AMI",
-        "chosen: AMI vs truth",
-        "NMI",
-        "NMI chance",
-        "k",
-    ]
-    intro = _intro(args, frozen, summary)
-    write_table_report(
-        stem, out, f"Generalisation over drawn layouts: {args.family}, {args.conditioning}", intro, header, table
+    stem = os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}")
+    title = f"Generalisation over drawn layouts: {args.family}, conditioning {args.conditioning}, {args.budget}"
+    write_table_report(stem, out, title, _intro(frozen, summary), header, table)
+
+
+def _intro(frozen, summary) -> str:
+    text = (
+        f"Frozen on the development layouts {frozen['dev_layouts']} at commit {frozen['commit']} before any "
+        f"test layout was read: **{frozen['main']['candidate']}** (k by the method), "
+        f"**{frozen['planted_k']['candidate']}** (k = planted). AMI / NMI against the full truth's groups at the "
+        "planted k; low = 10th percentile (worst layout where fewer than 10). Every candidate:\n\n"
     )
-
-
-def _intro(args, frozen, summary) -> str:
-    lines = [
-        f"Chosen on the development layouts {frozen['auto']['dev_layouts']} (k = auto): "
-        f"**{frozen['auto']['rule']}**; at the planted k: {frozen['planted_k']['rule']}.",
-        "",
-        "| rule (k = auto) | dev AMI mean / low | test AMI mean / low | test NMI mean (chance) | test layouts |",
-        "|---|---|---|---|---|",
-    ]
-    for name in sorted(summary["dev"]):
-        if not name.endswith("|auto"):
-            continue
-        d, t = summary["dev"][name], summary["test"].get(name)
-        test = "-" if t is None else f"{t['ami']['mean']:.2f} / {t['ami']['low']:.2f} ({t['ami']['low_is']})"
-        nmi = "-" if t is None else f"{t['nmi']['mean']:.2f} ({t['nmi_chance']:.2f})"
-        count = 0 if t is None else t["ami"]["count"]
-        lines.append(f"| {name[:-5]} | {d['ami']['mean']:.2f} / {d['ami']['low']:.2f} | {test} | {nmi} | {count} |")
-    return "\n".join(lines)
+    header = ["candidate", "dev AMI mean / low", "test AMI mean / low", "test NMI mean (chance)", "test layouts"]
+    header += ["env steps per task"]
+    rows = []
+    for c in sorted(summary["dev"], key=lambda c: -summary["dev"][c]["ami"]["mean"]):
+        d, t = summary["dev"][c], summary.get("test", {}).get(c)
+        rows.append(
+            [c, f"{d['ami']['mean']:.2f} / {d['ami']['low']:.2f}"]
+            + (
+                ["-", "-", 0]
+                if t is None
+                else [f"{t['ami']['mean']:.2f} / {t['ami']['low']:.2f} ({t['ami']['low_is']})"]
+            )
+            + ([] if t is None else [f"{t['nmi']['mean']:.2f} ({t['nmi_chance']:.2f})", t["ami"]["count"]])
+            + [f"{d['env_steps_per_task']:,.0f}"]
+        )
+    return text + markdown_table(header, rows) + "\nPer layout:"
 
 
 def main() -> None:
@@ -339,6 +418,8 @@ def main() -> None:
     p.add_argument("--budget", default="demo")
     p.add_argument("--layouts", type=int, nargs="*", default=[])
     p.add_argument("--meta-policies", nargs="*", default=list(META_POLICIES))
+    p.add_argument("--choose", action="store_true", help="freeze the choice on --dev-layouts")
+    p.add_argument("--dev-layouts", type=int, nargs="*", default=[0, 1, 2, 3])
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
     from pgx_jax.cli import _use_compilation_cache
@@ -346,6 +427,8 @@ def main() -> None:
     _use_compilation_cache()
     for seed in args.layouts:
         run_layout(args, seed)
+    if args.choose:
+        choose(args)
     if args.report:
         report(args)
 

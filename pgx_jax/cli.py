@@ -319,8 +319,9 @@ def _pipeline_args(
     p.add_argument(
         "--evaluator",
         default=evaluator,
-        help="f(S, i): 'rollout' (returns of theta_S on each task of S), 'loss' (held-out surrogate loss) or 'gain' "
-        "(first-order improvement of task i's held-out surrogate objective under the step); the last two need no "
+        help="f(S, i): 'rollout' (returns of theta_S on each task of S), 'loss' (held-out surrogate loss), 'gain' "
+        "(first-order improvement of task i's held-out surrogate objective under the step) or 'alignment' (of task "
+        "i's policy gradient with a unit gradient step on S; no solve); the last three need no "
         f"rollouts; default {evaluator}. See benchmarks/RESULTS.md for how each tracks the truth",
     )
     p.add_argument(
@@ -351,6 +352,12 @@ def _pipeline_args(
         "std) or 'body' (also without the task-id rows)",
     )
     p.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
+    p.add_argument(
+        "--k-rule",
+        default="silhouette",
+        help="how --groups auto chooses k: 'silhouette' (default) or 'eigengap' (the normalised Laplacian's "
+        "largest eigenvalue gap)",
+    )
     p.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")
     p.add_argument(
         "--eval-episodes",
@@ -542,6 +549,7 @@ def _build_run(args):
         groups=groups,
         evaluator=args.evaluator,
         cluster_method=args.cluster,
+        k_rule=args.k_rule,
         affinity=affinity,
         **meta_policy,
     )
@@ -597,6 +605,7 @@ def _dry_config(args, n: int) -> None:
         surrogate=dataclasses.replace(SurrogateConfig(), **_solve_overrides(args)),
         evaluator=args.evaluator,
         cluster_method=args.cluster,
+        k_rule=args.k_rule,
         meta_policy="full" if args.meta_policy == "auto" else args.meta_policy,
     )
     if getattr(args, "hessian", False) and dry.feature_config().holdout < 1:  # as ValidateConfig.check

@@ -7,9 +7,16 @@
 - ``spectral``: scikit-learn's SpectralClustering on exp(U) (symmetric and positive), as the
   predecessors' code does.
 
-``k="auto"`` tries k = 2 .. min(n - 1, max_k) and keeps the grouping with the best silhouette
-score on the affinity distance max(U) - U. Both return groups as sorted lists of task indices
-covering every task exactly once.
+``k="auto"`` chooses k in 2 .. min(n - 1, max_k) by a ``k_rule``:
+
+- ``silhouette``: cluster at every k and keep the grouping with the best silhouette score on the
+  affinity distance max(U) - U;
+- ``eigengap``: the k before the largest gap between consecutive eigenvalues of the normalised
+  Laplacian I - D^-1/2 A D^-1/2 of A = exp(U - max U) (the matrix ``spectral`` clusters): k
+  well-separated blocks give k eigenvalues near 0 and a jump after them (von Luxburg 2007,
+  Sec. 8.3), whatever the structure inside each block.
+
+Both methods return groups as sorted lists of task indices covering every task exactly once.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 METHODS = ("sdp", "spectral")
+K_RULES = ("silhouette", "eigengap")
 
 
 def _validate(u: np.ndarray, k) -> np.ndarray:
@@ -83,7 +91,9 @@ def _cluster_k(u: np.ndarray, k: int, method: str, seed: int) -> np.ndarray:
     return SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed).fit_predict(a)
 
 
-def _silhouette(u: np.ndarray, labels: np.ndarray) -> float:
+def silhouette(u: np.ndarray, labels: np.ndarray) -> float:
+    """The silhouette score of ``labels`` on the affinity distance max(U) - U (-1 for one group
+    or all singletons)."""
     from sklearn.metrics import silhouette_score
 
     if len(np.unique(labels)) < 2 or len(np.unique(labels)) >= len(labels):
@@ -93,7 +103,23 @@ def _silhouette(u: np.ndarray, labels: np.ndarray) -> float:
     return float(silhouette_score(d, labels, metric="precomputed"))
 
 
-def cluster_tasks(u, k: int | str = "auto", *, method: str = "sdp", max_k: int = 8, seed: int = 0) -> list[list[int]]:
+def eigengap_k(u, max_k: int = 8) -> int:
+    """The number of groups the eigengap heuristic reads off affinity ``u`` [N, N] (N >= 3): the
+    k in 2 .. min(N - 1, max_k) after which the normalised Laplacian of exp(U - max U) has its
+    largest gap between consecutive eigenvalues."""
+    u = _validate(u, "auto")
+    a = np.exp(u - u.max())
+    d = a.sum(1)
+    lap = np.eye(len(u)) - a / np.sqrt(np.outer(d, d))
+    ev = np.sort(np.linalg.eigvalsh(lap))
+    top = min(len(u) - 1, max_k)
+    gaps = ev[2 : top + 1] - ev[1:top]  # gaps[j] = lambda_{k+1} - lambda_k for k = j + 2
+    return int(np.argmax(gaps)) + 2
+
+
+def cluster_tasks(
+    u, k: int | str = "auto", *, method: str = "sdp", max_k: int = 8, seed: int = 0, k_rule: str = "silhouette"
+) -> list[list[int]]:
     """Group tasks so that intra-group affinity is high.
 
     Args:
@@ -102,22 +128,27 @@ def cluster_tasks(u, k: int | str = "auto", *, method: str = "sdp", max_k: int =
         method: ``"sdp"`` or ``"spectral"``.
         max_k: the largest k tried by ``"auto"``.
         seed: k-means / spectral seed.
+        k_rule: how ``"auto"`` chooses k: ``"silhouette"`` or ``"eigengap"`` (module docstring).
 
     Returns:
         groups: lists of task indices, each task in exactly one group.
     """
     if method not in METHODS:
         raise ValueError(f"unknown clustering method {method!r}; known: {list(METHODS)}")
+    if k_rule not in K_RULES:
+        raise ValueError(f"unknown k rule {k_rule!r}; known: {list(K_RULES)}")
     u = _validate(u, k)
     n = u.shape[0]
     if k != "auto":
         return labels_to_groups(_cluster_k(u, int(k), method, seed))
     if n <= 2:
         return labels_to_groups(np.arange(n))
+    if k_rule == "eigengap":
+        return labels_to_groups(_cluster_k(u, eigengap_k(u, max_k), method, seed))
     best = None
     for kk in range(2, min(n - 1, max_k) + 1):
         labels = _cluster_k(u, kk, method, seed)
-        score = _silhouette(u, labels)
+        score = silhouette(u, labels)
         if best is None or score > best[0] + 1e-9:
             best = (score, labels)
     return labels_to_groups(best[1])

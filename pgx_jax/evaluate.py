@@ -19,6 +19,7 @@ from pgx_jax.families.base import TaskFamily
 from pgx_jax.features import with_actor
 from pgx_jax.networks import AgentParams, make_act
 from pgx_jax.rollout import ActFn, unroll
+from pgx_jax.surrogate import linear_terms
 from pgx_jax.types import PRNGKey
 
 
@@ -116,7 +117,7 @@ def random_act(action_size: int) -> ActFn:
 # Subset evaluators f(S, i) (PolicyGradEx step 4)
 # ---------------------------------------------------------------------------------------------
 
-EVALUATORS = ("rollout", "loss", "gain")
+EVALUATORS = ("rollout", "loss", "gain", "alignment")
 # the evaluators that read the held-out transitions' per-sample gradients (FeatureConfig.holdout_samples)
 NEEDS_HOLDOUT_SAMPLES = ("loss",)
 
@@ -175,6 +176,33 @@ def gain_scores(features, betas: jax.Array, scales: jax.Array, masks) -> jax.Arr
         ag = ag / jnp.maximum(features.x_hold.shape[1], 1)
     gain = jnp.einsum("nd,sd->sn", ag, betas * scales[:, None])
     return jnp.where(jnp.asarray(masks, bool), gain, jnp.nan)
+
+
+@jax.jit
+def alignment_scores(features, masks) -> jax.Array:
+    r"""Solve-free, rollout-free f(S, i): the first-order change of task i's objective under a
+    policy-gradient step of unit length on the subset's objective,
+
+    .. math::  f(S, i) = \frac{b_i^\top b_S}{\lVert b_S \rVert}, \quad b_S = \sum_{j \in S} b_j
+
+    with b_i the projected advantage-weighted policy gradient of task i
+    (:func:`pgx_jax.surrogate.linear_terms`: from the larger separate sample where the features
+    hold one). Projection keeps inner products (JL). Where ``gain`` scores the step the
+    surrogate's Newton solve takes (its curvature estimated from the per-sample features),
+    ``alignment`` scores the plain gradient step: what the first updates of training on S do.
+
+    Args:
+        features: :class:`pgx_jax.features.Features`.
+        masks: bool [S, N].
+
+    Returns:
+        float32 [S, N]; NaN where task i is not in subset S. Higher is better.
+    """
+    b = linear_terms(features)  # [N, D]
+    masks = jnp.asarray(masks, bool)
+    b_s = masks.astype(b.dtype) @ b  # [S, D]
+    step = b_s / jnp.maximum(jnp.linalg.norm(b_s, axis=1, keepdims=True), 1e-30)
+    return jnp.where(masks, step @ b.T, jnp.nan)
 
 
 def rollout_stats(

@@ -24,7 +24,7 @@ from pgx_jax import ppo, simulators
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
 from pgx_jax.distributed import across_processes
-from pgx_jax.evaluate import EVALUATORS, NEEDS_HOLDOUT_SAMPLES, gain_scores, loss_scores
+from pgx_jax.evaluate import EVALUATORS, NEEDS_HOLDOUT_SAMPLES, alignment_scores, gain_scores, loss_scores
 from pgx_jax.features import FeatureConfig, Features, gradient_features
 from pgx_jax.groups import train_groups
 from pgx_jax.networks import AgentParams
@@ -55,6 +55,8 @@ class PipelineConfig:
             all three did (the task-agnostic cheetah-vel clusters; benchmarks/RESULTS.md, issues
             12 and 13), so the default is kept until the sweep tells them apart.
         groups: number of groups k, or ``"auto"``.
+        k_rule: how ``"auto"`` chooses k: ``"silhouette"`` or ``"eigengap"``
+            (:func:`pgx_jax.cluster.cluster_tasks`).
         cluster_method: ``"sdp"`` or ``"spectral"``.
         eval_episodes: episodes per task for rollout scores, the truths and final evaluation
             (every episode keyed by task and episode: common random numbers).
@@ -71,6 +73,7 @@ class PipelineConfig:
     evaluator: str = "rollout"
     meta_policy: str = "full"
     groups: int | str = "auto"
+    k_rule: str = "silhouette"
     cluster_method: str = "sdp"
     eval_episodes: int = 8
     train_groups: bool = True
@@ -79,6 +82,8 @@ class PipelineConfig:
     def __post_init__(self):
         if self.evaluator not in EVALUATORS:
             raise ValueError(f"unknown evaluator {self.evaluator!r}; known: {list(EVALUATORS)}")
+        if self.k_rule not in cluster_mod.K_RULES:
+            raise ValueError(f"unknown k rule {self.k_rule!r}; known: {list(cluster_mod.K_RULES)}")
         if self.cluster_method not in cluster_mod.METHODS:
             raise ValueError(f"unknown clustering method {self.cluster_method!r}; known: {list(cluster_mod.METHODS)}")
         if self.groups != "auto" and (
@@ -333,6 +338,8 @@ def evaluate_subsets(
         return loss_scores(feats, betas, masks), None
     if config.evaluator == "gain":
         return gain_scores(feats, betas, scales, masks), None
+    if config.evaluator == "alignment":
+        return alignment_scores(feats, masks), None
     stats = simulators.simulator(family).estimates_on_subsets(
         theta_star,
         feats,
@@ -618,7 +625,7 @@ def policygradex(
     say("cluster")
     t0 = time.perf_counter()
     u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)
-    groups = cluster_mod.cluster_tasks(u, config.groups, method=config.cluster_method)
+    groups = cluster_mod.cluster_tasks(u, config.groups, method=config.cluster_method, k_rule=config.k_rule)
     timings["affinity_and_cluster"] = time.perf_counter() - t0
     per_task = group_params = meta_per_task = multitask_per_task = None
     if config.train_groups:

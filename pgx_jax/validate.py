@@ -515,7 +515,8 @@ def _se_summary(se, masks) -> dict | None:
 def _groups(scores, masks, config, k):
     """(affinity [N, N], groups) of scores f [S, N], with k groups (``config.groups`` if None)."""
     u = affinity_mod.affinity_matrix(scores, masks, config.affinity)
-    return u, cluster_mod.cluster_tasks(u, config.groups if k is None else k, method=config.cluster_method)
+    k = config.groups if k is None else k
+    return u, cluster_mod.cluster_tasks(u, k, method=config.cluster_method, k_rule=config.k_rule)
 
 
 def _truth_report(kind, true, info, replicas, estimates, subsets, config, family, est_groups) -> dict:

@@ -384,3 +384,38 @@ def test_combined_affinities_weigh_each_checkpoint_alike_and_keep_a_block_two_of
         affinity.combine_affinities(np.stack([blocks, np.ones((6, 6))]))
     with pytest.raises(FloatingPointError, match="non-finite"):
         affinity.combine_affinities(np.stack([blocks, np.full((6, 6), np.nan)]))
+
+
+def test_alignment_scores_are_each_tasks_gradient_along_the_subsets_unit_gradient_step():
+    """f(S, i) = b_i . b_S / |b_S|, from b_i = linear_terms (the larger sample where there is
+    one), checked against the formula written with numpy; NaN outside S."""
+    from pgx_jax.evaluate import alignment_scores
+
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (4, 30, 6))
+    y = jnp.sign(jax.random.normal(jax.random.fold_in(key, 1), (4, 30)))
+    w = jax.random.uniform(jax.random.fold_in(key, 2), (4, 30))
+    feats = Features(x, y, w, x[:, :5], y[:, :5], w[:, :5], jnp.ones(6), jnp.ones(6), jax.random.PRNGKey(7), 16)
+    masks = np.array([[1, 1, 0, 0], [0, 1, 1, 1], [1, 0, 1, 0]], bool)
+    for f in (feats, feats.replace(ag=jax.random.normal(jax.random.fold_in(key, 3), (4, 6)))):
+        b = np.asarray(surrogate.linear_terms(f), np.float64)
+        want = np.full((3, 4), np.nan)
+        for s, row in enumerate(masks):
+            step = b[row].sum(0)
+            want[s, row] = b[row] @ (step / np.linalg.norm(step))
+        np.testing.assert_allclose(np.asarray(alignment_scores(f, masks)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_eigengap_reads_the_number_of_blocks_where_silhouette_splits_them_into_pairs():
+    """Two blocks of six tasks, each made of three tight pairs: silhouette prefers the six pairs,
+    the Laplacian's eigengap the two blocks (the pairs' finer structure does not open a gap as
+    large as the blocks' separation)."""
+    pairs = np.kron(np.eye(6), np.ones((2, 2)))
+    blocks = np.kron(np.eye(2), np.ones((6, 6)))
+    u = 2.0 * blocks + 0.6 * pairs
+    np.fill_diagonal(u, 0.0)
+    assert cluster.eigengap_k(u) == 2
+    assert cluster.cluster_tasks(u, "auto", k_rule="eigengap") == [list(range(6)), list(range(6, 12))]
+    assert len(cluster.cluster_tasks(u, "auto", k_rule="silhouette")) == 6
+    with pytest.raises(ValueError, match="unknown k rule 'gap'; known: \\['silhouette', 'eigengap'\\]"):
+        cluster.cluster_tasks(u, "auto", k_rule="gap")
