@@ -1170,6 +1170,8 @@ def _cmd_compare(args) -> int:
 
     def check(config):  # equal totals that leave the groups no training are refused before any work
         if args.equal_total:
+            if "policygradex" not in groupings:
+                raise ValueError(f"--equal-total shortens policygradex's groups; --groupings {groupings} lack it")
             equal_total_config(config, make_family(args.family, _entries(args)))
 
     family, config, out, _ = _setup(args, "compare", check=check)

@@ -204,15 +204,24 @@ def compare(
     if not seeds:
         raise ValueError("give at least one seed")
     config.check_for(family)
-    if equal_total:
-        equal_total_config(config, family)  # refused here, before any work, where it cannot be
+    if equal_total:  # refused here, before any work, where it cannot be
+        if "policygradex" not in groupings:
+            raise ValueError(f"equal totals shorten policygradex's groups; groupings {list(groupings)} lack it")
+        equal_total_config(config, family)
     groupings = [g for g in GROUPINGS if g in set(groupings) | {"per_task"}]
     vconfig = vconfig or ValidateConfig()
     theta_stars, true_groups = dict(theta_stars or {}), dict(true_groups or {})
     say = progress or (lambda msg: None)
 
-    shared = (groupings, random_draws, vconfig, theta_stars, true_groups, say)
-    one_seed = functools.partial(_one_seed, family, config, shared, equal_total)
+    one_seed = functools.partial(
+        _one_seed,
+        family,
+        config,
+        choice=dict(groupings=groupings, random_draws=random_draws, vconfig=vconfig, theta_stars=theta_stars),
+        true_groups=true_groups,
+        say=say,
+        equal_total=equal_total,
+    )
     done = map_processes(
         store.staged("seed", one_seed), list(seeds)
     )  # the seeds over the processes, where there are enough
@@ -236,25 +245,27 @@ def compare(
     return summarise(out)
 
 
-def _one_seed(family, config, shared, equal_total: bool, seed: int):
-    """One seed of :func:`compare`: ``(its report, wall-clock seconds)``. ``shared``: the
-    groupings, random draws, truth config, theta* and true-group caches and progress."""
+def _one_seed(family, config, seed: int, *, choice: dict, true_groups: dict, say, equal_total: bool):
+    """One seed of :func:`compare`: ``(its report, wall-clock seconds)``. ``choice``: the
+    groupings, random draws, truth config and theta* cache :func:`choose_groupings` reads."""
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(seed)
-    chosen, spent = choose_groupings(family, config, seed, *shared)
+    chosen, spent = choose_groupings(family, config, seed, **choice, true_groups=true_groups, say=say)
     distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
-    trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), shared[-1])
+    trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
     out = _seed_report(chosen, *trained, spent, family.n_tasks)
     if equal_total:  # the same groups and keys, shortened by what this seed's estimate consumed
         short = equal_total_config(config, family, float(np.mean(spent["policygradex"])))
         chosen = {EQUAL_TOTAL: chosen["policygradex"]}
         groups = [tuple(g) for g in chosen[EQUAL_TOTAL][0]]
-        trained = _train_and_evaluate(short, family, groups, jax.random.fold_in(key, 5), shared[-1])
+        trained = _train_and_evaluate(short, family, groups, jax.random.fold_in(key, 5), say)
         out.update(_seed_report(chosen, *trained, {EQUAL_TOTAL: spent["policygradex"]}, family.n_tasks))
     return out, time.perf_counter() - t0
 
 
 EQUAL_TOTAL = "policygradex_equal_total"
+#: the groupings whose choice consumes no env step (their total is their training)
+FREE_GROUPINGS = ("multitask", "per_task", "random")
 
 
 def equal_total_config(config: PipelineConfig, family: Family, spent: float | None = None) -> PipelineConfig:
@@ -278,8 +289,9 @@ def equal_total_config(config: PipelineConfig, family: Family, spent: float | No
     if updates < 1:
         raise ValueError(
             f"equal totals: the estimate consumes {spent:,.0f} env steps per task, the groups' whole budget is "
-            f"{budget:,} (one update: {per_update:,}); allowed: an estimate below the budget (evaluator 'gain' "
-            "or 'loss' rolls nothing out; fewer --subsets or --eval-episodes; a larger --budget)"
+            f"{budget:,} (one update: {per_update:,}); allowed: an estimate below the budget (evaluator 'gain', "
+            "'loss' or 'alignment' rolls nothing out; --meta-policy early-F meta-trains for a fraction F; fewer "
+            "--subsets or --eval-episodes; a larger --budget)"
         )
     return dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_env_steps=updates * n * per_update))
 
@@ -335,7 +347,8 @@ def selection_env_steps(config: PipelineConfig, family: Family, subsets, vconfig
       and the rollout evaluation of every subset (:func:`pgx_jax.pipeline.estimation_env_steps`);
     - ``gradient_similarity``: meta-training theta* and the sample its gradients are read from;
     - ``ground_truth``: the truth's training of every sampled subset
-      (:func:`pgx_jax.validate.truth_env_steps`; its evaluation episodes are not counted).
+      (:func:`pgx_jax.validate.truth_env_steps`), its evaluation episodes, and theta*'s
+      meta-training where the truth fine-tunes from it.
     """
     est = estimation_env_steps(config, family, subsets)
     zero = np.zeros(family.n_tasks)
@@ -346,8 +359,11 @@ def selection_env_steps(config: PipelineConfig, family: Family, subsets, vconfig
         "policygradex": est["total"],
         "gradient_similarity": est["meta_train"] + est["b_sample"],
     }
-    if "ground_truth" in names:
-        cost["ground_truth"] = truth_env_steps(vconfig.kinds[0], vconfig, config, family, subsets)
+    if "ground_truth" in names:  # the truth's trainings and their evaluation; a fine-tune also needs theta*
+        kind = vconfig.kinds[0]
+        evaluation = np.asarray(subsets, bool).sum(0) * config.eval_episodes * family.episode_length
+        theta = est["meta_train"] if kind == "finetune" else zero
+        cost["ground_truth"] = truth_env_steps(kind, vconfig, config, family, subsets) + evaluation + theta
     return {name: cost[name] for name in names}
 
 
@@ -421,8 +437,9 @@ def summarise(report: dict) -> dict:
     best = np.max([np.nanmean(np.asarray(g["per_task_return"], float), 0) for g in groupings.values()], 0)
     bad = ill_conditioned_tasks(report["random_policy_return"], report["best_single_task_return"], best)
     report["ill_conditioned_tasks"] = [report["tasks"][i] for i in bad]
-    if EQUAL_TOTAL in groupings:  # the shortened groups against every grouping that costs nothing to choose
-        values = {name: g["mean_return"]["mean"] for name, g in groupings.items() if name != "policygradex"}
+    if EQUAL_TOTAL in groupings:  # the shortened groups against the groupings that cost nothing to choose
+        free = (EQUAL_TOTAL, *FREE_GROUPINGS)
+        values = {name: g["mean_return"]["mean"] for name, g in groupings.items() if name in free}
         report["improvement_equal_total"] = _improvement(values, ours=EQUAL_TOTAL)
     return report
 

@@ -85,10 +85,14 @@ def test_each_grouping_is_charged_what_its_choice_consumed(pendulum):
         np.testing.assert_array_equal(spent[free], 0)
     np.testing.assert_allclose(spent["policygradex"], est["total"])
     np.testing.assert_allclose(spent["gradient_similarity"], est["meta_train"] + est["b_sample"])
-    np.testing.assert_allclose(
-        spent["ground_truth"], truth_env_steps("full", ValidateConfig(), config, family, subsets)
-    )
+    evaluation = subsets.sum(0) * config.eval_episodes * family.episode_length
+    truth = truth_env_steps("full", ValidateConfig(), config, family, subsets)
+    np.testing.assert_allclose(spent["ground_truth"], truth + evaluation)
     assert list(spent) == names
+    fine = ValidateConfig(truth="finetune")
+    spent = selection_env_steps(config, family, subsets, fine, ["ground_truth"])
+    want = truth_env_steps("finetune", fine, config, family, subsets) + evaluation + est["meta_train"]
+    np.testing.assert_allclose(spent["ground_truth"], want)  # fine-tunes start from theta*
 
 
 def test_the_report_adds_training_and_selection_per_task():
@@ -142,3 +146,53 @@ def test_compare_refuses_equal_totals_that_leave_no_training(tmp_path, capsys):
     assert main([*argv, "--no-progress"]) == 2
     assert "equal totals: the estimate consumes" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_compare_trains_the_shortened_groups_with_the_same_keys_and_compares_them_with_free_groupings(
+    pendulum, monkeypatch
+):
+    """compare(equal_total=True) with the choice and the training replaced by recorders: the
+    shortened groups are PolicyGradEx's, trained with the same key, for B - E in whole updates,
+    reported as policygradex_equal_total with its total at most B, and compared with the free
+    groupings only."""
+    import jax
+
+    from pgx_jax import compare as compare_mod
+    from pgx_jax import simulators
+    from pgx_jax.groups import env_steps_per_task
+
+    family, config, subsets = pendulum
+    config = dataclasses.replace(config, evaluator="gain")
+    n = family.n_tasks
+    groups = [list(range(0, 5)), list(range(5, 10))]
+    names = ["multitask", "gradient_similarity", "policygradex"]
+    spent = selection_env_steps(config, family, subsets, ValidateConfig(), names)
+    spent.update(per_task=np.zeros(n))
+    calls = []
+
+    def choose(family, config, seed, **kwargs):
+        chosen = {"per_task": [[[i] for i in range(n)]], "multitask": [[list(range(n))]]}
+        chosen.update(gradient_similarity=[groups], policygradex=[groups])
+        return chosen, spent
+
+    def train(cfg, family, distinct, key, say):
+        calls.append((cfg, [tuple(g) for g in distinct], np.asarray(jax.random.key_data(key))))
+        steps = env_steps_per_task(cfg.ppo, family)
+        returns = {tuple(g): np.full(n, 100.0 if cfg is config else 90.0) for g in distinct}
+        return returns, {tuple(g): None for g in distinct}, {tuple(g): float(steps) for g in distinct}
+
+    monkeypatch.setattr(compare_mod, "choose_groupings", choose)
+    monkeypatch.setattr(compare_mod, "_train_and_evaluate", train)
+    monkeypatch.setattr(simulators, "random_policy_returns", lambda family, ids, key, episodes: np.zeros(n))
+    report = compare_mod.compare(family, config, [0], groupings=names, equal_total=True)
+    (_, _, key_full), (short_cfg, short_groups, key_short) = calls
+    assert short_groups == [tuple(g) for g in groups] and np.array_equal(key_full, key_short)
+    budget, left = env_steps_per_task(config.ppo, family), env_steps_per_task(short_cfg.ppo, family)
+    per_update = config.ppo.num_envs * config.ppo.unroll(family.episode_length)
+    total = report["groupings"]["policygradex_equal_total"]["total_env_steps_per_task"][0]
+    assert total == pytest.approx(left + float(np.mean(spent["policygradex"])))
+    assert budget - per_update < total <= budget
+    assert set(report["improvement_equal_total"]) == {"multitask", "per_task"}  # not gradient similarity
+    assert report["improvement_equal_total"]["multitask"]["relative"] == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="equal totals shorten policygradex's groups"):
+        compare_mod.compare(family, config, [0], groupings=["multitask"], equal_total=True)
