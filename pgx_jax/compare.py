@@ -196,19 +196,7 @@ def compare(
         ``improvement_return`` in mean raw return, and ``ill_conditioned_tasks`` (names; see
         :func:`ill_conditioned_tasks`: where it is not empty, read ``improvement_return``).
     """
-    unknown = sorted(set(groupings) - set(GROUPINGS))
-    if unknown:
-        raise ValueError(f"unknown groupings {unknown}; known: {list(GROUPINGS)}")
-    if random_draws < 1:
-        raise ValueError(f"random_draws must be >= 1, got {random_draws}")
-    if not seeds:
-        raise ValueError("give at least one seed")
-    config.check_for(family)
-    if equal_total:  # refused here, before any work, where it cannot be
-        if "policygradex" not in groupings:
-            raise ValueError(f"equal totals shorten policygradex's groups; groupings {list(groupings)} lack it")
-        equal_total_config(config, family)
-    groupings = [g for g in GROUPINGS if g in set(groupings) | {"per_task"}]
+    groupings = _checked(family, config, seeds, groupings, random_draws, equal_total)
     vconfig = vconfig or ValidateConfig()
     theta_stars, true_groups = dict(theta_stars or {}), dict(true_groups or {})
     say = progress or (lambda msg: None)
@@ -243,6 +231,25 @@ def compare(
         timings=timings,
     )
     return summarise(out)
+
+
+def _checked(family, config, seeds, groupings, random_draws: int, equal_total: bool) -> list[str]:
+    """:func:`compare`'s arguments checked before any work; the groupings to train, in
+    :data:`GROUPINGS` order, ``per_task`` included."""
+    unknown = sorted(set(groupings) - set(GROUPINGS))
+    if unknown:
+        raise ValueError(f"unknown groupings {unknown}; known: {list(GROUPINGS)}")
+    if random_draws < 1:
+        raise ValueError(f"random_draws must be >= 1, got {random_draws}")
+    if not seeds:
+        raise ValueError("give at least one seed")
+    config.check_for(family)
+    if equal_total:  # refused here, before any work, where it cannot be
+        if "policygradex" not in groupings:
+            raise ValueError(f"equal totals shorten policygradex's groups; groupings {list(groupings)} lack it")
+        equal_total_config(config, family)
+    groupings = [g for g in GROUPINGS if g in set(groupings) | {"per_task"}]
+    return groupings
 
 
 def _one_seed(family, config, seed: int, *, choice: dict, true_groups: dict, say, equal_total: bool):
