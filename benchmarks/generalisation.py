@@ -50,6 +50,7 @@ import numpy as np
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
 from pgx_jax.checkpoint import source_commit, versions
+from pgx_jax.compare import gradient_similarity
 from pgx_jax.evaluate import alignment_scores, gain_scores
 from pgx_jax.families import make_family, random_layout
 from pgx_jax.pipeline import estimate_with_solutions, estimation_env_steps, pipeline_config, start
@@ -63,7 +64,7 @@ EARLY = tuple(p for p in META_POLICIES if p.startswith("early"))
 EVALUATORS = ("rollout", "gain", "alignment")
 THETA_RULES = (*META_POLICIES, "checkpoints", "separation")
 K_RULES = cluster_mod.K_RULES
-FORMAT = 2  # of the stage files: an estimate of another format is computed again
+FORMAT = 3  # of the stage files: an estimate of another format is computed again
 
 
 def _root(args) -> str:
@@ -165,12 +166,15 @@ def estimate_stage(args, seed: int, family, entries, meta_policy: str, subsets, 
     for name, f in scores.items():
         u = affinity_mod.affinity_matrix(f, subsets, config.affinity)
         by[name] = {"scores": f, "affinity": u, "groups": _groups(u, k_planted)}
+    cosine = gradient_similarity(est.features)  # compare's baseline at the same theta*, from the same b_i
+    baseline = {"affinity": cosine, "groups": _groups(cosine, k_planted)}
     spent = {k: float(v.mean()) for k, v in estimation_env_steps(config, family, subsets).items()}
     report = {
         "format": FORMAT,
         "layout_seed": seed,
         "meta_policy": meta_policy,
         "by_evaluator": by,
+        "gradient_similarity": baseline,
         "env_steps_per_task": spent,  # the rollout evaluator's; the others roll nothing out
         "timings": {**timings, **est.timings, "total_s": time.perf_counter() - t0},
         "solve": {k: est.solve_info[k] for k in ("unconverged", "refined")},
@@ -273,6 +277,11 @@ def layout_row(args, seed: int, d: str) -> dict | None:
         "truth_wall_s": truth["wall_s"],
         "candidates": {},
     }
+    row["baseline"] = {}  # compare's gradient-similarity grouping at each fixed theta*: not a candidate
+    for p in META_POLICIES:
+        for k in (*K_RULES, "planted_k"):
+            g = ests[p]["gradient_similarity"]["groups"][k]
+            row["baseline"][f"gradient_similarity@{p}|{k}"] = {**grouping_agreement(g, reference, n), "k": len(g)}
     for ev in EVALUATORS:
         for theta_rule in THETA_RULES:
             cost = candidate_cost(ests, ev, theta_rule)
@@ -360,6 +369,11 @@ def report(args) -> None:
         for split, these in (("dev", dev), ("test", test))
         if these
     }
+    summary["baseline"] = {
+        split: {c: _spread([r["baseline"][c]["ami"] for r in these]) for c in these[0]["baseline"]}
+        for split, these in (("dev", dev), ("test", test))
+        if these
+    }
     main, planted_k = frozen["main"]["candidate"], frozen["planted_k"]["candidate"]
     header = ["split", "layout", "n", "planted sizes", "truth vs planted AMI", "truth k (sil / eig)"]
     header += ["chosen: k", "AMI", "NMI (chance)", "planted k: AMI"]
@@ -408,7 +422,22 @@ def _intro(frozen, summary) -> str:
             + ([] if t is None else [f"{t['nmi']['mean']:.2f} ({t['nmi_chance']:.2f})", t["ami"]["count"]])
             + [f"{d['env_steps_per_task']:,.0f}"]
         )
-    return text + markdown_table(header, rows) + "\nPer layout:"
+    base = summary["baseline"]
+    baseline_rows = [
+        [c, f"{d['mean']:.2f} / {d['low']:.2f}"]
+        + (["-"] if "test" not in base else [f"{base['test'][c]['mean']:.2f} / {base['test'][c]['low']:.2f}"])
+        for c, d in sorted(base["dev"].items(), key=lambda item: -item[1]["mean"])
+    ]
+    baseline = markdown_table(
+        ["baseline (compare's gradient similarity)", "dev AMI mean / low", "test AMI mean / low"], baseline_rows
+    )
+    return (
+        text
+        + markdown_table(header, rows)
+        + "\nThe baseline at the same theta* (not a candidate):\n\n"
+        + baseline
+        + "\nPer layout:"
+    )
 
 
 def main() -> None:

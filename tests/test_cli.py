@@ -34,7 +34,7 @@ def test_train_smoke_writes_results(tmp_path, reacher, capsys):
         (["compare", "--rho", "-1"], "rho must be >= 0, got -1.0"),
         (["run", "--step-size", "0"], "step_size must be > 0 or None, got 0.0"),
         (["run", "--params", "head"], "unknown parameter set 'head'"),
-        (["run", "--evaluator", "oracle"], "unknown evaluator 'oracle'; known: ['rollout', 'loss', 'gain']"),
+        (["run", "--evaluator", "oracle"], "unknown evaluator 'oracle'; known: ['rollout', 'loss', 'gain', 'alignment']"),
         (["run", "--meta-policy", "late"], "unknown meta_policy 'late'; known: 'full', 'early-F'"),
         (["validate", "--meta-policy", "early-0"], "unknown meta_policy 'early-0'"),
     ],

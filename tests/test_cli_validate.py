@@ -45,7 +45,7 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys):
     for kind, truth in v["truths"].items():
         for key in ("spearman", "spearman_within_task", "mean_rel_error", "nmi", "true_scores", "true_affinity"):
             assert key in truth
-        assert set(truth["by_evaluator"]) == {"rollout", "loss", "gain"}
+        assert set(truth["by_evaluator"]) == {"rollout", "loss", "gain", "alignment"}
         true = np.array(truth["true_scores"], dtype=float)
         assert np.all(np.isfinite(true[masks])) and np.all(np.isnan(true[~masks]))
         groups = truth["by_evaluator"]["rollout"]["true_groups"]
