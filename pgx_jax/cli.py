@@ -23,7 +23,16 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "pgx_jax", "jax"
 #: groups of two tasks, whose 98,800 env steps per task were too few to learn: 113 mean return
 #: against the multitask policy's 103). The other commands keep the library's defaults (task_id,
 #: full theta*, auto k). Measured: benchmarks/RESULTS.md, issue 15.
-RUN_DEFAULTS = {"family": "pendulum-physics", "conditioning": "none", "groups": "2"}
+#: ``pgx-jax run`` alone: task-agnostic pendulum-physics with the estimator the development /
+#: test protocol chose on layouts other than this one (benchmarks/generalisation.py, issue 29):
+#: the ``alignment`` evaluator and k by the eigengap (theta* at 2%: ``--meta-policy auto``).
+RUN_DEFAULTS = {
+    "family": "pendulum-physics",
+    "conditioning": "none",
+    "groups": "auto",
+    "evaluator": "alignment",
+    "k_rule": "eigengap",
+}
 #: ``pgx-jax meta-rl``: the paper's meta-RL protocol is task-agnostic; pendulum-physics is its
 #: CartPole analogue and the cheapest family to meta-train here.
 META_RL_DEFAULTS = {"family": "pendulum-physics", "conditioning": "none", "groups": "auto"}
@@ -55,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="PolicyGradEx end to end: meta-train, estimate, group, train the groups",
         description="PolicyGradEx end to end. With no options: task-agnostic pendulum-physics (--conditioning none, "
-        "hence --meta-policy early-0.05; --groups 2), where grouping decides what a policy can learn.",
+        "hence --meta-policy early-0.02; --evaluator alignment, --groups auto --k-rule eigengap: the settings the "
+        "development/test protocol chose on other layouts), where grouping decides what a policy can learn.",
     )
     _pipeline_args(r, "run", resume=True, defaults=RUN_DEFAULTS)
 
@@ -308,10 +318,10 @@ def _pipeline_args(
         "--meta-policy",
         default="auto",
         help="the theta* the estimate expands around: 'full' (meta-training's whole budget), 'early-F' (stopped "
-        "after the fraction F of it), 'entropy-C' (with an entropy bonus C) or 'auto' (default: 'early-0.05' under "
+        "after the fraction F of it), 'entropy-C' (with an entropy bonus C) or 'auto' (default: 'early-0.02' under "
         "--conditioning none, 'full' with the task id). On task-agnostic pendulum-physics the full theta* balances "
-        "one motor polarity and the estimate is chance; 'early-0.05' sits between the groups and finds the motor "
-        "split (benchmarks/RESULTS.md, issue 15)",
+        "one motor polarity and the estimate is chance; stopped early it sits between them (2%: chosen on "
+        "development layouts by benchmarks/generalisation.py; benchmarks/RESULTS.md, issue 29)",
     )
     p.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
     p.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
@@ -352,11 +362,12 @@ def _pipeline_args(
         "std) or 'body' (also without the task-id rows)",
     )
     p.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
+    k_rule = defaults.get("k_rule", "silhouette")
     p.add_argument(
         "--k-rule",
-        default="silhouette",
-        help="how --groups auto chooses k: 'silhouette' (default) or 'eigengap' (the normalised Laplacian's "
-        "largest eigenvalue gap)",
+        default=k_rule,
+        help="how --groups auto chooses k: 'silhouette' or 'eigengap' (the normalised Laplacian's largest "
+        f"eigenvalue gap); default {k_rule}",
     )
     p.add_argument("--dim", type=int, default=None, help="projection dimension d (default 400; smoke 64)")
     p.add_argument(

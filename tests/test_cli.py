@@ -34,7 +34,10 @@ def test_train_smoke_writes_results(tmp_path, reacher, capsys):
         (["compare", "--rho", "-1"], "rho must be >= 0, got -1.0"),
         (["run", "--step-size", "0"], "step_size must be > 0 or None, got 0.0"),
         (["run", "--params", "head"], "unknown parameter set 'head'"),
-        (["run", "--evaluator", "oracle"], "unknown evaluator 'oracle'; known: ['rollout', 'loss', 'gain', 'alignment']"),
+        (
+            ["run", "--evaluator", "oracle"],
+            "unknown evaluator 'oracle'; known: ['rollout', 'loss', 'gain', 'alignment']",
+        ),
         (["run", "--meta-policy", "late"], "unknown meta_policy 'late'; known: 'full', 'early-F'"),
         (["validate", "--meta-policy", "early-0"], "unknown meta_policy 'early-0'"),
     ],
@@ -87,7 +90,7 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
     returns = np.array(list(result["per_task_return"].values()))
     assert np.isfinite(returns).all() and returns.max() <= 200  # +1 per upright step, 200 steps
     assert result["config"]["ppo"]["network"]["conditioning"] == "none"
-    assert result["config"]["meta_policy"] == "early-0.05"  # --meta-policy auto without the task id
+    assert result["config"]["meta_policy"] == "early-0.02"  # --meta-policy auto without the task id
     # theta* stopped early is not the multitask baseline: that one is trained with the groups' budget
     multitask, meta = result["multitask_per_task_return"], result["meta_per_task_return"]
     assert set(multitask) == set(meta) == set(result["tasks"]) and np.isfinite(list(multitask.values())).all()

@@ -54,22 +54,33 @@ def test_run_smoke_outputs(smoke_run, reacher):
 
 def test_run_defaults_are_the_task_agnostic_demo_and_the_other_commands_keep_the_library_defaults():
     """``pgx-jax run`` alone is the newcomer's demo (cli.RUN_DEFAULTS: task-agnostic pendulum, the
-    early theta* that conditioning calls for, k = 2); validate and compare keep task_id, the full
-    theta* and auto k, so a study's settings never change silently."""
+    early theta* that conditioning calls for, the alignment evaluator and k by the eigengap, as the
+    protocol chose); validate and compare keep task_id, the full theta*, rollout and the silhouette's
+    auto k, so a study's settings never change silently."""
     from pgx_jax.cli import RUN_DEFAULTS, _build_run, _parser
 
     run = _parser().parse_args(["run"])
     assert {k: vars(run)[k] for k in RUN_DEFAULTS} == RUN_DEFAULTS
     family, config = _build_run(run)
     assert family.name == "pendulum-physics" and config.ppo.network.conditioning == "none"
-    assert (config.meta_policy, config.evaluator, config.groups) == ("early-0.05", "rollout", 2)
+    assert (config.meta_policy, config.evaluator, config.groups, config.k_rule) == (
+        "early-0.02",
+        "alignment",
+        "auto",
+        "eigengap",
+    )
     for command in ("validate", "compare"):
         family, config = _build_run(_parser().parse_args([command]))
         assert family.name == "reacher-goals" and config.ppo.network.conditioning == "task_id"
-        assert (config.meta_policy, config.evaluator, config.groups) == ("full", "rollout", "auto")
+        assert (config.meta_policy, config.evaluator, config.groups, config.k_rule) == (
+            "full",
+            "rollout",
+            "auto",
+            "silhouette",
+        )
         # --conditioning none alone brings the early theta*; an explicit --meta-policy wins
         _, blind = _build_run(_parser().parse_args([command, "--conditioning", "none"]))
-        assert blind.meta_policy == "early-0.05"
+        assert blind.meta_policy == "early-0.02"
         _, chosen = _build_run(_parser().parse_args([command, "--conditioning", "none", "--meta-policy", "full"]))
         assert chosen.meta_policy == "full"
     assert vars(_parser().parse_args(["train"]))["conditioning"] == "task_id"
@@ -173,9 +184,9 @@ def test_pipeline_config_sets_the_conditioning_of_every_policy(reacher):
     assert pipeline_config("demo", reacher).ppo.network.conditioning == "task_id"
     blind = pipeline_config("demo", reacher, conditioning="none")
     assert blind.ppo.network.conditioning == blind.meta_ppo().network.conditioning == "none"
-    assert blind.meta_policy == "early-0.05"  # DEFAULT_META_POLICY: the theta* that sees a task-agnostic split
+    assert blind.meta_policy == "early-0.02"  # DEFAULT_META_POLICY: the theta* that sees a task-agnostic split
     assert pipeline_config("demo", reacher, conditioning="none", meta_policy="full").meta_policy == "full"
-    assert pipeline_config("demo", reacher, conditioning="none", meta_policy="auto").meta_policy == "early-0.05"
+    assert pipeline_config("demo", reacher, conditioning="none", meta_policy="auto").meta_policy == "early-0.02"
     # the conditioning also reaches an overriding ppo config's network
     custom = pipeline_config("smoke", reacher).ppo
     assert pipeline_config("demo", reacher, conditioning="none", ppo=custom).ppo.network.conditioning == "none"
