@@ -392,15 +392,32 @@ def report(args) -> None:
         "choice": frozen,
         "summary": summary,
         "layouts": rows,
+        "compare": compare_rows(args),
         "machine": machine(),
         "versions": versions(),
     }
     stem = os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}")
     title = f"Generalisation over drawn layouts: {args.family}, conditioning {args.conditioning}, {args.budget}"
-    write_table_report(stem, out, title, _intro(frozen, summary), header, table)
+    write_table_report(stem, out, title, _intro(frozen, summary, out["compare"]), header, table)
 
 
-def _intro(frozen, summary) -> str:
+def _compare_text(rows) -> str:
+    if not rows:
+        return ""
+    pct = lambda x: "-" if x is None else f"{100 * x:+.1f}%"  # noqa: E731
+    header = ["test layout", "truth vs multitask", "policygradex / truth", "vs multitask", "vs random"]
+    header += ["vs gradient similarity", "equal total: vs multitask", "vs random"]
+    table = [
+        [r["layout"], pct(r["truth_over_multitask"]), f"{r['policygradex_over_truth']:.3f}"]
+        + [pct(r["improvement_return"].get(k)) for k in ("multitask", "random", "gradient_similarity")]
+        + [pct(r["improvement_equal_total"].get(k)) for k in ("multitask", "random")]
+        for r in rows
+    ]
+    intro = "\n`compare` on the test layouts (mean return, one seed each; policygradex's improvement):\n\n"
+    return intro + markdown_table(header, table)
+
+
+def _intro(frozen, summary, compare=()) -> str:
     text = (
         f"Frozen on the development layouts {frozen['dev_layouts']} at commit {frozen['commit']} before any "
         f"test layout was read: **{frozen['main']['candidate']}** (k by the method), "
@@ -436,8 +453,64 @@ def _intro(frozen, summary) -> str:
         + markdown_table(header, rows)
         + "\nThe baseline at the same theta* (not a candidate):\n\n"
         + baseline
+        + _compare_text(compare)
         + "\nPer layout:"
     )
+
+
+def compare_stage(args, seed: int, frozen: dict) -> dict | None:
+    """``compare`` on one layout with the frozen candidate's settings (a fixed theta* only):
+    every grouping trained from scratch with equal per-task steps, ``ground_truth`` = the truth's
+    groups at the planted k (the reference above), and ``policygradex_equal_total``. Cached."""
+    from pgx_jax.compare import GROUPINGS, compare
+
+    evaluator, rest = frozen["main"]["candidate"].split("@")
+    theta_rule, k_rule = rest.split("|")
+    if theta_rule not in META_POLICIES:
+        return None
+    d = _out(args, seed)
+    entries = _load(os.path.join(d, "tasks.json"))
+    truth = _load(os.path.join(d, "truth.json"))
+    family = make_family(args.family, entries)
+    config = pipeline_config(
+        args.budget, family, conditioning=args.conditioning, meta_policy=theta_rule, evaluator=evaluator, k_rule=k_rule
+    )
+    fingerprint = hashlib.sha256(
+        json.dumps([entries, config.to_dict(), frozen["main"]], default=str).encode()
+    ).hexdigest()
+    path = os.path.join(d, "compare.json")
+    if (done := _fresh(path, fingerprint)) is not None:
+        return done
+    reference = cluster_mod.cluster_tasks(np.asarray(truth["affinity"]), len(set(family.groups)))
+    t0 = time.perf_counter()
+    report = compare(
+        family, config, [seed], random_draws=3, groupings=GROUPINGS, true_groups={seed: reference}, equal_total=True
+    )
+    report.update(fingerprint=fingerprint, commit=source_commit(), wall_s=time.perf_counter() - t0)
+    write_json(path, report)
+    return _load(path)
+
+
+def compare_rows(args) -> list[dict]:
+    """Per test layout with a compare: mean returns per grouping and the issue's ratios."""
+    rows = []
+    for seed, d in _layout_dirs(args):
+        c = _load(os.path.join(d, "compare.json"))
+        if c is None or seed < TEST_FROM:
+            continue
+        mean = {name: g["mean_return"]["mean"] for name, g in c["groupings"].items()}
+        rows.append(
+            {
+                "layout": seed,
+                "mean_return": mean,
+                "truth_over_multitask": mean["ground_truth"] / mean["multitask"] - 1,
+                "policygradex_over_truth": mean["policygradex"] / mean["ground_truth"],
+                "improvement_return": {k: v["relative"] for k, v in c["improvement_return"].items()},
+                "improvement_equal_total": {k: v["relative"] for k, v in c.get("improvement_equal_total", {}).items()},
+                "total_env_steps_per_task": {n: g["total_env_steps_per_task"][0] for n, g in c["groupings"].items()},
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -450,6 +523,9 @@ def main() -> None:
     p.add_argument("--choose", action="store_true", help="freeze the choice on --dev-layouts")
     p.add_argument("--dev-layouts", type=int, nargs="*", default=[0, 1, 2, 3])
     p.add_argument("--report", action="store_true")
+    p.add_argument(
+        "--compare", type=int, nargs="*", default=[], help="test layouts to run compare on (frozen settings)"
+    )
     args = p.parse_args()
     from pgx_jax.cli import _use_compilation_cache
 
@@ -458,6 +534,12 @@ def main() -> None:
         run_layout(args, seed)
     if args.choose:
         choose(args)
+    for seed in args.compare:
+        frozen = _load(_choice_path(args))
+        if frozen is None or seed < TEST_FROM:
+            raise SystemExit("--compare runs on test layouts with a frozen choice")
+        compare_stage(args, seed, frozen)
+        print(f"layout {seed}: compare done", flush=True)
     if args.report:
         report(args)
 
