@@ -202,6 +202,9 @@ def run_layout(args, seed: int) -> None:
         t0 = time.perf_counter()
         estimate_stage(args, seed, family, entries, mp, truth["subsets"], k_planted)
         print(f"layout {seed}: estimate at {mp} done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    # every compiled program holds memory mappings until JAX drops it: a process that ran a dozen
+    # layouts (new shapes each) reached the kernel's limit and LLVM aborted (layout 1004, first run)
+    jax.clear_caches()
 
 
 # --- candidates, the frozen choice and the report ----------------------------------------------
