@@ -453,7 +453,7 @@ def estimation_env_steps(config: PipelineConfig, family: Family, subsets) -> dic
     - ``b_sample``: the episodes b_i is read from (the separate sample, else the training ones):
       what a gradient-similarity grouping consumes beside theta*;
     - ``evaluate``: the ``rollout`` evaluator's ``eval_episodes`` per subset holding the task
-      (0 for ``loss`` and ``gain``, which roll nothing out);
+      (0 for ``loss``, ``gain`` and ``alignment``, which roll nothing out);
     - ``total``: meta-training, features, gradient sample and evaluation.
     """
     n, L = family.n_tasks, family.episode_length
