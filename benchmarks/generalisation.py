@@ -116,10 +116,15 @@ def _groups(u, k_planted: int) -> dict:
     return out
 
 
-def truth_stage(args, seed: int, family, entries, k_planted: int) -> dict:
-    path = os.path.join(_out(args, seed), "truth.json")
+def truth_stage(args, seed: int, family, entries, k_planted: int, replicate: int = 0) -> dict:
+    """The full truth (``replicate`` 0, ``truth.json``) or its replicate r > 0 (``truth_r<r>.json``):
+    the same subsets and evaluation start states, training keys folded with r, as ``validate
+    --replicates`` draws them. The replicates measure the truth's self-agreement: the ceiling of
+    any estimate's agreement with it."""
+    name = "truth.json" if replicate == 0 else f"truth_r{replicate}.json"
+    path = os.path.join(_out(args, seed), name)
     fingerprint = _fingerprint(args, entries, None)
-    if (done := _fresh(path, fingerprint, legacy_ok=True)) is not None:
+    if (done := _fresh(path, fingerprint, legacy_ok=replicate == 0)) is not None:
         return done
     config = _config(args, family, "full")
     key = jax.random.PRNGKey(seed)
@@ -127,11 +132,12 @@ def truth_stage(args, seed: int, family, entries, k_planted: int) -> dict:
     subsets, _, _, _, (k_est, k_truth) = start(family, config, key, theta_star=(), subsets=None, say=print)
     t0 = time.perf_counter()
     eval_key = jax.random.split(k_est)[1]  # the estimate's evaluation key: the same start states
-    true, info = run_truth(
-        "full", ValidateConfig(), config, family, None, subsets, truth_key("full", k_truth), eval_key
-    )
+    base = truth_key("full", k_truth)
+    train_key = base if replicate == 0 else jax.random.fold_in(base, replicate)
+    true, info = run_truth("full", ValidateConfig(), config, family, None, subsets, train_key, eval_key)
     report = {
         "layout_seed": seed,
+        "replicate": replicate,
         "subsets": subsets.astype(int),
         "true_scores": true,
         "true_scores_se": info["return_se"],
@@ -198,6 +204,10 @@ def run_layout(args, seed: int) -> None:
     t0 = time.perf_counter()
     truth = truth_stage(args, seed, family, entries, k_planted)
     print(f"layout {seed}: truth done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for r in range(1, args.replicates):
+        t0 = time.perf_counter()
+        truth_stage(args, seed, family, entries, k_planted, replicate=r)
+        print(f"layout {seed}: truth replicate {r} done ({time.perf_counter() - t0:.0f} s)", flush=True)
     for mp in args.meta_policies:
         t0 = time.perf_counter()
         estimate_stage(args, seed, family, entries, mp, truth["subsets"], k_planted)
@@ -280,6 +290,27 @@ def layout_row(args, seed: int, d: str) -> dict | None:
         "truth_wall_s": truth["wall_s"],
         "candidates": {},
     }
+    # the truth against itself: each replicate's groups at the planted k against the reference,
+    # and the pooled truth (the replicates' mean f(S, i)), a less noisy reference
+    replicas = [r for i in range(1, 10) if (r := _load(os.path.join(d, f"truth_r{i}.json"))) is not None]
+    pooled = None
+    if replicas:
+        cfg = _config(args, make_family(args.family, tasks), "full").affinity
+        subsets = np.asarray(truth["subsets"], bool)
+        reps = [cluster_mod.cluster_tasks(np.asarray(r["affinity"]), len(planted)) for r in replicas]
+        mean_f = np.mean([np.asarray(t["true_scores"], float) for t in (truth, *replicas)], axis=0)
+        pooled = cluster_mod.cluster_tasks(affinity_mod.affinity_matrix(mean_f, subsets, cfg), len(planted))
+        row["truth_replicates"] = [
+            {"groups": g, **grouping_agreement(g, reference, n), "vs_planted": grouping_agreement(g, planted, n)}
+            for g in reps
+        ]
+        row["truth_self_ami"] = float(np.mean([e["ami"] for e in row["truth_replicates"]]))
+        row["pooled_truth"] = {
+            "groups": pooled,
+            "replicates": 1 + len(replicas),
+            "vs_planted": grouping_agreement(pooled, planted, n),
+            "vs_reference": grouping_agreement(pooled, reference, n),
+        }
     row["baseline"] = {}  # compare's gradient-similarity grouping at each fixed theta*: not a candidate
     for p in META_POLICIES:
         for k in (*K_RULES, "planted_k"):
@@ -291,6 +322,9 @@ def layout_row(args, seed: int, d: str) -> dict | None:
             for k in (*K_RULES, "planted_k"):
                 g = candidate_groups(ests, ev, theta_rule, k, len(planted))
                 a = grouping_agreement(g, reference, n)
+                if pooled is not None:
+                    a["ami_vs_pooled"] = grouping_agreement(g, pooled, n, draws=0)["ami"]
+                    a["ami_vs_planted"] = grouping_agreement(g, planted, n, draws=0)["ami"]
                 row["candidates"][f"{ev}@{theta_rule}|{k}"] = {
                     **a,
                     "k": len(g),
@@ -378,6 +412,7 @@ def report(args) -> None:
         if these
     }
     main, planted_k = frozen["main"]["candidate"], frozen["planted_k"]["candidate"]
+    summary["self_agreement"] = _self_agreement(rows, main)
     header = ["split", "layout", "n", "planted sizes", "truth vs planted AMI", "truth k (sil / eig)"]
     header += ["chosen: k", "AMI", "NMI (chance)", "planted k: AMI"]
     table = [
@@ -401,7 +436,54 @@ def report(args) -> None:
     }
     stem = os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}")
     title = f"Generalisation over drawn layouts: {args.family}, conditioning {args.conditioning}, {args.budget}"
-    write_table_report(stem, out, title, _intro(frozen, summary, out["compare"]), header, table)
+    intro = _intro(frozen, summary, out["compare"], _self_agreement_text(summary["self_agreement"], main))
+    write_table_report(stem, out, title, intro, header, table)
+
+
+def _self_agreement(rows, main: str) -> dict:
+    """Per layout with truth replicates: the truth's self-agreement (AMI of each replicate's
+    groups with the reference, at the planted k), the pooled truth against the planted split and
+    the reference, and the chosen candidate against the reference, the pooled truth and the
+    planted split; the spread of each over the test layouts."""
+    per = [
+        {
+            "layout": r["layout"],
+            "split": r["split"],
+            "planted_sizes": r["planted_sizes"],
+            "truth_vs_planted": r["truth_vs_planted"]["ami"],
+            "truth_self_ami": r["truth_self_ami"],
+            "pooled_vs_planted": r["pooled_truth"]["vs_planted"]["ami"],
+            "pooled_vs_reference": r["pooled_truth"]["vs_reference"]["ami"],
+            "chosen_vs_reference": r["candidates"][main]["ami"],
+            "chosen_vs_pooled": r["candidates"][main]["ami_vs_pooled"],
+            "chosen_vs_planted": r["candidates"][main]["ami_vs_planted"],
+            "replicates": r["pooled_truth"]["replicates"],
+        }
+        for r in rows
+        if "pooled_truth" in r
+    ]
+    test = [e for e in per if e["split"] == "test"]
+    keys = [k for k in per[0] if k not in ("layout", "split", "planted_sizes", "replicates")] if per else []
+    return {"layouts": per, "test": {k: _spread([e[k] for e in test]) for k in keys} if test else {}}
+
+
+def _self_agreement_text(sa: dict, main: str) -> str:
+    if not sa["layouts"]:
+        return ""
+    header = ["layout", "planted sizes", "truth vs planted", "truth vs its replicate", "pooled truth vs planted"]
+    header += ["chosen vs truth", "chosen vs pooled truth", "chosen vs planted"]
+    f = lambda x: f"{x:.2f}"  # noqa: E731
+    keys = ("truth_vs_planted", "truth_self_ami", "pooled_vs_planted", "chosen_vs_reference", "chosen_vs_pooled")
+    keys += ("chosen_vs_planted",)
+    table = [[e["layout"], "+".join(map(str, e["planted_sizes"]))] + [f(e[k]) for k in keys] for e in sa["layouts"]]
+    if sa["test"]:
+        table.append(["test mean", ""] + [f(sa["test"][k]["mean"]) for k in keys])
+        table.append([f"test {sa['test'][keys[0]]['low_is']}", ""] + [f(sa["test"][k]["low"]) for k in keys])
+    return (
+        f"\n\nThe truth against itself (AMI; a replicate trains the same subsets with independent keys and "
+        f"the same evaluation start states; the pooled truth clusters the replicates' mean f(S, i); "
+        f"chosen = {main}):\n\n" + markdown_table(header, table)
+    )
 
 
 def _compare_text(rows) -> str:
@@ -420,7 +502,7 @@ def _compare_text(rows) -> str:
     return intro + markdown_table(header, table)
 
 
-def _intro(frozen, summary, compare=()) -> str:
+def _intro(frozen, summary, compare=(), extra: str = "") -> str:
     text = (
         f"Frozen on the development layouts {frozen['dev_layouts']} at commit {frozen['commit']} before any "
         f"test layout was read: **{frozen['main']['candidate']}** (k by the method), "
@@ -457,7 +539,8 @@ def _intro(frozen, summary, compare=()) -> str:
         + "\nThe baseline at the same theta* (not a candidate):\n\n"
         + baseline
         + _compare_text(compare)
-        + "\nPer layout:"
+        + extra
+        + "\n\nPer layout:"
     )
 
 
@@ -523,6 +606,7 @@ def main() -> None:
     p.add_argument("--budget", default="demo")
     p.add_argument("--layouts", type=int, nargs="*", default=[])
     p.add_argument("--meta-policies", nargs="*", default=list(META_POLICIES))
+    p.add_argument("--replicates", type=int, default=1, help="truths per layout (independent training keys)")
     p.add_argument("--choose", action="store_true", help="freeze the choice on --dev-layouts")
     p.add_argument("--dev-layouts", type=int, nargs="*", default=[0, 1, 2, 3])
     p.add_argument("--report", action="store_true")
