@@ -26,7 +26,7 @@ import numpy as np
 from pgx_jax import make_family
 from pgx_jax.checkpoint import versions
 from pgx_jax.cli import main as cli
-from pgx_jax.results import machine, write_table_report
+from pgx_jax.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EVALUATORS = ("rollout", "loss", "gain")
@@ -108,7 +108,7 @@ def main() -> None:
     p.add_argument("--evaluator", default="gain", help="the run's main evaluator (all are scored)")
     p.add_argument("--budget", default="demo")
     p.add_argument("--tag", default="")
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     for name in args.families:  # bad names fail before any training
         make_family(name)
     rows = previous_rows(args)  # a later run adds seeds to the same table

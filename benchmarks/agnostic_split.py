@@ -30,7 +30,7 @@ import numpy as np
 
 from pgx_jax import budget_config, make_family, simulators
 from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, write_table_report
+from pgx_jax.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_FAMILIES = ["pendulum-physics", "cartpole-physics", "cheetah-gravity", "cheetah-vel"]
@@ -124,7 +124,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--budget", default="demo")
     p.add_argument("--tag", default="")
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     for name in args.families:  # bad names fail before any training
         make_family(name)
     rows = []

@@ -32,7 +32,7 @@ import numpy as np
 from pgx_jax import load_policy, make_family
 from pgx_jax.checkpoint import versions
 from pgx_jax.pipeline import estimate, pipeline_config
-from pgx_jax.results import machine, markdown_table, provenance, write_json, write_markdown
+from pgx_jax.results import machine, markdown_table, parse_benchmark_args, provenance, write_json, write_markdown
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 COMPILES: list[float] = []
@@ -109,7 +109,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--ms", nargs="+", type=int, default=[50, 200, 1000])
     p.add_argument("--skip-run", metavar="DIR", help="reuse a finished default run in DIR (no timing of the run)")
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     os.makedirs(HERE, exist_ok=True)
     if args.skip_run:
         out, run = args.skip_run, None

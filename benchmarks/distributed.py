@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, write_table_report
+from pgx_jax.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,7 +157,7 @@ def main() -> None:
     p.add_argument("--budget", default="demo", help="budget of the m = 1000 estimate")
     p.add_argument("--truth-budget", default="smoke", help="budget of the full-training truth")
     p.add_argument("--parts", nargs="+", default=list(COMMANDS))
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     results = {}
     for name in args.parts:
         results[name] = measure(name, args)

@@ -357,7 +357,9 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="rebuild the table only")
     p.add_argument("--signal", action="store_true", help="the gradient-signal diagnostic instead of the sweep")
     p.add_argument("--settings", type=int, nargs="*", default=None, help="indices into SETTINGS (default: all)")
-    args = p.parse_args()
+    from pgx_jax.results import parse_benchmark_args  # imports jax: after the module set up its flags
+
+    args = parse_benchmark_args(p)
     if not args.table:
         cases = args.cases or sorted(c for c in CASES if os.path.exists(os.path.join(MEASURED, c, "validation.json")))
         for case in cases:

@@ -22,7 +22,7 @@ from pgx_jax import make_family, simulators
 from pgx_jax.checkpoint import versions
 from pgx_jax.config import budget_config
 from pgx_jax.families import installed
-from pgx_jax.results import machine, markdown_table, provenance, write_json, write_markdown
+from pgx_jax.results import machine, markdown_table, parse_benchmark_args, provenance, write_json, write_markdown
 from pgx_jax.simulators import host
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -64,7 +64,7 @@ def measure(name: str) -> dict:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--families", nargs="+", default=BRAX + HOST)
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     rows = [measure(name) for name in args.families if name not in HOST or installed(name)]
     info = {"machine": machine(), "versions": versions(), "budget": "demo config, short budget"}
     write_json(os.path.join(HERE, "families_throughput.json"), {**info, "results": rows})

@@ -54,7 +54,7 @@ from pgx_jax.compare import gradient_similarity
 from pgx_jax.evaluate import alignment_scores, gain_scores
 from pgx_jax.families import make_family, random_layout
 from pgx_jax.pipeline import estimate_with_solutions, estimation_env_steps, pipeline_config, start
-from pgx_jax.results import machine, markdown_table, write_json, write_table_report
+from pgx_jax.results import machine, markdown_table, parse_benchmark_args, write_json, write_table_report
 from pgx_jax.validate import ValidateConfig, grouping_agreement, run_truth, truth_key
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -613,7 +613,7 @@ def main() -> None:
     p.add_argument(
         "--compare", type=int, nargs="*", default=[], help="test layouts to run compare on (frozen settings)"
     )
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     from pgx_jax.cli import _use_compilation_cache
 
     _use_compilation_cache()

@@ -24,7 +24,7 @@ from pgx_jax.checkpoint import versions
 from pgx_jax.families import make_family
 from pgx_jax.hessian import HessianConfig
 from pgx_jax.pipeline import estimate_with_solutions, pipeline_config, start
-from pgx_jax.results import _jsonable, machine, write_table_report
+from pgx_jax.results import _jsonable, machine, parse_benchmark_args, write_table_report
 from pgx_jax.validate import EstimateStage, hessian_stage
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -90,7 +90,7 @@ def main():
     p.add_argument("--subsets", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(HERE, "hessian"))
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     hconfig = HessianConfig(probes=args.probes, subsets=args.subsets)
     info = {"machine": machine(), "versions": versions(), "budget": args.budget, "seed": args.seed}
     info["hessian_config"] = {"probes": args.probes, "subsets": args.subsets}

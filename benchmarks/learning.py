@@ -16,7 +16,15 @@ import numpy as np
 
 from pgx_jax import budget_config, make_family, ppo
 from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, markdown_table, plot_learning_curves, provenance, write_json, write_markdown
+from pgx_jax.results import (
+    machine,
+    markdown_table,
+    parse_benchmark_args,
+    plot_learning_curves,
+    provenance,
+    write_json,
+    write_markdown,
+)
 from pgx_jax.simulators import evaluate_metrics, random_policy_metrics
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -74,7 +82,7 @@ def main():
     p.add_argument("--budget", default="demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=int, default=16)
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     os.makedirs(HERE, exist_ok=True)
     results = []
     for name in args.families:

@@ -30,7 +30,7 @@ import numpy as np
 from pgx_jax import make_family, maml
 from pgx_jax.checkpoint import versions
 from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import machine, write_table_report
+from pgx_jax.results import machine, parse_benchmark_args, write_table_report
 from pgx_jax.validate import nmi
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -48,7 +48,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--evaluators", nargs="+", default=["rollout", "gain"])
     p.add_argument("--budget", default="demo")
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     family = make_family(FAMILY)
     n = family.n_tasks
     planted = [[i for i in range(n) if family.groups[i] == g] for g in sorted(set(family.groups))]

@@ -180,7 +180,9 @@ def main() -> int:
     p.add_argument("--cases", default=None, help=f"comma-separated subset of {list(CASES)}")
     p.add_argument("--table", action="store_true", help="only rebuild the table")
     p.add_argument("--redo", action="store_true", help="run cases that already have results again")
-    args = p.parse_args()
+    from pgx_jax.results import parse_benchmark_args  # imports jax: after the module set up its flags
+
+    args = parse_benchmark_args(p)
     os.makedirs(OUT, exist_ok=True)
     if not args.table:
         names = list(CASES) if args.cases is None else args.cases.split(",")

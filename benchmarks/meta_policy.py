@@ -34,7 +34,7 @@ from pgx_jax.checkpoint import versions
 from pgx_jax.cluster import cluster_tasks, groups_to_labels
 from pgx_jax.compare import gradient_similarity
 from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import machine, write_table_report
+from pgx_jax.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FAMILY = "pendulum-physics"
@@ -128,7 +128,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--variants", nargs="+", default=["full", "early-0.05", "early-0.15", "early-0.4", "entropy-0.01"])
     p.add_argument("--tag", default="", help="suffix of the output files")
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     for v in args.variants:  # bad names fail before any training
         pipeline_config("demo", make_family(FAMILY), meta_policy=v)
     family = make_family(FAMILY)

@@ -21,7 +21,7 @@ import numpy as np
 from pgx_jax import make_family
 from pgx_jax.checkpoint import versions
 from pgx_jax.cli import main as cli
-from pgx_jax.results import machine, write_table_report
+from pgx_jax.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("--budget", default="demo")
     p.add_argument("--tag", default="")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="more pgx-jax meta-rl options after --")
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     args.extra = [a for a in args.extra if a != "--"]
     for name in args.families:
         make_family(name)

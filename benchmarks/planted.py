@@ -28,7 +28,15 @@ from pgx_jax import make_family, ppo, simulators
 from pgx_jax.checkpoint import versions
 from pgx_jax.cluster import cluster_tasks, groups_to_labels
 from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import machine, markdown_table, plot_affinity, provenance, write_json, write_markdown
+from pgx_jax.results import (
+    machine,
+    markdown_table,
+    parse_benchmark_args,
+    plot_affinity,
+    provenance,
+    write_json,
+    write_markdown,
+)
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EVALUATORS = ("rollout", "loss")
@@ -107,7 +115,7 @@ def main():
     )
     p.add_argument("--tag", default="", help="suffix of the output files (planted<tag>.json/.md, heatmaps)")
     p.add_argument("--tasks-file", help="a JSON task layout (with planted groups) instead of the default one")
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     os.makedirs(HERE, exist_ok=True)
     rows = []
     for name in args.families:

@@ -341,7 +341,9 @@ def main() -> None:
         help="a trained theta* checkpoint (e.g. results/measurement/reacher-goals_task_id_seed1/theta_star) for "
         "the solve part, saved beside the fresh-initialisation one",
     )
-    args = p.parse_args()
+    from pgx_jax.results import parse_benchmark_args  # imports jax: after the module set up its flags
+
+    args = parse_benchmark_args(p)
     d = _load()
     if not args.table:
         stale = not d.get("solve") or "stats_flops" not in d["solve"]  # before the statistics were split out

@@ -23,7 +23,7 @@ import numpy as np
 
 from pgx_jax import budget_config, make_family, ppo
 from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, markdown_table, provenance, write_json, write_markdown
+from pgx_jax.results import machine, markdown_table, parse_benchmark_args, provenance, write_json, write_markdown
 from pgx_jax.rollout import reset_envs, unroll
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -117,7 +117,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--families", nargs="+", default=["reacher-goals", "cheetah-vel", "ant-dir"])
     p.add_argument("--updates", type=int, default=40)
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     os.makedirs(HERE, exist_ok=True)
     results = []
     for name in args.families:

@@ -35,6 +35,7 @@ from pgx_jax.pipeline import estimate, pipeline_config
 from pgx_jax.results import (
     machine,
     markdown_table,
+    parse_benchmark_args,
     plot_approx_error,
     plot_estimate_vs_truth,
     provenance,
@@ -189,7 +190,7 @@ def main():
         help="skip validate: take each seed's true groups from the validation.json already in --out "
         "(theta* is meta-trained again from the same seed, so it is the same policy)",
     )
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     here = args.out
     os.makedirs(here, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/pgx_jax/jax"))

@@ -9,7 +9,6 @@ exact, and loading needs no async machinery or extra dependency.
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import json
 import os
@@ -21,46 +20,32 @@ import jax
 import numpy as np
 from flax import serialization
 
-from pgx_jax import networks
+from pgx_jax import networks, provenance
 from pgx_jax.config import PPOConfig
 from pgx_jax.distributed import is_main
 from pgx_jax.networks import AgentParams
+from pgx_jax.provenance import source_commit, source_state  # noqa: F401 (re-exported: where results ask)
 from pgx_jax.types import Family
 
 FORMAT = "pgx_jax.policy/1"
 _PACKAGES = ("pgx_jax", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "numpy")
 
 
-def versions() -> dict[str, str]:
-    """Installed versions of the packages a result depends on, and the source commit of
-    pgx_jax (``pgx_jax_commit``: ``git describe --always --dirty`` of its checkout; the package
+def versions() -> dict[str, Any]:
+    """Installed versions of the packages a result depends on, and the code that made it
+    (:func:`source_state`): ``pgx_jax_commit`` (its ``describe``; the package
     version does not change between commits, so two results of one version can come from
-    different code)."""
-    out = {}
+    different code), ``pgx_jax_clean`` (False where the code had uncommitted changes) and
+    ``pgx_jax_diff_sha256`` (the hash of those changes, None on a clean tree)."""
+    out: dict[str, Any] = {}
     for p in _PACKAGES:
         try:
             out[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:
             out[p] = "not installed"
-    out["pgx_jax_commit"] = source_commit()
+    state = provenance.source_state()
+    out.update(pgx_jax_commit=state["describe"], pgx_jax_clean=state["clean"], pgx_jax_diff_sha256=state["diff_sha256"])
     return out
-
-
-@functools.cache
-def source_commit() -> str:
-    """``git describe --always --dirty`` of the checkout pgx_jax is imported from, or
-    ``"unknown"`` (an installed wheel, no git). Cached: the first call's answer holds for the
-    process (the CLI asks at start, so an edit during a long run does not relabel it)."""
-    import subprocess
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        res = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else "unknown"
 
 
 def _shapes(tree) -> dict[str, list[int]]:

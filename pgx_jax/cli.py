@@ -632,7 +632,7 @@ def _stage_store(args, out: str, family):
 
     import jax
 
-    from pgx_jax.checkpoint import source_commit
+    from pgx_jax import provenance
     from pgx_jax.stages import StageStore
 
     ignore = {"out", "resume", "no_progress", "coordinator", "num_processes", "process_id", "distributed_timeout"}
@@ -643,7 +643,7 @@ def _stage_store(args, out: str, family):
         if path is not None and os.path.isfile(path):
             with open(path, "rb") as f:
                 fingerprint[f"{name}_sha256"] = hashlib.sha256(f.read()).hexdigest()
-    fingerprint["code"] = source_commit()  # another commit: nothing reused
+    fingerprint["code"] = provenance.source_state()  # another commit, or other uncommitted edits: nothing reused
     resume = bool(getattr(args, "resume", False))
     return StageStore(out, fingerprint, resume=resume, enabled=jax.process_count() == 1)
 
@@ -713,13 +713,18 @@ def _check_out(out: str) -> None:
 def _check_resume(args, entries, out: str) -> None:
     """``--resume``: a finished theta* checkpoint in ``out`` of this family, tasks and
     conditioning (its meta.json read alone; the parameters are loaded, and checked against the
-    network, once the family is built)."""
+    network, once the family is built), or finished stages; every file in ``out/stages`` a
+    stage (:func:`pgx_jax.stages.saved_stages`: never a pickle)."""
     from pgx_jax import checkpoint
+    from pgx_jax.stages import saved_stages
 
     ckpt = os.path.join(out, "theta_star")
+    try:
+        saved = saved_stages(os.path.join(out, "stages"))
+    except ValueError as e:  # names the file that is not a stage and what to remove
+        raise ValueError(f"--resume: {e}") from None
     if args.command not in THETA_COMMANDS or not os.path.exists(os.path.join(ckpt, "meta.json")):
-        stages = os.path.join(out, "stages")
-        if os.path.isdir(stages) and any(f.endswith(".pkl") for f in os.listdir(stages)):
+        if saved:
             return  # the saved stages are reused where their options match (theta*'s training among them)
         what = "no theta* checkpoint and no finished stage" if args.command in THETA_COMMANDS else "no finished stage"
         raise ValueError(

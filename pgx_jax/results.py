@@ -105,10 +105,45 @@ def peak_rss_mb() -> float:
 
 
 def provenance(info: dict[str, Any]) -> str:
-    """One Markdown line naming the machine and package versions of ``{"machine", "versions"}``."""
+    """One Markdown line naming the machine and package versions of ``{"machine", "versions"}``,
+    and whether the code had uncommitted changes (``pgx_jax_clean``: :func:`pgx_jax.checkpoint.versions`)."""
     m = info["machine"]
-    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    return f"Machine: {m['platform']}, {m['cpu_count']} CPUs, JAX backend {m['jax_backend']}. Versions: {versions}."
+    v = info["versions"]
+    versions = ", ".join(f"{k} {x}" for k, x in v.items() if k not in ("pgx_jax_clean", "pgx_jax_diff_sha256"))
+    line = f"Machine: {m['platform']}, {m['cpu_count']} CPUs, JAX backend {m['jax_backend']}. Versions: {versions}."
+    if v.get("pgx_jax_clean") is False:
+        line += (
+            f" **Made by uncommitted code** (`--allow-dirty`; diff sha256 {v.get('pgx_jax_diff_sha256')}): "
+            "not reproducible from the commit alone."
+        )
+    elif "pgx_jax_clean" not in v:
+        line += " (Written before results recorded whether the tree was clean.)"
+    return line
+
+
+def parse_benchmark_args(parser) -> Any:
+    """``parser.parse_args()`` for a benchmark whose files may be cited: :func:`parse_benchmark_args_from`."""
+    return parse_benchmark_args_from(parser, None)
+
+
+def parse_benchmark_args_from(parser, argv) -> Any:
+    """``parser.parse_args(argv)`` with ``--allow-dirty`` added; code with uncommitted changes is
+    refused without it (``parser.error``: exit status 2, before any work;
+    :func:`pgx_jax.provenance.require_clean`); with it, the files say the code was dirty
+    (:func:`provenance`)."""
+    from pgx_jax.provenance import DirtyTreeError, require_clean
+
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="run from code with uncommitted changes (the results then say so and are not citable)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        require_clean(args.allow_dirty)
+    except DirtyTreeError as e:
+        parser.error(str(e))
+    return args
 
 
 def write_table_report(

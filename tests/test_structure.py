@@ -23,6 +23,8 @@ LAYERS = [
         "pgx_jax.flops",
         "pgx_jax.results",
         "pgx_jax.sharding",
+        "pgx_jax.codec",
+        "pgx_jax.provenance",
         "pgx_jax.distributed",
         "pgx_jax.stages",
     ],
