@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import pickle
 import re
 import time
 from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
+
+from pgx_jax import codec
 
 #: seconds a process waits for the others to join, or for a silent peer, before failing
 DEFAULT_TIMEOUT_S = 120
@@ -185,10 +186,11 @@ def alone():
 
 def map_processes(fn: Callable, items: Sequence) -> list:
     """``[fn(item) for item in items]`` with item i computed by process ``i % P`` alone
-    (:func:`alone`: the rows inside it are not split), the results (any picklable value) then
-    gathered to every process in order. Used over seeds: a seed's result is then exactly a
-    one-process run's (the same programs on the same shapes), and nothing is exchanged until the
-    end. With one process, or fewer items than processes (the rows inside are then split
+    (:func:`alone`: the rows inside it are not split), the results then gathered to every
+    process in order, as data (:mod:`pgx_jax.codec`: ``TypeError`` naming a value it cannot
+    save; a peer's bytes are never unpickled). Used over seeds: a seed's result is then exactly
+    a one-process run's (the same programs on the same shapes), and nothing is exchanged until
+    the end. With one process, or fewer items than processes (the rows inside are then split
     instead), this is the plain loop."""
     p = jax.process_count()
     if p == 1 or _ALONE[0] or len(items) < p:
@@ -196,14 +198,14 @@ def map_processes(fn: Callable, items: Sequence) -> list:
     me = jax.process_index()
     with alone():
         mine = _all_ok(lambda: {i: fn(item) for i, item in enumerate(items) if i % p == me})
-    data = np.frombuffer(pickle.dumps(mine), np.uint8)
+    data = np.frombuffer(codec.to_bytes(mine), np.uint8)
     sizes = _allgather(np.array([data.size], np.int64), tiled=True)  # [P]
     padded = np.zeros(int(sizes.max()), np.uint8)
     padded[: data.size] = data
     everyone = _allgather(padded, tiled=False)  # [P, max size]
     out = {}
     for q in range(p):
-        out.update(pickle.loads(everyone[q, : int(sizes[q])].tobytes()))  # noqa: S301 (our own processes' results)
+        out.update(codec.from_bytes(everyone[q, : int(sizes[q])].tobytes()))
     return [out[i] for i in range(len(items))]
 
 
