@@ -251,8 +251,43 @@ def _join_cluster(args) -> None:
     if not distributed.is_main():
         args.no_progress = True
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    distributed.check_agree(_run_inputs(args))
+
+
+def _run_inputs(args) -> dict[str, str]:
+    """What every process of a run must share, as text: the options (without ``--process-id``),
+    the tasks' parameters and the other input files' bytes (not their paths: two processes in
+    different directories may read different files under one name), the code (commit and
+    uncommitted diff) and the package versions (:func:`pgx_jax.distributed.check_agree` names
+    the first that differs)."""
+    import hashlib
+    import json
+
+    from pgx_jax import checkpoint, provenance
+
     argv = [f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in ("process_id", "no_progress")]
-    distributed.check_same(" ".join(argv), "options")
+    try:
+        tasks = json.dumps(_entries(args), sort_keys=True, default=str)
+    except (ValueError, OSError) as e:  # refused later, on every process alike, or named here as a difference
+        tasks = f"unreadable: {e}"
+    files = {}
+    for name in ("tasks_file", "test_tasks_file", "true_groups"):
+        path = getattr(args, name, None)
+        if path is not None:
+            try:
+                with open(path, "rb") as f:
+                    files[name] = hashlib.sha256(f.read()).hexdigest()
+            except OSError as e:
+                files[name] = f"unreadable: {type(e).__name__}"
+    state = provenance.source_state()
+    versions = {k: v for k, v in checkpoint.versions().items() if not k.startswith("pgx_jax_")}
+    return {
+        "options": " ".join(argv),
+        "tasks (their parameters)": tasks,
+        "input files (their bytes)": json.dumps(files, sort_keys=True),
+        "code (commit and uncommitted diff)": f"{state['commit']} {state['diff_sha256']}",
+        "package versions": json.dumps(versions, sort_keys=True),
+    }
 
 
 def _make_out(out: str) -> None:

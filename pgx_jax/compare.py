@@ -32,7 +32,7 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import ppo, simulators
+from pgx_jax import distributed, ppo, simulators
 from pgx_jax.distributed import across_processes, map_processes
 from pgx_jax.groups import env_steps_per_task, group_masks, group_updates
 from pgx_jax.networks import AgentParams
@@ -339,6 +339,7 @@ def choose_groupings(family, config, seed, groupings, random_draws, vconfig, the
             u_true = affinity_mod.affinity_matrix(true, est.subsets, config.affinity)
             true_groups[seed] = cluster_mod.cluster_tasks(u_true, k, method=config.cluster_method)
         chosen["ground_truth"] = [true_groups[seed]]
+    distributed.check_agree({"the groupings (chosen by each process)": repr(sorted(chosen.items()))})
     for draws in chosen.values():
         for groups in draws:
             group_masks(groups, n)  # every grouping must be a partition

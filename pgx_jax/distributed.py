@@ -111,17 +111,73 @@ def _all_ok(run: Callable):
     return out
 
 
-def check_same(text: str, what: str) -> None:
-    """Raise ``ValueError`` on every process unless all hold the same ``text`` (e.g. the command
-    line without ``--process-id``): processes with other options would split other work."""
-    if jax.process_count() == 1:
-        return
+#: fields :func:`check_agree` compares in one collective (a fixed size: processes whose code
+#: differs must still exchange arrays of one shape)
+MAX_FIELDS = 31
+
+
+def _digest(text: str | bytes) -> int:
     import hashlib
 
-    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int64)
-    everyone = _allgather(digest, tiled=True)
-    if not (everyone == everyone[0]).all():
-        raise ValueError(f"the processes were started with different {what}; start every process with the same ones")
+    data = text.encode() if isinstance(text, str) else text
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)
+
+
+def check_agree(fields: dict[str, str | bytes], what: str = "") -> None:
+    """Raise ``ValueError`` on every process unless all processes hold the same value of every
+    field (compared by a 64-bit prefix of its sha256), naming the first field (in ``fields``'
+    order) that differs and the processes whose value differs from process 0's: processes that
+    computed, read or were given different inputs would otherwise mix their rows without a word.
+    One collective of a fixed shape; a no-op with one process and inside :func:`alone` (there a
+    process computes alone, and the others are not there to compare with)."""
+    if jax.process_count() == 1 or _ALONE[0]:
+        return
+    if len(fields) > MAX_FIELDS:
+        raise ValueError(f"check_agree compares at most {MAX_FIELDS} fields, got {len(fields)}")
+    names = list(fields)
+    mine = np.zeros(MAX_FIELDS + 1, np.int64)
+    mine[0] = _digest("\0".join(names))  # the field names themselves: other code may ask other things
+    mine[1 : len(names) + 1] = [_digest(v) for v in fields.values()]
+    everyone = _allgather(mine, tiled=False)  # [P, MAX_FIELDS + 1]
+    differ = everyone != everyone[0]
+    if not differ.any():
+        return
+    where = "" if not what else f" {what}"
+    if differ[:, 0].any():
+        others = [int(q) for q in np.flatnonzero(differ[:, 0])]
+        raise ValueError(f"the processes compare different fields{where}: process(es) {others} run other code than 0")
+    first = int(np.flatnonzero(differ[:, 1:].any(0))[0])
+    others = [int(q) for q in np.flatnonzero(differ[:, first + 1])]
+    raise ValueError(
+        f"the processes disagree on {names[first]}{where}: process(es) {others} hold another value than process 0; "
+        "start every process with the same options, task files, code and packages"
+    )
+
+
+def check_same(text: str, what: str) -> None:
+    """:func:`check_agree` of one field ``what`` (e.g. the command line without ``--process-id``)."""
+    check_agree({what: text})
+
+
+def tree_digest(tree) -> str:
+    """sha256 over a pytree's structure and every leaf's dtype, shape and bytes (host copies)."""
+    import hashlib
+
+    h = hashlib.sha256(str(jax.tree.structure(tree)).encode())
+    for leaf in jax.tree.leaves(tree):
+        a = np.ascontiguousarray(jax.device_get(leaf))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_same_tree(tree, what: str) -> None:
+    """:func:`check_agree` of a pytree each process computed for itself (theta*, the gradient
+    features, ...), bit for bit: processes whose arithmetic differs are refused before any row
+    computed from it is gathered. A no-op with one process (nothing is hashed)."""
+    if jax.process_count() == 1 or _ALONE[0]:
+        return
+    check_agree({what: tree_digest(tree)})
 
 
 def process_count() -> int:

@@ -20,7 +20,7 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import ppo, simulators
+from pgx_jax import distributed, ppo, simulators
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
 from pgx_jax.distributed import across_processes
@@ -534,6 +534,7 @@ def estimate_with_solutions(
     timings["features"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(feats.x))):
         raise FloatingPointError("non-finite gradient features at theta*")
+    distributed.check_same_tree(feats, "the gradient features (computed by each process)")
     kmax = int(np.asarray(masks, bool).sum(1).max())  # static bound on subset sizes, from the host copy
     masks = jnp.asarray(masks, bool)
     t0 = time.perf_counter()
@@ -588,6 +589,9 @@ def start(family: Family, config: PipelineConfig, key: PRNGKey, theta_star, subs
         ppo.check_finite(meta_metrics, family.task_names)
         timings["meta_train"] = train_s  # compilation apart, as every other stage's wall-clock
         timings["meta_train_compile"] = compile_s
+    # every process of a multi-process run computed (or was given) these alone: refuse before a
+    # row computed from them is gathered where any process holds other bits
+    distributed.check_same_tree((subsets, theta_star), "the subsets and theta* (computed by each process)")
     return subsets, theta_star, meta_metrics, timings, (k_est, k_rest)
 
 
@@ -627,6 +631,7 @@ def policygradex(
     t0 = time.perf_counter()
     u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)
     groups = cluster_mod.cluster_tasks(u, config.groups, method=config.cluster_method, k_rule=config.k_rule)
+    distributed.check_agree({"the groups (clustered by each process)": repr(groups)})
     timings["affinity_and_cluster"] = time.perf_counter() - t0
     per_task = group_params = meta_per_task = multitask_per_task = None
     if config.train_groups:

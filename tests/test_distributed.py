@@ -129,3 +129,81 @@ def test_a_process_that_never_joins_fails_the_other_within_the_timeout(tmp_path)
     assert proc.returncode != 0
     assert "joining the cluster at localhost" in stderr and "DEADLINE_EXCEEDED" in stderr
     assert not out.exists()  # nothing written: the join comes before the output directory
+
+
+DISAGREE = """
+import sys, numpy as np
+from pgx_jax import distributed
+distributed.initialize(distributed.ClusterSpec(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60))
+me = int(sys.argv[2])
+for name, check in [
+    ("fields", lambda: distributed.check_agree({"options": "a", "tasks": "t%d" % me, "code": "c%d" % me})),
+    ("tree", lambda: distributed.check_same_tree({"w": np.arange(3.0) + (me == 1) * 1e-7}, "theta*")),
+    ("equal", lambda: distributed.check_same_tree({"w": np.arange(3.0)}, "theta*")),
+]:
+    try:
+        check()
+        print(name, "agreed")
+    except ValueError as e:
+        print(name, "ValueError", e)
+"""
+
+
+def test_processes_holding_different_inputs_or_bits_are_refused_naming_the_first_difference():
+    """check_agree names the first field that differs (not a later one) and the process that
+    differs, on every process; one float's last bits in a tree each process computed are enough."""
+    port = free_port()
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+    pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", DISAGREE, f"localhost:{port}", str(i)], cwd=ROOT, env=env, **pipe)
+        for i in (1, 0)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for out, err in outs:
+        lines = dict(
+            line.split(" ", 1) for line in out.strip().splitlines() if line.split(" ")[0] in ("fields", "tree", "equal")
+        )
+        assert lines["fields"].startswith("ValueError the processes disagree on tasks: process(es) [1]"), (out, err)
+        assert "disagree on theta*: process(es) [1]" in lines["tree"], (out, err)
+        assert lines["equal"] == "agreed", (out, err)
+
+
+def test_two_processes_reading_different_task_files_under_one_name_are_refused_and_write_nothing(tmp_path):
+    """Two real processes started in different directories, each with ``--tasks-file tasks.json``
+    naming a different file (one gravity differs): both exit 2 naming the tasks, before any work,
+    and no output is written."""
+    import json
+
+    from pgx_jax.families import task_entries
+
+    tasks = task_entries("pendulum-physics", None, None)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for i, d in enumerate(dirs):
+        d.mkdir()
+        mine = [dict(t) for t in tasks]
+        mine[0]["gravity"] += i  # the same name, other contents
+        (d / "tasks.json").write_text(json.dumps(mine))
+    port = free_port()
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+    pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = ["run", "--budget", "smoke", "--family", "pendulum-physics", "--tasks-file", "tasks.json", "--out", "out"]
+    argv += [
+        "--no-progress",
+        "--coordinator",
+        f"localhost:{port}",
+        "--num-processes",
+        "2",
+        "--distributed-timeout",
+        "60",
+    ]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "pgx_jax.cli", *argv, "--process-id", str(i)], cwd=d, env=env, **pipe)
+        for i, d in enumerate(dirs)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 2, err[-2000:]
+        assert "disagree on tasks (their parameters): process(es) [1]" in err, err[-2000:]
+    for d in dirs:
+        assert sorted(os.listdir(d)) == ["tasks.json"]  # no output directory, nothing half-written
