@@ -24,15 +24,22 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # The suite checks behaviour, not speed, and compiling is most of its time on 2 cores: XLA's
 # backend optimisations and LLVM's expensive passes cost compile time and buy run time the tests
 # do not need (the train smoke test: 78 s -> 57 s for the first, 60 s -> 52 s for the second).
-# Set before JAX initialises its CPU backend.
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", "")]
-    + [
-        f
-        for f in ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
-        if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")
-    ]
-).strip()
+# Set before JAX initialises its CPU backend. Not for the tests marked ``user_xla_flags``: the
+# claims of bit-for-bit equality (common random numbers, kill and resume, one process against
+# two) must hold for the programs a user's run compiles, which another optimisation level may
+# fuse and round differently; each of those runs in a child process with the user's own flags
+# (PGX_JAX_USER_XLA_FLAGS, recorded here before the additions; see pytest_pyfunc_call below).
+os.environ.setdefault("PGX_JAX_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+UNDER_USER_FLAGS = os.environ.get("PGX_JAX_TEST_UNDER_USER_FLAGS") == "1"
+if not UNDER_USER_FLAGS:
+    os.environ["XLA_FLAGS"] = " ".join(
+        [os.environ.get("XLA_FLAGS", "")]
+        + [
+            f
+            for f in ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+            if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")
+        ]
+    ).strip()
 
 import jax.numpy as jnp  # noqa: E402 - after the environment above, which JAX reads at import
 import pytest  # noqa: E402
@@ -44,6 +51,36 @@ warnings.filterwarnings("ignore", message="Brax System, piplines and environment
 def _push_reward(state, action, params):
     # task "push" (w=+1) is paid for pushing (action > 0), task "rest" (w=-1) for not pushing.
     return params["w"] * (action[0] > 0).astype(jnp.float32)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "user_xla_flags: runs in a child pytest under the user's XLA flags, not the suite's faster-compiling ones",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A test marked ``user_xla_flags`` runs in a child ``pytest`` with the XLA flags the user's
+    own runs have (the suite's optimisation-level-0 flags dropped) and passes or fails with it;
+    in that child (PGX_JAX_TEST_UNDER_USER_FLAGS=1) it runs as any other test. The child shares
+    the session's compilation cache (programs compiled under other flags are other entries)."""
+    if UNDER_USER_FLAGS or pyfuncitem.get_closest_marker("user_xla_flags") is None:
+        return None
+    import re
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS=os.environ["PGX_JAX_USER_XLA_FLAGS"], PGX_JAX_TEST_UNDER_USER_FLAGS="1")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", pyfuncitem.nodeid]
+    proc = subprocess.run(argv, cwd=pyfuncitem.config.rootpath, env=env, capture_output=True, text=True, timeout=3000)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and re.search(r"\b1 passed\b", out), (
+        f"under the user's XLA flags {env['XLA_FLAGS']!r}:\n{out[-6000:]}"
+    )
+    return True
 
 
 def pytest_sessionfinish(session):

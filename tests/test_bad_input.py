@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import re
 
 import jax
 import numpy as np
@@ -189,12 +190,42 @@ def test_bad_input_is_refused_first_in_one_line(kind, argv, message, tmp_path, m
     assert _snapshot(tmp_path) == before  # nothing written, nothing half-written
 
 
-def test_the_catalogue_is_long_and_listed_in_the_readme():
-    kinds = [c[0] for c in CATALOGUE]
-    assert len(kinds) >= 25 and len(set(kinds)) == len(kinds)
+def _readme_table() -> dict[str, tuple[list[str], str]]:
+    """The rows of the README's "Bad input" table: kind -> (the example's words, the stderr line)."""
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [k for k in kinds if f"| {k} |" not in readme]
-    assert not missing, f"README's bad-input table lacks {missing}"
+    section = readme.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    assert lines[0].split("|")[1:4] == [" kind ", " example ", " the line on stderr "], lines[0]
+    rows = {}
+    for line in lines[1:]:
+        kind, example, stderr = (cell.strip() for cell in line.strip().strip("|").split(" | "))
+        assert kind not in rows, f"README lists {kind!r} twice"
+        rows[kind] = (example.strip("`").split(), stderr)
+    return rows
+
+
+def test_the_catalogue_is_the_readme_table(tmp_path):
+    """The kinds tested here are exactly the README's rows (a kind missing from either side, or
+    added to one only, fails), each row runs the same command with the same options as its case
+    here, and its stderr line holds the case's message."""
+    rows = _readme_table()
+    kinds = [c[0] for c in CATALOGUE]
+    assert len(set(kinds)) == len(kinds)
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    claimed = re.search(r"(\d+) kinds of bad input \((\d+) since issue \d+\)", readme)
+    assert claimed and int(claimed.group(2)) == len(kinds), "the README's count of kinds (Status) is not the table's"
+    assert set(kinds) == set(rows), (
+        f"in the tests only: {sorted(set(kinds) - set(rows))}; in the README only: {sorted(set(rows) - set(kinds))}"
+    )
+    assert kinds == list(rows)  # the same order
+    for kind, argv, message in CATALOGUE:
+        example, stderr = rows[kind]
+        (tmp_path / kind).mkdir()
+        args = argv(tmp_path / kind)
+        assert example[0] == "pgx-jax" and example[1] == args[0], (kind, example)
+        options = {a for a in args if a.startswith("--")} | {"--out"}
+        assert {a for a in example if a.startswith("--")} == options, (kind, example, args)
+        assert message.rstrip(".[") in stderr.replace("...", ""), (kind, message, stderr)
 
 
 def test_a_nonfinite_reward_is_reported_with_its_task_and_update():

@@ -54,6 +54,7 @@ def params(family):
     return networks.init_agent(NET, family.obs_size, family.action_size, jax.random.PRNGKey(0))
 
 
+@pytest.mark.user_xla_flags
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_a_tasks_episodes_do_not_depend_on_the_tasks_beside_it(family, params, deterministic):
     """Tasks 1 and 2 scored beside other tasks, at other positions, alone or through subset

@@ -116,6 +116,7 @@ def test_one_meta_update_lowers_the_post_adaptation_loss_on_its_batch(fast_famil
     assert float(new.params.normalizer.count) == float(2 * mcfg.meta_batch * mcfg.episodes * fast_family.episode_length)
 
 
+@pytest.mark.user_xla_flags
 def test_adaptation_keys_its_episodes_by_the_task(fast_family, mcfg):
     """Two meta-policies, or one task beside different others, meet the same episodes: a task's
     curve does not depend on which policy slot or which other tasks it is adapted beside."""

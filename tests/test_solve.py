@@ -1,7 +1,7 @@
 """The surrogate solve's step and scale (issue 13): a KL-sized step hits its KL on a real Gaussian
 policy, the ``mean`` parameter set steps what the deterministic evaluation uses, the ``gain``
 evaluator ranks a task by its alignment with the step, and 10,000 subsets go through one
-compiled solve."""
+compiled solve and one compiled refinement."""
 
 import dataclasses
 
@@ -20,11 +20,12 @@ NET = NetworkConfig(depth=1, width=16)
 
 
 def _toy(key, n=4, m=300, d=8):
-    """Tasks 0, 1 share one direction of the advantage-weighted gradient, tasks 2, 3 another."""
+    """The first half of the tasks (0, 1 of 4) share one direction of the advantage-weighted
+    gradient, the second half (2, 3) another."""
     k1, k2, k3 = jax.random.split(key, 3)
     dirs = jax.random.normal(k1, (2, d))
     x = jax.random.normal(k2, (n, m, d))
-    logits = jnp.einsum("nmd,nd->nm", x, dirs[jnp.array([0, 0, 1, 1])])
+    logits = jnp.einsum("nmd,nd->nm", x, dirs[jnp.arange(n) * 2 // n])
     y = jnp.where(jax.random.uniform(k3, (n, m)) < jax.nn.sigmoid(logits), 1.0, -1.0)
     w = jax.random.uniform(k3, (n, m), minval=0.1, maxval=2.0)
     theta = jnp.ones(50)
@@ -85,27 +86,56 @@ def test_gain_scores_rank_a_task_by_its_alignment_with_the_step():
     np.testing.assert_allclose(f2[masks], 2 * f[masks], rtol=1e-5)
 
 
-def test_ten_thousand_subsets_go_through_one_compiled_solve():
+def test_ten_thousand_subsets_go_through_one_compiled_solve_and_one_refinement():
+    """10,000 subsets of 4 of 30 tasks (8,461 distinct: not a few repeated ones) in chunks of
+    4096: the first pass is one compiled program, and the solves it leaves above ``tol`` (a
+    minority at rho = 1) are refined by a second compiled program, after which every one is
+    converged; the solves that were converged are left as the first pass made them."""
     from pgx_jax import pipeline
 
-    feats = _toy(jax.random.PRNGKey(2))
+    n, k = 30, 4
+    feats = _toy(jax.random.PRNGKey(2), n=n)
     rng = np.random.default_rng(0)
-    masks = np.zeros((10_000, 4), bool)
+    masks = np.zeros((10_000, n), bool)
     for s in range(masks.shape[0]):
-        masks[s, rng.choice(4, 2, replace=False)] = True
-    cfg = SurrogateConfig(rho=10.0, refine=2, tol=0.5)  # converged without refinement: one pass
+        masks[s, rng.choice(n, k, replace=False)] = True
+    assert len(np.unique(masks, axis=0)) > 8000
+    cfg = SurrogateConfig(rho=1.0, refine=2, tol=0.05)
     before = pipeline._solve._cache_size()
-    seen = []
-    sol, info = pipeline.solve_all(cfg, feats, masks, kmax=2, chunk=4096, progress=lambda d, t: seen.append((d, t)))
-    assert pipeline._solve._cache_size() - before == 1  # three chunks, the last padded: one program
+    seen, refined_seen = [], []
+    sol, info = pipeline.solve_all(
+        cfg,
+        feats,
+        masks,
+        kmax=k,
+        chunk=4096,
+        progress=lambda d, t: seen.append((d, t)),
+        refine_progress=lambda d, t: refined_seen.append((d, t)),
+    )
+    assert pipeline._solve._cache_size() - before == 2  # three chunks, the last padded: one program; the refinement
     assert seen == [(4096, 10_000), (8192, 10_000), (10_000, 10_000)]
-    assert sol.betas.shape == (10_000, 8) and info["refined"] == 0
-    whole, _ = pipeline.solve_all(cfg, feats, masks[:300], kmax=2)
+    assert sol.betas.shape == (10_000, 8)
+    # the first pass alone: which solves it leaves unconverged
+    with pytest.warns(RuntimeWarning, match="of 10000 surrogate solves did not converge"):
+        first, first_info = pipeline.solve_all(dataclasses.replace(cfg, refine=0), feats, masks, kmax=k, chunk=4096)
+    bad = ~(first.grad_ratio <= cfg.tol)
+    assert 0 < bad.sum() < 0.1 * masks.shape[0] and first_info["refined"] == 0
+    assert info["refined"] == bad.sum() and info["unconverged"] == 0
+    padded = pipeline._refine_rows(int(bad.sum()), cfg, 4096)
+    assert refined_seen == [(padded, padded)] and bad.sum() <= padded < 2 * bad.sum()  # one padded block
+    assert np.all(sol.grad_ratio[bad] <= cfg.tol) and np.all(sol.grad_ratio[bad] < first.grad_ratio[bad])
+    np.testing.assert_array_equal(sol.betas[~bad], first.betas[~bad])
+    assert np.abs(sol.betas[bad] - first.betas[bad]).max() > 1e-3  # refinement moved them
+    whole, _ = pipeline.solve_all(cfg, feats, masks[:300], kmax=k)
+    assert bad[:300].any()  # a refined one among them, refined in another batch
     np.testing.assert_allclose(sol.betas[:300], whole.betas, rtol=1e-5, atol=1e-6)
-    # the same pair always gives the same solve
-    same = np.nonzero(np.all(masks == masks[0], 1))[0]
-    assert same.size > 1
-    np.testing.assert_allclose(sol.betas[same], np.repeat(sol.betas[:1], same.size, 0), rtol=1e-5, atol=1e-6)
+    # the same subset always gives the same solve, refined or not
+    _, row, count = np.unique(masks, axis=0, return_inverse=True, return_counts=True)
+    repeated = count[row] > 1
+    assert repeated[bad].any() and repeated[~bad].any()
+    for i in (np.flatnonzero(repeated & bad)[0], np.flatnonzero(repeated & ~bad)[0]):
+        same = np.flatnonzero(row == row[i])
+        np.testing.assert_allclose(sol.betas[same], np.repeat(sol.betas[i : i + 1], same.size, 0), rtol=1e-5, atol=1e-6)
 
 
 def test_mean_policy_gradient_of_one_backward_pass_equals_the_per_sample_features(fast_family):
