@@ -62,6 +62,14 @@ def _checkpoint(tmp: pathlib.Path, *, family="reacher-goals", tasks=NAMES, condi
 
 R = ["run", "--family", "reacher-goals"]
 
+
+def _pickled_stage(tmp: pathlib.Path) -> str:
+    """A run directory whose ``stages/`` holds a pickle (an older version's, or a planted one)."""
+    (tmp / "prev" / "stages").mkdir(parents=True)
+    (tmp / "prev" / "stages" / "estimate.pkl").write_bytes(b"\x80\x04K\x01.")  # pickle of 1
+    return str(tmp / "prev")
+
+
 #: (kind, argv from the working directory, the message's telling part)
 CATALOGUE = [
     ("k above n", lambda t: R + ["--groups", "12"], "--groups 12 must be in [1, 9] (the number of tasks) or 'auto'"),
@@ -160,6 +168,11 @@ CATALOGUE = [
         "checkpoint parameters corrupted",
         lambda t: R + ["--resume", "--out", _checkpoint(t, params=b"\xc1\x00garbage")],
         "params.msgpack is corrupt",
+    ),
+    (
+        "stage that is not data",
+        lambda t: R + ["--resume", "--out", _pickled_stage(t)],
+        "stages/estimate.pkl is not a stage this version can read: a pickled stage",
     ),
 ]
 
