@@ -627,6 +627,7 @@ def main() -> None:
             raise SystemExit("--compare runs on test layouts with a frozen choice")
         compare_stage(args, seed, frozen)
         print(f"layout {seed}: compare done", flush=True)
+        jax.clear_caches()  # as after a layout: two compares in one process reached LLVM's mapping limit
     if args.report:
         report(args)
 
