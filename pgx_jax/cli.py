@@ -1126,11 +1126,20 @@ def _hessian_rows(h) -> list[list]:
                 f"{t['theta_star']['total']:.4g} / {t['estimated']['total']:.4g}",
             ]
         )
+        g = o["observed_gap"]
         rows.append(
             [
-                f"[hessian, {name}] bound / observed gap / loss range C (bound below C, below the gap)",
-                f"{o['bound']['mean']:.4g} / {o['observed_gap']['mean']:.4g} / {o['loss_range']['mean']:.4g} "
+                f"[hessian, {name}] bound / observed gap +- SE / loss range C (bound below C, below the gap)",
+                f"{o['bound']['mean']:.4g} / {g['mean']:.4g} +- {g['se']:.2g} / {o['loss_range']['mean']:.4g} "
                 f"({100 * o['below_loss_range']:.0f}%, {100 * o['below_observed_gap']:.0f}% of subsets)",
+            ]
+        )
+        shown = "n/a" if o["bound_over_gap"] is None else f"{o['bound_over_gap']:.3g}"
+        rows.append(
+            [
+                f"[hessian, {name}] gaps distinguishable from 0 (|gap| > 2 SE); bound / mean gap",
+                f"{100 * o['gaps_distinguishable']:.0f}% of subsets; "
+                + (shown if o["bound_over_gap"] is not None else "none (no positive gap distinguishable from 0)"),
             ]
         )
     return rows

@@ -268,12 +268,14 @@ def collect(ppo: PPOConfig, cfg: FeatureConfig, family: TaskFamily, params: Agen
     and GAE lambda the critic learned under, so the advantages match the critic's values.
 
     Returns:
-        dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K] and ``valid``
-        [N, K] (0 for the frozen steps after a termination; their advantage is 0) with
-        K = transitions + holdout: per task, the first ``transitions`` are a random sample of the
-        training episodes' steps and the last ``holdout`` one of the held-out episodes' steps
-        (:meth:`FeatureConfig.episode_split`), so held-out transitions share no episode with
-        training ones.
+        dict of ``obs`` [N, K, O], ``action`` [N, K, A], ``advantage`` [N, K], ``valid``
+        [N, K] (0 for the frozen steps after a termination; their advantage is 0) and
+        ``episode`` int32 [N, K] (the row's episode within its task: training episodes
+        0 .. e_train - 1, held-out ones after; what a standard error over episodes clusters on)
+        with K = transitions + holdout: per task, the first ``transitions`` are a random sample
+        of the training episodes' steps and the last ``holdout`` one of the held-out episodes'
+        steps (:meth:`FeatureConfig.episode_split`), so held-out transitions share no episode
+        with training ones.
     """
     n, L = family.n_tasks, family.episode_length
     episodes = cfg.episodes_per_task(L)
@@ -323,7 +325,8 @@ def process_trajectory(ppo: PPOConfig, cfg: FeatureConfig, family, params: Agent
     train_idx = jax.vmap(lambda kk: pick(kk, 0, cut, cfg.transitions))(jax.random.split(k_train, n))
     hold_idx = jax.vmap(lambda kk: pick(kk, cut, episodes * L, cfg.holdout))(jax.random.split(k_hold, n))
     perms = jnp.concatenate([train_idx, hold_idx], 1)
-    return jax.tree.map(lambda x: jax.vmap(lambda xi, p: xi[p])(x, perms), data)
+    out = jax.tree.map(lambda x: jax.vmap(lambda xi, p: xi[p])(x, perms), data)
+    return {**out, "episode": (perms // L).astype(jnp.int32)}  # steps are episode-major within a task
 
 
 def gradient_features(

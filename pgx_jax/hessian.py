@@ -19,6 +19,29 @@ policy network and finds the bound non-vacuous. Here:
   training loss on the transitions the estimate was fitted on (the tasks of S), the traces at
   theta_S and at theta*, the bound, and the observed gap: the same loss on held-out episodes of
   the same tasks (episodes that gave no training transition) minus the training loss.
+- :func:`gap_standard_error`: the gap's standard error over held-out episodes, and with it
+  (:func:`summarise`) whether the gap is distinguishable from zero at all.
+
+**Fit and bound on the same data.** n and the training loss are the transitions theta_S was
+fitted on, and only those: the caller must pass policies fitted on exactly the first m rows of
+each task (:func:`pgx_jax.validate.hessian_stage` refits the solve without a separate sample
+behind its linear term where the estimate had one).
+
+**The gap's noise.** The training loss is what it is (the bound is about these training
+transitions); the held-out loss is an estimate of the population loss from a few held-out
+episodes, whose steps are correlated. The gap's standard error is therefore the held-out
+part's, clustered by episode: with d_t = loss_t(theta_S) - loss_t(theta*) on held-out row t
+(paired: theta*'s own held-out-minus-training difference is subtracted, the same rows), task
+i's mean dbar_i = sum_t d_t / c_i over its c_i valid held-out rows, and its E_i held-out
+episodes e, the linearised (ratio-estimator) variance is
+
+.. math::  \\mathrm{SE}^2 = \\sum_{i \\in S} w_i^2 \\frac{E_i}{E_i - 1} \\sum_e
+           \\Big( \\frac{\\sum_{t \\in e} (d_t - \\bar d_i)}{c_i} \\Big)^2
+
+with w_i = 1/|S|: with equally many valid rows per episode, exactly the squared standard error
+(ddof 1) of task i's per-episode mean differences, weighted. A gap within 2 SE of 0 is
+reported as not distinguishable from zero, and no ratio of the bound to it is formed (nor to a
+negative gap: a bound >= 0 holds there trivially, and bound / |gap| would measure nothing).
 
 The losses (:data:`OBJECTIVES`) are of the actor only (what the estimate moves), on theta*'s
 transitions, with each task's advantages standardised by its training transitions' mean and
@@ -187,7 +210,9 @@ def subset_analysis(
         theta_star, theta_s: float32 [P], theta* and theta_S (flattened actors).
         data: theta*'s transitions of every task: ``obs`` [N, K, O], ``action`` [N, K, A],
             ``advantage`` [N, K] (standardised, :func:`standardise_advantages`), ``valid``
-            [N, K] and ``base_logp`` [N, K] (log pi_theta*); rows < m are training rows.
+            [N, K], ``episode`` int32 [N, K] (each row's episode within its task, in [0, K):
+            :func:`pgx_jax.features.collect`'s) and ``base_logp`` [N, K] (log pi_theta*);
+            rows < m are training rows: exactly the transitions theta_S was fitted on.
         idx: int32 [k], the subset's tasks (padded with repeats); task_weight: float32 [k],
             1/|S| for each task once, 0 for the padding.
         key: the probes' key (the same probes at theta* and theta_S).
@@ -197,8 +222,13 @@ def subset_analysis(
 
     Returns:
         dict of ``traces_estimated`` and ``traces_theta_star`` [probes, L], ``sq_dist`` [L],
-        ``n`` (valid training transitions), ``loss_range``, ``train_loss``, ``holdout_loss`` (at
-        theta_S) and ``train_loss_theta_star``, ``holdout_loss_theta_star``.
+        ``n`` (valid training transitions of S's tasks: the fit's sample), ``loss_range``,
+        ``train_loss``, ``holdout_loss`` (at theta_S) and ``train_loss_theta_star``,
+        ``holdout_loss_theta_star``; for the gap's standard error (:func:`gap_standard_error`)
+        ``gap_clusters`` [N, K] (per task and episode, sum_{t in e} w_i (d_t - dbar_i) / c_i:
+        each held-out row's linearised influence on the gap, summed over its episode),
+        ``holdout_episodes`` [N] (E_i, the held-out episodes with a valid row) and
+        ``task_weights`` [N] (w_i; 0 outside S).
     """
     per_sample = OBJECTIVES[objective]
     sub = jax.tree.map(lambda x: x[idx], data)
@@ -219,6 +249,13 @@ def subset_analysis(
     everything = losses(theta_s, slice(None))
     seen = (valid > 0) & (task_weight[:, None] > 0)
     held = lambda th: jnp.sum(w_hold * losses(th, slice(m, None)))  # noqa: E731
+    n_tasks, k_rows = data["valid"].shape  # static; a task has at most K episodes
+    d = losses(theta_s, slice(m, None)) - losses(theta_star, slice(m, None))  # [k, K - m], paired
+    v_hold = valid[:, m:]
+    d_mean = jnp.sum(v_hold * d, 1, keepdims=True) / count(v_hold)[:, None]
+    influence = w_hold * (d - d_mean)  # zero on invalid rows and padding tasks
+    ep_hold = data["episode"][:, m:]
+    has_rows = jnp.zeros((n_tasks, k_rows)).at[jnp.arange(n_tasks)[:, None], ep_hold].max(data["valid"][:, m:])
     return {
         "traces_estimated": trace(train, theta_s, key),
         "traces_theta_star": trace(train, theta_star, key),
@@ -229,7 +266,35 @@ def subset_analysis(
         "holdout_loss": held(theta_s),
         "train_loss_theta_star": train(theta_star),
         "holdout_loss_theta_star": held(theta_star),
+        "gap_clusters": jnp.zeros((n_tasks, k_rows)).at[idx[:, None], sub["episode"][:, m:]].add(influence),
+        "holdout_episodes": jnp.sum(has_rows > 0, 1).astype(jnp.float32),
+        "task_weights": jnp.zeros(n_tasks).at[idx].add(task_weight),
     }
+
+
+def gap_standard_error(clusters, episodes, weights) -> np.ndarray:
+    """The gap's standard error over held-out episodes (the module docstring's formula).
+
+    Args:
+        clusters: [..., N, E], :func:`subset_analysis`'s ``gap_clusters`` (or their mean over
+            subsets, for the mean gap: the influences of a mean are the mean of influences).
+        episodes: [N], E_i, the held-out episodes with a valid row per task.
+        weights: [..., N], w_i (> 0 for the tasks in S).
+
+    Returns:
+        float64 [...]: sqrt(sum_i E_i / (E_i - 1) sum_e z_ie^2) over the tasks with w_i > 0;
+        NaN where such a task has fewer than 2 held-out episodes (no spread to measure).
+    """
+    z2 = np.square(np.asarray(clusters, np.float64)).sum(-1)
+    e = np.asarray(episodes, np.float64)
+    factor = np.where(e >= 2, e / np.maximum(e - 1.0, 1.0), np.nan)
+    return np.sqrt(np.sum(np.where(np.asarray(weights) > 0, factor * z2, 0.0), -1))
+
+
+def distinguishable(gap, se, z: float = 2.0) -> np.ndarray:
+    """bool [...]: |gap| > z SE with a finite SE (else the gap is not distinguishable from 0)."""
+    gap, se = np.asarray(gap, np.float64), np.asarray(se, np.float64)
+    return np.isfinite(se) & (np.abs(gap) > z * np.nan_to_num(se, nan=np.inf))
 
 
 def analyse(net, family, theta_star, thetas, masks, data, m: int, key, hconfig: HessianConfig, clip_eps: float) -> dict:
@@ -240,8 +305,10 @@ def analyse(net, family, theta_star, thetas, masks, data, m: int, key, hconfig: 
         theta_star: theta*'s :class:`~pgx_jax.networks.AgentParams` (its normaliser is every
             policy's: the estimate moves the actor only).
         thetas: float32 [H, P], the flattened actors theta_S; masks: bool [H, N], their subsets.
-        data: theta*'s transitions, :func:`pgx_jax.features.collect`'s output: the first m rows of
-            each task are the training transitions the estimate was fitted on, the rest held out.
+        data: theta*'s transitions, :func:`pgx_jax.features.collect`'s output (with its
+            ``episode``): the first m rows of each task are the training transitions, the rest
+            held out. Each theta_S must have been fitted on those m rows of its tasks and on
+            nothing else (no separate sample): they are n and the training loss.
         key: the probes' key (one set of probes for every policy and both points).
 
     Returns:
@@ -265,7 +332,10 @@ def analyse(net, family, theta_star, thetas, masks, data, m: int, key, hconfig: 
     base = jax.jit(jax.vmap(jax.vmap(logp, in_axes=(None, 0, 0)), in_axes=(None, 0, 0)))(
         theta0, data["obs"], data["action"]
     )
+    if "episode" not in data:
+        raise ValueError("the gap's standard error needs each row's episode: pgx_jax.features.collect's 'episode'")
     prepared = {
+        "episode": jnp.asarray(data["episode"], jnp.int32),
         "obs": data["obs"],
         "action": data["action"],
         "valid": data["valid"].astype(jnp.float32),
@@ -281,15 +351,25 @@ def analyse(net, family, theta_star, thetas, masks, data, m: int, key, hconfig: 
 def summarise(raw: dict, objective: str = "") -> dict:
     """The report of one objective from :func:`subset_analysis`'s outputs stacked over H
     subsets: per subset and as means over subsets, the traces (mean and standard error over
-    probes, per layer), the bound (from the traces at theta_S), the observed gaps, C and n.
-    A non-finite value raises, naming the objective and the subsets.
+    probes, per layer), the bound (from the traces at theta_S), the observed gaps with their
+    standard errors over held-out episodes, C and n. A non-finite value raises, naming the
+    objective and the subsets.
 
     ``observed_gap`` is the gap the fit opened: (held-out - training loss) at theta_S minus the
     same at theta* (held-out episodes differ from training ones, and a task's advantages are
     standardised by its training rows, so the held-out loss is not that of the training rows
-    even before any step); ``observed_gap_raw`` is the held-out minus training loss at theta_S
-    alone. The probes are shared by every subset, so the standard error of a mean over subsets
-    is taken over probes of the per-probe mean, not from the subsets' errors as if independent."""
+    even before any step), with ``se`` / ``per_subset_se`` (:func:`gap_standard_error`; the mean
+    over subsets from the mean of their influences, as they share tasks and episodes) and
+    ``distinguishable`` / ``per_subset_distinguishable`` (|gap| > 2 SE: :func:`distinguishable`);
+    ``observed_gap_raw`` is the held-out minus training loss at theta_S alone (no SE).
+    ``bound_over_gap`` (the mean bound over the mean gap) and ``bound_over_gap_per_subset`` are
+    None wherever the gap is not a positive gap distinguishable from zero: a ratio to noise says
+    nothing, and a bound >= 0 holds trivially above a negative gap.
+    ``below_observed_gap`` is the share of subsets whose bound is below their gap;
+    ``below_gap_beyond_noise`` the share where it is below by more than 2 SE (the bound has
+    failed, not just met noise). The probes are shared by every subset, so the standard error
+    of a mean trace over subsets is taken over probes of the per-probe mean, not from the
+    subsets' errors as if independent."""
     bad = sorted({int(h) for v in raw.values() for h in np.flatnonzero(~np.isfinite(v.reshape(v.shape[0], -1)).all(1))})
     if bad:
         raise FloatingPointError(f"non-finite Hessian analysis of objective {objective!r} for subsets {bad}")
@@ -308,19 +388,37 @@ def summarise(raw: dict, objective: str = "") -> dict:
             "per_subset_se": se,
         }
     b = np.asarray(bound(traces["estimated"]["per_subset"], raw["sq_dist"], raw["n"], raw["loss_range"]), np.float64)
-    raw_gap = raw["holdout_loss"] - raw["train_loss"]
+    raw_gap = np.asarray(raw["holdout_loss"] - raw["train_loss"], np.float64)
     gap = raw_gap - (raw["holdout_loss_theta_star"] - raw["train_loss_theta_star"])
+    clusters, weights = np.asarray(raw["gap_clusters"], np.float64), np.asarray(raw["task_weights"], np.float64)
+    episodes = np.asarray(raw["holdout_episodes"])[0]  # a property of the data: the same for every subset
+    se = gap_standard_error(clusters, episodes, weights)
+    se_mean = float(gap_standard_error(clusters.mean(0), episodes, weights.mean(0)))
+    dist = distinguishable(gap, se)
+    dist_mean = bool(distinguishable(gap.mean(), se_mean))
+    ratio = [float(bi / g) if d and g > 0 else None for bi, g, d in zip(b, gap, dist, strict=True)]
     return {
         "traces": traces,
         "bound": {"mean": float(b.mean()), "per_subset": b},
-        "observed_gap": {"mean": float(gap.mean()), "per_subset": gap},
+        "observed_gap": {
+            "mean": float(gap.mean()),
+            "se": se_mean,
+            "distinguishable": dist_mean,
+            "per_subset": gap,
+            "per_subset_se": se,
+            "per_subset_distinguishable": dist,
+        },
         "observed_gap_raw": {"mean": float(raw_gap.mean()), "per_subset": raw_gap},
         "loss_range": {"mean": float(raw["loss_range"].mean()), "per_subset": raw["loss_range"]},
         # the bound uses max(Tr H_l, 0), a lower estimate of the truncated-Hessian bound: being
         # below C proves nothing alone; below the observed gap, it has failed as a bound
         "below_loss_range": float(np.mean(b < raw["loss_range"])),
         "below_observed_gap": float(np.mean(b < gap)),
-        "bound_over_gap": float(b.mean() / abs(gap.mean())) if gap.mean() != 0 else None,
+        "below_gap_beyond_noise": float(np.mean(np.isfinite(se) & (gap - b > 2 * np.nan_to_num(se, nan=np.inf)))),
+        "gaps_distinguishable": float(np.mean(dist)),
+        "bound_over_gap": float(b.mean() / gap.mean()) if dist_mean and gap.mean() > 0 else None,
+        "bound_over_gap_per_subset": ratio,
+        "holdout_episodes": episodes,
         "n": raw["n"],
         "sq_dist": raw["sq_dist"],
         **{k: raw[k] for k in ("train_loss", "holdout_loss", "train_loss_theta_star", "holdout_loss_theta_star")},
