@@ -32,9 +32,9 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import distributed, ppo, simulators
+from pgx_jax import distributed, simulators
 from pgx_jax.distributed import across_processes, map_processes
-from pgx_jax.groups import env_steps_per_task, group_masks, group_updates
+from pgx_jax.groups import env_steps_per_task, group_key, group_masks, group_updates, train_and_evaluate_groups
 from pgx_jax.networks import AgentParams
 from pgx_jax.pipeline import PipelineConfig, estimation_env_steps, policygradex
 from pgx_jax.stages import NONE, StageStore
@@ -78,23 +78,14 @@ def _train_and_evaluate(config: PipelineConfig, family: Family, groups: list[tup
         masks = np.stack([np.isin(np.arange(n), g) for g in bucket])
         updates = int(group_updates(config.ppo, family, [size])[0])
         cfg = dataclasses.replace(config.ppo, total_env_steps=updates * per_update)
-        # the key depends on the group only: a group shared by two groupings is one policy
-        keys = jnp.stack([jax.random.fold_in(k_train, sum(1 << i for i in g) % (2**31 - 1)) for g in bucket])
+        # the key and the program's shape depend on the group only: a group shared by two
+        # groupings is one policy, whatever else trains in its bucket (groups.train_and_evaluate_groups)
+        keys = jnp.stack([group_key(k_train, g) for g in bucket])
         progress(f"train {len(bucket)} group(s) of size {size}")
 
-        def rows(xs, cfg=cfg):  # this process's block of the groups: train, evaluate on their tasks
-            params, metrics = simulators.train_many(cfg, family, *xs)
-            ppo.check_finite(metrics, family.task_names)
-            out, metric = simulators.policies_on_subsets(
-                params,
-                family,
-                xs[0],
-                k_eval,
-                network=cfg.network,
-                episodes=config.eval_episodes,
-                batch=config.surrogate.subset_batch,
-                with_metric=True,
-            )
+        def rows(xs, cfg=cfg, size=size):  # this process's block of the groups: train, evaluate on their tasks
+            kw = dict(episodes=config.eval_episodes, max_subset_size=size)
+            _, _, out, metric = train_and_evaluate_groups(cfg, family, *xs, k_eval, **kw)
             return out, np.full_like(out, np.nan) if metric is None else metric
 
         out, metric = across_processes(rows, (masks, keys))

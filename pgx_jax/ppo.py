@@ -337,6 +337,29 @@ def train_vmapped(config: PPOConfig, family: TaskFamily, task_masks, keys, init_
     return jax.vmap(train, in_axes=axes)(config, family, task_masks, keys, init_params, active_updates)
 
 
+def train_blocks(
+    config: PPOConfig, family: TaskFamily, task_masks, keys, init_params=None, active_updates=None, *, block: int
+):
+    """:func:`train_vmapped` ``block`` runs at a time: a ``lax.map`` over S / ``block`` blocks,
+    each one vmapped program of ``block`` runs (S must be a multiple of ``block``).
+
+    XLA picks kernels, and so summation orders, by the shape of the whole batch: on CPU a
+    batched matmul of one run rounds differently from one of two runs, and a reduction over
+    [3, E, 64] differently from one over [4, E, 64]. Training amplifies those last-bit
+    differences into different policies. When every block has the same shape, a run's result
+    depends only on its own mask, key and budget. It does not depend on the other runs or on
+    its position among them (tests/test_group_independence.py). Pure; jit it with ``config``,
+    ``family`` and ``block`` static.
+    """
+    s = task_masks.shape[0]
+    if s % block:
+        raise ValueError(f"{s} runs do not fill blocks of {block}; pad them to a multiple of it")
+    split = lambda x: x.reshape((s // block, block) + x.shape[1:])
+    xs = (split(task_masks), split(keys), None if active_updates is None else split(active_updates))
+    out = jax.lax.map(lambda b: train_vmapped(config, family, b[0], b[1], init_params, b[2]), xs)
+    return jax.tree.map(lambda x: x.reshape((s,) + x.shape[2:]), out)
+
+
 def check_finite(metrics: Metrics, task_names=None) -> None:
     """Raise ``FloatingPointError`` if any update saw a non-finite loss, gradient or reward,
     naming the first such update (and run, for stacked runs) and the tasks whose rewards were

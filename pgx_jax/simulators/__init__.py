@@ -69,8 +69,10 @@ class Simulator(Protocol):
         active_updates: jax.Array | None,
         *,
         on_update: Callable[[int, int], None] | None = None,
+        block: int | None = None,
     ) -> tuple[AgentParams, Metrics]:
-        """S PPO runs, masks bool [S, N], keys [S]: params and metrics with leading [S]."""
+        """S PPO runs, masks bool [S, N], keys [S]: params and metrics with leading [S]; with
+        ``block``, S is a multiple of it and the runs train ``block`` at a time."""
 
     def train_many_timed(
         self, config: PPOConfig, masks: np.ndarray, keys: jax.Array, init_params, active_updates
@@ -127,9 +129,18 @@ class Simulator(Protocol):
         the simulator can trace it (``jax.jit``), else ``fn`` itself (host rollouts run eagerly)."""
 
     def policies_on_subsets(
-        self, params: AgentParams, masks: np.ndarray, key: PRNGKey, *, network, episodes: int, batch: int
+        self,
+        params: AgentParams,
+        masks: np.ndarray,
+        key: PRNGKey,
+        *,
+        network,
+        episodes: int,
+        batch: int,
+        max_subset_size: int | None = None,
     ) -> Stats:
-        """Policy s (params leading [S]) on the tasks of mask s: stats [S, N], NaN outside."""
+        """Policy s (params leading [S]) on the tasks of mask s: stats [S, N], NaN outside; every
+        policy's tasks padded to ``max_subset_size`` (default: the largest mask)."""
 
     def policies_on_subsets_timed(
         self, params: AgentParams, masks: np.ndarray, key: PRNGKey, *, network, episodes: int, batch: int
@@ -203,6 +214,7 @@ def train_many(
     active_updates=None,
     *,
     on_update: Callable[[int, int], None] | None = None,
+    block: int | None = None,
 ) -> tuple[AgentParams, Metrics]:
     """S trainings of :func:`pgx_jax.ppo.train`, one per mask [S, N] and key [S].
 
@@ -211,9 +223,38 @@ def train_many(
     ``active_updates`` (int [S], optional) gives each run its own number of updates (at most
     the config's). ``on_update(done, total)``: host families report each update (JAX families
     run in one call and do not). Outputs get a leading axis [S].
+
+    ``block``: train the runs ``block`` at a time, padded with repeats of the first run to a
+    multiple of it, each block one vmapped program of the same shape (JAX families: still one
+    call, :func:`pgx_jax.ppo.train_blocks`). A run's result is then bit for bit a function of
+    its own mask, key and active updates, whatever the other runs (on one machine and backend).
+    With None (all S in one vmapped program), XLA's kernels depend on S, and a run's result can
+    differ in the last bits with the other runs beside it, and training amplifies that.
     """
     masks, keys, active = check_runs(config, family, task_masks, keys, active_updates)
-    return simulator(family).train_many(config, masks, keys, init_params, active, on_update=on_update)
+    if block is None:
+        return simulator(family).train_many(config, masks, keys, init_params, active, on_update=on_update)
+    _check_block(block)
+    s = masks.shape[0]
+    masks, keys, active = pad_rows((masks, keys, active), block)
+    out = simulator(family).train_many(config, masks, keys, init_params, active, on_update=on_update, block=block)
+    return jax.tree.map(lambda x: x[:s], out)
+
+
+def _check_block(block) -> None:
+    if isinstance(block, bool) or not isinstance(block, int | np.integer) or block < 1:
+        raise ValueError(f"block must be a positive integer or None, got {block!r}")
+
+
+def pad_rows(tree: PyTree, multiple: int) -> PyTree:
+    """Every leaf (leading axis [S]; None stays None) padded with repeats of its first row to a
+    multiple of ``multiple`` rows."""
+    s = jax.tree.leaves(tree)[0].shape[0]
+    extra = np.zeros(-s % multiple, np.int32)
+    if not extra.size:
+        return tree
+    cat = lambda x: np.concatenate([x, x[extra]]) if isinstance(x, np.ndarray) else jnp.concatenate([x, x[extra]])
+    return jax.tree.map(cat, tree)
 
 
 def train_many_timed(config: PPOConfig, family, task_masks, keys, init_params=None, active_updates=None):
@@ -354,11 +395,27 @@ def random_policy_returns(family, task_ids, key: PRNGKey, episodes: int = 16) ->
 
 
 def policies_on_subsets_stats(
-    params: AgentParams, family, masks, key: PRNGKey, *, network: NetworkConfig, episodes: int = 8, batch: int = 16
+    params: AgentParams,
+    family,
+    masks,
+    key: PRNGKey,
+    *,
+    network: NetworkConfig,
+    episodes: int = 8,
+    batch: int = 16,
+    pad: bool = False,
+    max_subset_size: int | None = None,
 ) -> Stats:
     """Each policy of ``params`` (leading axis [S]) on the tasks of its mask (bool [S, N]), all
     with ``key``; every episode keyed by its task and episode index, so a task starts from the
     same states under every policy and in every subset (common random numbers).
+
+    The policies are evaluated ``batch`` at a time (the last block holds the rest), each
+    policy's tasks padded to ``max_subset_size`` (default: the largest mask). ``pad=True`` pads
+    the policies with repeats of the first to a multiple of ``batch``, so every block is one
+    program of the same shape: with ``max_subset_size`` fixed too, a policy's returns are bit for
+    bit a function of the policy and its mask alone, whatever is evaluated beside it (JAX
+    families; host families chunk by their ``max_envs``).
 
     Returns:
         ``{"return": float [S, N], "return_se": float [S, N]}`` and, where the simulator
@@ -367,7 +424,15 @@ def policies_on_subsets_stats(
     """
     _check_episodes(episodes)
     masks = np.asarray(masks, bool)
-    return simulator(family).policies_on_subsets(params, masks, key, network=network, episodes=episodes, batch=batch)
+    largest = int(masks.sum(1).max())
+    if max_subset_size is not None and not largest <= max_subset_size <= family.n_tasks:
+        raise ValueError(f"max_subset_size must be in [{largest}, {family.n_tasks}], got {max_subset_size}")
+    s = masks.shape[0]
+    if pad:
+        params, masks = pad_rows((params, masks), batch)
+    sim = simulator(family)
+    kw = dict(network=network, episodes=episodes, batch=batch, max_subset_size=max_subset_size)
+    return {name: v[:s] for name, v in sim.policies_on_subsets(params, masks, key, **kw).items()}
 
 
 def policies_on_subsets(params, family, masks, key, *, with_metric: bool = False, **kwargs):

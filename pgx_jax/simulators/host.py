@@ -43,8 +43,9 @@ class HostSimulator:
     def __init__(self, family: HostFamily):
         self.family = family
 
-    def train_many(self, config, masks, keys, init_params, active_updates, *, on_update=None):
-        return train_many(config, self.family, masks, keys, init_params, active_updates, on_update=on_update)
+    def train_many(self, config, masks, keys, init_params, active_updates, *, on_update=None, block=None):
+        kw = dict(on_update=on_update, block=block)
+        return train_many(config, self.family, masks, keys, init_params, active_updates, **kw)
 
     def train_many_timed(self, config, masks, keys, init_params, active_updates):
         t0 = time.perf_counter()  # host rollouts: nothing to compile ahead, no FLOPs to count
@@ -97,9 +98,9 @@ class HostSimulator:
     def compile(self, fn):
         return fn  # the environments step in Python: nothing to trace; the policy is jitted inside
 
-    def policies_on_subsets(self, params, masks, key, *, network, episodes, batch):
+    def policies_on_subsets(self, params, masks, key, *, network, episodes, batch, max_subset_size=None):
         del batch  # chunked by the family's max_envs instead
-        kmax = int(masks.sum(1).max())
+        kmax = int(masks.sum(1).max()) if max_subset_size is None else max_subset_size
         idx = np.stack([np.resize(np.flatnonzero(m), kmax) for m in masks])  # padded with repeats
         stats = evaluate_policies(params, self.family, idx, key, episodes, network=network)
         out = {name: np.full(masks.shape, np.nan) for name in stats}
@@ -189,19 +190,21 @@ def train_many(
     active_updates=None,
     *,
     on_update: Callable[[int, int], None] | None = None,
+    block: int | None = None,
 ):
     """S PPO runs on host-stepped environments; same contract as :func:`pgx_jax.simulators.train_many`.
 
-    Runs are grouped in chunks of at most ``family.max_envs`` environments; within a chunk the
-    policies act and learn in one vmapped call per step / update. ``on_update(done, total)`` is
-    called on the host after every update, counting the updates of all chunks.
+    Runs are grouped in chunks of at most ``family.max_envs`` environments (of ``block`` runs
+    when given: S a multiple of it); within a chunk the policies act and learn in one vmapped
+    call per step / update. ``on_update(done, total)`` is called on the host after every
+    update, counting the updates of all chunks.
     """
     masks = np.asarray(task_masks, bool)
     keys = jnp.asarray(keys)
     s, e = masks.shape[0], config.num_envs
     total = config.num_updates(family.episode_length)
     t_len = config.unroll(family.episode_length)
-    chunk = max(1, family.max_envs // e)
+    chunk = max(1, family.max_envs // e) if block is None else block
     gated = active_updates is not None
     active = np.full(s, total, np.int32) if active_updates is None else np.asarray(active_updates, np.int32)
     out_params, out_metrics = [], []

@@ -27,6 +27,7 @@ from pgx_jax.types import PRNGKey
 #: :func:`pgx_jax.ppo.train` compiled (``config`` and ``family`` static): one cache for all callers
 _train_one = jax.jit(ppo.train, static_argnums=(0, 1))
 _train_many = jax.jit(ppo.train_vmapped, static_argnums=(0, 1))
+_train_blocks = jax.jit(ppo.train_blocks, static_argnums=(0, 1), static_argnames=("block",))
 _features = jax.jit(gradient_features, static_argnums=(0, 1, 2))
 _meta_train = jax.jit(maml.meta_train_vmapped, static_argnums=(0, 1, 4))
 _meta_probe = jax.jit(maml.probe_returns, static_argnums=(0, 1))
@@ -69,9 +70,12 @@ class JaxSimulator:
 
     # --- training ---------------------------------------------------------------------------
 
-    def train_many(self, config: PPOConfig, masks, keys, init_params, active_updates, *, on_update=None):
+    def train_many(self, config: PPOConfig, masks, keys, init_params, active_updates, *, on_update=None, block=None):
         del on_update  # one call: nothing to report between updates
-        return _train_many(config, self.family, jnp.asarray(masks), keys, init_params, active_updates)
+        args = (config, self.family, jnp.asarray(masks), keys, init_params, active_updates)
+        if block is not None:  # still one call: a lax.map over blocks of one shape
+            return _train_blocks(*args, block=block)
+        return _train_many(*args)
 
     def train_many_timed(self, config: PPOConfig, masks, keys, init_params, active_updates):
         masks = jnp.asarray(masks)
@@ -156,12 +160,12 @@ class JaxSimulator:
     def compile(self, fn):
         return jax.jit(fn)
 
-    def _subset_static(self, masks, network, episodes, batch) -> dict:
-        kmax = int(np.asarray(masks).sum(1).max())
+    def _subset_static(self, masks, network, episodes, batch, max_subset_size=None) -> dict:
+        kmax = int(np.asarray(masks).sum(1).max()) if max_subset_size is None else max_subset_size
         return dict(net=network, family=self.family, episodes=episodes, kmax=kmax, batch=batch)
 
-    def policies_on_subsets(self, params, masks, key: PRNGKey, *, network, episodes, batch):
-        static = self._subset_static(masks, network, episodes, batch)
+    def policies_on_subsets(self, params, masks, key: PRNGKey, *, network, episodes, batch, max_subset_size=None):
+        static = self._subset_static(masks, network, episodes, batch, max_subset_size)
         return {name: np.asarray(v) for name, v in _subset_eval(params, jnp.asarray(masks), key, **static).items()}
 
     def policies_on_subsets_timed(self, params, masks, key: PRNGKey, *, network, episodes, batch):
