@@ -278,7 +278,7 @@ def _run_inputs(args) -> dict[str, str]:
                 with open(path, "rb") as f:
                     files[name] = hashlib.sha256(f.read()).hexdigest()
             except OSError as e:
-                files[name] = f"unreadable: {type(e).__name__}"
+                files[name] = f"unreadable: {e.strerror or e}"
     state = provenance.source_state()
     versions = {k: v for k, v in checkpoint.versions().items() if not k.startswith("pgx_jax_")}
     return {

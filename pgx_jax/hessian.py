@@ -249,13 +249,7 @@ def subset_analysis(
     everything = losses(theta_s, slice(None))
     seen = (valid > 0) & (task_weight[:, None] > 0)
     held = lambda th: jnp.sum(w_hold * losses(th, slice(m, None)))  # noqa: E731
-    n_tasks, k_rows = data["valid"].shape  # static; a task has at most K episodes
     d = losses(theta_s, slice(m, None)) - losses(theta_star, slice(m, None))  # [k, K - m], paired
-    v_hold = valid[:, m:]
-    d_mean = jnp.sum(v_hold * d, 1, keepdims=True) / count(v_hold)[:, None]
-    influence = w_hold * (d - d_mean)  # zero on invalid rows and padding tasks
-    ep_hold = data["episode"][:, m:]
-    has_rows = jnp.zeros((n_tasks, k_rows)).at[jnp.arange(n_tasks)[:, None], ep_hold].max(data["valid"][:, m:])
     return {
         "traces_estimated": trace(train, theta_s, key),
         "traces_theta_star": trace(train, theta_star, key),
@@ -266,6 +260,22 @@ def subset_analysis(
         "holdout_loss": held(theta_s),
         "train_loss_theta_star": train(theta_star),
         "holdout_loss_theta_star": held(theta_star),
+        **_gap_clusters(d, w_hold, data, sub, idx, task_weight, m),
+    }
+
+
+def _gap_clusters(d, w_hold, data, sub, idx, task_weight, m: int) -> dict:
+    """What :func:`gap_standard_error` needs of one subset, from the paired held-out loss
+    differences ``d`` [k, K - m] (theta_S against theta*) and their weights ``w_hold`` [k, K - m]
+    (zero on invalid rows and padding tasks): ``gap_clusters`` [N, K] (per task and episode,
+    sum_{t in e} w_i (d_t - dbar_i)), ``holdout_episodes`` [N] and ``task_weights`` [N]."""
+    n_tasks, k_rows = data["valid"].shape  # static; a task has at most K episodes
+    v_hold = sub["valid"][:, m:]
+    d_mean = jnp.sum(v_hold * d, 1, keepdims=True) / jnp.maximum(v_hold.sum(1), 1.0)[:, None]
+    influence = w_hold * (d - d_mean)  # zero on invalid rows and padding tasks
+    ep_hold = data["episode"][:, m:]
+    has_rows = jnp.zeros((n_tasks, k_rows)).at[jnp.arange(n_tasks)[:, None], ep_hold].max(data["valid"][:, m:])
+    return {
         "gap_clusters": jnp.zeros((n_tasks, k_rows)).at[idx[:, None], sub["episode"][:, m:]].add(influence),
         "holdout_episodes": jnp.sum(has_rows > 0, 1).astype(jnp.float32),
         "task_weights": jnp.zeros(n_tasks).at[idx].add(task_weight),

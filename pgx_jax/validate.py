@@ -770,6 +770,52 @@ def check_stage(vconfig, config, family, theta_star, subsets, est: EstimateStage
     return approx, report
 
 
+def _fitted_transitions(config, family, theta_star, est: EstimateStage) -> dict:
+    """theta*'s transitions behind the estimate's per-sample features, collected again with the
+    features' key (:func:`pgx_jax.simulators.collect`), checked to be the ones the estimate was
+    fitted on (the same advantages and valid flags), else ``RuntimeError``."""
+    fcfg = config.feature_config()
+    feats = est.est.features
+    k_feat = jax.random.split(est.k_est)[0]  # as estimate splits it
+    data = simulators.collect(config.ppo, fcfg, family, theta_star, feature_keys(k_feat)[0])
+    m = fcfg.transitions
+    # the same episodes, rolled out by another compiled program: equal up to float rounding (reacher,
+    # smoke: 1.8e-5 at most on weights up to 7); other episodes would differ at the scale of w itself
+    w = np.asarray(feats.w)
+    same = np.allclose(
+        np.abs(np.asarray(data["advantage"][:, :m])), w, rtol=1e-3, atol=1e-4 * max(np.abs(w).max(), 1.0)
+    )
+    # float drift may move a termination by a step on a few episodes: at most 1% of the flags
+    flipped = (
+        0.0 if feats.valid is None else float(np.mean(np.asarray(data["valid"][:, :m]) != np.asarray(feats.valid)))
+    )
+    if not same or flipped > 0.01:
+        raise RuntimeError("the Hessian analysis's transitions are not the ones the estimate was fitted on")
+    return data
+
+
+def _analysed_steps(config, est: EstimateStage, masks) -> tuple[jnp.ndarray, dict]:
+    """The steps theta_S - theta* [h, P] of the subsets ``masks`` [h, N] that the Hessian
+    analysis reads, and ``fit`` (how they were fitted): the estimate's own where its linear term
+    came from the training transitions, else refitted on them (:func:`refit_on_training_rows`)."""
+    feats = est.est.features
+    h = masks.shape[0]
+    delta = jax.vmap(lambda b, c: feats.delta(b) * c)
+    estimated = delta(jnp.asarray(est.est.betas[:h]), jnp.asarray(est.est.scales[:h]))  # [h, P]
+    if feats.ag is None:
+        return estimated, {"linear_term": "training transitions (as estimated)", "refitted": False}
+    sol = refit_on_training_rows(config.surrogate, feats, masks)
+    steps = delta(jnp.asarray(sol.betas), jnp.asarray(sol.scales))
+    cos = jnp.sum(steps * estimated, 1) / (jnp.linalg.norm(steps, axis=1) * jnp.linalg.norm(estimated, axis=1))
+    return steps, {
+        "linear_term": "training transitions (refitted without the separate sample)",
+        "refitted": True,
+        "step_cosine_with_estimate": np.asarray(cos),
+        "kl": np.asarray(sol.kl),
+        "grad_ratio": np.asarray(sol.grad_ratio),
+    }
+
+
 def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, est: EstimateStage, key) -> dict:
     """``hessian`` of :func:`validate`: :func:`pgx_jax.hessian.analyse` of the estimated policies
     theta_S of the first ``hconfig.subsets`` subsets, on the transitions behind the surrogate's
@@ -791,39 +837,11 @@ def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, e
     top level)."""
     fcfg = config.feature_config()
     feats = est.est.features
-    k_feat = jax.random.split(est.k_est)[0]  # as estimate splits it
-    data = simulators.collect(config.ppo, fcfg, family, theta_star, feature_keys(k_feat)[0])
     m = fcfg.transitions
-    # the same episodes, rolled out by another compiled program: equal up to float rounding (reacher,
-    # smoke: 1.8e-5 at most on weights up to 7); other episodes would differ at the scale of w itself
-    w = np.asarray(feats.w)
-    same = np.allclose(
-        np.abs(np.asarray(data["advantage"][:, :m])), w, rtol=1e-3, atol=1e-4 * max(np.abs(w).max(), 1.0)
-    )
-    # float drift may move a termination by a step on a few episodes: at most 1% of the flags
-    flipped = (
-        0.0 if feats.valid is None else float(np.mean(np.asarray(data["valid"][:, :m]) != np.asarray(feats.valid)))
-    )
-    if not same or flipped > 0.01:
-        raise RuntimeError("the Hessian analysis's transitions are not the ones the estimate was fitted on")
+    data = _fitted_transitions(config, family, theta_star, est)
     h = min(hconfig.subsets, subsets.shape[0])
     masks = np.asarray(subsets[:h], bool)
-    delta = jax.vmap(lambda b, c: feats.delta(b) * c)
-    estimated = delta(jnp.asarray(est.est.betas[:h]), jnp.asarray(est.est.scales[:h]))  # [h, P]
-    if feats.ag is None:
-        steps = estimated
-        fit = {"linear_term": "training transitions (as estimated)", "refitted": False}
-    else:
-        sol = refit_on_training_rows(config.surrogate, feats, masks)
-        steps = delta(jnp.asarray(sol.betas), jnp.asarray(sol.scales))
-        cos = jnp.sum(steps * estimated, 1) / (jnp.linalg.norm(steps, axis=1) * jnp.linalg.norm(estimated, axis=1))
-        fit = {
-            "linear_term": "training transitions (refitted without the separate sample)",
-            "refitted": True,
-            "step_cosine_with_estimate": np.asarray(cos),
-            "kl": np.asarray(sol.kl),
-            "grad_ratio": np.asarray(sol.grad_ratio),
-        }
+    steps, fit = _analysed_steps(config, est, masks)
     fit.update(training_transitions_per_task=m, separate_sample_per_task=fcfg.gradient_transitions)
     thetas = feats.theta + steps
     out = analyse(config.ppo.network, family, theta_star, thetas, masks, data, m, key, hconfig, config.ppo.clip_eps)
