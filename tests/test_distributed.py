@@ -105,17 +105,23 @@ except Exception as e:
 """
 
 
-def test_an_error_on_one_process_reaches_the_others_at_once():
-    """A failure inside one process's block (a non-finite training, say) is raised there and
-    reported to the others as PeerFailed, instead of leaving them waiting in the gather."""
+def _two_workers(script: str, timeout: int = 120) -> list[tuple[str, str]]:
+    """``script`` run as processes 1 and 0 of a two-process cluster on a free local port (one CPU
+    device each): their ``(stdout, stderr)``, process 1's first."""
     port = free_port()
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
     pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     procs = [
-        subprocess.Popen([sys.executable, "-c", FAILING, f"localhost:{port}", str(i)], cwd=ROOT, env=env, **pipe)
+        subprocess.Popen([sys.executable, "-c", script, f"localhost:{port}", str(i)], cwd=ROOT, env=env, **pipe)
         for i in (1, 0)
     ]
-    outs = [p.communicate(timeout=120) for p in procs]
+    return [p.communicate(timeout=timeout) for p in procs]
+
+
+def test_an_error_on_one_process_reaches_the_others_at_once():
+    """A failure inside one process's block (a non-finite training, say) is raised there and
+    reported to the others as PeerFailed, instead of leaving them waiting in the gather."""
+    outs = _two_workers(FAILING)
     assert "FloatingPointError non-finite reward" in outs[0][0], outs[0]
     assert "PeerFailed process(es) [1] failed" in outs[1][0], outs[1]
 
@@ -152,14 +158,7 @@ for name, check in [
 def test_processes_holding_different_inputs_or_bits_are_refused_naming_the_first_difference():
     """check_agree names the first field that differs (not a later one) and the process that
     differs, on every process; one float's last bits in a tree each process computed are enough."""
-    port = free_port()
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
-    pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    procs = [
-        subprocess.Popen([sys.executable, "-c", DISAGREE, f"localhost:{port}", str(i)], cwd=ROOT, env=env, **pipe)
-        for i in (1, 0)
-    ]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = _two_workers(DISAGREE)
     for out, err in outs:
         lines = dict(
             line.split(" ", 1) for line in out.strip().splitlines() if line.split(" ")[0] in ("fields", "tree", "equal")
