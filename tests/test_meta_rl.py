@@ -138,7 +138,8 @@ def test_adaptation_keys_its_episodes_by_the_task(fast_family, mcfg):
 
 
 def test_groups_of_every_size_get_equal_steps_and_the_probe_its_own_episodes(fast_family):
-    from pgx_jax.meta_rl import group_key, train_and_adapt
+    from pgx_jax.groups import group_key
+    from pgx_jax.meta_rl import train_and_adapt
 
     cfg = maml.maml_config("smoke", meta_iterations=8, meta_batch=3, episodes=2, adapt_episodes=4)
     groups = [(0,), (1, 2, 3), (0, 1, 2, 3)]
@@ -159,6 +160,33 @@ def test_groups_of_every_size_get_equal_steps_and_the_probe_its_own_episodes(fas
     k = jax.random.PRNGKey(5)
     assert not np.array_equal(group_key(k, (1, 2)), group_key(k, (2, 1, 0)))
     assert np.array_equal(group_key(k, (1, 2)), group_key(k, (1, 2)))
+
+
+@pytest.mark.user_xla_flags
+def test_a_meta_group_trains_probes_and_adapts_the_same_whatever_its_neighbours(fast_family):
+    """Issue 30, item 5, for meta-RL: the group (1, 2) alone, beside one other group, and third
+    of four (other sizes, so other iteration counts) gets the same meta-training, probe returns
+    and adaptation curves bit for bit: its key is the group's own (:func:`group_key`), and XLA's
+    programs of MAML's vmapped steps measured no rounding by the batch's shape (unlike PPO's:
+    tests/test_group_independence.py). Under the user's XLA flags."""
+    from pgx_jax.meta_rl import train_and_adapt
+
+    cfg = maml.maml_config("smoke", meta_iterations=8, meta_batch=3, episodes=2, adapt_episodes=4)
+    test_ids = jnp.arange(4, dtype=jnp.int32)
+    keys = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+    runs = {}
+    for name, groups in {
+        "alone": [(1, 2)],
+        "beside another": [(0, 3), (1, 2)],
+        "third of four": [(0,), (3,), (1, 2), (0, 1, 2, 3)],
+    }.items():
+        probes, curves, _, active, metrics, _ = train_and_adapt(cfg, fast_family, groups, 4, test_ids, *keys)
+        row = groups.index((1, 2))
+        runs[name] = (probes[row], curves[row], np.asarray(metrics["post_return"])[row, : active[row]])
+    assert runs["third of four"][0].shape == (4,) and np.isfinite(runs["alone"][1]).all()
+    for name, run in runs.items():
+        for what, x, y in zip(("probe", "curves", "meta-training returns"), run, runs["alone"], strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=f"{what}: the group {name} differs from the group alone")
 
 
 def test_routing_breaks_ties_at_random_not_to_the_first_group():
