@@ -28,11 +28,18 @@ development layouts' stage files no longer match its digest, and reports the cho
 layouts (mean, 10th percentile or the worst layout where fewer than 10, chance level), every
 candidate beside it, a table at the planted k, and each rule's env steps per task.
 
+``--choice-from F`` reports (and runs ``--compare``) with the choice frozen on family F's
+development layouts, carried unchanged to this family's test layouts: a family is tested without
+any of its own layouts having been looked at, and only the chosen fixed theta*'s estimate is
+computed per layout (``--meta-policies``).
+
 Usage:
   python benchmarks/generalisation.py --family pendulum-physics --layouts 0 1 2 3        # development
   python benchmarks/generalisation.py --family pendulum-physics --choose --dev-layouts 0 1 2 3
   python benchmarks/generalisation.py --family pendulum-physics --layouts 1000 ... 1011  # test
   python benchmarks/generalisation.py --family pendulum-physics --report
+  python benchmarks/generalisation.py --family cartpole-physics --layouts 1000 ... --meta-policies early-0.02
+  python benchmarks/generalisation.py --family cartpole-physics --report --choice-from pendulum-physics
 """
 
 from __future__ import annotations
@@ -267,11 +274,12 @@ def _layout_dirs(args) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def layout_row(args, seed: int, d: str) -> dict | None:
-    """One layout's agreement of every candidate with the truth; None until the truth and every
-    meta-policy's estimate are there."""
+def layout_row(args, seed: int, d: str, policies=META_POLICIES) -> dict | None:
+    """One layout's agreement of every candidate with the truth; None until the truth and the
+    estimate of every meta-policy in ``policies`` are there. The candidates are those the
+    estimates of ``policies`` make (the combined theta* rules only where every early one is)."""
     truth = _load(os.path.join(d, "truth.json"))
-    ests = {p: _load(os.path.join(d, f"est_{p}.json")) for p in META_POLICIES}
+    ests = {p: _load(os.path.join(d, f"est_{p}.json")) for p in policies}
     if truth is None or any(e is None or e.get("format") != FORMAT for e in ests.values()):
         return None
     tasks = _load(os.path.join(d, "tasks.json"))
@@ -312,12 +320,13 @@ def layout_row(args, seed: int, d: str) -> dict | None:
             "vs_reference": grouping_agreement(pooled, reference, n),
         }
     row["baseline"] = {}  # compare's gradient-similarity grouping at each fixed theta*: not a candidate
-    for p in META_POLICIES:
+    for p in policies:
         for k in (*K_RULES, "planted_k"):
             g = ests[p]["gradient_similarity"]["groups"][k]
             row["baseline"][f"gradient_similarity@{p}|{k}"] = {**grouping_agreement(g, reference, n), "k": len(g)}
+    theta_rules = [r for r in THETA_RULES if r in policies or (r not in META_POLICIES and set(EARLY) <= set(policies))]
     for ev in EVALUATORS:
-        for theta_rule in THETA_RULES:
+        for theta_rule in theta_rules:
             cost = candidate_cost(ests, ev, theta_rule)
             for k in (*K_RULES, "planted_k"):
                 g = candidate_groups(ests, ev, theta_rule, k, len(planted))
@@ -384,14 +393,34 @@ def _choice_path(args) -> str:
     return os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}_choice.json")
 
 
-def report(args) -> None:
-    frozen = _load(_choice_path(args))
+def _frozen(args) -> tuple[dict, tuple[str, ...]]:
+    """The frozen choice that ``--report`` and ``--compare`` use, and the meta-policies whose
+    estimates its candidates need per layout.
+
+    The family's own choice, or with ``--choice-from F`` the choice frozen on F's development
+    layouts (F's stage files checked against its digest), carried unchanged to this family's
+    test layouts: no layout of this family was looked at to choose it. Such a choice must be
+    made of fixed theta* rules, so only their estimates are needed."""
+    source = args if args.choice_from is None else argparse.Namespace(**{**vars(args), "family": args.choice_from})
+    frozen = _load(_choice_path(source))
     if frozen is None:
-        raise SystemExit("no frozen choice: run --choose on the development layouts first")
-    rows = [r for s, d in _layout_dirs(args) if (r := layout_row(args, s, d)) is not None]
-    dev = [r for r in rows if r["layout"] in frozen["dev_layouts"]]
-    if _digest(args, frozen["dev_layouts"]) != frozen["dev_sha256"]:
+        raise SystemExit(f"no frozen choice for {source.family}: run --choose on its development layouts first")
+    if _digest(source, frozen["dev_layouts"]) != frozen["dev_sha256"]:
         raise SystemExit("the development rows differ from those the choice was made on; choose again, and say why")
+    if args.choice_from is None:
+        return frozen, META_POLICIES
+    needed = {frozen[t]["candidate"].split("@")[1].split("|")[0] for t in ("main", "planted_k")}
+    if not needed <= set(META_POLICIES):
+        raise SystemExit(f"--choice-from needs candidates of a fixed theta* ({list(META_POLICIES)}), got {needed}")
+    return frozen, tuple(p for p in META_POLICIES if p in needed)
+
+
+def report(args) -> None:
+    frozen, policies = _frozen(args)
+    rows = [r for s, d in _layout_dirs(args) if (r := layout_row(args, s, d, policies)) is not None]
+    # with --choice-from, this family has no development layouts: its layouts < 1000 are left out
+    rows = [r for r in rows if args.choice_from is None or r["split"] == "test"]
+    dev = [r for r in rows if args.choice_from is None and r["layout"] in frozen["dev_layouts"]]
     test = [r for r in rows if r["split"] == "test"]
     summary = {
         split: {
@@ -428,6 +457,7 @@ def report(args) -> None:
         "conditioning": args.conditioning,
         "budget": args.budget,
         "choice": frozen,
+        "choice_from": args.choice_from or args.family,
         "summary": summary,
         "layouts": rows,
         "compare": compare_rows(args),
@@ -436,7 +466,8 @@ def report(args) -> None:
     }
     stem = os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}")
     title = f"Generalisation over drawn layouts: {args.family}, conditioning {args.conditioning}, {args.budget}"
-    intro = _intro(frozen, summary, out["compare"], _self_agreement_text(summary["self_agreement"], main))
+    extra = _self_agreement_text(summary["self_agreement"], main)
+    intro = _intro(frozen, summary, out["compare"], extra, source=args.choice_from or args.family)
     write_table_report(stem, out, title, intro, header, table)
 
 
@@ -502,33 +533,35 @@ def _compare_text(rows) -> str:
     return intro + markdown_table(header, table)
 
 
-def _intro(frozen, summary, compare=(), extra: str = "") -> str:
+def _intro(frozen, summary, compare=(), extra: str = "", *, source: str) -> str:
     text = (
-        f"Frozen on the development layouts {frozen['dev_layouts']} at commit {frozen['commit']} before any "
-        f"test layout was read: **{frozen['main']['candidate']}** (k by the method), "
+        f"Frozen on {source}'s development layouts {frozen['dev_layouts']} at commit {frozen['commit']} before "
+        f"any test layout was read: **{frozen['main']['candidate']}** (k by the method), "
         f"**{frozen['planted_k']['candidate']}** (k = planted). AMI / NMI against the full truth's groups at the "
         "planted k; low = 10th percentile (worst layout where fewer than 10). Every candidate:\n\n"
     )
     header = ["candidate", "dev AMI mean / low", "test AMI mean / low", "test NMI mean (chance)", "test layouts"]
     header += ["env steps per task"]
     rows = []
-    for c in sorted(summary["dev"], key=lambda c: -summary["dev"][c]["ami"]["mean"]):
-        d, t = summary["dev"][c], summary.get("test", {}).get(c)
+    first = summary.get("dev") or summary["test"]  # no dev rows where the choice came from another family
+    for c in sorted(first, key=lambda c: -first[c]["ami"]["mean"]):
+        d, t = summary.get("dev", {}).get(c), summary.get("test", {}).get(c)
         rows.append(
-            [c, f"{d['ami']['mean']:.2f} / {d['ami']['low']:.2f}"]
+            [c, "-" if d is None else f"{d['ami']['mean']:.2f} / {d['ami']['low']:.2f}"]
             + (
                 ["-", "-", 0]
                 if t is None
                 else [f"{t['ami']['mean']:.2f} / {t['ami']['low']:.2f} ({t['ami']['low_is']})"]
             )
             + ([] if t is None else [f"{t['nmi']['mean']:.2f} ({t['nmi_chance']:.2f})", t["ami"]["count"]])
-            + [f"{d['env_steps_per_task']:,.0f}"]
+            + [f"{(d or t)['env_steps_per_task']:,.0f}"]
         )
     base = summary["baseline"]
+    spread = lambda x: "-" if x is None else f"{x['mean']:.2f} / {x['low']:.2f}"  # noqa: E731
+    first = base.get("dev") or base["test"]
     baseline_rows = [
-        [c, f"{d['mean']:.2f} / {d['low']:.2f}"]
-        + (["-"] if "test" not in base else [f"{base['test'][c]['mean']:.2f} / {base['test'][c]['low']:.2f}"])
-        for c, d in sorted(base["dev"].items(), key=lambda item: -item[1]["mean"])
+        [c, spread(base.get("dev", {}).get(c)), spread(base.get("test", {}).get(c))]
+        for c in sorted(first, key=lambda c: -first[c]["mean"])
     ]
     baseline = markdown_table(
         ["baseline (compare's gradient similarity)", "dev AMI mean / low", "test AMI mean / low"], baseline_rows
@@ -611,6 +644,11 @@ def main() -> None:
     p.add_argument("--dev-layouts", type=int, nargs="*", default=[0, 1, 2, 3])
     p.add_argument("--report", action="store_true")
     p.add_argument(
+        "--choice-from",
+        default=None,
+        help="report / compare with the choice frozen on this other family's development layouts",
+    )
+    p.add_argument(
         "--compare", type=int, nargs="*", default=[], help="test layouts to run compare on (frozen settings)"
     )
     args = parse_benchmark_args(p)
@@ -621,10 +659,12 @@ def main() -> None:
         run_layout(args, seed)
     if args.choose:
         choose(args)
+    if args.choose and args.choice_from:
+        raise SystemExit("--choose freezes this family's own choice; --choice-from uses another's")
     for seed in args.compare:
-        frozen = _load(_choice_path(args))
-        if frozen is None or seed < TEST_FROM:
-            raise SystemExit("--compare runs on test layouts with a frozen choice")
+        frozen = _frozen(args)[0]
+        if seed < TEST_FROM:
+            raise SystemExit(f"--compare runs on test layouts (seeds >= {TEST_FROM}), got {seed}")
         compare_stage(args, seed, frozen)
         print(f"layout {seed}: compare done", flush=True)
         jax.clear_caches()  # as after a layout: two compares in one process reached LLVM's mapping limit
