@@ -11,8 +11,6 @@ import os
 import sys
 import time
 
-DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "pgx_jax", "jax")
-
 #: What ``pgx-jax run`` does with no options: the newcomer's demo, chosen to show why grouping
 #: matters (issue 15). Without the task id (``conditioning none``, the paper's meta-RL setting)
 #: one policy cannot balance pendulums whose motors are wired forward and reversed: the
@@ -38,14 +36,13 @@ RUN_DEFAULTS = {
 META_RL_DEFAULTS = {"family": "pendulum-physics", "conditioning": "none", "groups": "auto"}
 
 
-def _use_compilation_cache() -> None:
-    """Keep compiled programs across runs in ``$PGX_JAX_CACHE`` (default ``DEFAULT_CACHE``; a 19 s
-    compile took 3.6 s in the next process). ``PGX_JAX_CACHE=""`` turns it off."""
-    import jax
+def _use_compilation_cache(args=None) -> None:
+    """The persistent compilation cache (:func:`pgx_jax.compiles.use_cache`) unless
+    ``--no-compile-cache``; a 19 s compile took 3.6 s in the next process."""
+    from pgx_jax import compiles
 
-    path = os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE)
-    if path:
-        jax.config.update("jax_compilation_cache_dir", path)
+    if not getattr(args, "no_compile_cache", False):
+        compiles.use_cache()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -195,6 +192,11 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
     _conditioning_arg(p, defaults.get("conditioning", "task_id"))
     p.add_argument("--out", default=None, help=f"output directory (default runs/{command}-FAMILY)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not keep compiled programs across runs (default: kept in $PGX_JAX_CACHE or ~/.cache/pgx_jax/jax)",
+    )
     _distributed_args(p)
 
 
@@ -502,7 +504,7 @@ def _cmd_train(args) -> int:
     out = _out_path(args)
     _make_out(out)
     _write_layout(args, out)
-    _use_compilation_cache()
+    _use_compilation_cache(args)
     steps_per_update = config.num_envs * config.unroll(family.episode_length)
     total_updates = config.num_updates(family.episode_length)
     print(
@@ -556,6 +558,7 @@ def _train_report(args, family, config, stats, random_stats, timings) -> dict:
         else {"name": metric, "policy": per_task(stats[metric]), "random_policy": per_task(random_stats[metric])},
         "learning_curve": None,
         "timings": timings,
+        "compiles": _compiles(),
         "versions": _versions(),
         "distributed": _distributed_summary(),
     }
@@ -801,7 +804,7 @@ def _setup(args, command: str, check=None):
     theta = _resume(args, family, config, out)
     _make_out(out)
     _write_layout(args, out)
-    _use_compilation_cache()
+    _use_compilation_cache(args)
     return family, config, out, theta
 
 
@@ -859,17 +862,20 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
             "meta_train_partial", (state, parts, done, before + time.perf_counter() - t0 - compiled["compile_s"])
         )
 
-    theta, _ = _train_all_tasks(
-        config.meta_ppo(),
-        family,
-        k_meta,
-        show=bar is not None,
-        desc="  env steps",
-        position=1,
-        timings=compiled,
-        checkpoint=save if resumable else None,
-        start=start,
-    )
+    from pgx_jax import compiles
+
+    with compiles.stage("meta_train"):
+        theta, _ = _train_all_tasks(
+            config.meta_ppo(),
+            family,
+            k_meta,
+            show=bar is not None,
+            desc="  env steps",
+            position=1,
+            timings=compiled,
+            checkpoint=save if resumable else None,
+            start=start,
+        )
     seconds = before + time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
     checkpoint.save_policy(os.path.join(out, "theta_star"), theta, config.meta_ppo(), family, seed=args.seed)
     if resumable:
@@ -970,6 +976,7 @@ def _run_report(args, family, config, result, timings) -> dict:
         "subset_masks": result.subsets.astype(int),
         "estimates": result.estimates,
         "timings": timings,
+        "compiles": _compiles(),
         "flops": result.flops,
         "solve": result.solve_info,
         "peak_rss_mb": peak_rss_mb(),
@@ -979,6 +986,14 @@ def _run_report(args, family, config, result, timings) -> dict:
         "versions": _versions(),
         "distributed": _distributed_summary(),
     }
+
+
+def _compiles() -> dict | None:
+    """The command's compiling so far (:func:`pgx_jax.compiles.summary`): seconds by stage and
+    part, programs, cache hits, its share of the wall-clock."""
+    from pgx_jax import compiles
+
+    return compiles.summary()
 
 
 def _stage_bar(args, stages: list[str]):
@@ -1035,6 +1050,7 @@ def _cmd_validate(args) -> int:
     report.pop("theta_star")
     report["timings"] = {**timings, **report["timings"]}
     report.update(seed=args.seed, budget=args.budget, versions=_versions(), distributed=_distributed_summary())
+    report["compiles"] = _compiles()
     write_json(os.path.join(out, "validation.json"), report)
     written = ["validation.json", *_validation_plots(out, family, config, report)]
     print(markdown_table(["check", "value"], validation_rows(report)), end="")
@@ -1254,6 +1270,7 @@ def _cmd_compare(args) -> int:
     )
     report["versions"] = _versions()
     report["distributed"] = _distributed_summary()
+    report["compiles"] = _compiles()
     write_json(os.path.join(out, "comparison.json"), report)
     header, rows = comparison_table(report)
     print(markdown_table(header, rows), end="")
@@ -1314,6 +1331,7 @@ def _cmd_meta_rl(args) -> int:
     def save(report):  # after every seed: an interrupted run keeps the seeds it finished
         report["versions"] = _versions()
         report["distributed"] = _distributed_summary()
+        report["compiles"] = _compiles()
         report["test_tasks_source"] = args.test_tasks_file or f"drawn with --test-seed {args.test_seed}"
         write_json(os.path.join(out, "meta_rl.json"), report)
         meta_rl.plot(report, os.path.join(out, "meta_rl.png"))
@@ -1390,7 +1408,13 @@ def main(argv=None) -> int:
     try:  # bad input is refused before anything compiles; a non-finite training stops the command
         if args.command != "families":
             _precheck(args)
-        return commands.get(args.command, _cmd_train)(args)
+        from pgx_jax import compiles
+
+        with compiles.counting() as counted:  # the command's compiling, in its result file too
+            rc = commands.get(args.command, _cmd_train)(args)
+        if args.command != "families":
+            print(counted.line(), file=sys.stderr)
+        return rc
     except (ValueError, FloatingPointError) as e:
         return _fail(str(e))
     except Exception as e:

@@ -20,7 +20,7 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import distributed, ppo, simulators
+from pgx_jax import compiles, distributed, ppo, simulators
 from pgx_jax.affinity import AffinityConfig
 from pgx_jax.config import PPOConfig, budget_config
 from pgx_jax.distributed import across_processes
@@ -529,8 +529,9 @@ def estimate_with_solutions(
     timings = {}
     k_feat, k_eval = jax.random.split(key)
     t0 = time.perf_counter()
-    feats = features_at(config.ppo, config.feature_config(), family, theta_star, k_feat)
-    jax.block_until_ready(feats)
+    with compiles.stage("features"):
+        feats = features_at(config.ppo, config.feature_config(), family, theta_star, k_feat)
+        jax.block_until_ready(feats)
     timings["features"] = time.perf_counter() - t0
     if not bool(jnp.all(jnp.isfinite(feats.x))):
         raise FloatingPointError("non-finite gradient features at theta*")
@@ -538,16 +539,17 @@ def estimate_with_solutions(
     kmax = int(np.asarray(masks, bool).sum(1).max())  # static bound on subset sizes, from the host copy
     masks = jnp.asarray(masks, bool)
     t0 = time.perf_counter()
-    sol, solve_info = solve_all(
-        config.surrogate,
-        feats,
-        masks,
-        kmax=kmax,
-        devices=devices,
-        chunk=config.subset_chunk,
-        progress=on("solve"),
-        refine_progress=on("refine"),
-    )
+    with compiles.stage("solve"):
+        sol, solve_info = solve_all(
+            config.surrogate,
+            feats,
+            masks,
+            kmax=kmax,
+            devices=devices,
+            chunk=config.subset_chunk,
+            progress=on("solve"),
+            refine_progress=on("refine"),
+        )
     betas, scales = jnp.asarray(sol.betas), jnp.asarray(sol.scales)
     timings["solve"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -557,7 +559,8 @@ def estimate_with_solutions(
         return evaluate_subsets(config, family, theta_star, feats, b, c, m, k_eval, kmax=kmax, devices=devices)
 
     rows = lambda xs: chunked(evaluate, xs, config.subset_chunk, on("evaluate"))  # noqa: E731
-    scores, se = across_processes(rows, (betas, scales, masks))
+    with compiles.stage("evaluate"):
+        scores, se = across_processes(rows, (betas, scales, masks))
     timings["evaluate"] = time.perf_counter() - t0
     return Estimate(feats, betas, scales, scores, se, timings, solve_info)
 
@@ -583,9 +586,10 @@ def start(family: Family, config: PipelineConfig, key: PRNGKey, theta_star, subs
     meta_metrics = None
     if theta_star is None:
         say("meta-train")
-        theta_star, meta_metrics, train_s, compile_s = simulators.train_timed(
-            config.meta_ppo(), family, jnp.ones(n, bool), k_meta
-        )
+        with compiles.stage("meta_train"):
+            theta_star, meta_metrics, train_s, compile_s = simulators.train_timed(
+                config.meta_ppo(), family, jnp.ones(n, bool), k_meta
+            )
         ppo.check_finite(meta_metrics, family.task_names)
         timings["meta_train"] = train_s  # compilation apart, as every other stage's wall-clock
         timings["meta_train_compile"] = compile_s
@@ -626,7 +630,8 @@ def policygradex(
     feats, scores = est.features, est.scores
     timings.update(est.timings)
     kmax = int(subsets.sum(1).max())
-    flops = stage_flops(config, family, theta_star, feats, subsets, k_est, kmax=kmax, solve_info=est.solve_info)
+    with compiles.stage("flops"):  # traced to count FLOPs, never compiled
+        flops = stage_flops(config, family, theta_star, feats, subsets, k_est, kmax=kmax, solve_info=est.solve_info)
     say("cluster")
     t0 = time.perf_counter()
     u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)
@@ -641,15 +646,16 @@ def policygradex(
         # for the whole budget; otherwise that policy is trained too, so the gain of grouping is
         # measured against it and not against a theta* stopped early
         separate = not config.theta_star_is_multitask
-        out = train_groups(
-            config.ppo,
-            family,
-            groups,
-            k_groups,
-            episodes=config.eval_episodes,
-            reference=theta_star,
-            multitask=separate,
-        )
+        with compiles.stage("train_groups"):
+            out = train_groups(
+                config.ppo,
+                family,
+                groups,
+                k_groups,
+                episodes=config.eval_episodes,
+                reference=theta_star,
+                multitask=separate,
+            )
         per_task, group_params = out["per_task_return"], out["params"]
         meta_per_task = out["reference_per_task_return"]
         multitask_per_task = out["multitask_per_task_return"] if separate else meta_per_task

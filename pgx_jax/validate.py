@@ -27,7 +27,7 @@ import numpy as np
 
 from pgx_jax import affinity as affinity_mod
 from pgx_jax import cluster as cluster_mod
-from pgx_jax import networks, ppo, simulators
+from pgx_jax import compiles, networks, ppo, simulators
 from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.distributed import across_processes
 from pgx_jax.evaluate import EVALUATORS
@@ -730,7 +730,8 @@ def truth_stage(
             # the estimate's evaluation key: each task starts from the same states
             return run_truth(kind, vconfig, config, family, theta_star, subsets, k, est.k_eval)
 
-        runs = [store.run(f"truth_{kind}_{r}", functools.partial(one, r)) for r in range(vconfig.replicates)]
+        with compiles.stage(f"truth_{kind}"):
+            runs = [store.run(f"truth_{kind}_{r}", functools.partial(one, r)) for r in range(vconfig.replicates)]
         (true, info), replicas = runs[0], [scores for scores, _ in runs[1:]]
         for name in ("compile", "train", "evaluate"):
             timings[f"truth_{kind}_{name}"] = info[f"{name}_s"]
