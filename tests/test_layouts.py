@@ -149,3 +149,19 @@ def test_the_cli_writes_the_drawn_layout_as_a_tasks_file(tmp_path):
     assert load_tasks_file("ant-dir", tmp_path / "tasks.json") == random_layout("ant-dir", 5)
     _write_layout(argparse.Namespace(family="ant-dir", tasks_file=None, layout="default"), str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()  # only a drawn layout is written
+
+
+def test_a_layout_of_a_given_size_for_scale_studies():
+    """``n_tasks`` fixes n beyond the family's range (benchmarks/scale.py); the rest is drawn as
+    usual, and a layout too small for its planted groups is refused, naming the bound."""
+    from pgx_jax.families import make_family, random_layout
+
+    for n in (8, 33, 64):
+        entries = random_layout("pendulum-physics", 0, n_tasks=n)
+        assert len(entries) == n
+        sizes = np.bincount([e["group"] for e in entries])
+        assert len(sizes) == 2 and sizes.min() >= 2
+        assert make_family("pendulum-physics", entries).n_tasks == n
+    assert random_layout("pendulum-physics", 5, n_tasks=None) == random_layout("pendulum-physics", 5)
+    with pytest.raises(ValueError, match=r"n_tasks must be an integer >= 4 \(two per planted group\), got 3"):
+        random_layout("pendulum-physics", 0, n_tasks=3)

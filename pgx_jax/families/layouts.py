@@ -210,10 +210,12 @@ def parse_layout(spec: str | None) -> int | None:
     raise ValueError(f"--layout {spec!r}: allowed 'default' or 'random:SEED' with SEED an integer >= 0 (e.g. random:7)")
 
 
-def random_layout(family: str, seed: int) -> list[dict]:
+def random_layout(family: str, seed: int, n_tasks: int | None = None) -> list[dict]:
     """A layout of ``family`` drawn with ``seed`` (see the module docstring): task entries with
     their planted ``group``, in shuffled order, named ``tNN_<what varies>``; the same seed gives
-    the same layout. ``ValueError`` for a family without a generator or a negative seed."""
+    the same layout. ``n_tasks`` fixes n beyond the family's range (scale studies: at least two
+    tasks per planted group); None draws it. ``ValueError`` for a family without a generator, a
+    negative seed or too few tasks."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"layout seed must be an integer >= 0, got {seed!r}")
     spec = LAYOUTS.get(family)
@@ -221,7 +223,11 @@ def random_layout(family: str, seed: int) -> list[dict]:
         raise ValueError(f"family {family!r} has no layout generator; those with one: {layout_families()}")
     rng = np.random.default_rng([int(seed), _family_salt(family)])
     k = int(rng.choice(spec.groups))
-    n = int(rng.integers(max(spec.tasks[0], 2 * k), spec.tasks[1] + 1))
+    n = int(rng.integers(max(spec.tasks[0], 2 * k), spec.tasks[1] + 1))  # drawn either way: same stream
+    if n_tasks is not None:
+        if isinstance(n_tasks, bool) or not isinstance(n_tasks, (int, np.integer)) or n_tasks < 2 * k:
+            raise ValueError(f"n_tasks must be an integer >= {2 * k} (two per planted group), got {n_tasks!r}")
+        n = int(n_tasks)
     entries = spec.draw(rng, group_sizes(rng, n, k))
     order = rng.permutation(len(entries))
     return [_named(i, entries[j]) for i, j in enumerate(order)]
