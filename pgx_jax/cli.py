@@ -187,6 +187,14 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
         "family's own layout; the default unless --tasks-file)",
     )
     p.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
+    p.add_argument(
+        "--num-envs",
+        type=int,
+        default=None,
+        help="parallel environments of every training (default: the budget's for the family, e.g. 260 for "
+        "10 pendulums at demo); a multiple of the number of tasks. The env steps stay the budget's, so more "
+        "environments mean fewer, larger updates",
+    )
     if seed:
         p.add_argument("--seed", type=int, default=0)
     _conditioning_arg(p, defaults.get("conditioning", "task_id"))
@@ -267,7 +275,8 @@ def _run_inputs(args) -> dict[str, str]:
 
     from pgx_jax import checkpoint, provenance
 
-    argv = [f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in ("process_id", "no_progress")]
+    own = ("process_id", "no_progress", "no_compile_cache")  # a process's own choice, not its result's
+    argv = [f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in own]
     try:
         tasks = json.dumps(_entries(args), sort_keys=True, default=str)
     except (ValueError, OSError) as e:  # refused later, on every process alike, or named here as a difference
@@ -498,7 +507,7 @@ def _cmd_train(args) -> int:
     if args.episodes < 1:  # everything is checked before compiling
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     family = make_family(args.family, _entries(args))
-    config = budget_config(args.budget, args.family, family.n_tasks)
+    config = _with_num_envs(args, budget_config(args.budget, args.family, family.n_tasks), family.n_tasks)
     config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
     config.check_for(family.n_tasks, family.episode_length)
     out = _out_path(args)
@@ -608,6 +617,7 @@ def _build_run(args):
         config = dataclasses.replace(config, features=dataclasses.replace(config.features, dim=args.dim))
     if args.params is not None:
         config = dataclasses.replace(config, features=dataclasses.replace(config.features, params=args.params))
+    config = dataclasses.replace(config, ppo=_with_num_envs(args, config.ppo, family.n_tasks))
     solve = _solve_overrides(args)
     if solve:  # SurrogateConfig names the bad value and what is allowed
         config = dataclasses.replace(config, surrogate=dataclasses.replace(config.surrogate, **solve))
@@ -640,7 +650,7 @@ def _dry_config(args, n: int) -> None:
 
     from pgx_jax.config import budget_config
 
-    ppo = budget_config(args.budget, args.family, n)
+    ppo = _with_num_envs(args, budget_config(args.budget, args.family, n), n)
     ppo = dataclasses.replace(ppo, network=_network_with(args.conditioning, ppo.network))
     if args.command == "train":
         return
@@ -661,6 +671,19 @@ def _dry_config(args, n: int) -> None:
         raise ValueError(f"validate --hessian needs held-out transitions; budget {args.budget!r} keeps none")
 
 
+def _with_num_envs(args, ppo, n: int):
+    """``ppo`` with ``--num-envs`` where given: a positive multiple of the n tasks (``ValueError``
+    naming it otherwise; the minibatch split is checked with the family's episode length)."""
+    import dataclasses
+
+    v = getattr(args, "num_envs", None)
+    if v is None:
+        return ppo
+    if v < 1 or v % n:
+        raise ValueError(f"--num-envs must be a positive multiple of the number of tasks {n}, got {v}")
+    return dataclasses.replace(ppo, num_envs=v)
+
+
 def _stage_store(args, out: str, family):
     """The command's :class:`pgx_jax.stages.StageStore` in ``out``: fingerprinted by every
     option that decides a result (not ``--out``, ``--resume``, progress or the cluster's
@@ -673,7 +696,8 @@ def _stage_store(args, out: str, family):
     from pgx_jax import provenance
     from pgx_jax.stages import StageStore
 
-    ignore = {"out", "resume", "no_progress", "coordinator", "num_processes", "process_id", "distributed_timeout"}
+    ignore = {"out", "resume", "no_progress", "no_compile_cache", "coordinator", "num_processes", "process_id"}
+    ignore.add("distributed_timeout")
     fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ignore}
     fingerprint["tasks"] = _entries(args)  # every parameter, not the names alone
     for name in ("test_tasks_file", "true_groups"):  # files whose content decides a result

@@ -83,6 +83,11 @@ CATALOGUE = [
     ("negative episodes", lambda t: ["train", "--episodes", "-1"], "--episodes must be >= 1, got -1"),
     ("zero evaluation episodes", lambda t: R + ["--eval-episodes", "0"], "--eval-episodes must be >= 1, got 0"),
     (
+        "environments not a multiple of n",
+        lambda t: R + ["--num-envs", "100"],
+        "--num-envs must be a positive multiple of the number of tasks 9, got 100",
+    ),
+    (
         "negative fine-tune budget",
         lambda t: ["validate", "--finetune-fraction", "-0.1"],
         "finetune_fraction must be > 0",
