@@ -217,12 +217,27 @@ def across_processes(fn: Callable, xs):
     return jax.tree.map(lambda x: x[:s], _allgather(mine, tiled=True))
 
 
+def _as_words(x) -> np.ndarray:
+    """``x`` (host copy) with every element wider than 4 bytes as its uint32 words on a new last
+    axis: JAX without x64 would cast int64 / float64 to 32 bits on the way through a device."""
+    x = np.ascontiguousarray(x)
+    return x[..., None].view(np.uint32) if x.dtype.itemsize > 4 else x
+
+
+def _from_words(x: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x).view(like.dtype)[..., 0] if like.dtype.itemsize > 4 else x
+
+
 def _allgather(tree, tiled: bool):
-    """``multihost_utils.process_allgather`` to numpy, its cost counted in :func:`summary`."""
+    """``multihost_utils.process_allgather`` to numpy, bit for bit in every dtype (64-bit ones
+    travel as uint32 words), its cost counted in :func:`summary`."""
     from jax.experimental import multihost_utils
 
     t0 = time.perf_counter()
-    out = jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=tiled))
+    host = jax.tree.map(lambda x: np.ascontiguousarray(jax.device_get(x)), tree)
+    words = jax.tree.map(_as_words, host)
+    got = jax.tree.map(np.asarray, multihost_utils.process_allgather(words, tiled=tiled))
+    out = jax.tree.map(_from_words, got, host)
     _GATHERS["calls"] += 1
     _GATHERS["bytes"] += sum(x.nbytes for x in jax.tree.leaves(out))
     _GATHERS["seconds"] += time.perf_counter() - t0

@@ -206,3 +206,38 @@ def test_two_processes_reading_different_task_files_under_one_name_are_refused_a
         assert "disagree on tasks (their parameters): process(es) [1]" in err, err[-2000:]
     for d in dirs:
         assert sorted(os.listdir(d)) == ["tasks.json"]  # no output directory, nothing half-written
+
+
+WIDE = """
+import sys, numpy as np
+from pgx_jax import distributed
+distributed.initialize(distributed.ClusterSpec(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60))
+me = int(sys.argv[2])
+rows = distributed.across_processes(
+    lambda x: {"i": x + 2**40, "f": x * (1 + 2.0**-40), "h": x.astype(np.float16)}, np.arange(4, dtype=np.int64)
+)
+print(repr({k: (str(v.dtype), v.tolist()) for k, v in rows.items()}))
+try:  # digests that differ beyond their low 32 bits only
+    distributed.check_agree({"code": "same"})
+    real = distributed._digest
+    distributed._digest = lambda text, me=me: (me << 40) | 5 if text == "other" else real(text)
+    distributed.check_agree({"code": "other"})
+    print("agreed")
+except ValueError as e:
+    print("ValueError", e)
+"""
+
+
+def test_gathers_keep_64_bit_values_bit_for_bit():
+    """Reviewer's finding (issue 30): process_allgather goes through a device and, without
+    jax_enable_x64, cast int64 / float64 to 32 bits, so check_agree compared only 32 bits of each
+    digest and a host family's float64 rows came back float32 from two processes."""
+    outs = _two_workers(WIDE)
+    x = np.arange(4)
+    for out, err in outs:
+        lines = out.strip().splitlines()
+        got = eval(lines[-2])  # noqa: S307 (our own repr)
+        assert got["i"] == ("int64", (x + 2**40).tolist()), (out, err)
+        assert got["f"] == ("float64", (x * (1 + 2.0**-40)).tolist()), (out, err)
+        assert got["h"] == ("float16", x.astype(np.float16).tolist())
+        assert lines[-1].startswith("ValueError the processes disagree on code: process(es) [1]"), (out, err)
