@@ -41,10 +41,10 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import io
 import json
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -70,18 +70,20 @@ def _is_namedtuple(cls: type) -> bool:
 
 
 def _resolve(name: Any) -> type:
-    """The NamedTuple or dataclass ``"module:qualname"`` of an :data:`ALLOWED` module (imported
-    if need be; nothing is called but the import and attribute look-ups), else ``ValueError``."""
+    """The NamedTuple or dataclass ``"module:qualname"`` of an :data:`ALLOWED` module already
+    imported by this process, else ``ValueError``. Nothing is imported or called, only attributes
+    looked up: importing a module a file names would run that module's code (brax's learner, for
+    one, sets ``XLA_FLAGS`` when imported). The modules of every type a stage holds are imported
+    by the code that reads the stage back."""
     module, _, qualname = name.partition(":") if isinstance(name, str) else ("", "", "")
     allowed = any(module == m or module.startswith(m + ".") for m in ALLOWED)
     parts = qualname.split(".")
     refused = f"refused type {name!r}: only NamedTuples and dataclasses of the modules {list(ALLOWED)} are rebuilt"
     if not allowed or not all(p.isidentifier() for p in module.split(".") + parts) or "__" in qualname:
         raise ValueError(refused)
-    try:
-        obj: Any = importlib.import_module(module)
-    except ImportError as e:
-        raise ValueError(f"{refused} (no module {module!r})") from e
+    obj: Any = sys.modules.get(module)
+    if obj is None:
+        raise ValueError(f"{refused} (module {module!r} is not imported here; a file cannot ask for an import)")
     for part in parts:
         obj = getattr(obj, part, None)
     ok = isinstance(obj, type) and obj.__module__ == module and obj.__qualname__ == qualname

@@ -15,6 +15,8 @@ import math
 import os
 import pickle
 import re
+import subprocess
+import sys
 from typing import NamedTuple
 
 import jax
@@ -135,6 +137,28 @@ def test_a_type_outside_the_allowlist_is_refused_and_nothing_is_called(node, mon
     with pytest.raises(ValueError, match=f"refused type {named}|{named} is not a"):
         codec.from_bytes(_crafted(["list", [1, node]]))
     assert CALLED == []
+
+
+def test_reading_a_file_imports_no_module_it_names():
+    """Reviewer's finding (issue 30): an allowed module not yet imported was imported while
+    reading, running its top-level code (brax.training.learner sets XLA_FLAGS) before the type
+    was refused. A child process: nothing here has imported that module."""
+    script = """
+import io, json, os, sys
+import numpy as np
+from pgx_jax import codec
+assert "brax.training.learner" not in sys.modules
+text = json.dumps({"format": codec.FORMAT, "root": ["namedtuple", "brax.training.learner:Nope", []]}).encode()
+buf = io.BytesIO(); np.savez(buf, tree=np.frombuffer(text, np.uint8))
+before = os.environ.get("XLA_FLAGS")
+try:
+    codec.from_bytes(buf.getvalue())
+except ValueError as e:
+    print("refused" if "is not imported here" in str(e) else e)
+print("brax.training.learner" in sys.modules, os.environ.get("XLA_FLAGS") == before)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["refused", "False", "True"], out
 
 
 def test_an_allowed_class_is_rebuilt_without_calling_it(monkeypatch):
