@@ -276,7 +276,9 @@ def _run_inputs(args) -> dict[str, str]:
     from pgx_jax import checkpoint, provenance
 
     own = ("process_id", "no_progress", "no_compile_cache")  # a process's own choice, not its result's
-    argv = [f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in own]
+    # paths name files whose bytes are compared below; only process 0 writes into --out
+    paths = ("out", "tasks_file", "test_tasks_file", "true_groups")
+    argv = [f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in own + paths]
     try:
         tasks = json.dumps(_entries(args), sort_keys=True, default=str)
     except (ValueError, OSError) as e:  # refused later, on every process alike, or named here as a difference

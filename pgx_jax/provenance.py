@@ -37,8 +37,9 @@ def code_state(here: str) -> dict[str, Any]:
     appended where the code is not clean.
     ``clean`` is True when :data:`CODE_PATHS` (the package, the benchmark scripts, pyproject)
     have no uncommitted change, tracked or untracked (ignored files do not count);
-    ``diff_sha256`` hashes ``git diff HEAD`` of those paths and every untracked file there
-    (name and bytes), None when clean. Outside a git checkout (an installed wheel) every field
+    ``diff_sha256`` hashes HEAD and the name and current bytes of every changed or untracked
+    file there (not git's diff text, which follows the user's git config), None when clean; a
+    failing ``git diff`` counts as dirty ("unknown" hash). Outside a git checkout (an installed wheel) every field
     is ``"unknown"`` and ``clean`` None."""
     import hashlib
 
@@ -48,18 +49,29 @@ def code_state(here: str) -> dict[str, Any]:
     if top is None or head is None or describe is None:
         return {"commit": "unknown", "describe": "unknown", "clean": None, "diff_sha256": "unknown"}
     root = top.decode().strip()
-    diff = _git(["diff", "HEAD", "--binary", "--", *CODE_PATHS], root) or b""
-    untracked = _git(["ls-files", "--others", "--exclude-standard", "-z", "--", *CODE_PATHS], root) or b""
-    names = sorted(n for n in untracked.decode().split("\0") if n)
-    h = hashlib.sha256(diff)
+    changed = _git(["diff", "HEAD", "--name-only", "--no-renames", "--no-relative", "-z", "--", *CODE_PATHS], root)
+    untracked = _git(["ls-files", "--others", "--exclude-standard", "-z", "--", *CODE_PATHS], root)
+    if changed is None or untracked is None:  # git failed: not known to be clean, so not clean
+        return {
+            "commit": head.decode().strip(),
+            "describe": describe.decode().strip() + "-dirty",
+            "clean": False,
+            "diff_sha256": "unknown (git diff failed)",
+        }
+    names = sorted({n for n in (changed + b"\0" + untracked).decode().split("\0") if n})
+    # the changed files' names and bytes as they are now, not git's diff text: that follows the
+    # user's git config (prefixes, colour, diff algorithm, external diff programs)
+    h = hashlib.sha256(head)
     for name in names:
-        h.update(b"\0untracked\0" + name.encode() + b"\0")
+        h.update(b"\0file\0" + name.encode() + b"\0")
         try:
             with open(os.path.join(root, name), "rb") as f:
                 h.update(f.read())
+        except FileNotFoundError:
+            h.update(b"<deleted>")
         except OSError:
             h.update(b"<unreadable>")
-    clean = not diff and not names
+    clean = not names
     return {
         "commit": head.decode().strip(),
         "describe": describe.decode().strip() + ("" if clean else "-dirty"),

@@ -241,3 +241,27 @@ def test_gathers_keep_64_bit_values_bit_for_bit():
         assert got["f"] == ("float64", (x * (1 + 2.0**-40)).tolist()), (out, err)
         assert got["h"] == ("float16", x.astype(np.float16).tolist())
         assert lines[-1].startswith("ValueError the processes disagree on code: process(es) [1]"), (out, err)
+
+
+def test_what_processes_compare_holds_file_contents_not_their_paths(tmp_path):
+    """Reviewer's finding (issue 30): the same task file under two absolute paths, or two output
+    directories, made check_agree refuse a correct run; another file's bytes must still differ."""
+    import json
+
+    from pgx_jax.cli import _parser, _run_inputs
+
+    entries = json.loads(json.dumps(__import__("pgx_jax.families", fromlist=["x"]).task_entries("reacher-goals")))
+    for d in ("a", "b", "c"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "tasks.json").write_text(json.dumps(entries if d != "c" else entries[:-1]))
+    inputs = {
+        d: _run_inputs(
+            _parser().parse_args(
+                ["run", "--family", "reacher-goals", "--tasks-file", str(tmp_path / d / "tasks.json"), "--out", d]
+            )
+        )
+        for d in "abc"
+    }
+    assert inputs["a"] == inputs["b"]
+    differ = [k for k in inputs["a"] if inputs["a"][k] != inputs["c"][k]]
+    assert differ == ["tasks (their parameters)", "input files (their bytes)"]

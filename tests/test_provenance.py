@@ -58,6 +58,25 @@ def test_uncommitted_code_is_dirty_with_a_hash_of_exactly_that_change(repo):
     assert provenance.code_state(str(repo))["diff_sha256"] == one["diff_sha256"]  # the same edit, the same hash
 
 
+def test_the_hash_does_not_follow_the_users_git_config(repo, monkeypatch):
+    """Reviewer's finding (issue 30): the hash was of git's diff text, which diff.noprefix,
+    color.diff or an external diff change; two hosts with the same edit then disagreed."""
+    (repo / "pgx_jax/a.py").write_text("x = 2\n")
+    plain = provenance.code_state(str(repo))["diff_sha256"]
+    for key, value in (("diff.noprefix", "true"), ("color.diff", "always"), ("diff.algorithm", "patience")):
+        _git(repo, "config", key, value)
+    assert provenance.code_state(str(repo))["diff_sha256"] == plain
+    (repo / "pgx_jax/a.py").unlink()  # a deleted file is a change too
+    assert provenance.code_state(str(repo))["diff_sha256"] not in (None, plain)
+
+
+def test_a_failing_git_diff_counts_as_dirty(repo, monkeypatch):
+    real = provenance._git
+    monkeypatch.setattr(provenance, "_git", lambda args, cwd: None if "diff" in args else real(args, cwd))
+    state = provenance.code_state(str(repo))
+    assert state["clean"] is False and state["describe"].endswith("-dirty") and "unknown" in state["diff_sha256"]
+
+
 def test_an_untracked_module_makes_the_code_dirty_but_results_and_docs_do_not(repo):
     (repo / "benchmarks/results/r.json").write_text('{"new": 1}\n')
     (repo / "benchmarks/results/s.json").write_text("{}\n")
