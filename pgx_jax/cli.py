@@ -812,8 +812,26 @@ def _check_resume(args, entries, out: str) -> None:
                 f"checkpoint {ckpt!r} holds a policy trained with conditioning {saved!r}, not --conditioning "
                 f"{args.conditioning!r}"
             )
+        made_from = (meta.get("extra") or {}).get("inputs_sha256")
+        if made_from != _theta_inputs(args):
+            raise ValueError(
+                f"checkpoint {ckpt!r} was meta-trained from other task parameters or other code than this run's "
+                f"({'not recorded' if made_from is None else made_from[:12]} against {_theta_inputs(args)[:12]}); "
+                "use another --out"
+            )
     except ValueError as e:
         raise ValueError(f"--resume: {e}") from None
+
+
+def _theta_inputs(args) -> str:
+    """sha256 of what theta* is made from beyond its config and seed: the tasks' parameters and
+    the code (commit and uncommitted changes). Saved with theta* and required on ``--resume``."""
+    import hashlib
+
+    from pgx_jax import provenance
+
+    inputs = {"tasks": _entries(args), "code": provenance.source_state()}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _setup(args, command: str, check=None):
@@ -903,7 +921,8 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
             start=start,
         )
     seconds = before + time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
-    checkpoint.save_policy(os.path.join(out, "theta_star"), theta, config.meta_ppo(), family, seed=args.seed)
+    path = os.path.join(out, "theta_star")
+    checkpoint.save_policy(path, theta, config.meta_ppo(), family, seed=args.seed, inputs_sha256=_theta_inputs(args))
     if resumable:
         store.discard("meta_train_partial")  # theta* is saved: its training state is obsolete
     return theta, seconds

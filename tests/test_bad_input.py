@@ -160,6 +160,11 @@ CATALOGUE = [
         "trained with conditioning 'task_id', not --conditioning 'none'",
     ),
     (
+        "checkpoint from other tasks or code",
+        lambda t: R + ["--resume", "--out", _checkpoint(t, conditioning="none")],
+        "was meta-trained from other task parameters or other code than this run's (not recorded against",
+    ),
+    (
         "checkpoint of another version",
         lambda t: R + ["--resume", "--out", _checkpoint(t, fmt="pgx_jax.policy/0")],
         "unknown checkpoint format 'pgx_jax.policy/0'; expected 'pgx_jax.policy/1'",

@@ -70,3 +70,22 @@ def test_chunked_training_continues_from_a_checkpoint_to_the_uninterrupted_resul
     assert ran == [4, 6]  # the two chunks left, not the whole training again
     jax.tree.map(np.testing.assert_array_equal, again, params)
     jax.tree.map(np.testing.assert_array_equal, metrics_again, metrics)
+
+
+def test_theta_star_is_reused_only_for_the_same_task_parameters(tmp_path):
+    """Reviewer's finding (issue 30): --resume matched theta* by task names, so a theta* trained
+    at another gravity was reused. What theta* is made from is now saved with it and compared."""
+    import json as _json
+
+    from pgx_jax.cli import _parser, _theta_inputs
+    from pgx_jax.families import task_entries
+
+    entries = task_entries("pendulum-physics")
+    heavier = [dict(e) for e in entries]
+    heavier[0]["gravity"] = heavier[0]["gravity"] + 5.0
+    paths = []
+    for name, content in (("a.json", entries), ("b.json", entries), ("c.json", heavier)):
+        (tmp_path / name).write_text(_json.dumps(content))
+        paths.append(str(tmp_path / name))
+    digests = [_theta_inputs(_parser().parse_args(["run", "--tasks-file", p])) for p in paths]
+    assert digests[0] == digests[1] != digests[2]
