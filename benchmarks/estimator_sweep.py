@@ -199,8 +199,10 @@ def run_case(case: str, settings: list[dict]) -> None:
         }
         done["settings"].append(entry)
         os.makedirs(OUT, exist_ok=True)
+        from pgx_jax.checkpoint import versions
         from pgx_jax.results import write_json
 
+        done["versions"] = versions()  # the commit, whether the code was clean, the diff's hash
         write_json(path, done)
         best = entry["by_truth"].get("full", next(iter(entry["by_truth"].values())))
         print(
@@ -256,8 +258,10 @@ def gradient_signal(case: str, sizes=(2048, 32768)) -> None:
             entry["by_truth"][kind] = {"within_minus_across": gaps, "nmi_sdp": nmis}
         entry["cosine"] = [c.tolist() for c in cosines]
         done["gradient_signal"][str(size)] = entry
+        from pgx_jax.checkpoint import versions
         from pgx_jax.results import write_json
 
+        done["versions"] = versions()  # the commit, whether the code was clean, the diff's hash
         write_json(path, done)
         print(case, "gradient signal", size, {k: v for k, v in entry.items() if k != "cosine"}, flush=True)
 
@@ -367,9 +371,11 @@ def main() -> None:
                 gradient_signal(case)
             else:
                 run_case(case, SETTINGS if args.settings is None else [SETTINGS[i] for i in args.settings])
-    from pgx_jax.results import write_markdown
+    from pgx_jax.checkpoint import versions
+    from pgx_jax.results import machine, provenance, write_markdown
 
-    write_markdown(os.path.join(HERE, "results", "estimator_sweep.md"), table())
+    text = table() + "\n" + provenance({"machine": machine(), "versions": versions()}) + "\n"
+    write_markdown(os.path.join(HERE, "results", "estimator_sweep.md"), text)
 
 
 if __name__ == "__main__":

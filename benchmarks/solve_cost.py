@@ -41,9 +41,11 @@ def _load() -> dict:
 
 
 def _save(d: dict) -> None:
+    from pgx_jax.checkpoint import versions
     from pgx_jax.results import machine, write_json
 
     d["machine"] = machine()
+    d["versions"] = versions()  # the commit, whether the code was clean, and the diff's hash
     write_json(OUT, d)
 
 
@@ -362,9 +364,11 @@ def main() -> None:
                 if str(m) not in d["scale"]:  # a process each: peak RSS and compile counts are its own
                     subprocess.run([sys.executable, __file__, "--part", "scale", "--m", str(m)], check=True)
             d = _load()
-    from pgx_jax.results import write_markdown
+    from pgx_jax.checkpoint import versions
+    from pgx_jax.results import machine, provenance, write_markdown
 
-    write_markdown(os.path.join(HERE, "results", "solve_cost.md"), table(d))
+    text = table(d) + "\n" + provenance({"machine": machine(), "versions": versions()}) + "\n"
+    write_markdown(os.path.join(HERE, "results", "solve_cost.md"), text)
 
 
 if __name__ == "__main__":
