@@ -465,6 +465,8 @@ def report(args) -> None:
         "versions": versions(),
     }
     stem = os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}")
+    if args.choice_from:  # beside the family's own choice's report, not over it
+        stem += f"_choice-from-{args.choice_from}"
     title = f"Generalisation over drawn layouts: {args.family}, conditioning {args.conditioning}, {args.budget}"
     extra = _self_agreement_text(summary["self_agreement"], main)
     intro = _intro(frozen, summary, out["compare"], extra, source=args.choice_from or args.family)
