@@ -298,6 +298,9 @@ def layout_row(args, seed: int, d: str, policies=META_POLICIES) -> dict | None:
         "truth_wall_s": truth["wall_s"],
         "candidates": {},
     }
+    # which code made this row's stage files (a stage file is reused across commits)
+    stage_files = [truth, *ests.values()]
+    row["stage_commits"] = sorted({str(f.get("commit") or "unknown") for f in stage_files})
     # the truth against itself: each replicate's groups at the planted k against the reference,
     # and the pooled truth (the replicates' mean f(S, i)), a less noisy reference
     replicas = [r for i in range(1, 10) if (r := _load(os.path.join(d, f"truth_r{i}.json"))) is not None]
@@ -468,7 +471,13 @@ def report(args) -> None:
     if args.choice_from:  # beside the family's own choice's report, not over it
         stem += f"_choice-from-{args.choice_from}"
     title = f"Generalisation over drawn layouts: {args.family}, conditioning {args.conditioning}, {args.budget}"
-    extra = _self_agreement_text(summary["self_agreement"], main)
+    commits = sorted({c for r in rows for c in r["stage_commits"]})
+    out["stage_commits"] = commits
+    flagged = [c for c in commits if c.endswith("-dirty") or c == "unknown"]
+    extra = _self_agreement_text(summary["self_agreement"], main) + (
+        f"\n\nThe layouts' stage files were made by {', '.join(commits)}"
+        + (f" ({', '.join(flagged)}: uncommitted or unrecorded code)." if flagged else ".")
+    )
     intro = _intro(frozen, summary, out["compare"], extra, source=args.choice_from or args.family)
     write_table_report(stem, out, title, intro, header, table)
 
