@@ -65,7 +65,10 @@ def train_and_evaluate_groups(
     active_updates=None,
 ):
     """Train one policy per mask (bool [G, N], keys [G]) and evaluate each on its own tasks,
-    each group bit for bit independent of the others in ``masks``.
+    each group bit for bit independent of the others in ``masks`` on JAX families. Host
+    families act in chunks of their ``max_envs`` whatever ``batch`` says, so a group's
+    evaluation (not its training) may round differently beside other groups (last bits of the
+    actions' arithmetic; not measured).
 
     Training and evaluation run in blocks of :func:`group_block` groups (padded), and every
     group's tasks are padded to ``max_subset_size``. The caller must choose
