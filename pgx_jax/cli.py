@@ -41,8 +41,7 @@ def _use_compilation_cache(args=None) -> None:
     ``--no-compile-cache``; a 19 s compile took 3.6 s in the next process."""
     from pgx_jax import compiles
 
-    if not getattr(args, "no_compile_cache", False):
-        compiles.use_cache()
+    compiles.use_cache("" if getattr(args, "no_compile_cache", False) else None)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -137,14 +137,16 @@ def stage(name: str) -> Iterator[None]:
 
 def use_cache(path: str | None = None, *, say: bool = True) -> str | None:
     """Keep every compiled program across runs in ``path`` (default ``$PGX_JAX_CACHE``, else
-    :data:`DEFAULT_CACHE`; ``""`` turns the cache off) and return it. Every program is kept,
+    :data:`DEFAULT_CACHE`; ``""`` turns any cache off, JAX's own ``JAX_COMPILATION_CACHE_DIR``
+    included) and return it. Every program is kept,
     however fast it compiled: JAX's default keeps only those that took a second or more, and the
     many small ones then compiled again in every run. With ``say``, the location is printed to
     stderr once per process."""
     import jax
 
     path = os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE) if path is None else path
-    if not path:
+    if not path:  # off, also where JAX_COMPILATION_CACHE_DIR would have turned it on
+        jax.config.update("jax_enable_compilation_cache", False)
         return None
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -25,6 +25,7 @@ LAYERS = [
         "pgx_jax.sharding",
         "pgx_jax.codec",
         "pgx_jax.provenance",
+        "pgx_jax.compiles",
         "pgx_jax.distributed",
         "pgx_jax.stages",
     ],
