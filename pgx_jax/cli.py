@@ -1438,6 +1438,8 @@ def main(argv=None) -> int:
     from pgx_jax import checkpoint
 
     checkpoint.source_commit()  # the code this run starts with (cached; recorded in its results)
+    if getattr(args, "no_compile_cache", False):  # before anything compiles (JAX decides once)
+        _use_compilation_cache(args)
     commands = {
         "families": _cmd_families,
         "run": _cmd_run,

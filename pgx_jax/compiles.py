@@ -145,8 +145,10 @@ def use_cache(path: str | None = None, *, say: bool = True) -> str | None:
     import jax
 
     path = os.environ.get("PGX_JAX_CACHE", DEFAULT_CACHE) if path is None else path
-    if not path:  # off, also where JAX_COMPILATION_CACHE_DIR would have turned it on
+    if not path:  # off, also where JAX_COMPILATION_CACHE_DIR would have turned it on (call it before
+        # anything compiles: JAX decides once per process whether a cache is used)
         jax.config.update("jax_enable_compilation_cache", False)
+        jax.config.update("jax_compilation_cache_dir", None)
         return None
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -60,13 +60,19 @@ def test_the_cache_serves_the_next_process_even_a_fast_compile(tmp_path):
 
 
 def test_no_compile_cache_turns_it_off_for_a_command(tmp_path):
-    out = tmp_path / "t"
-    env = {**os.environ, "PGX_JAX_CACHE": str(tmp_path / "never")}
+    """The same command twice over one cache, which JAX's own JAX_COMPILATION_CACHE_DIR names
+    too: the second, with --no-compile-cache, reads nothing from it (JAX decides once per process
+    whether a cache is used, so the flag acts before anything compiles)."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PGX_JAX_CACHE": str(cache), "JAX_COMPILATION_CACHE_DIR": str(cache)}
     argv = ["train", "--family", "pendulum-physics", "--budget", "smoke", "--episodes", "1", "--no-progress"]
-    argv += ["--out", str(out), "--no-compile-cache"]
-    p = subprocess.run([sys.executable, "-m", "pgx_jax.cli", *argv], env=env, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "compilation cache:" not in p.stderr and not (tmp_path / "never").exists()
-    report = json.loads((out / "train.json").read_text())["compiles"]
-    assert report["cache_hits"] == 0 and report["programs"] > 0 and report["compile_s"] > 0
-    assert "compiling:" in p.stderr
+    reports = []
+    for i, flag in enumerate(([], ["--no-compile-cache"])):
+        out = tmp_path / f"t{i}"
+        cmd = [sys.executable, "-m", "pgx_jax.cli", *argv, "--out", str(out), *flag]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert ("compilation cache:" in p.stderr) == (not flag) and "compiling:" in p.stderr
+        reports.append(json.loads((out / "train.json").read_text())["compiles"])
+    assert os.listdir(cache)  # the first run filled it
+    assert reports[1]["cache_hits"] == 0 and reports[1]["programs"] > 0 and reports[1]["compile_s"] > 0
