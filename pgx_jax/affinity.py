@@ -214,8 +214,13 @@ def combine_affinities(us) -> np.ndarray:
     several meta-training checkpoints, say), each first divided by the standard deviation of its
     off-diagonal entries, so every matrix weighs the same whatever its scale. Lookahead task
     affinities accumulate over training for the same reason: one checkpoint may see a conflict
-    that another has already resolved. ``ValueError`` for no matrix, mismatched shapes or a
-    constant one; ``FloatingPointError`` for a non-finite entry."""
+    that another has already resolved.
+
+    A matrix that is constant off the diagonal (every subset estimated alike: a checkpoint whose
+    policy fails or solves every task whatever it trains on) scores every grouping equally, so it
+    carries no information and is left out of the mean; where all K are constant the result is
+    the zero matrix, the same uninformative affinity. ``ValueError`` for no matrix or mismatched
+    shapes; ``FloatingPointError`` for a non-finite entry (also in a constant matrix)."""
     us = np.asarray(us, np.float64)
     if us.ndim != 3 or us.shape[0] < 1 or us.shape[1] != us.shape[2]:
         raise ValueError(f"expected affinities [K, N, N] with K >= 1, got shape {us.shape}")
@@ -223,9 +228,10 @@ def combine_affinities(us) -> np.ndarray:
         raise FloatingPointError("non-finite entry in an affinity to combine")
     off = ~np.eye(us.shape[1], dtype=bool)
     sd = us[:, off].std(1)
-    if np.any(sd <= 0):
-        raise ValueError(f"affinities {np.flatnonzero(sd <= 0).tolist()} are constant off the diagonal")
-    return np.mean(us / sd[:, None, None], 0)
+    informative = sd > 0
+    if not np.any(informative):
+        return np.zeros(us.shape[1:])
+    return np.mean(us[informative] / sd[informative, None, None], 0)
 
 
 def _regression(f: np.ndarray, masks: np.ndarray, ridge: float) -> np.ndarray:

@@ -380,8 +380,11 @@ def test_combined_affinities_weigh_each_checkpoint_alike_and_keep_a_block_two_of
     np.testing.assert_allclose(affinity.combine_affinities(us[:1]), us[0] / us[0][off].std())
     with pytest.raises(ValueError, match=r"expected affinities \[K, N, N\]"):
         affinity.combine_affinities(np.ones((3, 4)))
-    with pytest.raises(ValueError, match=r"affinities \[1\] are constant"):
-        affinity.combine_affinities(np.stack([blocks, np.ones((6, 6))]))
+    # a constant matrix carries no information: left out of the mean, not counted as zero
+    np.testing.assert_allclose(
+        affinity.combine_affinities(np.stack([blocks, np.ones((6, 6)), 3 * blocks])), blocks / blocks[off].std()
+    )
+    np.testing.assert_array_equal(affinity.combine_affinities(np.stack([np.ones((6, 6)), np.eye(6)])), 0.0)
     with pytest.raises(FloatingPointError, match="non-finite"):
         affinity.combine_affinities(np.stack([blocks, np.full((6, 6), np.nan)]))
 
