@@ -11,7 +11,8 @@ Public API (each stage a pure function; see the module docstrings):
   call), :func:`train_one`, :func:`train_chunked` (with host-side progress)
 - evaluation: :func:`evaluate`, :func:`evaluate_metrics`, :func:`random_policy_returns`,
   :func:`policies_on_subsets`
-- checkpoints: :func:`save_policy`, :func:`load_policy`
+- checkpoints: :func:`save_policy`, :func:`load_policy`; a run's group policies
+  :func:`save_groups`, :func:`load_groups`; a policy as a function :func:`make_policy`
 - PolicyGradEx stages: :func:`gradient_features`, :func:`solve_subsets`, :func:`sample_subsets`,
   :func:`affinity_matrix`, :func:`cluster_tasks`, :func:`train_groups`; end to end :func:`policygradex`
 - meta-RL (:mod:`pgx_jax.maml`, :mod:`pgx_jax.meta_rl`): :class:`MAMLConfig`, :func:`maml_config`,
@@ -30,7 +31,7 @@ if "xla_cpu_enable_concurrency_optimized_scheduler" not in _os.environ.get("XLA_
     _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " " + _XLA_FIX).strip()
 
 from pgx_jax.affinity import AffinityConfig, affinity_matrix, sample_subsets
-from pgx_jax.checkpoint import load_policy, save_policy
+from pgx_jax.checkpoint import load_groups, load_policy, save_groups, save_policy
 from pgx_jax.cluster import cluster_tasks
 from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
 from pgx_jax.evaluate import gain_scores, loss_scores, rollout_scores
@@ -47,7 +48,7 @@ from pgx_jax.families import (
 from pgx_jax.features import FeatureConfig, Features
 from pgx_jax.groups import train_groups
 from pgx_jax.maml import MAMLConfig, adaptation_curve, maml_config, meta_train
-from pgx_jax.networks import AgentParams, init_agent
+from pgx_jax.networks import AgentParams, init_agent, make_policy
 from pgx_jax.pipeline import PipelineConfig, Result, estimate, pipeline_config, policygradex
 from pgx_jax.ppo import check_finite, train
 from pgx_jax.simulators import (
@@ -109,6 +110,9 @@ __all__ = [
     "evaluate_metrics",
     "init_agent",
     "load_policy",
+    "load_groups",
+    "save_groups",
+    "make_policy",
     "load_tasks_file",
     "make_family",
     "random_policy_metrics",

@@ -28,6 +28,7 @@ from pgx_jax.provenance import source_commit, source_state  # noqa: F401 (re-exp
 from pgx_jax.types import Family
 
 FORMAT = "pgx_jax.policy/1"
+GROUPS_FORMAT = "pgx_jax.groups/1"
 _PACKAGES = ("pgx_jax", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "numpy")
 
 
@@ -181,3 +182,97 @@ def load_policy(
     if _shapes(params) != meta["shapes"]:
         raise ValueError(f"checkpoint {os.fspath(path)!r}: params.msgpack does not match meta.json shapes")
     return params, saved, meta
+
+
+def save_groups(
+    out: str | os.PathLike,
+    group_params: AgentParams,
+    groups,
+    config: PPOConfig,
+    family: Family,
+    tasks: list,
+    **extra: Any,
+) -> str:
+    """Write one checkpoint per group and an index: what a grouping run leaves to its user.
+
+    ``out/groups/<g>/`` is group g's policy (:func:`save_policy`; ``extra`` names the group's
+    tasks) and ``out/groups.json`` the index: ``format``, ``family``, ``tasks`` (the entries
+    :func:`pgx_jax.families.make_family` rebuilds the family from), ``conditioning``, ``groups``
+    (per group: ``tasks`` (names), ``task_ids`` and ``checkpoint``, relative to ``out``) and the
+    ``extra`` entries (for example each task's return and the evaluation key). The checkpoints
+    are written to a temporary directory that replaces ``out/groups`` whole, and the index last,
+    so an interrupted save never leaves an index naming a missing policy.
+
+    Args:
+        group_params: the groups' policies, leading axis [G] in the order of ``groups``.
+        groups: G lists of task ids.
+        config: the PPO config the groups trained with (its network is what loads them).
+        tasks: the family's task entries (names and parameters).
+
+    Returns:
+        the path of ``groups.json``.
+    """
+    from pgx_jax.results import write_json
+
+    out = os.fspath(out)
+    names = list(family.task_names)
+    index = {
+        "format": GROUPS_FORMAT,
+        "family": family.name,
+        "tasks": tasks,
+        "conditioning": config.network.conditioning,
+        "groups": [
+            {"tasks": [names[i] for i in g], "task_ids": [int(i) for i in g], "checkpoint": f"groups/{k}"}
+            for k, g in enumerate(groups)
+        ],
+        **extra,
+    }
+    if not is_main():
+        return os.path.join(out, "groups.json")
+    os.makedirs(out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".groups-", dir=out)
+    try:
+        for k, g in enumerate(groups):
+            params = jax.tree.map(lambda x, k=k: np.asarray(x)[k], group_params)
+            save_policy(os.path.join(tmp, str(k)), params, config, family, group=k, group_tasks=[names[i] for i in g])
+        final = os.path.join(out, "groups")
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_json(os.path.join(out, "groups.json"), index)
+    return os.path.join(out, "groups.json")
+
+
+def load_groups(out: str | os.PathLike):
+    """Read what :func:`save_groups` wrote in ``out`` (a run's output directory).
+
+    Returns:
+        ``(family, groups, index)``: the family rebuilt from the index's tasks, then per group a
+        dict with ``tasks`` (names), ``task_ids``, ``params`` and ``config`` (from
+        :func:`load_policy`, checked against that family), and the index itself.
+
+    Raises:
+        ValueError: no ``groups.json``, another format, or a checkpoint that does not load.
+    """
+    from pgx_jax.families import make_family
+
+    path = os.path.join(os.fspath(out), "groups.json")
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{os.fspath(out)!r} holds no group policies: no groups.json") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path!r} is corrupt: {e}") from None
+    if not isinstance(index, dict) or index.get("format") != GROUPS_FORMAT:
+        found = index.get("format") if isinstance(index, dict) else index
+        raise ValueError(f"{path!r}: unknown format {found!r}; expected {GROUPS_FORMAT!r}")
+    family = make_family(index["family"], index["tasks"])
+    groups = []
+    for g in index["groups"]:
+        params, config, _ = load_policy(os.path.join(os.fspath(out), g["checkpoint"]), family)
+        groups.append({"tasks": g["tasks"], "task_ids": g["task_ids"], "params": params, "config": config})
+    return family, groups, index

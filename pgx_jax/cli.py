@@ -990,7 +990,25 @@ def _cmd_run(args) -> int:
     )
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")
+    from pgx_jax.checkpoint import save_groups
+
+    index = save_groups(
+        out,
+        result.group_params,
+        result.groups,
+        result.group_config,
+        family,
+        _entries(args),
+        seed=args.seed,
+        layout=getattr(args, "layout", None),
+        per_task_return={names[i]: float(grouped[i]) for i in range(family.n_tasks)},
+        evaluation={"key": [int(x) for x in result.eval_key], "episodes": config.eval_episodes},
+    )
     print(f"wrote {out}/result.json, affinity.png, theta_star/")
+    print(
+        f"group policies: {index} and {out}/groups/0..{len(result.groups) - 1}/ "
+        f"(pgx_jax.load_groups({out!r}) reloads them)"
+    )
     return 0
 
 

@@ -153,7 +153,9 @@ def train_groups(
 
     Returns:
         dict with ``params`` (leading axis [G]), ``metrics``, ``per_task_return`` float [N],
-        ``env_steps_per_task`` float [N], ``active_updates`` int [G] and, with ``reference``,
+        ``env_steps_per_task`` float [N], ``active_updates`` int [G], ``config`` (the groups'
+        PPO config), ``eval_key`` (the key of every evaluation above: each task's episodes are
+        keyed by it, the task and the episode index) and, with ``reference``,
         ``reference_per_task_return`` float [N]; with ``multitask``,
         ``multitask_per_task_return`` float [N], ``multitask_params`` and
         ``multitask_env_steps_per_task``.
@@ -189,6 +191,7 @@ def train_groups(
         "env_steps_per_task": steps_per_task,
         "active_updates": active,
         "config": cfg,
+        "eval_key": k_eval,
     }
     if reference is not None:
         out["reference_per_task_return"] = on_every_task(jax.tree.map(lambda x: jnp.asarray(x)[None], reference))

@@ -159,3 +159,36 @@ def make_act(net: NetworkConfig, action_size: int, n_tasks: int, params: AgentPa
         return action, gaussian_log_prob(mean, log_std, action)
 
     return act
+
+
+def make_policy(params: AgentParams, config, n_tasks: int, *, deterministic: bool = True):
+    """A trained policy as a plain function: ``act(obs, key=None) -> action``.
+
+    Args:
+        params: the policy (``load_policy``'s first value, or one group of ``train_groups``).
+        config: its :class:`pgx_jax.config.PPOConfig` or :class:`NetworkConfig` (the network
+            and conditioning it was trained with).
+        n_tasks: the number of tasks of the family it was trained on (the observation ends with
+            their one-hot id, which the network reads or, with conditioning ``"none"``, zeroes).
+        deterministic: act with the Gaussian's mean (the evaluation's policy) or sample from it.
+
+    Returns:
+        ``act(obs float [..., O], key) -> action float [..., A]``, jittable and vmappable; ``obs``
+        is the family's observation (environment observation, then the one-hot task id);
+        ``key`` is needed only to sample. The environment's step clips the action to [-1, 1].
+    """
+    net = config if isinstance(config, NetworkConfig) else config.network
+    action_size = int(params.actor["params"]["log_std"].shape[-1])
+    inner = make_act(net, action_size, n_tasks, params, deterministic=deterministic)
+
+    def act(obs, key: PRNGKey | None = None):
+        if key is None:
+            if not deterministic:
+                raise ValueError("a sampling policy (deterministic=False) needs a key")
+            key = jax.random.PRNGKey(0)  # unused by the mean
+        obs = jnp.asarray(obs, jnp.float32)
+        batched = obs[None] if obs.ndim == 1 else obs
+        action = inner(batched, key)[0]
+        return action[0] if obs.ndim == 1 else action
+
+    return act

@@ -222,6 +222,10 @@ class Result:
     multitask_per_task_return: np.ndarray | None
     group_params: AgentParams | None
     timings: dict[str, float]
+    # the PPO config the groups trained with and the key of every evaluation of per_task_return
+    # and the returns beside it (each task's episodes keyed by it, the task and the episode)
+    group_config: PPOConfig | None = None
+    eval_key: np.ndarray | None = None
     meta_metrics: dict | None = None
     solve_info: dict | None = None  # the solve diagnostics (:func:`solve_summary`)
     flops: dict | None = None  # FLOPs per stage (:func:`stage_flops`); None entries on host families
@@ -638,7 +642,7 @@ def policygradex(
     groups = cluster_mod.cluster_tasks(u, config.groups, method=config.cluster_method, k_rule=config.k_rule)
     distributed.check_agree({"the groups (clustered by each process)": repr(groups)})
     timings["affinity_and_cluster"] = time.perf_counter() - t0
-    per_task = group_params = meta_per_task = multitask_per_task = None
+    per_task = group_params = meta_per_task = multitask_per_task = group_cfg = eval_key = None
     if config.train_groups:
         say("train groups")
         t0 = time.perf_counter()
@@ -657,6 +661,7 @@ def policygradex(
                 multitask=separate,
             )
         per_task, group_params = out["per_task_return"], out["params"]
+        group_cfg, eval_key = out["config"], np.asarray(jax.random.key_data(out["eval_key"]))
         meta_per_task = out["reference_per_task_return"]
         multitask_per_task = out["multitask_per_task_return"] if separate else meta_per_task
         timings["train_groups"] = time.perf_counter() - t0
@@ -677,4 +682,6 @@ def policygradex(
         meta_metrics=meta_metrics,
         solve_info=est.solve_info,
         flops=flops,
+        group_config=group_cfg,
+        eval_key=eval_key,
     )

@@ -96,3 +96,24 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
     assert set(multitask) == set(meta) == set(result["tasks"]) and np.isfinite(list(multitask.values())).all()
     saved = json.loads((out / "theta_star" / "meta.json").read_text())
     assert saved["config"]["network"]["conditioning"] == "none"
+    # what the user takes home: one policy per group, reloaded and re-evaluated to the same returns
+    import jax
+
+    import pgx_jax
+
+    family, groups, index = pgx_jax.load_groups(out)
+    assert [g["task_ids"] for g in groups] == result["groups"] and index["conditioning"] == "none"
+    assert family.task_names == tuple(result["tasks"]) or list(family.task_names) == result["tasks"]
+    key = jax.numpy.asarray(index["evaluation"]["key"], jax.numpy.uint32)
+    for g in groups:
+        again = pgx_jax.evaluate(
+            g["params"], family, g["task_ids"], key, index["evaluation"]["episodes"], network=g["config"].network
+        )
+        saved_returns = [result["per_task_return"][t] for t in g["tasks"]]
+        np.testing.assert_allclose(again, saved_returns, rtol=1e-4, atol=1e-3)
+        # the same policy as a plain function acts as the evaluation does (the Gaussian's mean)
+        act = pgx_jax.make_policy(g["params"], g["config"], family.n_tasks)
+        state = family.reset(jax.random.PRNGKey(1), jax.numpy.int32(g["task_ids"][0]))
+        mean = pgx_jax.make_policy(g["params"], g["config"].network, family.n_tasks)(state.obs[None])[0]
+        np.testing.assert_array_equal(act(state.obs), mean)
+        assert act(state.obs).shape == (family.action_size,) and np.all(np.isfinite(act(state.obs)))
