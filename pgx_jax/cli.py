@@ -44,12 +44,20 @@ def _use_compilation_cache(args=None) -> None:
     compiles.use_cache("" if getattr(args, "no_compile_cache", False) else None)
 
 
+def _version_arg(p: argparse.ArgumentParser) -> None:
+    from pgx_jax import __version__, provenance
+
+    version = f"pgx-jax {__version__} ({provenance.source_state()['describe']})"
+    p.add_argument("--version", action="version", version=version, help="the version and the commit, then exit")
+
+
 def _parser() -> argparse.ArgumentParser:
     from pgx_jax.compare import GROUPINGS
 
     p = argparse.ArgumentParser(
         prog="pgx-jax", description="PolicyGradEx in JAX: which RL objectives to train together."
     )
+    _version_arg(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one multitask policy on every task of a family (the meta-policy)")
@@ -197,7 +205,17 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
     if seed:
         p.add_argument("--seed", type=int, default=0)
     _conditioning_arg(p, defaults.get("conditioning", "task_id"))
-    p.add_argument("--out", default=None, help=f"output directory (default runs/{command}-FAMILY)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"output directory (default runs/{command}-FAMILY{'-sSEED' if seed else ''}-TIME, linked from "
+        "runs/latest); an existing non-empty one is refused unless --resume or --overwrite",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an existing non-empty --out (files of the same name are replaced)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--no-compile-cache",
@@ -302,12 +320,15 @@ def _run_inputs(args) -> dict[str, str]:
     }
 
 
-def _make_out(out: str) -> None:
-    """The output directory, made by process 0 alone (the others never write)."""
+def _make_out(out: str, args) -> None:
+    """The output directory, made by process 0 alone (the others never write); a default one
+    (no ``--out``) becomes ``runs/latest``."""
     from pgx_jax.distributed import is_main
 
     if is_main():
         os.makedirs(out, exist_ok=True)
+    if getattr(args, "out_is_default", False):
+        _link_latest(out)
 
 
 def _truth_args(p: argparse.ArgumentParser, truth_help: str) -> None:
@@ -426,9 +447,14 @@ def _pipeline_args(
     )
 
 
-def _fail(msg: str) -> int:
+#: exit statuses: bad input (refused before any work, as argparse refuses a usage error) and a
+#: failure while running (a non-finite training, a cluster that does not form or loses a process)
+USAGE_ERROR, RUN_FAILED = 2, 1
+
+
+def _fail(msg: str, code: int = USAGE_ERROR) -> int:
     print(f"pgx-jax: error: {msg}", file=sys.stderr)
-    return 2
+    return code
 
 
 def _train_all_tasks(
@@ -512,7 +538,7 @@ def _cmd_train(args) -> int:
     config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
     config.check_for(family.n_tasks, family.episode_length)
     out = _out_path(args)
-    _make_out(out)
+    _make_out(out, args)
     _write_layout(args, out)
     _use_compilation_cache(args)
     steps_per_update = config.num_envs * config.unroll(family.episode_length)
@@ -697,7 +723,8 @@ def _stage_store(args, out: str, family):
     from pgx_jax import provenance
     from pgx_jax.stages import StageStore
 
-    ignore = {"out", "resume", "no_progress", "no_compile_cache", "coordinator", "num_processes", "process_id"}
+    ignore = {"out", "resume", "overwrite", "out_is_default", "no_progress", "no_compile_cache", "coordinator"}
+    ignore |= {"num_processes", "process_id"}
     ignore.add("distributed_timeout")
     fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ignore}
     fingerprint["tasks"] = _entries(args)  # every parameter, not the names alone
@@ -731,14 +758,68 @@ def _write_layout(args, out: str) -> None:
 
 
 def _out_path(args) -> str:
-    """``--out``, or ``runs/<command>-<family>``."""
+    """The command's output directory: ``--out`` (:func:`_resolve_out` fills it in first)."""
     return args.out or os.path.join("runs", f"{args.command}-{args.family}")
+
+
+#: where the default output directories go, and the link to the newest one
+RUNS = "runs"
+
+
+def _resolve_out(args) -> None:
+    """Fix ``args.out`` once, before any check reads it. Without ``--out``: a new directory
+    ``runs/<command>-<family>[-s<seed>]-<UTC time>`` (``-2``, ``-3`` ... where that exists),
+    named by process 0 for every process; with ``--resume`` and no ``--out``: the run that
+    ``runs/latest`` points to, which must be one of this command and family."""
+    if args.out is not None:
+        return
+    stem = f"{args.command}-{args.family}-"
+    if getattr(args, "resume", False):
+        latest = os.path.join(RUNS, "latest")
+        if not os.path.exists(latest):
+            raise ValueError(f"--resume without --out resumes {latest}, and there is none; give the --out of the run")
+        target = os.path.realpath(latest)
+        if not os.path.basename(target).startswith(stem):
+            raise ValueError(
+                f"--resume without --out: {latest} is {target}, not a {args.command} run of {args.family}; "
+                "give the --out of the run to resume"
+            )
+        args.out = target
+        return
+    import datetime
+
+    from pgx_jax.distributed import from_main
+
+    seed = getattr(args, "seed", None)
+    name = stem + ("" if seed is None else f"s{seed}-") + datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    path, k = os.path.join(RUNS, name), 1
+    while os.path.exists(path):
+        k += 1
+        path = os.path.join(RUNS, f"{name}-{k}")
+    args.out = from_main(path)
+    args.out_is_default = True
+
+
+def _link_latest(out: str) -> None:
+    """Point ``runs/latest`` at a default output directory ``out`` (process 0; replaced
+    atomically; skipped where the file system has no symbolic links)."""
+    from pgx_jax.distributed import is_main
+
+    if not is_main():
+        return
+    tmp = os.path.join(RUNS, f".latest-{os.getpid()}")
+    try:
+        os.symlink(os.path.basename(out), tmp)
+        os.replace(tmp, os.path.join(RUNS, "latest"))
+    except OSError:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
 
 
 def _precheck(args) -> None:
     """Every check that needs no environment, run before any is built (building one compiles):
     bad input fails here in well under a second, naming the value and what is allowed, and
-    nothing is written. The catalogue of what is refused: README, "Bad input"."""
+    nothing is written. The catalogue of what is refused: docs/bad_input.md."""
     from pgx_jax.affinity import AffinityConfig
 
     seed = getattr(args, "seed", None)
@@ -757,15 +838,22 @@ def _precheck(args) -> None:
         AffinityConfig(subsets=args.subsets, subset_size=args.subset_size).check_for(n)
     _dry_config(args, n)
     out = _out_path(args)
-    _check_out(out)
+    _check_out(out, args)
     if getattr(args, "resume", False):
         _check_resume(args, entries, out)
 
 
-def _check_out(out: str) -> None:
-    """``--out`` must be a directory this process can create or write into."""
+def _check_out(out: str, args=None) -> None:
+    """``--out`` must be a directory this process can create or write into, and new or empty
+    unless ``--resume`` or ``--overwrite``: a run never overwrites another by accident."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out!r} is a file; allowed: a directory (new or existing)")
+    reuse = args is not None and (getattr(args, "resume", False) or getattr(args, "overwrite", False))
+    if os.path.isdir(out) and os.listdir(out) and args is not None and not reuse:
+        raise ValueError(
+            f"--out {out!r} already holds files (an earlier run?); allowed: a new or empty directory, "
+            "--resume to continue that run, or --overwrite to replace its files"
+        )
     here = os.path.abspath(out)
     while not os.path.exists(here):  # the nearest existing ancestor is where it would be made
         here = os.path.dirname(here)
@@ -845,7 +933,7 @@ def _setup(args, command: str, check=None):
         check(config)
     out = _out_path(args)
     theta = _resume(args, family, config, out)
-    _make_out(out)
+    _make_out(out, args)
     _write_layout(args, out)
     _use_compilation_cache(args)
     return family, config, out, theta
@@ -990,8 +1078,18 @@ def _cmd_run(args) -> int:
     )
     print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")
+    print(f"wrote {out}/result.json, affinity.png, theta_star/")
+    _save_group_policies(args, out, family, config, result)
+    return 0
+
+
+def _save_group_policies(args, out: str, family, config, result) -> None:
+    """The groups' policies as ``out/groups/<g>/`` and ``out/groups.json``
+    (:func:`pgx_jax.checkpoint.save_groups`), with each task's return and the evaluation's key
+    and episodes, so a reloaded policy re-evaluates to the same return."""
     from pgx_jax.checkpoint import save_groups
 
+    names = family.task_names
     index = save_groups(
         out,
         result.group_params,
@@ -1001,15 +1099,10 @@ def _cmd_run(args) -> int:
         _entries(args),
         seed=args.seed,
         layout=getattr(args, "layout", None),
-        per_task_return={names[i]: float(grouped[i]) for i in range(family.n_tasks)},
+        per_task_return={names[i]: float(result.per_task_return[i]) for i in range(family.n_tasks)},
         evaluation={"key": [int(x) for x in result.eval_key], "episodes": config.eval_episodes},
     )
-    print(f"wrote {out}/result.json, affinity.png, theta_star/")
-    print(
-        f"group policies: {index} and {out}/groups/0..{len(result.groups) - 1}/ "
-        f"(pgx_jax.load_groups({out!r}) reloads them)"
-    )
-    return 0
+    print(f"wrote {index} and {out}/groups/ (one policy per group; pgx_jax.load_groups({out!r}) reloads them)")
 
 
 def _run_report(args, family, config, result, timings) -> dict:
@@ -1467,10 +1560,13 @@ def main(argv=None) -> int:
     }
     try:
         _join_cluster(args)
-    except (ValueError, RuntimeError) as e:
+    except ValueError as e:
         return _fail(str(e))
+    except RuntimeError as e:
+        return _fail(str(e), RUN_FAILED)
     try:  # bad input is refused before anything compiles; a non-finite training stops the command
         if args.command != "families":
+            _resolve_out(args)
             _precheck(args)
         from pgx_jax import compiles
 
@@ -1479,11 +1575,13 @@ def main(argv=None) -> int:
         if args.command != "families":
             print(counted.line(), file=sys.stderr)
         return rc
-    except (ValueError, FloatingPointError) as e:
+    except ValueError as e:
         return _fail(str(e))
+    except FloatingPointError as e:
+        return _fail(str(e), RUN_FAILED)
     except Exception as e:
         if _lost_peer(e):  # a peer died or left a multi-process run: one clear line, not a hang
-            return _fail(f"multi-process run failed (process {_process_index()}): {_first_line(e)}")
+            return _fail(f"multi-process run failed (process {_process_index()}): {_first_line(e)}", RUN_FAILED)
         raise
 
 

@@ -189,6 +189,21 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
+def from_main(text: str, size: int = 1024) -> str:
+    """Process 0's ``text`` (UTF-8, at most ``size`` bytes) on every process: a choice that only
+    one process may make (a name with the time in it, say). With one process, ``text``."""
+    if jax.process_count() == 1:
+        return text
+    raw = text.encode()
+    if len(raw) > size:
+        raise ValueError(f"from_main: {len(raw)} bytes, more than {size}")
+    row = np.zeros(size + 1, np.uint8)
+    row[0], row[1 : 1 + len(raw)] = 1, np.frombuffer(raw, np.uint8)
+    got = _allgather(row, tiled=False)  # [P, size + 1]
+    first = got[0]
+    return bytes(first[1:]).rstrip(b"\0").decode()
+
+
 def block(rows: int, processes: int | None = None, index: int | None = None) -> tuple[int, int, int]:
     """``(lo, hi, padded)``: this process's rows [lo, hi) of ``rows`` padded to ``padded``, a
     multiple of the process count (rows >= ``rows`` are padding)."""

@@ -642,29 +642,7 @@ def policygradex(
     groups = cluster_mod.cluster_tasks(u, config.groups, method=config.cluster_method, k_rule=config.k_rule)
     distributed.check_agree({"the groups (clustered by each process)": repr(groups)})
     timings["affinity_and_cluster"] = time.perf_counter() - t0
-    per_task = group_params = meta_per_task = multitask_per_task = group_cfg = eval_key = None
-    if config.train_groups:
-        say("train groups")
-        t0 = time.perf_counter()
-        # theta* is the multitask policy with the groups' per-task budget only when meta-trained
-        # for the whole budget; otherwise that policy is trained too, so the gain of grouping is
-        # measured against it and not against a theta* stopped early
-        separate = not config.theta_star_is_multitask
-        with compiles.stage("train_groups"):
-            out = train_groups(
-                config.ppo,
-                family,
-                groups,
-                k_groups,
-                episodes=config.eval_episodes,
-                reference=theta_star,
-                multitask=separate,
-            )
-        per_task, group_params = out["per_task_return"], out["params"]
-        group_cfg, eval_key = out["config"], np.asarray(jax.random.key_data(out["eval_key"]))
-        meta_per_task = out["reference_per_task_return"]
-        multitask_per_task = out["multitask_per_task_return"] if separate else meta_per_task
-        timings["train_groups"] = time.perf_counter() - t0
+    trained = _train_groups_stage(config, family, groups, k_groups, theta_star, say, timings)
     return Result(
         family=family,
         config=config,
@@ -674,14 +652,37 @@ def policygradex(
         estimates=scores,
         affinity=u,
         groups=groups,
-        per_task_return=per_task,
-        meta_per_task_return=meta_per_task,
-        multitask_per_task_return=multitask_per_task,
-        group_params=group_params,
         timings=timings,
         meta_metrics=meta_metrics,
         solve_info=est.solve_info,
         flops=flops,
-        group_config=group_cfg,
-        eval_key=eval_key,
+        **trained,
     )
+
+
+def _train_groups_stage(config: PipelineConfig, family: Family, groups, key, theta_star, say, timings) -> dict:
+    """Step 7 (:func:`pgx_jax.groups.train_groups`) where ``config.train_groups``: the
+    :class:`Result` fields of the groups' training (all None without it)."""
+    fields = ("per_task_return", "meta_per_task_return", "multitask_per_task_return", "group_params")
+    if not config.train_groups:
+        return dict.fromkeys((*fields, "group_config", "eval_key"))
+    say("train groups")
+    t0 = time.perf_counter()
+    # theta* is the multitask policy with the groups' per-task budget only when meta-trained
+    # for the whole budget; otherwise that policy is trained too, so the gain of grouping is
+    # measured against it and not against a theta* stopped early
+    separate = not config.theta_star_is_multitask
+    with compiles.stage("train_groups"):
+        out = train_groups(
+            config.ppo, family, groups, key, episodes=config.eval_episodes, reference=theta_star, multitask=separate
+        )
+    timings["train_groups"] = time.perf_counter() - t0
+    meta_per_task = out["reference_per_task_return"]
+    return {
+        "per_task_return": out["per_task_return"],
+        "meta_per_task_return": meta_per_task,
+        "multitask_per_task_return": out["multitask_per_task_return"] if separate else meta_per_task,
+        "group_params": out["params"],
+        "group_config": out["config"],
+        "eval_key": np.asarray(jax.random.key_data(out["eval_key"])),
+    }

@@ -12,7 +12,7 @@ Axis legend (the order is always ``[S, N, E, T, ...]``; nothing is transposed si
 - ``D``: projection dimension
 - ``P``: policy parameters (flattened)
 
-The structure these types serve (README, "Layout"): a family (:class:`Family`; the kinds in
+The structure these types serve (docs/design.md, "Layout"): a family (:class:`Family`; the kinds in
 :mod:`pgx_jax.families`) holds its tasks and names its simulator; a simulator
 (:class:`pgx_jax.simulators.Simulator`, one for JAX-stepped and one for host-stepped families)
 does everything that touches the environments: trainings, feature rollouts, evaluation. The

@@ -632,7 +632,7 @@ def validate(
         A JSON-able dict (numpy arrays inside) with ``approx_error``, ``estimate`` (standard
         errors and the KL of every estimated policy), ``truths`` (one entry per truth run),
         ``truth`` (the primary one), ``speedup`` (against the primary truth, and ``by_truth``),
-        ``subset_masks``, ``timings`` and the configs; see the README for every field.
+        ``subset_masks``, ``timings`` and the configs; see docs/commands.md for every field.
     The cost accounting (``speedup``): :func:`cost_accounting`.
     """
     vconfig = vconfig or ValidateConfig()

@@ -1,4 +1,4 @@
-"""The catalogue of bad input (issue 18, part 3; listed in the README, "Bad input").
+"""The catalogue of bad input (listed in docs/bad_input.md).
 
 Every kind is refused the same way: exit status 2, one line on stderr that names the bad value
 (and, where there is a short list, what is allowed), before any environment is built and before
@@ -29,6 +29,7 @@ jax.monitoring.register_event_duration_secs_listener(
     lambda event, duration, **kw: COMPILES.append(event) if "backend_compile" in event else None
 )
 
+DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "bad_input.md"
 REACHER = [t for t in FAMILIES["reacher-goals"].default_tasks()]
 NAMES = [t["name"] for t in REACHER]
 PLAIN = [{"name": t["name"], "goal": t["goal"]} for t in REACHER]  # without the planted groups
@@ -68,6 +69,13 @@ def _pickled_stage(tmp: pathlib.Path) -> str:
     (tmp / "prev" / "stages").mkdir(parents=True)
     (tmp / "prev" / "stages" / "estimate.pkl").write_bytes(b"\x80\x04K\x01.")  # pickle of 1
     return str(tmp / "prev")
+
+
+def _earlier_run(tmp: pathlib.Path) -> pathlib.Path:
+    """A directory with an earlier run's result in it."""
+    (tmp / "earlier").mkdir()
+    (tmp / "earlier" / "result.json").write_text("{}")
+    return tmp / "earlier"
 
 
 #: (kind, argv from the working directory, the message's telling part)
@@ -150,6 +158,11 @@ CATALOGUE = [
     ("output not writable", lambda t: R + ["--out", _tasks(t, "l.json", "x") + "/sub"], "is not writable"),
     ("resume without checkpoint", lambda t: R + ["--resume", "--out", str(t)], "nothing to resume at"),
     (
+        "output holds an earlier run",
+        lambda t: R + ["--out", str(_earlier_run(t))],
+        "already holds files (an earlier run?); allowed: a new or empty directory, --resume",
+    ),
+    (
         "checkpoint of another family",
         lambda t: R + ["--resume", "--out", _checkpoint(t, family="cheetah-vel")],
         "made for family 'cheetah-vel'",
@@ -214,31 +227,30 @@ def test_bad_input_is_refused_first_in_one_line(kind, argv, message, tmp_path, m
 
 
 def _readme_table() -> dict[str, tuple[list[str], str]]:
-    """The rows of the README's "Bad input" table: kind -> (the example's words, the stderr line)."""
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+    """The rows of docs/bad_input.md's table: kind -> (the example's words, the stderr line)."""
+    section = DOC.read_text()
     lines = [line for line in section.splitlines() if line.startswith("| ")]
     assert lines[0].split("|")[1:4] == [" kind ", " example ", " the line on stderr "], lines[0]
     rows = {}
     for line in lines[1:]:
         kind, example, stderr = (cell.strip() for cell in line.strip().strip("|").split(" | "))
-        assert kind not in rows, f"README lists {kind!r} twice"
+        assert kind not in rows, f"docs/bad_input.md lists {kind!r} twice"
         rows[kind] = (example.strip("`").split(), stderr)
     return rows
 
 
-def test_the_catalogue_is_the_readme_table(tmp_path):
-    """The kinds tested here are exactly the README's rows (a kind missing from either side, or
+def test_the_catalogue_is_the_documented_table(tmp_path):
+    """The kinds tested here are exactly docs/bad_input.md's rows (a kind missing from either side, or
     added to one only, fails), each row runs the same command with the same options as its case
     here, and its stderr line holds the case's message."""
     rows = _readme_table()
     kinds = [c[0] for c in CATALOGUE]
     assert len(set(kinds)) == len(kinds)
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
-    claimed = re.search(r"(\d+) kinds of bad input \((\d+) since issue \d+\)", readme)
-    assert claimed and int(claimed.group(2)) == len(kinds), "the README's count of kinds (Status) is not the table's"
+    claimed = re.search(r"(\d+) kinds of\s+bad input \((\d+) since issue \d+\)", DOC.read_text())
+    assert claimed and int(claimed.group(2)) == len(kinds), "docs/bad_input.md's count of kinds is not the table's"
     assert set(kinds) == set(rows), (
-        f"in the tests only: {sorted(set(kinds) - set(rows))}; in the README only: {sorted(set(rows) - set(kinds))}"
+        f"in the tests only: {sorted(set(kinds) - set(rows))}; "
+        f"in docs/bad_input.md only: {sorted(set(rows) - set(kinds))}"
     )
     assert kinds == list(rows)  # the same order
     for kind, argv, message in CATALOGUE:

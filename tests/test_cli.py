@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -117,3 +118,61 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
         mean = pgx_jax.make_policy(g["params"], g["config"].network, family.n_tasks)(state.obs[None])[0]
         np.testing.assert_array_equal(act(state.obs), mean)
         assert act(state.obs).shape == (family.action_size,) and np.all(np.isfinite(act(state.obs)))
+
+
+def test_runs_never_overwrite_each_other_and_latest_points_at_the_newest(tmp_path, monkeypatch, reacher, capsys):
+    """Without --out every command writes a new runs/<command>-<family>-s<seed>-<time> and
+    links runs/latest to it; an existing non-empty --out is refused unless --overwrite."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--budget", "smoke", "--no-progress", "--episodes", "1"]
+    assert main(argv) == 0 and main(argv) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name != "latest")
+    assert len(runs) == 2 and all(re.fullmatch(r"train-reacher-goals-s0-\d{8}-\d{6}(-2)?", r) for r in runs), runs
+    newest = max(runs, key=lambda r: (tmp_path / "runs" / r / "train.json").stat().st_mtime_ns)
+    assert (tmp_path / "runs" / "latest").resolve() == (tmp_path / "runs" / newest).resolve()
+    assert all((tmp_path / "runs" / r / "policy" / "meta.json").exists() for r in runs)
+    capsys.readouterr()
+    assert main([*argv, "--out", f"runs/{runs[0]}"]) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert main([*argv, "--out", f"runs/{runs[0]}", "--overwrite"]) == 0
+
+
+def test_resume_without_out_takes_runs_latest_of_the_same_command_and_family(tmp_path, monkeypatch):
+    import argparse
+
+    from pgx_jax import cli
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(out=None, resume=True, command="run", family="reacher-goals")
+    with pytest.raises(ValueError, match="resumes runs/latest, and there is none"):
+        cli._resolve_out(args)
+    (tmp_path / "runs" / "run-reacher-goals-s0-20261205-000000").mkdir(parents=True)
+    cli._link_latest("runs/run-reacher-goals-s0-20261205-000000")
+    cli._resolve_out(args)
+    assert args.out == str(tmp_path / "runs" / "run-reacher-goals-s0-20261205-000000")
+    other = argparse.Namespace(out=None, resume=True, command="validate", family="reacher-goals")
+    with pytest.raises(ValueError, match="not a validate run of reacher-goals; give the --out"):
+        cli._resolve_out(other)
+
+
+def test_version_and_exit_statuses(capsys, monkeypatch, tmp_path):
+    """--version prints the package version and the commit; bad input exits 2 (as argparse's
+    usage errors do), a failure while running 1."""
+    import pgx_jax
+    from pgx_jax import cli
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"pgx-jax {pgx_jax.__version__} (")
+    assert (cli.USAGE_ERROR, cli.RUN_FAILED) == (2, 1)
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--no-such-option"])
+    assert e.value.code == cli.USAGE_ERROR
+    capsys.readouterr()
+
+    def diverges(args):
+        raise FloatingPointError("non-finite reward of task(s) ['broken'] (first at update 3 of run 0)")
+
+    monkeypatch.setattr(cli, "_cmd_train", diverges)
+    assert main(["train", "--budget", "smoke", "--out", str(tmp_path / "t"), "--no-progress"]) == cli.RUN_FAILED
+    assert "pgx-jax: error: non-finite reward of task(s) ['broken']" in capsys.readouterr().err

@@ -34,11 +34,11 @@ def _printed(text: str) -> dict:
 
 
 def _check_consistent(p: dict) -> None:
-    """The printed figures agree with each other: the groups are 2 (the config's k) and cover
-    every task once, the NMI is the NMI of those groups against the planted split, and the mean
-    row is the mean of the task rows (each printed to 0.1)."""
+    """The printed figures agree with each other: the groups (k found by the method) cover every
+    task once, the NMI is the NMI of those groups against the planted split, and the mean row is
+    the mean of the task rows (each printed to 0.1)."""
     tasks = p["tasks"]
-    assert len(p["groups"]) == 2 and sorted(t for g in p["groups"] for t in g) == sorted(tasks), p["groups"]
+    assert sorted(t for g in p["groups"] for t in g) == sorted(tasks), p["groups"]
     labels = [next(j for j, g in enumerate(p["groups"]) if t in g) for t in tasks]
     assert p["nmi"] == round(normalized_mutual_info_score(p["planted"], labels), 3)
     np.testing.assert_allclose(p["table"][-1], p["table"][:-1].mean(0), atol=0.1 + 1e-9)
@@ -57,9 +57,9 @@ def _check_findings(p: dict) -> None:
     assert p["table"][-1, 0] > p["table"][-1, 1], p["table"][-1]
 
 
-def test_the_stored_outputs_hold_the_notebook_s_findings_and_the_readme_s_figures():
+def test_the_stored_outputs_hold_the_notebook_s_findings():
     """The outputs saved in the notebook (its demo-budget run, what a reader sees) bear out its
-    text, and the README quotes them ("the notebook's run reads 169.3 against 99.4")."""
+    text."""
     import nbformat
 
     nb = nbformat.read(PATH, as_version=4)
@@ -70,9 +70,6 @@ def test_the_stored_outputs_hold_the_notebook_s_findings_and_the_readme_s_figure
     p = _printed(text)
     _check_consistent(p)
     _check_findings(p)
-    with open(os.path.join(ROOT, "README.md")) as f:
-        quoted = re.search(r"the notebook's run reads (\d+\.\d) against (\d+\.\d)", f.read())
-    assert quoted and [float(quoted.group(i)) for i in (1, 2)] == p["table"][-1, :2].tolist()
 
 
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
