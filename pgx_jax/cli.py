@@ -212,6 +212,13 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
         "runs/latest); an existing non-empty one is refused unless --resume or --overwrite",
     )
     p.add_argument(
+        "--log",
+        choices=LOGS,
+        default="none",
+        help="'tensorboard': learning curves and per-stage figures as TensorBoard scalars in OUT/tensorboard "
+        "(tensorboard --logdir OUT); default none",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="write into an existing non-empty --out (files of the same name are replaced)",
@@ -458,11 +465,12 @@ def _fail(msg: str, code: int = USAGE_ERROR) -> int:
 
 
 def _train_all_tasks(
-    config, family, key, *, show: bool, desc: str, position: int = 0, timings=None, checkpoint=None, start=None
-):
+    config, family, key, *, show: bool, desc: str, position: int = 0, timings=None, checkpoint=None, start=None,
+    progress_fn=None,
+):  # fmt: skip
     """:func:`pgx_jax.train_chunked` on every task with an env-step progress bar (``show``), then
     ``check_finite`` (raises ``FloatingPointError``). Returns ``(params, metrics)``;
-    ``timings``, ``checkpoint`` and ``start`` as in ``train_chunked``."""
+    ``timings``, ``checkpoint``, ``start`` and ``progress_fn`` as in ``train_chunked``."""
     import jax
     import jax.numpy as jnp
 
@@ -498,6 +506,7 @@ def _train_all_tasks(
             timings=timings,
             checkpoint=checkpoint,
             start=start,
+            progress_fn=progress_fn,
         )
         jax.block_until_ready(params)
     finally:
@@ -550,7 +559,10 @@ def _cmd_train(args) -> int:
     )
     key_train, key_eval = jax.random.split(jax.random.PRNGKey(args.seed))
     t0 = time.perf_counter()
-    params, metrics = _train_all_tasks(config, family, key_train, show=not args.no_progress, desc="train")
+    log = _scalar_log(args, out)
+    params, metrics = _train_all_tasks(
+        config, family, key_train, show=not args.no_progress, desc="train", progress_fn=log.progress_fn("train")
+    )
     timings = {"train_s_including_compile": time.perf_counter() - t0}
     t0 = time.perf_counter()
     ids, compile_ = jnp.arange(family.n_tasks), simulator(family).compile  # jax.jit where it can trace
@@ -566,6 +578,8 @@ def _cmd_train(args) -> int:
     plot_learning_curves(
         os.path.join(out, "learning_curve.png"), steps, curve, family.task_names, f"{family.name} multitask PPO"
     )
+    log.scalars("return", {family.task_names[i]: float(stats["return"][i]) for i in range(family.n_tasks)})
+    log.close()
     report = _train_report(args, family, config, stats, random_stats, timings)
     report["learning_curve"] = {"env_steps": steps, "episode_return": curve}
     write_json(os.path.join(out, "train.json"), report)
@@ -723,7 +737,7 @@ def _stage_store(args, out: str, family):
     from pgx_jax import provenance
     from pgx_jax.stages import StageStore
 
-    ignore = {"out", "resume", "overwrite", "out_is_default", "no_progress", "no_compile_cache", "coordinator"}
+    ignore = {"out", "resume", "overwrite", "out_is_default", "no_progress", "no_compile_cache", "coordinator", "log"}
     ignore |= {"num_processes", "process_id"}
     ignore.add("distributed_timeout")
     fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ignore}
@@ -760,6 +774,17 @@ def _write_layout(args, out: str) -> None:
 def _out_path(args) -> str:
     """The command's output directory: ``--out`` (:func:`_resolve_out` fills it in first)."""
     return args.out or os.path.join("runs", f"{args.command}-{args.family}")
+
+
+#: what ``--log`` can write
+LOGS = ("none", "tensorboard")
+
+
+def _scalar_log(args, out: str):
+    """The run's :class:`pgx_jax.results.ScalarLog`: ``out/tensorboard`` with ``--log tensorboard``."""
+    from pgx_jax.results import ScalarLog
+
+    return ScalarLog(os.path.join(out, "tensorboard") if getattr(args, "log", "none") == "tensorboard" else None)
 
 
 #: where the default output directories go, and the link to the newest one
@@ -995,6 +1020,7 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
 
     from pgx_jax import compiles
 
+    log = _scalar_log(args, out)
     with compiles.stage("meta_train"):
         theta, _ = _train_all_tasks(
             config.meta_ppo(),
@@ -1006,7 +1032,9 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
             timings=compiled,
             checkpoint=save if resumable else None,
             start=start,
+            progress_fn=log.progress_fn("meta_train"),
         )
+    log.close()
     seconds = before + time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
     path = os.path.join(out, "theta_star")
     checkpoint.save_policy(path, theta, config.meta_ppo(), family, seed=args.seed, inputs_sha256=_theta_inputs(args))
@@ -1080,7 +1108,28 @@ def _cmd_run(args) -> int:
     print(f"peak memory (RSS): {peak_rss_mb():,.0f} MB")
     print(f"wrote {out}/result.json, affinity.png, theta_star/")
     _save_group_policies(args, out, family, config, result)
+    _log_run(args, out, family, result, timings)
     return 0
+
+
+def _log_run(args, out: str, family, result, timings: dict) -> None:
+    """With ``--log tensorboard``: each stage's seconds, and each task's return (and the mean)
+    under its group's policy, the multitask policy and theta*."""
+    import numpy as np
+
+    log = _scalar_log(args, out)
+    log.scalars("seconds", timings)
+    names = family.task_names
+    columns = {
+        "group_policy": result.per_task_return,
+        "multitask": result.multitask_per_task_return,
+        "theta_star": result.meta_per_task_return,
+    }
+    for column, returns in columns.items():
+        if returns is not None:
+            values = {names[i]: float(returns[i]) for i in range(family.n_tasks)}
+            log.scalars(f"return/{column}", {**values, "mean": float(np.mean(returns))})
+    log.close()
 
 
 def _save_group_policies(args, out: str, family, config, result) -> None:

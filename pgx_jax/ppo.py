@@ -380,3 +380,17 @@ def check_finite(metrics: Metrics, task_names=None) -> None:
         f"non-finite loss, gradient or reward in {len(bad)} update(s); first at {where} "
         f"(index {first}): non-finite {what}"
     )
+
+
+def progress_metrics(metrics: Metrics, task_names) -> dict[str, float]:
+    """The last update of ``metrics`` (one run's, leading [U, ...]) as floats, what a
+    ``progress_fn(env_steps, metrics)`` callback receives: every scalar (``loss``,
+    ``grad_norm``, ``entropy``, ...), ``episode_return`` (the mean over the tasks that finished
+    an episode in that update) and ``episode_return/<task>`` for each of them."""
+    last = {k: np.asarray(v)[-1] for k, v in metrics.items()}
+    out = {k: float(v) for k, v in last.items() if np.ndim(v) == 0 and k != "finite"}
+    ret, count = last["episode_return"], last["episode_count"]
+    seen = np.flatnonzero(count > 0)
+    out["episode_return"] = float(np.mean(ret[seen])) if seen.size else float("nan")
+    out.update({f"episode_return/{task_names[t]}": float(ret[t]) for t in seen})
+    return out

@@ -252,3 +252,38 @@ def plot_estimate_vs_truth(path: str | os.PathLike, est, true, masks, names, tit
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+class ScalarLog:
+    """Learning curves and per-stage figures as TensorBoard scalars (tensorboardX, installed with
+    brax), written by process 0 under ``logdir``; with ``logdir`` None every method does
+    nothing, so callers need no branch.
+
+    ``progress_fn(prefix)`` is a ``progress_fn(env_steps, metrics)`` callback
+    (:func:`pgx_jax.train_chunked`) that writes each metric as ``<prefix>/<name>`` at that step.
+    """
+
+    def __init__(self, logdir: str | os.PathLike | None):
+        self._writer = None
+        if logdir is not None and is_main():
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(os.fspath(logdir))
+
+    def scalars(self, prefix: str, values: dict[str, float], step: int = 0) -> None:
+        """Each finite value as ``<prefix>/<name>`` at ``step``."""
+        if self._writer is None:
+            return
+        for name, v in values.items():
+            if v is not None and np.isfinite(v):
+                self._writer.add_scalar(f"{prefix}/{name}", float(v), step)
+
+    def progress_fn(self, prefix: str):
+        """A ``progress_fn(env_steps, metrics)`` writing under ``prefix``, or None when not logging."""
+        if self._writer is None:
+            return None
+        return lambda step, metrics: self.scalars(prefix, metrics, step)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

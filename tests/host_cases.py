@@ -138,6 +138,26 @@ def test_host_ppo_learns_and_respects_the_mask(cartpole):
     assert trained.min() > 2 * rand.max() and trained.mean() > 60, (trained, rand)
 
 
+def test_host_training_reports_progress_after_every_update(cartpole):
+    """progress_fn on a host family: called after every update with the env steps so far and that
+    update's metrics (the same numbers as the metrics returned)."""
+    config = budget_config("smoke", "cartpole-physics", 10)
+    mask = np.zeros(10, bool)
+    mask[[0, 7]] = True
+    reported = []
+    _, metrics = simulators.train_chunked(
+        config, cartpole, mask, jax.random.PRNGKey(0), progress_fn=lambda s, m: reported.append((s, m))
+    )
+    per_update = config.num_envs * config.unroll(cartpole.episode_length)
+    updates = config.num_updates(cartpole.episode_length)
+    assert [s for s, _ in reported] == [per_update * (u + 1) for u in range(updates)]
+    for u, (_, m) in enumerate(reported):
+        assert m["loss"] == pytest.approx(float(np.asarray(metrics["loss"])[u]), rel=1e-6)
+        assert set(k for k in m if k.startswith("episode_return/")) <= {
+            f"episode_return/{cartpole.task_names[t]}" for t in (0, 7)
+        }
+
+
 def test_host_transitions_feed_the_feature_extractor(cartpole):
     config = budget_config("smoke", "cartpole-physics", 10)
     params = ppo.networks.init_agent(config.network, cartpole.obs_size, 1, jax.random.PRNGKey(0))

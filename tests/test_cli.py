@@ -176,3 +176,36 @@ def test_version_and_exit_statuses(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "_cmd_train", diverges)
     assert main(["train", "--budget", "smoke", "--out", str(tmp_path / "t"), "--no-progress"]) == cli.RUN_FAILED
     assert "pgx-jax: error: non-finite reward of task(s) ['broken']" in capsys.readouterr().err
+
+
+def _tensorboard_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the TFRecord event files under ``logdir``: tag -> [(step, value)]."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        i = 0
+        while i < len(data):
+            (length,) = struct.unpack("<Q", data[i : i + 8])
+            event = Event.FromString(data[i + 12 : i + 12 + length])
+            i += 12 + length + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
+
+
+def test_log_tensorboard_writes_the_learning_curve_and_the_returns(tmp_path, reacher):
+    out = tmp_path / "run"
+    argv = ["train", "--budget", "smoke", "--out", str(out), "--no-progress", "--episodes", "1", "--log", "tensorboard"]
+    assert main(argv) == 0
+    scalars = _tensorboard_scalars(out / "tensorboard")
+    result = json.loads((out / "train.json").read_text())
+    curve = result["learning_curve"]
+    steps = [s for s, _ in scalars["train/episode_return"]]
+    assert steps == sorted(steps) and steps[-1] == curve["env_steps"][-1] and len(steps) >= 2
+    for task, value in result["per_task_return"].items():
+        assert scalars[f"return/{task}"] == [(0, pytest.approx(value, rel=1e-6))]
+    assert {"train/loss", "train/entropy"} <= set(scalars)

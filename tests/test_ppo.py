@@ -134,7 +134,7 @@ def test_evaluate_vmaps_over_params(vmapped, fast_family):
 
 def test_train_chunked_matches_train(tiny_config, fast_family, vmapped):
     (params_v, _), keys = vmapped
-    seen, timings = [], {}
+    seen, timings, reported = [], {}, []
     params, metrics = simulators.train_chunked(
         tiny_config,
         fast_family,
@@ -142,8 +142,18 @@ def test_train_chunked_matches_train(tiny_config, fast_family, vmapped):
         keys[3],
         on_chunk=lambda d, t: seen.append((d, t)),
         timings=timings,
+        progress_fn=lambda steps, m: reported.append((steps, m)),
     )
     assert seen == [(1, 3), (2, 3), (3, 3)]
+    # progress_fn (Brax's convention): env steps so far and the last update's metrics, per chunk
+    per_update = tiny_config.num_envs * tiny_config.unroll(fast_family.episode_length)
+    assert [s for s, _ in reported] == [per_update, 2 * per_update, 3 * per_update]
+    for u, (_, m) in enumerate(reported):
+        ret, count = np.asarray(metrics["episode_return"])[u], np.asarray(metrics["episode_count"])[u]
+        tasks = [t for t in range(4) if count[t] > 0]
+        assert tasks == [0, 2, 3] and m["episode_return"] == pytest.approx(float(np.mean(ret[tasks])))
+        assert m["episode_return/push0"] == pytest.approx(float(ret[0])) and "episode_return/rest0" not in m
+        assert m["loss"] == pytest.approx(float(np.asarray(metrics["loss"])[u])) and "finite" not in m
     assert timings["compile_s"] > 0  # compiled ahead of the first chunk: a caller can time training alone
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[3], b, rtol=2e-5, atol=2e-6), params_v, params)
     # the same training, compiled ahead and timed apart (meta-training's wall-clock in validate)

@@ -92,10 +92,12 @@ class Simulator(Protocol):
         timings: dict | None,
         checkpoint: Callable | None = None,
         start=None,
+        on_metrics: Callable[[int, Metrics], None] | None = None,
     ) -> tuple[AgentParams, Metrics]:
-        """One run (mask bool [N]) with ``on_chunk(updates_done, total)`` between calls; where
-        :attr:`resumable_training`, ``checkpoint(state, metrics so far, updates done)`` after
-        every chunk and ``start`` (what it was given) continues a run from there."""
+        """One run (mask bool [N]) with ``on_chunk(updates_done, total)`` between calls and
+        ``on_metrics(updates_done, metrics of the updates since the last call [U', ...], on the
+        host)``; where :attr:`resumable_training`, ``checkpoint(state, metrics so far, updates
+        done)`` after every chunk and ``start`` (what it was given) continues a run from there."""
 
     #: whether :meth:`train_chunked` can checkpoint its state and continue from it
     resumable_training: bool = False
@@ -292,9 +294,13 @@ def train_chunked(
     timings: dict | None = None,
     checkpoint: Callable | None = None,
     start=None,
+    progress_fn: Callable[[int, dict], None] | None = None,
 ) -> tuple[AgentParams, Metrics]:
     """One training as a few calls of equal length, with ``on_chunk(updates_done, total)``
-    called on the host between them (progress bars; never a callback inside the scan).
+    called on the host between them (progress bars; never a callback inside the scan), and
+    ``progress_fn(env_steps, metrics)`` (Brax's convention) with the env steps done so far and
+    :func:`pgx_jax.ppo.progress_metrics` of the last update (loss, entropy, ``episode_return``
+    and ``episode_return/<task>``): after every chunk, after every update on host families.
     ``timings``, when given, receives ``compile_s``: the seconds spent compiling (0 for host
     families), so that a caller can time the training alone. Where the family's simulator has
     ``resumable_training``, ``checkpoint(state, metrics so far, updates done)`` is called after
@@ -314,7 +320,14 @@ def train_chunked(
         timings=timings,
         checkpoint=checkpoint,
         start=start,
+        on_metrics=None if progress_fn is None else _reporting(progress_fn, config, family),
     )
+
+
+def _reporting(progress_fn: Callable[[int, dict], None], config: PPOConfig, family) -> Callable:
+    """``on_metrics`` for :meth:`Simulator.train_chunked` that calls ``progress_fn``."""
+    per_update = config.num_envs * config.unroll(family.episode_length)
+    return lambda done, metrics: progress_fn(done * per_update, ppo.progress_metrics(metrics, family.task_names))
 
 
 def gradient_features(ppo_config: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, key: PRNGKey):

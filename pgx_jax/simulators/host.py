@@ -68,13 +68,15 @@ class HostSimulator:
     resumable_training = False
 
     def train_chunked(
-        self, config, mask, key, init_params, *, max_chunks, on_chunk, timings, checkpoint=None, start=None
-    ):
+        self, config, mask, key, init_params, *, max_chunks, on_chunk, timings, checkpoint=None, start=None,
+        on_metrics=None,
+    ):  # fmt: skip
         del max_chunks, checkpoint  # the host loop reports every update
         if start is not None:
             raise ValueError(f"{self.family.name}: host-stepped trainings cannot resume mid-run")
         masks, keys = np.asarray(mask)[None], jnp.asarray(key)[None]
-        out = train_many(config, self.family, masks, keys, init_params, on_update=on_chunk)
+        one = None if on_metrics is None else (lambda d, m: on_metrics(d, jax.tree.map(lambda x: np.asarray(x)[:1], m)))
+        out = train_many(config, self.family, masks, keys, init_params, on_update=on_chunk, on_metrics=one)
         if timings is not None:
             timings["compile_s"] = 0.0
         return jax.tree.map(lambda x: x[0], out)
@@ -191,13 +193,15 @@ def train_many(
     *,
     on_update: Callable[[int, int], None] | None = None,
     block: int | None = None,
+    on_metrics: Callable[[int, dict], None] | None = None,
 ):
     """S PPO runs on host-stepped environments; same contract as :func:`pgx_jax.simulators.train_many`.
 
     Runs are grouped in chunks of at most ``family.max_envs`` environments (of ``block`` runs
     when given: S a multiple of it); within a chunk the policies act and learn in one vmapped
     call per step / update. ``on_update(done, total)`` is called on the host after every
-    update, counting the updates of all chunks.
+    update, counting the updates of all chunks, and ``on_metrics(done, metrics)`` with that
+    update's metrics (leading [P]: the runs of the chunk).
     """
     masks = np.asarray(task_masks, bool)
     keys = jnp.asarray(keys)
@@ -237,6 +241,8 @@ def train_many(
                 done_updates += 1
                 if on_update is not None:
                     on_update(done_updates, all_updates)
+                if on_metrics is not None:
+                    on_metrics(done_updates, jax.device_get(metrics))
         out_params.append(states.params)
         out_metrics.append(jax.tree.map(lambda *xs: jnp.stack(xs, 1), *metrics_u))  # [P, U, ...]
     cat = lambda *xs: jnp.concatenate(xs)  # noqa: E731

@@ -108,7 +108,7 @@ class JaxSimulator:
 
     def train_chunked(
         self, config: PPOConfig, mask, key: PRNGKey, init_params, *, max_chunks, on_chunk, timings, checkpoint=None,
-        start=None,
+        start=None, on_metrics=None,
     ):  # fmt: skip
         family = self.family
         total = config.num_updates(family.episode_length)
@@ -132,6 +132,8 @@ class JaxSimulator:
             if on_chunk is not None:
                 jax.block_until_ready(metrics)
                 on_chunk(done, total)
+            if on_metrics is not None:
+                on_metrics(done, jax.device_get(metrics))
         metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
         return state.params, metrics
 
