@@ -44,6 +44,18 @@ def _use_compilation_cache(args=None) -> None:
     compiles.use_cache("" if getattr(args, "no_compile_cache", False) else None)
 
 
+class UsageError(ValueError):
+    """A command line argparse refuses (an unknown option, a value outside its choices)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its refusals raised as :class:`UsageError` so that ``main`` reports them
+    as every other bad input: one line, exit status 2, nothing written."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
 def _version_arg(p: argparse.ArgumentParser) -> None:
     from pgx_jax import __version__, provenance
 
@@ -54,9 +66,7 @@ def _version_arg(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     from pgx_jax.compare import GROUPINGS
 
-    p = argparse.ArgumentParser(
-        prog="pgx-jax", description="PolicyGradEx in JAX: which RL objectives to train together."
-    )
+    p = _Parser(prog="pgx-jax", description="PolicyGradEx in JAX: which RL objectives to train together.")
     _version_arg(p)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -80,11 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     _truth_args(
         v,
         "the reference: 'full' (default: every subset trained from scratch with the per-task budget compare "
-        "gives a group of its size, the paper's ground truth; on pendulum-physics, demo, it agreed with its own "
-        "replicate at NMI 1.0 and its groups were the planted motor split, where the fine-tune truth scored 0.10 "
-        "and 0.0: benchmarks/RESULTS.md), 'finetune' (PPO fine-tuning from theta* for --finetune-fraction of "
-        "the full meta-training budget, whatever --meta-policy stopped theta* at; theta*'s normaliser frozen; about "
-        "5x cheaper) or 'both'",
+        "gives a group of its size, the paper's ground truth), 'finetune' (PPO fine-tuning from theta* for "
+        "--finetune-fraction of the full meta-training budget, whatever --meta-policy stopped theta* at; theta*'s "
+        "normaliser frozen; about 5x cheaper) or 'both'",
     )
     v.add_argument(
         "--replicates",
@@ -184,7 +192,13 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
 
     defaults = defaults or {}
     family = defaults.get("family", DEFAULT_FAMILY)
-    p.add_argument("--family", default=family, help=f"one of {family_names()} (default {family})")
+    p.add_argument(
+        "--family",
+        default=family,
+        choices=family_names(),
+        metavar="FAMILY",
+        help=f"one of {family_names()} (default {family})",
+    )
     p.add_argument("--tasks-file", default=None, help="JSON list of tasks (name, the family's field, optional group)")
     p.add_argument(
         "--layout",
@@ -193,7 +207,7 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
         "reward parameters and task order vary; written to the output as tasks.json), or 'default' (the "
         "family's own layout; the default unless --tasks-file)",
     )
-    p.add_argument("--budget", default="demo", help=f"one of {list(BUDGETS)} (default demo)")
+    p.add_argument("--budget", default="demo", choices=BUDGETS, help="the env steps of every training (default demo)")
     p.add_argument(
         "--num-envs",
         type=int,
@@ -339,8 +353,10 @@ def _make_out(out: str, args) -> None:
 
 
 def _truth_args(p: argparse.ArgumentParser, truth_help: str) -> None:
-    """The options of the truth (``validate`` and ``compare``)."""
-    p.add_argument("--truth", default="full", help=truth_help)
+    """The options of the truth (``validate``, ``compare`` and ``meta-rl``)."""
+    from pgx_jax.validate import TRUTHS
+
+    p.add_argument("--truth", default="full", choices=TRUTHS, help=truth_help)
     p.add_argument(
         "--finetune-fraction",
         type=float,
@@ -351,9 +367,12 @@ def _truth_args(p: argparse.ArgumentParser, truth_help: str) -> None:
 
 
 def _conditioning_arg(p: argparse.ArgumentParser, default: str) -> None:
+    from pgx_jax.config import CONDITIONINGS
+
     p.add_argument(
         "--conditioning",
         default=default,
+        choices=CONDITIONINGS,
         help="what the policy is told about the task: 'task_id' (the one-hot id is part of its input) or 'none' "
         f"(the environment observation alone, as in the paper's meta-RL experiments); default {default}",
     )
@@ -377,6 +396,11 @@ def _pipeline_args(
 ) -> None:
     """The arguments ``run``, ``validate`` and ``compare`` share (the pipeline's config);
     ``defaults`` overrides the library's (``family``, ``conditioning``, ``groups``)."""
+    from pgx_jax.cluster import K_RULES, METHODS
+    from pgx_jax.evaluate import EVALUATORS
+    from pgx_jax.features import PARAM_SETS
+    from pgx_jax.surrogate import SOLVERS, STEPS
+
     defaults = defaults or {}
     _common_args(p, command, seed, defaults)
     if resume:
@@ -394,9 +418,8 @@ def _pipeline_args(
         default="auto",
         help="the theta* the estimate expands around: 'full' (meta-training's whole budget), 'early-F' (stopped "
         "after the fraction F of it), 'entropy-C' (with an entropy bonus C) or 'auto' (default: 'early-0.02' under "
-        "--conditioning none, 'full' with the task id). On task-agnostic pendulum-physics the full theta* balances "
-        "one motor polarity and the estimate is chance; stopped early it sits between them (2%: chosen on "
-        "development layouts by benchmarks/generalisation.py; benchmarks/RESULTS.md, issue 29)",
+        "--conditioning none, 'full' with the task id; 2%% was chosen on development layouts by "
+        "benchmarks/generalisation.py)",
     )
     p.add_argument("--subsets", type=int, default=None, help="number of sampled subsets m (default: covers every pair)")
     p.add_argument("--subset-size", type=int, default=None, help="tasks per subset (default about n/2)")
@@ -404,14 +427,16 @@ def _pipeline_args(
     p.add_argument(
         "--evaluator",
         default=evaluator,
+        choices=EVALUATORS,
         help="f(S, i): 'rollout' (returns of theta_S on each task of S), 'loss' (held-out surrogate loss), 'gain' "
         "(first-order improvement of task i's held-out surrogate objective under the step) or 'alignment' (of task "
         "i's policy gradient with a unit gradient step on S; no solve); the last three need no "
-        f"rollouts; default {evaluator}. See benchmarks/RESULTS.md for how each tracks the truth",
+        f"rollouts; default {evaluator}",
     )
     p.add_argument(
         "--solver",
         default=None,
+        choices=SOLVERS,
         help="surrogate solve: 'newton' (default; closed form from per-task statistics, then "
         "majorise-minimise steps where it has not converged) or 'lbfgs'",
     )
@@ -424,23 +449,25 @@ def _pipeline_args(
     p.add_argument(
         "--step",
         default=None,
+        choices=STEPS,
         help="step size mode: 'relative' (the paper's, and the smoke budget's; --step-size is "
         "||theta_S - theta*|| / ||theta*||) or 'kl' (default at demo and full: --step-size is the mean "
-        "KL(pi_theta* || pi_theta_S) in nats over the subset's states; at the paper's 1%% the step moved the "
-        "policy by KL 2e-4 and missed the planted cheetah-vel clusters, KL 0.01 found them)",
+        "KL(pi_theta* || pi_theta_S) in nats over the subset's states)",
     )
     p.add_argument("--step-size", type=float, default=None, help="see --step (default 0.01 either way)")
     p.add_argument(
         "--params",
         default=None,
+        choices=PARAM_SETS,
         help="actor parameters the gradients and steps cover: 'all' (default), 'mean' (the mean network, no log "
         "std) or 'body' (also without the task-id rows)",
     )
-    p.add_argument("--cluster", default="sdp", help="sdp (default) or spectral")
+    p.add_argument("--cluster", default="sdp", choices=METHODS, help="the clustering of the affinity (default sdp)")
     k_rule = defaults.get("k_rule", "silhouette")
     p.add_argument(
         "--k-rule",
         default=k_rule,
+        choices=K_RULES,
         help="how --groups auto chooses k: 'silhouette' or 'eigengap' (the normalised Laplacian's largest "
         f"eigenvalue gap); default {k_rule}",
     )
@@ -1594,7 +1621,10 @@ def _versions():
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as e:
+        return _fail(str(e))
     from pgx_jax import checkpoint
 
     checkpoint.source_commit()  # the code this run starts with (cached; recorded in its results)

@@ -239,7 +239,7 @@ def test_draw_tasks_refuses_a_family_without_a_distribution():
         (["--family", "metaworld-mt10"], "--family 'metaworld-mt10'"),
         (["--conditioning", "task_id"], "--conditioning 'task_id'"),
         (["--groupings", "multitask,bogus"], "unknown: \\['bogus'\\]"),
-        (["--budget", "huge"], "unknown budget 'huge'"),
+        (["--budget", "huge"], "argument --budget: invalid choice: 'huge'"),
     ],
 )
 def test_meta_rl_refuses_bad_input_before_any_work(tmp_path, capsys, extra, message):

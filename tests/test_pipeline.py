@@ -113,8 +113,8 @@ def test_resume_refuses_a_theta_star_of_another_meta_policy(smoke_run, capsys):
         (["--subsets", "3"], "cannot cover all 36 task pairs"),
         (["--subsets", "10000"], "subsets m = 10000 exceeds the 126 distinct subsets of size 4 of 9 tasks"),
         (["--dim", "0"], "--dim must be >= 1"),
-        (["--evaluator", "oracle"], "unknown evaluator 'oracle'"),
-        (["--cluster", "kmeans"], "unknown clustering method 'kmeans'"),
+        (["--evaluator", "oracle"], "argument --evaluator: invalid choice: 'oracle'"),
+        (["--cluster", "kmeans"], "argument --cluster: invalid choice: 'kmeans'"),
         (["--resume"], "--resume: nothing to resume at"),
     ],
 )
