@@ -226,6 +226,19 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
         "runs/latest); an existing non-empty one is refused unless --resume or --overwrite",
     )
     p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any field of the frozen configs, applied after every other option: "
+        + (
+            "ppo.FIELD (e.g. ppo.learning_rate=1e-3 ppo.network.width=128)"
+            if command == "train"
+            else "e.g. ppo.learning_rate=1e-3 ppo.network.width=128 surrogate.rho=0.1 features.dim=200 eval_episodes=8"
+        )
+        + "; a value is a Python literal or a word",
+    )
+    p.add_argument(
         "--log",
         choices=LOGS,
         default="none",
@@ -572,6 +585,7 @@ def _cmd_train(args) -> int:
     family = make_family(args.family, _entries(args))
     config = _with_num_envs(args, budget_config(args.budget, args.family, family.n_tasks), family.n_tasks)
     config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
+    config = _set_ppo(args, config)
     config.check_for(family.n_tasks, family.episode_length)
     out = _out_path(args)
     _make_out(out, args)
@@ -660,6 +674,7 @@ def _build_run(args):
     import dataclasses
 
     from pgx_jax.affinity import AffinityConfig
+    from pgx_jax.config import with_overrides
     from pgx_jax.families import make_family
     from pgx_jax.pipeline import pipeline_config
 
@@ -689,6 +704,7 @@ def _build_run(args):
     solve = _solve_overrides(args)
     if solve:  # SurrogateConfig names the bad value and what is allowed
         config = dataclasses.replace(config, surrogate=dataclasses.replace(config.surrogate, **solve))
+    config = with_overrides(config, args.set)
     config.check_for(family)
     return family, config
 
@@ -721,7 +737,9 @@ def _dry_config(args, n: int) -> None:
     ppo = _with_num_envs(args, budget_config(args.budget, args.family, n), n)
     ppo = dataclasses.replace(ppo, network=_network_with(args.conditioning, ppo.network))
     if args.command == "train":
+        _set_ppo(args, ppo)
         return
+    from pgx_jax.config import with_overrides
     from pgx_jax.pipeline import PipelineConfig, budget_features
     from pgx_jax.surrogate import SurrogateConfig
 
@@ -735,8 +753,19 @@ def _dry_config(args, n: int) -> None:
         k_rule=args.k_rule,
         meta_policy="full" if args.meta_policy == "auto" else args.meta_policy,
     )
+    dry = with_overrides(dry, args.set)
     if getattr(args, "hessian", False) and dry.feature_config().holdout < 1:  # as ValidateConfig.check
         raise ValueError(f"validate --hessian needs held-out transitions; budget {args.budget!r} keeps none")
+
+
+def _set_ppo(args, ppo):
+    """``ppo`` with ``train``'s ``--set ppo.FIELD=VALUE`` assignments (``ValueError`` for any other path)."""
+    from pgx_jax.config import with_overrides
+
+    others = [a for a in args.set if not str(a).startswith("ppo.")]
+    if others:
+        raise ValueError(f"--set {others[0]!r}: train sets PPOConfig's fields only: ppo.FIELD=VALUE")
+    return with_overrides(ppo, [str(a)[len("ppo.") :] for a in args.set])
 
 
 def _with_num_envs(args, ppo, n: int):

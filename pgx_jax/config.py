@@ -190,3 +190,67 @@ def budget_config(
     if isinstance(fields.get("network"), Mapping):
         fields["network"] = NetworkConfig(**fields["network"])
     return PPOConfig(**fields)
+
+
+def with_overrides(config, assignments) -> Any:
+    """``config`` (a frozen dataclass, with dataclasses nested in it) with ``path=value``
+    assignments applied in order, each by ``dataclasses.replace``, so every config's own checks
+    run on the result.
+
+    ``path`` names a field through the nested configs (``ppo.learning_rate``,
+    ``ppo.network.width``, ``surrogate.rho``, ``eval_episodes``); ``value`` is a Python literal
+    (``1e-3``, ``128``, ``True``, ``None``, ``(64, 64)``) or a bare word, read as a string. It must
+    have the field's current type: an int or float for a float, an int for an int, a bool for a
+    bool, a string for a string; any literal where the field is None. ``ValueError`` names the
+    assignment and what is allowed: the fields at that level, or the type.
+    """
+    import ast
+
+    for item in assignments:
+        path, sep, text = str(item).partition("=")
+        if not sep or not path:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. ppo.learning_rate=1e-3")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        try:
+            config = _assign(config, path.split("."), value, item)
+        except ValueError as e:  # a config's own check names the value; say which assignment made it
+            raise ValueError(str(e) if str(e).startswith("--set") else f"--set {item!r}: {e}") from None
+    return config
+
+
+def _assign(obj, names: list[str], value, item: str):
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    head = names[0]
+    if head not in fields:
+        raise ValueError(f"--set {item!r}: no field {head!r} here; allowed: {sorted(fields)}")
+    current = getattr(obj, head)
+    if len(names) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"--set {item!r}: {head!r} has no fields (it is {type(current).__name__})")
+        return dataclasses.replace(obj, **{head: _assign(current, names[1:], value, item)})
+    if dataclasses.is_dataclass(current):
+        allowed = sorted(f.name for f in dataclasses.fields(current))
+        raise ValueError(f"--set {item!r}: {head!r} is a config; set one of its fields: {allowed}")
+    return dataclasses.replace(obj, **{head: _typed(current, value, item)})
+
+
+def _typed(current, value, item: str):
+    """``value`` as the type of the field's ``current`` value (``ValueError`` if it is not one)."""
+    if current is None:
+        return value
+    kind = type(current)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        tuple: isinstance(value, (tuple, list)),
+    }.get(kind, isinstance(value, kind))
+    if not ok:
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise ValueError(
+            f"--set {item!r}: expected {article} {kind.__name__} (the field is {current!r}), got {value!r}"
+        )
+    return kind(value)

@@ -103,6 +103,16 @@ CATALOGUE = [
     ("zero seeds", lambda t: ["compare", "--seeds", "0"], "--seeds must be >= 1, got 0"),
     ("negative seed", lambda t: R + ["--seed", "-1"], "--seed must be >= 0, got -1"),
     (
+        "unknown config field",
+        lambda t: R + ["--set", "ppo.lr=1e-3"],
+        "--set 'ppo.lr=1e-3': no field 'lr' here; allowed: ['clip_eps'",
+    ),
+    (
+        "config field of another type",
+        lambda t: R + ["--set", "ppo.learning_rate=fast"],
+        "--set 'ppo.learning_rate=fast': expected a float (the field is 0.0003), got 'fast'",
+    ),
+    (
         "unknown family",
         lambda t: ["run", "--family", "walker"],
         "argument --family: invalid choice: 'walker' (choose from 'ant-dir'",

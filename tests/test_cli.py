@@ -208,3 +208,30 @@ def test_log_tensorboard_writes_the_learning_curve_and_the_returns(tmp_path, rea
     for task, value in result["per_task_return"].items():
         assert scalars[f"return/{task}"] == [(0, pytest.approx(value, rel=1e-6))]
     assert {"train/loss", "train/entropy"} <= set(scalars)
+
+
+def test_set_overrides_any_config_field_after_the_other_options(tmp_path):
+    out = tmp_path / "t"
+    argv = ["train", "--budget", "smoke", "--out", str(out), "--no-progress", "--episodes", "1"]
+    assert main([*argv, "--set", "ppo.network.width=32", "ppo.learning_rate=1e-3", "ppo.num_epochs=2"]) == 0
+    config = json.loads((out / "train.json").read_text())["config"]
+    assert (config["network"]["width"], config["learning_rate"], config["num_epochs"]) == (32, 1e-3, 2)
+    params, saved, _ = checkpoint.load_policy(out / "policy")
+    assert saved.network.width == 32 and params.actor["params"]["MLP_0"]["Dense_0"]["kernel"].shape[1] == 32
+
+
+def test_set_reaches_every_config_of_the_pipeline():
+    from pgx_jax import make_family, pipeline_config
+    from pgx_jax.config import with_overrides
+
+    config = pipeline_config("smoke", make_family("reacher-goals"))
+    changed = with_overrides(
+        config,
+        ["ppo.network.activation=relu", "surrogate.rho=0.5", "features.dim=32", "eval_episodes=3", "k_rule=eigengap"],
+    )
+    assert changed.ppo.network.activation == "relu" and changed.surrogate.rho == 0.5 and changed.features.dim == 32
+    assert (changed.eval_episodes, changed.k_rule) == (3, "eigengap") and changed.ppo.num_envs == config.ppo.num_envs
+    with pytest.raises(ValueError, match=r"--set 'ppo.network=3': 'network' is a config; set one of its fields"):
+        with_overrides(config, ["ppo.network=3"])
+    with pytest.raises(ValueError, match=r"--set 'ppo.network.depth=0': network depth must be >= 1, got 0"):
+        with_overrides(config, ["ppo.network.depth=0"])
