@@ -42,6 +42,7 @@ from pgx_jax.families import (
     TaskState,
     custom_family,
     draw_tasks,
+    gymnasium_family,
     load_tasks_file,
     make_family,
 )
@@ -123,6 +124,7 @@ __all__ = [
     "train_many",
     "train_one",
     "HostFamily",
+    "gymnasium_family",
     "Simulator",
     "simulator",
     "policies_on_subsets",

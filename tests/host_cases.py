@@ -313,3 +313,47 @@ def test_host_maml_keys_every_episode_by_its_stream_not_its_position(cartpole):
             np.testing.assert_array_equal(np.asarray(sim.meta_adapt(cfg, one, jnp.array([t]), k))[0, 0], curves[g, i])
     other = np.asarray(sim.meta_adapt(cfg, both, jnp.array([10, 11]), jax.random.PRNGKey(4)))
     assert not np.array_equal(other, curves)  # the key decides the episodes
+
+
+def test_a_gymnasium_environment_becomes_a_family_from_its_spaces():
+    """gymnasium_family reads the sizes from the spaces, scales Box actions to their bounds and
+    maps Discrete ones; the family then trains, estimates and groups end to end (smoke)."""
+    import gymnasium
+
+    import pgx_jax
+
+    gravities = [4.0, 6.0, 12.0, 14.0]
+    family = pgx_jax.gymnasium_family(
+        "pendulum-gravity",
+        lambda i: gymnasium.make("Pendulum-v1", g=gravities[i]),
+        [f"g{g:g}" for g in gravities],
+        groups=[0, 0, 1, 1],
+        params={"g": gravities},
+    )
+    assert (family.env_obs_size, family.action_size, family.episode_length) == (3, 1, 200)
+    np.testing.assert_allclose(family.to_env_action(np.array([-1.0])), [-2.0])  # Box [-2, 2]
+    np.testing.assert_allclose(family.to_env_action(np.array([0.5])), [1.0])
+    car = pgx_jax.gymnasium_family("car", lambda i: gymnasium.make("MountainCar-v0"), ["a"])
+    assert car.action_size == 3 and car.to_env_action(np.array([0.1, 0.9, -1.0])) == 1
+    pole = pgx_jax.gymnasium_family("pole", lambda i: gymnasium.make("CartPole-v1"), ["a"])
+    assert pole.action_size == 1 and pole.to_env_action(np.array([0.3])) == 1 and pole.episode_length == 500
+    with pytest.raises(ValueError, match="action space .* is not supported"):
+        pgx_jax.gymnasium_family("multi", lambda i: _MultiDiscreteEnv(), ["a"], episode_length=10)
+    config = pgx_jax.pipeline_config("smoke", family, groups=2)
+    result = pgx_jax.policygradex(family, config, jax.random.PRNGKey(0))
+    assert sorted(i for g in result.groups for i in g) == [0, 1, 2, 3] and len(result.groups) == 2
+    assert np.isfinite(result.per_task_return).all() and np.isfinite(result.affinity).all()
+
+
+class _MultiDiscreteEnv:
+    """The smallest gymnasium-API environment with an action space the adapter refuses."""
+
+    def __init__(self):
+        import gymnasium
+
+        self.observation_space = gymnasium.spaces.Box(-1.0, 1.0, (2,))
+        self.action_space = gymnasium.spaces.MultiDiscrete([2, 3])
+        self.spec = None
+
+    def close(self):
+        pass

@@ -108,6 +108,68 @@ class HostFamily:
         }
 
 
+def gymnasium_family(
+    name: str,
+    make_env: Callable[[int], Any],
+    task_names: Sequence[str],
+    *,
+    episode_length: int | None = None,
+    groups: Sequence[int] | None = None,
+    objective: str = "",
+    metric: tuple[str, Callable[[Mapping], float], str] | None = None,
+    params: Mapping[str, Sequence] | None = None,
+    max_envs: int = 512,
+) -> HostFamily:
+    """A :class:`HostFamily` of any gymnasium environment, its sizes and action map read from its
+    spaces (one environment is built, from task 0, and closed).
+
+    Observations of any space are flattened (``gymnasium.wrappers.FlattenObservation`` where
+    the space is not a ``Box``; the size is ``gymnasium.spaces.flatdim``). Actions: a ``Box`` of
+    shape [A] takes the policy's A actions in [-1, 1], scaled to [low, high]; ``Discrete(2)``
+    one action, its sign choosing between the two; ``Discrete(k)`` k actions, the largest
+    choosing. ``episode_length`` defaults to the environment's own time limit
+    (``spec.max_episode_steps``). ``ValueError`` for another action space or no episode length.
+    """
+    import gymnasium
+    from gymnasium import spaces
+
+    probe = make_env(0)
+    try:
+        obs_space, act_space = probe.observation_space, probe.action_space
+        limit = getattr(getattr(probe, "spec", None), "max_episode_steps", None)
+    finally:
+        probe.close()
+    flat = not isinstance(obs_space, spaces.Box)
+    build = (lambda i: gymnasium.wrappers.FlattenObservation(make_env(i))) if flat else make_env
+    if isinstance(act_space, spaces.Box) and len(act_space.shape) == 1:
+        low, high = np.asarray(act_space.low, np.float32), np.asarray(act_space.high, np.float32)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise ValueError(f"{name}: a Box action space needs finite bounds, got [{low}, {high}]")
+        size, to_env = act_space.shape[0], lambda a: low + (np.asarray(a, np.float32) + 1.0) * (high - low) / 2.0
+    elif isinstance(act_space, spaces.Discrete) and act_space.n == 2:
+        size, to_env = 1, lambda a: int(act_space.start + (a[0] > 0.0))
+    elif isinstance(act_space, spaces.Discrete):
+        size, to_env = int(act_space.n), lambda a: int(act_space.start + np.argmax(a))
+    else:
+        raise ValueError(f"{name}: action space {act_space} is not supported; allowed: a 1-d Box or Discrete")
+    if episode_length is None and limit is None:
+        raise ValueError(f"{name}: the environment has no time limit (spec.max_episode_steps); give episode_length")
+    return HostFamily(
+        name=name,
+        make_env=build,
+        task_names=tuple(task_names),
+        groups=None if groups is None else tuple(int(g) for g in groups),
+        episode_length=int(episode_length if episode_length is not None else limit),
+        env_obs_size=int(spaces.flatdim(obs_space)),
+        action_size=int(size),
+        to_env_action=to_env,
+        objective=objective,
+        metric=metric,
+        params=dict(params or {}),
+        max_envs=max_envs,
+    )
+
+
 class EnvPool:
     """Environments per task, made on first use and reused (making one can cost 0.2 s)."""
 
