@@ -409,10 +409,7 @@ def _pipeline_args(
 ) -> None:
     """The arguments ``run``, ``validate`` and ``compare`` share (the pipeline's config);
     ``defaults`` overrides the library's (``family``, ``conditioning``, ``groups``)."""
-    from pgx_jax.cluster import K_RULES, METHODS
     from pgx_jax.evaluate import EVALUATORS
-    from pgx_jax.features import PARAM_SETS
-    from pgx_jax.surrogate import SOLVERS, STEPS
 
     defaults = defaults or {}
     _common_args(p, command, seed, defaults)
@@ -446,6 +443,15 @@ def _pipeline_args(
         "i's policy gradient with a unit gradient step on S; no solve); the last three need no "
         f"rollouts; default {evaluator}",
     )
+    _solve_and_cluster_args(p, defaults)
+
+
+def _solve_and_cluster_args(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """The surrogate solve's, the clustering's and the evaluation's options of :func:`_pipeline_args`."""
+    from pgx_jax.cluster import K_RULES, METHODS
+    from pgx_jax.features import PARAM_SETS
+    from pgx_jax.surrogate import SOLVERS, STEPS
+
     p.add_argument(
         "--solver",
         default=None,

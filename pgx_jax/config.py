@@ -229,7 +229,7 @@ def _assign(obj, names: list[str], value, item: str):
     current = getattr(obj, head)
     if len(names) > 1:
         if not dataclasses.is_dataclass(current):
-            raise ValueError(f"--set {item!r}: {head!r} has no fields (it is {type(current).__name__})")
+            raise ValueError(f"--set {item!r}: {head!r} has no fields (its value is {current!r})")
         return dataclasses.replace(obj, **{head: _assign(current, names[1:], value, item)})
     if dataclasses.is_dataclass(current):
         allowed = sorted(f.name for f in dataclasses.fields(current))
@@ -241,7 +241,7 @@ def _typed(current, value, item: str):
     """``value`` as the type of the field's ``current`` value (``ValueError`` if it is not one)."""
     if current is None:
         return value
-    kind = type(current)
+    kind = current.__class__
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
