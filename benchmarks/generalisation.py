@@ -28,6 +28,9 @@ development layouts' stage files no longer match its digest, and reports the cho
 layouts (mean, 10th percentile or the worst layout where fewer than 10, chance level), every
 candidate beside it, a table at the planted k, and each rule's env steps per task.
 
+``--choice-from defaults`` reports with ``pgx-jax run``'s own settings for the conditioning,
+fixed in the code before any layout of the family was drawn.
+
 ``--choice-from F`` reports (and runs ``--compare``) with the choice frozen on family F's
 development layouts, carried unchanged to this family's test layouts: a family is tested without
 any of its own layouts having been looked at, and only the chosen fixed theta*'s estimate is
@@ -404,6 +407,8 @@ def _frozen(args) -> tuple[dict, tuple[str, ...]]:
     layouts (F's stage files checked against its digest), carried unchanged to this family's
     test layouts: no layout of this family was looked at to choose it. Such a choice must be
     made of fixed theta* rules, so only their estimates are needed."""
+    if args.choice_from == DEFAULTS:
+        return _defaults_choice(args)
     source = args if args.choice_from is None else argparse.Namespace(**{**vars(args), "family": args.choice_from})
     frozen = _load(_choice_path(source))
     if frozen is None:
@@ -416,6 +421,30 @@ def _frozen(args) -> tuple[dict, tuple[str, ...]]:
     if not needed <= set(META_POLICIES):
         raise SystemExit(f"--choice-from needs candidates of a fixed theta* ({list(META_POLICIES)}), got {needed}")
     return frozen, tuple(p for p in META_POLICIES if p in needed)
+
+
+#: ``--choice-from defaults``: the settings ``pgx-jax run --family F --conditioning C`` uses
+DEFAULTS = "defaults"
+
+
+def _defaults_choice(args) -> tuple[dict, tuple[str, ...]]:
+    """The choice ``pgx-jax run`` makes with no estimator option for this conditioning: its
+    evaluator and k rule (:data:`pgx_jax.cli.RUN_DEFAULTS`) at the conditioning's default theta*
+    (:data:`pgx_jax.pipeline.DEFAULT_META_POLICY`). Fixed in the code before any layout of this
+    family was drawn, so every layout of it is a test layout."""
+    from pgx_jax.cli import RUN_DEFAULTS
+    from pgx_jax.pipeline import DEFAULT_META_POLICY
+
+    theta = DEFAULT_META_POLICY[args.conditioning]
+    stem = f"{RUN_DEFAULTS['evaluator']}@{theta}|"
+    frozen = {
+        "main": {"candidate": stem + RUN_DEFAULTS["k_rule"]},
+        "planted_k": {"candidate": stem + "planted_k"},
+        "dev_layouts": [],
+        "commit": source_commit(),
+        "source": f"pgx-jax run's defaults with --conditioning {args.conditioning}",
+    }
+    return frozen, (theta,)
 
 
 def report(args) -> None:
@@ -545,8 +574,9 @@ def _compare_text(rows) -> str:
 
 
 def _intro(frozen, summary, compare=(), extra: str = "", *, source: str) -> str:
+    where = frozen.get("source") or f"{source}'s development layouts {frozen['dev_layouts']}"
     text = (
-        f"Frozen on {source}'s development layouts {frozen['dev_layouts']} at commit {frozen['commit']} before "
+        f"Frozen on {where} at commit {frozen['commit']} before "
         f"any test layout was read: **{frozen['main']['candidate']}** (k by the method), "
         f"**{frozen['planted_k']['candidate']}** (k = planted). AMI / NMI against the full truth's groups at the "
         "planted k; low = 10th percentile (worst layout where fewer than 10). Every candidate:\n\n"
@@ -657,7 +687,8 @@ def main() -> None:
     p.add_argument(
         "--choice-from",
         default=None,
-        help="report / compare with the choice frozen on this other family's development layouts",
+        help="report / compare with the choice frozen on this other family's development layouts, or "
+        "'defaults': the settings pgx-jax run uses for this conditioning",
     )
     p.add_argument(
         "--compare", type=int, nargs="*", default=[], help="test layouts to run compare on (frozen settings)"
