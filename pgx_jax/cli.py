@@ -234,7 +234,7 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
         + (
             "ppo.FIELD (e.g. ppo.learning_rate=1e-3 ppo.network.width=128)"
             if command == "train"
-            else "e.g. ppo.learning_rate=1e-3 ppo.network.width=128 surrogate.rho=0.1 features.dim=200 eval_episodes=8"
+            else "e.g. ppo.learning_rate=1e-3 ppo.network.width=128 features.transitions=4096 surrogate.refine=20"
         )
         + "; a value is a Python literal or a word",
     )
@@ -675,6 +675,40 @@ def _train_table(family, stats, random_stats) -> tuple[list, list]:
     return header, rows
 
 
+#: config fields ``--set`` may not change: each has its own option, whose checks against the
+#: other options (and the family) run where the option is read. path -> (args dest, option)
+SET_BY_OPTION = {
+    "ppo.network.conditioning": ("conditioning", "--conditioning"),
+    "ppo.num_envs": ("num_envs", "--num-envs"),
+    "groups": ("groups", "--groups"),
+    "evaluator": ("evaluator", "--evaluator"),
+    "k_rule": ("k_rule", "--k-rule"),
+    "cluster_method": ("cluster", "--cluster"),
+    "eval_episodes": ("eval_episodes", "--eval-episodes"),
+    "meta_policy": ("meta_policy", "--meta-policy"),
+    "surrogate.solver": ("solver", "--solver"),
+    "surrogate.rho": ("rho", "--rho"),
+    "surrogate.step": ("step", "--step"),
+    "surrogate.step_size": ("step_size", "--step-size"),
+    "features.params": ("params", "--params"),
+    "features.dim": ("dim", "--dim"),
+    "affinity.subsets": ("subsets", "--subsets"),
+    "affinity.subset_size": ("subset_size", "--subset-size"),
+}
+
+
+def _set_reserved(args, prefix: str = "") -> dict[str, str]:
+    """The paths (relative to ``prefix``) ``--set`` refuses for this command, with the reason."""
+    out = {"train_groups": f"{args.command} decides whether the groups are trained; not settable"}
+    for path, (dest, option) in SET_BY_OPTION.items():
+        if not path.startswith(prefix):
+            continue
+        has = hasattr(args, dest)
+        why = f"set it with {option} (its checks run there)" if has else f"{args.command} fixes this field"
+        out[path[len(prefix) :]] = why
+    return out
+
+
 def _build_run(args):
     """Validate every ``run`` argument and build (family, PipelineConfig) without compiling."""
     import dataclasses
@@ -710,7 +744,7 @@ def _build_run(args):
     solve = _solve_overrides(args)
     if solve:  # SurrogateConfig names the bad value and what is allowed
         config = dataclasses.replace(config, surrogate=dataclasses.replace(config.surrogate, **solve))
-    config = with_overrides(config, args.set)
+    config = with_overrides(config, args.set, _set_reserved(args))
     config.check_for(family)
     return family, config
 
@@ -759,7 +793,7 @@ def _dry_config(args, n: int) -> None:
         k_rule=args.k_rule,
         meta_policy="full" if args.meta_policy == "auto" else args.meta_policy,
     )
-    dry = with_overrides(dry, args.set)
+    dry = with_overrides(dry, args.set, _set_reserved(args))
     if getattr(args, "hessian", False) and dry.feature_config().holdout < 1:  # as ValidateConfig.check
         raise ValueError(f"validate --hessian needs held-out transitions; budget {args.budget!r} keeps none")
 
@@ -771,7 +805,7 @@ def _set_ppo(args, ppo):
     others = [a for a in args.set if not str(a).startswith("ppo.")]
     if others:
         raise ValueError(f"--set {others[0]!r}: train sets PPOConfig's fields only: ppo.FIELD=VALUE")
-    return with_overrides(ppo, [str(a)[len("ppo.") :] for a in args.set])
+    return with_overrides(ppo, [str(a)[len("ppo.") :] for a in args.set], _set_reserved(args, "ppo."))
 
 
 def _with_num_envs(args, ppo, n: int):

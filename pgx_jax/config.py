@@ -192,7 +192,7 @@ def budget_config(
     return PPOConfig(**fields)
 
 
-def with_overrides(config, assignments) -> Any:
+def with_overrides(config, assignments, reserved: Mapping[str, str] | None = None) -> Any:
     """``config`` (a frozen dataclass, with dataclasses nested in it) with ``path=value``
     assignments applied in order, each by ``dataclasses.replace``, so every config's own checks
     run on the result.
@@ -200,9 +200,11 @@ def with_overrides(config, assignments) -> Any:
     ``path`` names a field through the nested configs (``ppo.learning_rate``,
     ``ppo.network.width``, ``surrogate.rho``, ``eval_episodes``); ``value`` is a Python literal
     (``1e-3``, ``128``, ``True``, ``None``, ``(64, 64)``) or a bare word, read as a string. It must
-    have the field's current type: an int or float for a float, an int for an int, a bool for a
-    bool, a string for a string; any literal where the field is None. ``ValueError`` names the
-    assignment and what is allowed: the fields at that level, or the type.
+    be of the field's declared type (its annotation: ``int | None`` takes an int or None,
+    ``int | str`` either; an int or float for a float, never a bool for an int). ``reserved``
+    maps paths that may not be set this way to the reason (the command-line option that sets
+    them, with its own checks). ``ValueError`` names the assignment and what is allowed: the
+    fields at that level, the type, or the reason.
     """
     import ast
 
@@ -210,6 +212,8 @@ def with_overrides(config, assignments) -> Any:
         path, sep, text = str(item).partition("=")
         if not sep or not path:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. ppo.learning_rate=1e-3")
+        if reserved and path in reserved:
+            raise ValueError(f"--set {item!r}: {reserved[path]}")
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -234,23 +238,51 @@ def _assign(obj, names: list[str], value, item: str):
     if dataclasses.is_dataclass(current):
         allowed = sorted(f.name for f in dataclasses.fields(current))
         raise ValueError(f"--set {item!r}: {head!r} is a config; set one of its fields: {allowed}")
-    return dataclasses.replace(obj, **{head: _typed(current, value, item)})
+    import typing
+
+    hint = typing.get_type_hints(type(obj)).get(head)
+    return dataclasses.replace(obj, **{head: _typed(hint, current, value, item)})
 
 
-def _typed(current, value, item: str):
-    """``value`` as the type of the field's ``current`` value (``ValueError`` if it is not one)."""
-    if current is None:
-        return value
-    kind = current.__class__
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        tuple: isinstance(value, (tuple, list)),
-    }.get(kind, isinstance(value, kind))
+def _accepts(hint, value):
+    """``(True, value as that type)`` if ``value`` is of the annotation ``hint``, else ``(False, None)``."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            ok, v = _accepts(arm, value)
+            if ok:
+                return True, v
+        return False, None
+    if hint is type(None):
+        return value is None, None
+    if origin is tuple or hint is tuple:
+        return isinstance(value, (tuple, list)), tuple(value) if isinstance(value, (tuple, list)) else None
+    if hint is Any:
+        return True, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if isinstance(hint, type):
+        return isinstance(value, hint), value
+    return True, value  # an annotation this reader does not know: the config's own check decides
+
+
+def _typed(hint, current, value, item: str):
+    """``value`` as the field's declared type ``hint`` (``ValueError`` if it is not one)."""
+    import typing
+
+    if hint is None:  # no annotation: the type of the current value
+        hint = Any if current is None else type(current)
+    ok, converted = _accepts(hint, value)
     if not ok:
-        article = "an" if kind.__name__[0] in "aeiou" else "a"
-        raise ValueError(
-            f"--set {item!r}: expected {article} {kind.__name__} (the field is {current!r}), got {value!r}"
-        )
-    return kind(value)
+        shown = " | ".join(getattr(a, "__name__", str(a)) for a in (typing.get_args(hint) or (hint,)))
+        shown = shown.replace("NoneType", "None")
+        raise ValueError(f"--set {item!r}: expected {shown} (the field is {current!r}), got {value!r}")
+    return converted

@@ -110,7 +110,22 @@ CATALOGUE = [
     (
         "config field of another type",
         lambda t: R + ["--set", "ppo.learning_rate=fast"],
-        "--set 'ppo.learning_rate=fast': expected a float (the field is 0.0003), got 'fast'",
+        "--set 'ppo.learning_rate=fast': expected float (the field is 0.0003), got 'fast'",
+    ),
+    (
+        "a bool for an integer field",
+        lambda t: R + ["--set", "ppo.num_epochs=True"],
+        "--set 'ppo.num_epochs=True': expected int (the field is 4), got True",
+    ),
+    (
+        "config field with its own option",
+        lambda t: R + ["--set", "ppo.network.conditioning=task_id"],
+        "--set 'ppo.network.conditioning=task_id': set it with --conditioning (its checks run there)",
+    ),
+    (
+        "config field the command decides",
+        lambda t: R + ["--set", "train_groups=False"],
+        "--set 'train_groups=False': run decides whether the groups are trained; not settable",
     ),
     (
         "unknown family",

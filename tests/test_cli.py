@@ -235,3 +235,25 @@ def test_set_reaches_every_config_of_the_pipeline():
         with_overrides(config, ["ppo.network=3"])
     with pytest.raises(ValueError, match=r"--set 'ppo.network.depth=0': network depth must be >= 1, got 0"):
         with_overrides(config, ["ppo.network.depth=0"])
+
+
+def test_set_types_each_value_by_the_fields_declared_type():
+    """Union annotations take any of their arms (``int | str``, ``int | None``); a bool is not an
+    int; a value of no arm is refused with the declared type."""
+    from pgx_jax import make_family, pipeline_config
+    from pgx_jax.config import with_overrides
+
+    config = pipeline_config("smoke", make_family("reacher-goals"))
+    changed = with_overrides(config, ["groups=3", "affinity.subsets=20", "ppo.unroll_length=None", "ppo.learning_rate=1"])
+    assert (changed.groups, changed.affinity.subsets, changed.ppo.unroll_length) == (3, 20, None)
+    assert isinstance(changed.ppo.learning_rate, float)
+    for bad, shown in [
+        ("groups=True", "int | str"),
+        ("affinity.subsets=2.5", "int | None"),
+        ("features.gradient_transitions=many", "int | None"),
+        ("ppo.num_epochs=True", "int"),
+    ]:
+        with pytest.raises(ValueError, match=rf"--set '{re.escape(bad)}': expected {re.escape(shown)} \(the field is"):
+            with_overrides(config, [bad])
+    with pytest.raises(ValueError, match=r"--set 'groups=3': set it with --groups"):
+        with_overrides(config, ["groups=3"], {"groups": "set it with --groups"})
