@@ -382,15 +382,24 @@ def check_finite(metrics: Metrics, task_names=None) -> None:
     )
 
 
-def progress_metrics(metrics: Metrics, task_names) -> dict[str, float]:
-    """The last update of ``metrics`` (one run's, leading [U, ...]) as floats, what a
-    ``progress_fn(env_steps, metrics)`` callback receives: every scalar (``loss``,
-    ``grad_norm``, ``entropy``, ...), ``episode_return`` (the mean over the tasks that finished
-    an episode in that update) and ``episode_return/<task>`` for each of them."""
+def progress_metrics(metrics: Metrics, task_names, previous: dict[str, float] | None = None) -> dict[str, float]:
+    """What a ``progress_fn(env_steps, metrics)`` callback receives after a chunk of updates
+    (``metrics``: one run's, leading [U, ...]), as floats: every scalar of the last update
+    (``loss``, ``grad_norm``, ``entropy``, ...); ``episode_return/<task>``: the mean return of
+    the task's most recently finished episodes (those that ended in the chunk's last update in
+    which any of the task's episodes ended; where none ended in this chunk, the value in
+    ``previous``, the last report's, if it had one); ``episode_return``: the mean of those over
+    the tasks that have one. Tasks that never finished an episode are absent (an episode longer
+    than a chunk has no return yet)."""
     last = {k: np.asarray(v)[-1] for k, v in metrics.items()}
     out = {k: float(v) for k, v in last.items() if np.ndim(v) == 0 and k != "finite"}
-    ret, count = last["episode_return"], last["episode_count"]
-    seen = np.flatnonzero(count > 0)
-    out["episode_return"] = float(np.mean(ret[seen])) if seen.size else float("nan")
-    out.update({f"episode_return/{task_names[t]}": float(ret[t]) for t in seen})
+    ret = np.asarray(metrics["episode_return"]).reshape(-1, len(task_names))
+    count = np.asarray(metrics["episode_count"]).reshape(-1, len(task_names))
+    per_task = {k: v for k, v in (previous or {}).items() if k.startswith("episode_return/")}
+    for t, name in enumerate(task_names):
+        ended = np.flatnonzero(count[:, t] > 0)
+        if ended.size:
+            per_task[f"episode_return/{name}"] = float(ret[ended[-1], t])
+    out["episode_return"] = float(np.mean(list(per_task.values()))) if per_task else float("nan")
+    out.update(per_task)
     return out

@@ -4,6 +4,7 @@ Run by ``test_host.py``, each test in its own Python process (see there). CI ins
 extras (``pip install -e ".[dev,envs]"``); a family whose package is missing is skipped here,
 and its missing-extra error is tested on its own."""
 
+import dataclasses
 import json
 
 import jax
@@ -142,6 +143,9 @@ def test_host_training_reports_progress_after_every_update(cartpole):
     """progress_fn on a host family: called after every update with the env steps so far and that
     update's metrics (the same numbers as the metrics returned)."""
     config = budget_config("smoke", "cartpole-physics", 10)
+    # episodes are 200 steps: 12 updates of 20 steps end each environment's first episode
+    per_update = config.num_envs * config.unroll(cartpole.episode_length)
+    config = dataclasses.replace(config, total_env_steps=12 * per_update)
     mask = np.zeros(10, bool)
     mask[[0, 7]] = True
     reported = []
@@ -156,6 +160,10 @@ def test_host_training_reports_progress_after_every_update(cartpole):
         assert set(k for k in m if k.startswith("episode_return/")) <= {
             f"episode_return/{cartpole.task_names[t]}" for t in (0, 7)
         }
+    # by the last update both trained tasks have finished episodes, and their returns are reported
+    final = reported[-1][1]
+    assert {f"episode_return/{cartpole.task_names[t]}" for t in (0, 7)} <= set(final)
+    assert np.isfinite(final["episode_return"]) and final["episode_return"] > 0
 
 
 def test_host_transitions_feed_the_feature_extractor(cartpole):

@@ -162,6 +162,30 @@ def test_train_chunked_matches_train(tiny_config, fast_family, vmapped):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a[3], b, rtol=2e-5, atol=2e-6), params_v, timed)
 
 
+def test_progress_reports_each_tasks_latest_finished_episodes_and_keeps_them_across_chunks():
+    """An episode longer than a chunk's updates: a task's return is that of the last update in
+    which its episodes ended; a chunk where none ended keeps the previous report's value; a task
+    that never finished is absent (not a NaN averaged in)."""
+    names = ("a", "b", "c")
+    nan = float("nan")
+    chunk1 = {
+        "loss": np.array([3.0, 2.0, 1.0]),
+        "episode_return": np.array([[10.0, nan, nan], [nan, nan, nan], [30.0, nan, nan]]),
+        "episode_count": np.array([[2.0, 0, 0], [0, 0, 0], [1.0, 0, 0]]),
+    }
+    first = ppo.progress_metrics(chunk1, names)
+    assert first["loss"] == 1.0 and first["episode_return/a"] == 30.0 and first["episode_return"] == 30.0
+    assert "episode_return/b" not in first and "episode_return/c" not in first
+    chunk2 = {
+        "loss": np.array([0.5]),
+        "episode_return": np.array([[nan, 7.0, nan]]),
+        "episode_count": np.array([[0.0, 1.0, 0.0]]),
+    }
+    second = ppo.progress_metrics(chunk2, names, first)
+    assert second["episode_return/a"] == 30.0 and second["episode_return/b"] == 7.0
+    assert second["episode_return"] == pytest.approx(18.5) and "episode_return/c" not in second
+
+
 def test_nonfinite_metrics_raise():
     with pytest.raises(FloatingPointError, match=r"first at update 1 \(index \[1\]\): non-finite loss or gradient"):
         ppo.check_finite({"finite": np.array([True, False, True])})

@@ -299,8 +299,9 @@ def train_chunked(
     """One training as a few calls of equal length, with ``on_chunk(updates_done, total)``
     called on the host between them (progress bars; never a callback inside the scan), and
     ``progress_fn(env_steps, metrics)`` (Brax's convention) with the env steps done so far and
-    :func:`pgx_jax.ppo.progress_metrics` of the last update (loss, entropy, ``episode_return``
-    and ``episode_return/<task>``): after every chunk, after every update on host families.
+    :func:`pgx_jax.ppo.progress_metrics` (the last update's loss, entropy, ...; each task's most
+    recently finished episodes' return ``episode_return/<task>`` and their mean
+    ``episode_return``): after every chunk, after every update on host families.
     ``timings``, when given, receives ``compile_s``: the seconds spent compiling (0 for host
     families), so that a caller can time the training alone. Where the family's simulator has
     ``resumable_training``, ``checkpoint(state, metrics so far, updates done)`` is called after
@@ -327,7 +328,14 @@ def train_chunked(
 def _reporting(progress_fn: Callable[[int, dict], None], config: PPOConfig, family) -> Callable:
     """``on_metrics`` for :meth:`Simulator.train_chunked` that calls ``progress_fn``."""
     per_update = config.num_envs * config.unroll(family.episode_length)
-    return lambda done, metrics: progress_fn(done * per_update, ppo.progress_metrics(metrics, family.task_names))
+    last: dict[str, float] = {}  # the previous report: a task's return stays until its next episodes end
+
+    def report(done, metrics):
+        nonlocal last
+        last = ppo.progress_metrics(metrics, family.task_names, last)
+        progress_fn(done * per_update, last)
+
+    return report
 
 
 def gradient_features(ppo_config: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, key: PRNGKey):
