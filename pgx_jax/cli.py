@@ -248,7 +248,7 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into an existing non-empty --out (files of the same name are replaced)",
+        help="write into an existing non-empty --out, removing the earlier run's outputs first (other files are kept)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
@@ -354,15 +354,57 @@ def _run_inputs(args) -> dict[str, str]:
     }
 
 
-def _make_out(out: str, args) -> None:
-    """The output directory, made by process 0 alone (the others never write); a default one
-    (no ``--out``) becomes ``runs/latest``."""
+#: what the commands write into their output directory (``--overwrite`` removes these first, so
+#: that no file of the earlier run is left beside the new run's: an old groups.json, events)
+OUTPUTS = (
+    "affinity.png", "affinity_estimated.png", "approx_error.png", "comparison.json", "groups", "groups.json",
+    "learning_curve.png", "meta_rl.json", "meta_rl.png", "policy", "result.json", "stages", "tasks.json",
+    "tensorboard", "theta_star", "train.json", "validation.json",
+)  # fmt: skip
+OUTPUT_PATTERNS = ("affinity_true_*.png", "truth_scatter_*.png")
+
+
+def _clear_outputs(out: str) -> list[str]:
+    """Remove from ``out`` every file and directory a command writes (:data:`OUTPUTS`,
+    :data:`OUTPUT_PATTERNS`), nothing else; returns the names removed."""
+    import fnmatch
+    import shutil
+
+    removed = []
+    for name in sorted(os.listdir(out)):
+        if name in OUTPUTS or any(fnmatch.fnmatch(name, p) for p in OUTPUT_PATTERNS):
+            path = os.path.join(out, name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            removed.append(name)
+    return removed
+
+
+def _make_out(out: str, args) -> str:
+    """Make the output directory (process 0 alone; the others never write) and return it. A
+    default one (no ``--out``) is claimed atomically (``os.mkdir``; where another run took the
+    name since :func:`_resolve_out` chose it, the next free ``-2``, ``-3`` ...) and becomes
+    ``runs/latest``; with ``--overwrite`` the earlier run's outputs are removed first."""
     from pgx_jax.distributed import is_main
 
-    if is_main():
-        os.makedirs(out, exist_ok=True)
+    if not is_main():
+        return out
     if getattr(args, "out_is_default", False):
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        stem, k = out, 1
+        while True:
+            try:
+                os.mkdir(out)
+                break
+            except FileExistsError:
+                k += 1
+                out = f"{stem}-{k}"
+        args.out = out
         _link_latest(out)
+        return out
+    os.makedirs(out, exist_ok=True)
+    if getattr(args, "overwrite", False) and not getattr(args, "resume", False):
+        _clear_outputs(out)
+    return out
 
 
 def _truth_args(p: argparse.ArgumentParser, truth_help: str) -> None:
@@ -593,8 +635,7 @@ def _cmd_train(args) -> int:
     config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
     config = _set_ppo(args, config)
     config.check_for(family.n_tasks, family.episode_length)
-    out = _out_path(args)
-    _make_out(out, args)
+    out = _make_out(_out_path(args), args)
     _write_layout(args, out)
     _use_compilation_cache(args)
     steps_per_update = config.num_envs * config.unroll(family.episode_length)
@@ -894,25 +935,26 @@ def _resolve_out(args) -> None:
     ``runs/latest`` points to, which must be one of this command and family."""
     if args.out is not None:
         return
-    stem = f"{args.command}-{args.family}-"
+    from pgx_jax.distributed import from_main
+
+    seed = getattr(args, "seed", None)
+    stem = f"{args.command}-{args.family}-" + ("" if seed is None else f"s{seed}-")
     if getattr(args, "resume", False):
         latest = os.path.join(RUNS, "latest")
-        if not os.path.exists(latest):
+        # every process resumes the run process 0 sees (and all refuse together)
+        target = from_main(os.path.realpath(latest) if os.path.exists(latest) else "")
+        if not target:
             raise ValueError(f"--resume without --out resumes {latest}, and there is none; give the --out of the run")
-        target = os.path.realpath(latest)
         if not os.path.basename(target).startswith(stem):
+            what = f"{args.command} run of {args.family}" + ("" if seed is None else f" with --seed {seed}")
             raise ValueError(
-                f"--resume without --out: {latest} is {target}, not a {args.command} run of {args.family}; "
-                "give the --out of the run to resume"
+                f"--resume without --out: {latest} is {target}, not a {what}; give the --out of the run to resume"
             )
         args.out = target
         return
     import datetime
 
-    from pgx_jax.distributed import from_main
-
-    seed = getattr(args, "seed", None)
-    name = stem + ("" if seed is None else f"s{seed}-") + datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    name = stem + datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     path, k = os.path.join(RUNS, name), 1
     while os.path.exists(path):
         k += 1
@@ -1054,7 +1096,7 @@ def _setup(args, command: str, check=None):
         check(config)
     out = _out_path(args)
     theta = _resume(args, family, config, out)
-    _make_out(out, args)
+    out = _make_out(out, args)
     _write_layout(args, out)
     _use_compilation_cache(args)
     return family, config, out, theta

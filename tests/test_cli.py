@@ -1,4 +1,5 @@
 import json
+import os
 import re
 
 import numpy as np
@@ -153,6 +154,47 @@ def test_resume_without_out_takes_runs_latest_of_the_same_command_and_family(tmp
     other = argparse.Namespace(out=None, resume=True, command="validate", family="reacher-goals")
     with pytest.raises(ValueError, match="not a validate run of reacher-goals; give the --out"):
         cli._resolve_out(other)
+    seeded = argparse.Namespace(out=None, resume=True, command="run", family="reacher-goals", seed=0)
+    cli._resolve_out(seeded)
+    assert seeded.out == args.out
+    seed1 = argparse.Namespace(out=None, resume=True, command="run", family="reacher-goals", seed=1)
+    with pytest.raises(ValueError, match="not a run run of reacher-goals with --seed 1; give the --out"):
+        cli._resolve_out(seed1)
+
+
+def test_a_default_output_directory_is_claimed_atomically(tmp_path, monkeypatch):
+    """Two runs that chose the same default name (the same second): the second finds it taken
+    when it makes it, and takes the next free suffix; neither writes into the other's."""
+    import argparse
+
+    from pgx_jax import cli
+
+    monkeypatch.chdir(tmp_path)
+    first = argparse.Namespace(out=None, command="run", family="reacher-goals", seed=0)
+    second = argparse.Namespace(out=None, command="run", family="reacher-goals", seed=0)
+    cli._resolve_out(first)
+    cli._resolve_out(second)
+    assert first.out == second.out  # nothing existed yet when both chose
+    a = cli._make_out(first.out, first)
+    b = cli._make_out(second.out, second)
+    assert a != b and b == f"{a}-2" and second.out == b and os.path.isdir(a) and os.path.isdir(b)
+    assert os.path.realpath("runs/latest") == os.path.realpath(b)
+
+
+def test_overwrite_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path):
+    import argparse
+
+    from pgx_jax import cli
+
+    out = tmp_path / "out"
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "tensorboard" / "events.out.tfevents.1.old").write_text("old")
+    (out / "groups" / "0").mkdir(parents=True)
+    for name in ("groups.json", "result.json", "affinity_true_full.png", "notes.txt"):
+        (out / name).write_text("old")
+    args = argparse.Namespace(out=str(out), command="run", family="reacher-goals", overwrite=True, resume=False)
+    assert cli._make_out(str(out), args) == str(out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 def test_version_and_exit_statuses(capsys, monkeypatch, tmp_path):
