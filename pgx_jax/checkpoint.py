@@ -200,8 +200,9 @@ def save_groups(
     :func:`pgx_jax.families.make_family` rebuilds the family from), ``conditioning``, ``groups``
     (per group: ``tasks`` (names), ``task_ids`` and ``checkpoint``, relative to ``out``) and the
     ``extra`` entries (for example each task's return and the evaluation key). The checkpoints
-    are written to a temporary directory that replaces ``out/groups`` whole, and the index last,
-    so an interrupted save never leaves an index naming a missing policy.
+    are written to a temporary directory; then the old index is removed, the directory replaces
+    ``out/groups`` whole, and the new index is written last: an interrupted save leaves either
+    no index or one whose every policy is there, never an index naming a missing or replaced one.
 
     Args:
         group_params: the groups' policies, leading axis [G] in the order of ``groups``.
@@ -235,7 +236,9 @@ def save_groups(
         for k, g in enumerate(groups):
             params = jax.tree.map(lambda x, k=k: np.asarray(x)[k], group_params)
             save_policy(os.path.join(tmp, str(k)), params, config, family, group=k, group_tasks=[names[i] for i in g])
-        final = os.path.join(out, "groups")
+        final, index_path = os.path.join(out, "groups"), os.path.join(out, "groups.json")
+        if os.path.exists(index_path):  # first the old index: it must never name the policies being replaced
+            os.remove(index_path)
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -94,3 +94,31 @@ def test_nonfinite_params_are_not_saved(saved, fast_family, tmp_path):
     with pytest.raises(FloatingPointError):
         checkpoint.save_policy(tmp_path / "bad", bad, config, fast_family)
     assert not (tmp_path / "bad").exists()
+
+
+def test_an_interrupted_group_save_never_leaves_an_index_naming_replaced_policies(saved, fast_family, tmp_path, monkeypatch):
+    """save_groups over an earlier run's groups, interrupted where the new policies replace the
+    old ones: no groups.json is left (load_groups refuses, rather than loading the wrong
+    policies); completed, the index names exactly the new policies."""
+    _, params, config = saved
+    two = jax.tree.map(lambda x: np.stack([np.asarray(x), np.asarray(x) + 1]), params)
+    tasks = [{"name": n} for n in fast_family.task_names]
+    out = tmp_path / "run"
+    checkpoint.save_groups(out, two, [[0, 1], [2, 3]], config, fast_family, tasks)
+    real = os.replace
+
+    def interrupted(src, dst):
+        if os.path.basename(os.fspath(dst)) == "groups":
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_groups(out, two, [[0], [1, 2, 3]], config, fast_family, tasks)
+    monkeypatch.setattr(checkpoint.os, "replace", real)
+    assert not (out / "groups.json").exists()
+    assert not [p for p in os.listdir(out) if p.startswith(".groups-")]  # the temporary directory is gone
+    checkpoint.save_groups(out, two, [[0], [1, 2, 3]], config, fast_family, tasks)
+    index = json.loads((out / "groups.json").read_text())
+    assert [g["task_ids"] for g in index["groups"]] == [[0], [1, 2, 3]]
+    assert sorted(os.listdir(out / "groups")) == ["0", "1"]
