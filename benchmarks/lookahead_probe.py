@@ -82,7 +82,9 @@ def one_layout(args, seed: int) -> list[dict]:
                 "meta_policy": mp,
                 "fraction": frac,
                 "updates": int(info["config"].num_updates(family.episode_length)),
-                "env_steps_per_task": float((truth_env_steps("finetune", vconfig, config, family, subsets) + evaluation).mean()),
+                "env_steps_per_task": float(
+                    (truth_env_steps("finetune", vconfig, config, family, subsets) + evaluation).mean()
+                ),
                 "wall_s": time.perf_counter() - t0,
                 "one_step_eigengap_ami": one_step,
             }
@@ -123,7 +125,10 @@ def main() -> None:
             f"{r['eigengap']['ami']:.2f} (k={r['eigengap']['k']})",
             f"{r['silhouette']['ami']:.2f} (k={r['silhouette']['k']})",
             f"{r['planted_k']['ami']:.2f}",
-            " / ".join(f"{r['one_step_eigengap_ami'].get(k, float('nan')):.2f}" for k in ("alignment", "rollout", "gradient_similarity")),
+            " / ".join(
+                f"{r['one_step_eigengap_ami'].get(k, float('nan')):.2f}"
+                for k in ("alignment", "rollout", "gradient_similarity")
+            ),
             f"{r['env_steps_per_task']:,.0f}",
         ]
         for r in rows

@@ -647,10 +647,10 @@ def _cmd_train(args) -> int:
     )
     key_train, key_eval = jax.random.split(jax.random.PRNGKey(args.seed))
     t0 = time.perf_counter()
-    log = _scalar_log(args, out)
-    params, metrics = _train_all_tasks(
-        config, family, key_train, show=not args.no_progress, desc="train", progress_fn=log.progress_fn("train")
-    )
+    with _scalar_log(args, out) as log:
+        params, metrics = _train_all_tasks(
+            config, family, key_train, show=not args.no_progress, desc="train", progress_fn=log.progress_fn("train")
+        )
     timings = {"train_s_including_compile": time.perf_counter() - t0}
     t0 = time.perf_counter()
     ids, compile_ = jnp.arange(family.n_tasks), simulator(family).compile  # jax.jit where it can trace
@@ -666,8 +666,8 @@ def _cmd_train(args) -> int:
     plot_learning_curves(
         os.path.join(out, "learning_curve.png"), steps, curve, family.task_names, f"{family.name} multitask PPO"
     )
-    log.scalars("return", {family.task_names[i]: float(stats["return"][i]) for i in range(family.n_tasks)})
-    log.close()
+    with _scalar_log(args, out) as log:
+        log.scalars("return", {family.task_names[i]: float(stats["return"][i]) for i in range(family.n_tasks)})
     report = _train_report(args, family, config, stats, random_stats, timings)
     report["learning_curve"] = {"env_steps": steps, "episode_return": curve}
     write_json(os.path.join(out, "train.json"), report)
@@ -843,10 +843,7 @@ def _set_ppo(args, ppo):
     """``ppo`` with ``train``'s ``--set ppo.FIELD=VALUE`` assignments (``ValueError`` for any other path)."""
     from pgx_jax.config import with_overrides
 
-    others = [a for a in args.set if not str(a).startswith("ppo.")]
-    if others:
-        raise ValueError(f"--set {others[0]!r}: train sets PPOConfig's fields only: ppo.FIELD=VALUE")
-    return with_overrides(ppo, [str(a)[len("ppo.") :] for a in args.set], _set_reserved(args, "ppo."))
+    return with_overrides(ppo, args.set, _set_reserved(args, "ppo."), root="ppo.")
 
 
 def _with_num_envs(args, ppo, n: int):
@@ -1158,8 +1155,7 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
 
     from pgx_jax import compiles
 
-    log = _scalar_log(args, out)
-    with compiles.stage("meta_train"):
+    with _scalar_log(args, out) as log, compiles.stage("meta_train"):
         theta, _ = _train_all_tasks(
             config.meta_ppo(),
             family,
@@ -1172,7 +1168,6 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
             start=start,
             progress_fn=log.progress_fn("meta_train"),
         )
-    log.close()
     seconds = before + time.perf_counter() - t0 - compiled["compile_s"]  # compilation apart, as every other stage
     path = os.path.join(out, "theta_star")
     checkpoint.save_policy(path, theta, config.meta_ppo(), family, seed=args.seed, inputs_sha256=_theta_inputs(args))
@@ -1253,9 +1248,13 @@ def _cmd_run(args) -> int:
 def _log_run(args, out: str, family, result, timings: dict) -> None:
     """With ``--log tensorboard``: each stage's seconds, and each task's return (and the mean)
     under its group's policy, the multitask policy and theta*."""
+    with _scalar_log(args, out) as log:
+        _log_returns(log, family, result, timings)
+
+
+def _log_returns(log, family, result, timings: dict) -> None:
     import numpy as np
 
-    log = _scalar_log(args, out)
     log.scalars("seconds", timings)
     names = family.task_names
     columns = {
@@ -1267,7 +1266,6 @@ def _log_run(args, out: str, family, result, timings: dict) -> None:
         if returns is not None:
             values = {names[i]: float(returns[i]) for i in range(family.n_tasks)}
             log.scalars(f"return/{column}", {**values, "mean": float(np.mean(returns))})
-    log.close()
 
 
 def _save_group_policies(args, out: str, family, config, result) -> None:

@@ -192,7 +192,7 @@ def budget_config(
     return PPOConfig(**fields)
 
 
-def with_overrides(config, assignments, reserved: Mapping[str, str] | None = None) -> Any:
+def with_overrides(config, assignments, reserved: Mapping[str, str] | None = None, root: str = "") -> Any:
     """``config`` (a frozen dataclass, with dataclasses nested in it) with ``path=value``
     assignments applied in order, each by ``dataclasses.replace``, so every config's own checks
     run on the result.
@@ -203,8 +203,10 @@ def with_overrides(config, assignments, reserved: Mapping[str, str] | None = Non
     be of the field's declared type (its annotation: ``int | None`` takes an int or None,
     ``int | str`` either; an int or float for a float, never a bool for an int). ``reserved``
     maps paths that may not be set this way to the reason (the command-line option that sets
-    them, with its own checks). ``ValueError`` names the assignment and what is allowed: the
-    fields at that level, the type, or the reason.
+    them, with its own checks). ``root`` is the path of ``config`` itself in the assignments
+    (``"ppo."``: ``ppo.learning_rate=1e-3`` sets ``config.learning_rate``; other paths are
+    refused). ``ValueError`` names the assignment as given and what is allowed: the fields at
+    that level, the type, or the reason.
     """
     import ast
 
@@ -212,6 +214,9 @@ def with_overrides(config, assignments, reserved: Mapping[str, str] | None = Non
         path, sep, text = str(item).partition("=")
         if not sep or not path:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. ppo.learning_rate=1e-3")
+        if not path.startswith(root):
+            raise ValueError(f"--set {item!r}: only the fields of {root[:-1]} can be set here: {root}FIELD=VALUE")
+        path = path[len(root) :]
         if reserved and path in reserved:
             raise ValueError(f"--set {item!r}: {reserved[path]}")
         try:

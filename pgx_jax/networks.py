@@ -174,11 +174,15 @@ def make_policy(params: AgentParams, config, n_tasks: int, *, deterministic: boo
 
     Returns:
         ``act(obs float [..., O], key) -> action float [..., A]``, jittable and vmappable; ``obs``
-        is the family's observation (environment observation, then the one-hot task id);
-        ``key`` is needed only to sample. The environment's step clips the action to [-1, 1].
+        is the family's observation (environment observation, then the one-hot task id: O is
+        the size the policy was trained on, else ``ValueError`` naming both); ``key`` is needed
+        only to sample. The action is the network's, unclipped: a JAX family's step clips it to
+        [-1, 1]; a host family's environment takes ``family.to_env_action(action)`` (the
+        gymnasium adapters' map to the space's bounds or discrete actions).
     """
     net = config if isinstance(config, NetworkConfig) else config.network
     action_size = int(params.actor["params"]["log_std"].shape[-1])
+    obs_size = int(jnp.shape(params.normalizer.mean)[-1])
     inner = make_act(net, action_size, n_tasks, params, deterministic=deterministic)
 
     def act(obs, key: PRNGKey | None = None):
@@ -187,6 +191,11 @@ def make_policy(params: AgentParams, config, n_tasks: int, *, deterministic: boo
                 raise ValueError("a sampling policy (deterministic=False) needs a key")
             key = jax.random.PRNGKey(0)  # unused by the mean
         obs = jnp.asarray(obs, jnp.float32)
+        if obs.ndim == 0 or obs.shape[-1] != obs_size:
+            raise ValueError(
+                f"observation of shape {tuple(obs.shape)}; this policy takes [..., {obs_size}] (the environment's "
+                f"observation, then the one-hot id of the {n_tasks} tasks)"
+            )
         batched = obs[None] if obs.ndim == 1 else obs
         action = inner(batched, key)[0]
         return action[0] if obs.ndim == 1 else action

@@ -261,6 +261,7 @@ class ScalarLog:
 
     ``progress_fn(prefix)`` is a ``progress_fn(env_steps, metrics)`` callback
     (:func:`pgx_jax.train_chunked`) that writes each metric as ``<prefix>/<name>`` at that step.
+    A context manager: ``with ScalarLog(d) as log:`` closes it however the block ends.
     """
 
     def __init__(self, logdir: str | os.PathLike | None):
@@ -287,3 +288,10 @@ class ScalarLog:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> ScalarLog:
+        return self
+
+    def __exit__(self, *exc) -> None:  # closed (its events flushed) however the block ends
+        self.close()

@@ -96,7 +96,9 @@ def test_nonfinite_params_are_not_saved(saved, fast_family, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_an_interrupted_group_save_never_leaves_an_index_naming_replaced_policies(saved, fast_family, tmp_path, monkeypatch):
+def test_an_interrupted_group_save_never_leaves_an_index_naming_replaced_policies(
+    saved, fast_family, tmp_path, monkeypatch
+):
     """save_groups over an earlier run's groups, interrupted where the new policies replace the
     old ones: no groups.json is left (load_groups refuses, rather than loading the wrong
     policies); completed, the index names exactly the new policies."""

@@ -119,6 +119,8 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
         mean = pgx_jax.make_policy(g["params"], g["config"].network, family.n_tasks)(state.obs[None])[0]
         np.testing.assert_array_equal(act(state.obs), mean)
         assert act(state.obs).shape == (family.action_size,) and np.all(np.isfinite(act(state.obs)))
+        with pytest.raises(ValueError, match=rf"this policy takes \[\.\.\., {family.obs_size}\]"):
+            act(state.obs[:-1])  # an observation without the whole task id
 
 
 def test_runs_never_overwrite_each_other_and_latest_points_at_the_newest(tmp_path, monkeypatch, reacher, capsys):
@@ -286,7 +288,9 @@ def test_set_types_each_value_by_the_fields_declared_type():
     from pgx_jax.config import with_overrides
 
     config = pipeline_config("smoke", make_family("reacher-goals"))
-    changed = with_overrides(config, ["groups=3", "affinity.subsets=20", "ppo.unroll_length=None", "ppo.learning_rate=1"])
+    changed = with_overrides(
+        config, ["groups=3", "affinity.subsets=20", "ppo.unroll_length=None", "ppo.learning_rate=1"]
+    )
     assert (changed.groups, changed.affinity.subsets, changed.ppo.unroll_length) == (3, 20, None)
     assert isinstance(changed.ppo.learning_rate, float)
     for bad, shown in [

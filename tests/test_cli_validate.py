@@ -367,9 +367,15 @@ def test_compare_smoke_uses_equal_budgets(tmp_path, four_goals):
         (["compare", "--groupings", "multitask,oracle"], "unknown ['oracle']"),
         (["compare", "--seeds", "0"], "--seeds must be >= 1"),
         (["compare", "--evaluator", "magic"], "--evaluator: invalid choice: 'magic'"),
-        (["validate", "--truth", "oracle"], "--truth: invalid choice: 'oracle' (choose from 'full', 'finetune', 'both')"),
+        (
+            ["validate", "--truth", "oracle"],
+            "--truth: invalid choice: 'oracle' (choose from 'full', 'finetune', 'both')",
+        ),
         (["compare", "--truth", "oracle"], "--truth: invalid choice: 'oracle'"),
-        (["validate", "--conditioning", "task"], "--conditioning: invalid choice: 'task' (choose from 'task_id', 'none')"),
+        (
+            ["validate", "--conditioning", "task"],
+            "--conditioning: invalid choice: 'task' (choose from 'task_id', 'none')",
+        ),
         (["run", "--eval-episodes", "0"], "--eval-episodes must be >= 1"),
         (["validate", "--hessian", "--hessian-probes", "1"], "hessian probes must be >= 2"),
         (["validate", "--hessian", "--hessian-subsets", "0"], "hessian subsets must be a positive integer"),
