@@ -252,6 +252,13 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
+        "--host-workers",
+        type=int,
+        default=0,
+        metavar="W",
+        help="host-stepped families: step the environments in W worker processes (default 0: here); same results",
+    )
+    p.add_argument(
         "--no-compile-cache",
         action="store_true",
         help="do not keep compiled programs across runs (default: kept in $PGX_JAX_CACHE or ~/.cache/pgx_jax/jax)",
@@ -624,13 +631,12 @@ def _cmd_train(args) -> int:
 
     from pgx_jax import checkpoint
     from pgx_jax.config import budget_config
-    from pgx_jax.families import make_family
     from pgx_jax.results import markdown_table, plot_learning_curves, write_json
     from pgx_jax.simulators import evaluate_metrics, random_policy_metrics, simulator
 
     if args.episodes < 1:  # everything is checked before compiling
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    family = make_family(args.family, _entries(args))
+    family = _family(args)
     config = _with_num_envs(args, budget_config(args.budget, args.family, family.n_tasks), family.n_tasks)
     config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
     config = _set_ppo(args, config)
@@ -750,16 +756,23 @@ def _set_reserved(args, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _family(args):
+    """The command's family, stepped in ``--host-workers`` processes where asked."""
+    from pgx_jax.families import make_family, with_workers
+
+    family = make_family(args.family, _entries(args))
+    return with_workers(family, args.host_workers) if getattr(args, "host_workers", 0) else family
+
+
 def _build_run(args):
     """Validate every ``run`` argument and build (family, PipelineConfig) without compiling."""
     import dataclasses
 
     from pgx_jax.affinity import AffinityConfig
     from pgx_jax.config import with_overrides
-    from pgx_jax.families import make_family
     from pgx_jax.pipeline import pipeline_config
 
-    family = make_family(args.family, _entries(args))
+    family = _family(args)
     groups = _parse_groups(args.groups, family.n_tasks)
     affinity = AffinityConfig(subsets=args.subsets, subset_size=args.subset_size)
     _network_with(args.conditioning)  # names --conditioning if it is bad, before pipeline_config
@@ -987,6 +1000,16 @@ def _precheck(args) -> None:
         raise ValueError(f"--seed must be >= 0, got {seed}")
     entries = _entries(args)  # unknown family, malformed tasks file or --layout
     n = len(entries)
+    workers = getattr(args, "host_workers", 0)
+    if workers < 0:
+        raise ValueError(f"--host-workers must be >= 0 (0: step in this process), got {workers}")
+    from pgx_jax.families import HOST_FAMILIES
+
+    if workers and args.family not in HOST_FAMILIES:
+        raise ValueError(
+            f"--host-workers {workers}: family {args.family} is stepped by JAX, not on the host; allowed with "
+            f"{sorted(HOST_FAMILIES)}"
+        )
     if args.command != "train":  # grouping commands
         if n < 2:
             raise ValueError(f"{args.tasks_file or args.family}: {n} task; grouping needs at least 2 tasks")

@@ -365,3 +365,62 @@ class _MultiDiscreteEnv:
 
     def close(self):
         pass
+
+
+def test_worker_processes_step_the_same_transitions(cartpole):
+    """with_workers(family, 2): the environments step in two processes, each seeded and stepped
+    as in one, so a training (rollouts, episode ends, updates) is identical to the last bit;
+    the progress reports too."""
+    from pgx_jax.families import with_workers
+
+    config = budget_config("smoke", "cartpole-physics", 10)
+    masks = np.ones((2, 10), bool)
+    masks[0, :3] = False
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    here, here_metrics = simulators.train_many(config, cartpole, masks, keys)
+    parallel = with_workers(cartpole, 2)
+    assert parallel.workers == 2 and cartpole.workers == 0
+    there, there_metrics = simulators.train_many(config, parallel, masks, keys)
+    jax.tree.map(np.testing.assert_array_equal, here, there)
+    jax.tree.map(np.testing.assert_array_equal, here_metrics, there_metrics)
+    from pgx_jax.families.host_workers import worker_pool
+
+    procs = worker_pool(parallel).procs
+    assert len(procs) == 2 and all(p.poll() is None for p in procs)  # alive between batches, reused
+    worker_pool(parallel).close()
+    assert all(p.poll() is not None for p in procs)
+
+
+def test_a_workers_error_is_raised_in_the_caller_with_its_message():
+    """A non-finite reward inside a worker process: the caller gets the FloatingPointError naming
+    the task, as in one process."""
+    import gymnasium
+
+    from pgx_jax.families import HostFamily, with_workers
+    from pgx_jax.families.host_workers import open_batch, worker_pool
+
+    class Broken(gymnasium.Env):
+        observation_space = gymnasium.spaces.Box(-1, 1, (2,))
+        action_space = gymnasium.spaces.Box(-1, 1, (1,))
+
+        def __init__(self, task):
+            self.task = task
+
+        def reset(self, seed=None, options=None):
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(2, np.float32), float("nan") if self.task == 1 else 1.0, False, False, {}
+
+    fam = HostFamily(
+        name="broken", make_env=Broken, task_names=("fine", "nan"), groups=None, episode_length=4,
+        env_obs_size=2, action_size=1, to_env_action=lambda a: a,
+    )  # fmt: skip
+    parallel = with_workers(fam, 2)
+    with pytest.raises(FloatingPointError, match=r"family 'broken': non-finite reward or observation on tasks \[1\]"):
+        with open_batch(parallel, [0, 0, 1, 1]) as batch:
+            batch.reset(0)
+            batch.step(np.zeros((4, 1), np.float32))
+    worker_pool(parallel).close()
+    with pytest.raises(ValueError, match="stepped by JAX"):
+        with_workers(make_family("pendulum-physics"), 2)

@@ -113,6 +113,16 @@ CATALOGUE = [
         "--set 'ppo.learning_rate=fast': expected float (the field is 0.0003), got 'fast'",
     ),
     (
+        "host workers for a JAX family",
+        lambda t: R + ["--host-workers", "2"],
+        "--host-workers 2: family reacher-goals is stepped by JAX, not on the host; allowed with ['cartpole-physics'",
+    ),
+    (
+        "negative host workers",
+        lambda t: ["run", "--family", "cartpole-physics", "--host-workers", "-1"],
+        "--host-workers must be >= 0 (0: step in this process), got -1",
+    ),
+    (
         "a bool for an integer field",
         lambda t: R + ["--set", "ppo.num_epochs=True"],
         "--set 'ppo.num_epochs=True': expected int (the field is 4), got True",

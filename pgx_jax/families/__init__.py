@@ -17,7 +17,7 @@ A family says what steps it (``family.simulator``); the stages never ask, they c
 """
 
 from pgx_jax.families.base import FamilySpec, TaskFamily, TaskState, check_family, custom_family, range_validator
-from pgx_jax.families.host import EnvBatch, HostFamily, gymnasium_family
+from pgx_jax.families.host import EnvBatch, HostFamily, gymnasium_family, with_workers
 from pgx_jax.families.host_benchmarks import HOST_FAMILIES, MissingExtraError, installed
 from pgx_jax.families.layouts import LAYOUTS, group_sizes, layout_families, parse_layout, random_layout
 from pgx_jax.families.registry import (
@@ -41,6 +41,7 @@ __all__ = [
     "HOST_FAMILIES",
     "HostFamily",
     "gymnasium_family",
+    "with_workers",
     "LAYOUTS",
     "MissingExtraError",
     "TaskFamily",

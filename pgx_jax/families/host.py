@@ -47,6 +47,9 @@ class HostFamily:
         backend: where the environment runs (reported).
         max_envs: at most this many environments exist at once (S runs x E envs are split into
             chunks that fit): bounds memory for heavy simulators.
+        workers: 0 (default) steps the environments in this process; W > 0 in W worker
+            processes (:func:`pgx_jax.families.host_workers.open_batch`), with the same
+            transitions: ``with_workers(family, W)``.
     """
 
     name: str
@@ -62,6 +65,7 @@ class HostFamily:
     params: Mapping[str, Sequence] = dataclasses.field(default_factory=dict)
     backend: str = "host (gymnasium)"
     max_envs: int = 512
+    workers: int = 0
 
     #: what steps this family: :func:`pgx_jax.simulators.simulator` looks it up (Python on the host)
     simulator: ClassVar[str] = "host"
@@ -71,6 +75,8 @@ class HostFamily:
         for what in ("env_obs_size", "action_size", "max_envs"):
             if getattr(self, what) < 1:
                 raise ValueError(f"{what} must be >= 1, got {getattr(self, what)}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an integer >= 0 (0: step in this process), got {self.workers!r}")
 
     @property
     def n_tasks(self) -> int:
@@ -168,6 +174,16 @@ def gymnasium_family(
         params=dict(params or {}),
         max_envs=max_envs,
     )
+
+
+def with_workers(family: HostFamily, workers: int) -> HostFamily:
+    """``family`` stepping its environments in ``workers`` processes (0: in this one). The
+    transitions are the same either way (each environment seeded and stepped as before)."""
+    if not isinstance(family, HostFamily):
+        raise ValueError(
+            f"family {family.name!r} is stepped by JAX (vmapped on the device); workers apply to host families only"
+        )
+    return dataclasses.replace(family, workers=workers)
 
 
 class EnvPool:

@@ -22,7 +22,8 @@ import numpy as np
 from pgx_jax import features, networks, ppo
 from pgx_jax.config import NetworkConfig, PPOConfig
 from pgx_jax.evaluate import episode_ids, keyed_act, random_act
-from pgx_jax.families.host import EnvBatch, HostFamily
+from pgx_jax.families.host import HostFamily
+from pgx_jax.families.host_workers import open_batch
 from pgx_jax.features import subset_params
 from pgx_jax.networks import AgentParams
 from pgx_jax.rollout import Transition
@@ -218,7 +219,7 @@ def train_many(
         states = _init_states(config, family, jnp.asarray(masks[lo:hi]), keys[lo:hi], init_params)
         task_ids = np.asarray(states.task_ids)  # [P, E]
         metrics_u = []
-        with EnvBatch(family, task_ids) as batch:
+        with open_batch(family, task_ids) as batch:
             for u in range(total):
                 split = _split4(states.key)  # per run: next key, reset, roll, perm (as ppo.update)
                 starts = u % (family.episode_length // t_len) == 0
@@ -262,7 +263,7 @@ def collect(ppo_config: PPOConfig, cfg, family: HostFamily, params: AgentParams,
     k_reset, k_roll, k_perm = jax.random.split(key, 3)
     stacked = jax.tree.map(lambda x: x[None], params)
     act = functools.partial(act_stacked, stacked, net=ppo_config.network, action_size=family.action_size, n_tasks=n)
-    with EnvBatch(family, task_ids) as batch:
+    with open_batch(family, task_ids) as batch:
         batch.reset(_seed(k_reset))
         traj = unroll(batch, act, k_roll, length, (1, task_ids.shape[0]))
     traj = jax.tree.map(lambda x: jnp.asarray(x[:, 0]), traj)  # [T, E, ...]
@@ -367,7 +368,7 @@ def throughput(family: HostFamily, num_envs: int, steps: int, key: PRNGKey, netw
     stacked = jax.tree.map(lambda x: x[None], params)
     act = functools.partial(act_stacked, stacked, net=network, action_size=family.action_size, n_tasks=family.n_tasks)
     task_ids = np.arange(num_envs) % family.n_tasks
-    with EnvBatch(family, task_ids) as batch:
+    with open_batch(family, task_ids) as batch:
         batch.reset(0)
         unroll(batch, act, key, steps, (1, num_envs))  # compiles the policy and the key split
         batch.reset(1)

@@ -15,6 +15,7 @@ import numpy as np
 
 from pgx_jax.evaluate import episode_keys
 from pgx_jax.families.host import EnvBatch
+from pgx_jax.families.host_workers import open_batch
 from pgx_jax.rollout import Transition
 from pgx_jax.types import PRNGKey
 
@@ -64,7 +65,7 @@ def rollout_chunks(family, params, env_tasks, env_streams, episodes: int, key: P
     for lo in range(0, p, chunk):
         hi = min(p, lo + chunk)
         part = None if params is None else jax.tree.map(lambda x, sl=slice(lo, hi): x[sl], params)
-        with EnvBatch(family, env_tasks[lo:hi]) as batch:
+        with open_batch(family, env_tasks[lo:hi]) as batch:
             batch.reset(episode_seeds(k_reset, env_streams[lo:hi], episodes))
             traj = unroll(batch, act_for(part, lo, hi), k_roll, family.episode_length, (hi - lo, e))
         yield lo, hi, traj
