@@ -10,8 +10,16 @@ the planted k, beside the one-step estimates of the same layout (``est_<meta-pol
 Env steps per task count the fine-tuning and the evaluation episodes (not meta-training, which
 every candidate shares).
 
+``--frozen`` runs the one candidate frozen in ``results/lookahead_choice.json`` (chosen from the
+development reports of pendulum-physics and cartpole-physics alone, committed before any test
+layout was run with it) on test layouts (seeds >= 1000), saving each layout as it finishes
+(``results/lookahead_test/<family>_<conditioning>/``), and reports it beside the one-step
+estimate and gradient similarity of the same layouts: mean and 10th percentile (the worst
+layout where fewer than 10).
+
 Usage:
   python benchmarks/lookahead_probe.py --family cartpole-physics --layouts 0 1 2 3
+  python benchmarks/lookahead_probe.py --family cartpole-physics --frozen --layouts 1000 ... 1011
 """
 
 from __future__ import annotations
@@ -35,9 +43,14 @@ from pgx_jax.validate import ValidateConfig, grouping_agreement, run_truth, trut
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
+CHOICE = os.path.join(HERE, "lookahead_choice.json")
+
+
 def one_layout(args, seed: int) -> list[dict]:
-    if seed >= 1000:
-        raise SystemExit(f"layout {seed} is a test layout; this probe reads development layouts (< 1000) only")
+    if seed >= 1000 and not args.frozen:
+        raise SystemExit(f"layout {seed} is a test layout; only --frozen runs test layouts")
+    if seed < 1000 and args.frozen:
+        raise SystemExit(f"layout {seed} is a development layout; --frozen reports test layouts (>= 1000)")
     d = os.path.join(HERE, "generalisation", f"{args.family}_{args.conditioning}_demo", f"layout{seed}")
     with open(os.path.join(d, "tasks.json")) as f:
         tasks = json.load(f)
@@ -99,6 +112,80 @@ def one_layout(args, seed: int) -> list[dict]:
     return rows
 
 
+def _spread(values) -> dict:
+    v = np.asarray(values, float)
+    low = float(np.percentile(v, 10)) if len(v) >= 10 else float(v.min())
+    return {"mean": float(v.mean()), "low": low, "low_is": "p10" if len(v) >= 10 else "worst", "count": len(v)}
+
+
+def frozen_report(args) -> None:
+    """The frozen candidate on the test layouts, each saved as it finishes and reused."""
+    with open(CHOICE) as f:
+        choice = json.load(f)
+    args.meta_policies, args.fractions = [choice["meta_policy"]], [choice["fraction"]]
+    rule = choice["k_rule"]
+    d = os.path.join(HERE, "lookahead_test", f"{args.family}_{args.conditioning}")
+    os.makedirs(d, exist_ok=True)
+    rows = []
+    for seed in args.layouts:
+        path = os.path.join(d, f"layout{seed}.json")
+        if not os.path.exists(path):
+            row = one_layout(args, seed)[0]
+            row["commit"] = source_commit()
+            with open(path, "w") as f:
+                json.dump(row, f, indent=2)
+        with open(path) as f:
+            rows.append(json.load(f))
+    summary = {
+        f"lookahead|{rule}": _spread([r[rule]["ami"] for r in rows]),
+        "lookahead|planted_k": _spread([r["planted_k"]["ami"] for r in rows]),
+        **{
+            f"one-step {k}|eigengap": _spread([r["one_step_eigengap_ami"][k] for r in rows])
+            for k in ("alignment", "gradient_similarity")
+            if all(k in r["one_step_eigengap_ami"] for r in rows)
+        },
+    }
+    report = {
+        "family": args.family,
+        "conditioning": args.conditioning,
+        "choice": choice,
+        "summary": summary,
+        "rows": rows,
+        "stage_commits": sorted({r["commit"] for r in rows}),
+        "machine": machine(),
+        "versions": {**versions(), "pgx_jax_commit": source_commit()},
+    }
+    table = [[name, f"{s['mean']:.2f}", f"{s['low']:.2f} ({s['low_is']})", s["count"]] for name, s in summary.items()]
+    table += [
+        [
+            f"layout {r['layout']} ({'+'.join(map(str, r['planted_sizes']))})",
+            f"{r[rule]['ami']:.2f} (k={r[rule]['k']})",
+            " / ".join(
+                f"{r['one_step_eigengap_ami'].get(k, float('nan')):.2f}" for k in ("alignment", "gradient_similarity")
+            ),
+            f"{r['env_steps_per_task']:,.0f}",
+        ]
+        for r in rows
+    ]
+    intro = (
+        f"{args.family}, conditioning {args.conditioning}, demo budget, test layouts {args.layouts}. The candidate "
+        f"frozen at commit {choice['frozen_at']} from development layouts alone: fine-tuning from theta* at "
+        f"{choice['meta_policy']} for {choice['fraction']} of meta-training per subset, k by the {rule}. AMI against "
+        "the full truth's groups at the planted k. Summary rows: mean, low (10th percentile, or the worst layout), "
+        "layouts; per-layout rows: lookahead AMI, the one-step alignment / gradient similarity AMI at the same "
+        f"theta* (eigengap), the lookahead's env steps per task. Stage files by {report['stage_commits']}."
+    )
+    header = ["candidate / layout", "AMI mean (or AMI)", "low (or one-step align / grad-sim)", "layouts (or env steps)"]
+    write_table_report(
+        os.path.join(HERE, f"lookahead_test_{args.family}_{args.conditioning}"),
+        report,
+        "Fine-tuning from theta* as the estimate (test layouts, frozen choice)",
+        intro,
+        header,
+        table,
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", default="cartpole-physics")
@@ -106,7 +193,11 @@ def main() -> None:
     p.add_argument("--layouts", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--meta-policies", nargs="+", default=["early-0.02", "full"])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.02, 0.1])
+    p.add_argument("--frozen", action="store_true", help="the frozen candidate on test layouts")
     args = p.parse_args()
+    if args.frozen:
+        frozen_report(args)
+        return
     rows = [r for seed in args.layouts for r in one_layout(args, seed)]
     report = {
         "family": args.family,
