@@ -7,8 +7,9 @@ every environment stepped in this process). The wall-clock of each (after one wa
 that compiles the policy and learner programs), env steps per second, the speed-up over W = 0,
 and whether the trained parameters and metrics equal W = 0's bit for bit.
 
-Usage:
-  python benchmarks/host_workers.py [--families cartpole-physics lunarlander-gravity] [--workers 0 1 2]
+Usage (one process per kind of environment: see tests/test_host.py):
+  python benchmarks/host_workers.py --families cartpole-physics --tag _cartpole
+  python benchmarks/host_workers.py --families highway-density --runs 1 --updates 1 --tag _highway
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def measure(name: str, workers: list[int], runs: int, updates: int) -> list[dict
             worker_pool(fam).close()
         if reference is None:
             reference, base = out, seconds
-        same = all(
-            np.array_equal(np.asarray(a), np.asarray(b))
+        same = all(  # NaN equals NaN (a task with no finished episode in an update)
+            np.array_equal(np.asarray(a), np.asarray(b), equal_nan=np.issubdtype(np.asarray(a).dtype, np.inexact))
             for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(reference), strict=True)
         )
         steps = runs * updates * per_update
@@ -86,6 +87,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--runs", type=int, default=4)
     p.add_argument("--updates", type=int, default=10)
+    p.add_argument("--tag", default="", help="suffix of the output files (one process per kind of environment)")
     args = p.parse_args()
     if args.workers[0] != 0:
         raise SystemExit("--workers must start with 0 (the reference)")
@@ -116,7 +118,7 @@ def main() -> None:
     )
     header = ["family", "workers W", "runs x envs", "env steps", "seconds", "env steps/s", "speed-up", "identical"]
     write_table_report(
-        os.path.join(HERE, "host_workers"), report, "Host environments in worker processes", intro, header, table
+        os.path.join(HERE, f"host_workers{args.tag}"), report, "Host environments in worker processes", intro, header, table
     )
 
 
