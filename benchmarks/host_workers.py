@@ -4,8 +4,9 @@ the trainings are identical.
 Per family: S runs of PPO on the family's tasks (``train_many``, the truth's workload), at the
 demo budget's environments per run and a fixed number of updates, once per worker count W (0:
 every environment stepped in this process). The wall-clock of each (after a one-update warm-up
-training that compiles the programs and makes the environments, in the workers too), env steps per second, the speed-up over W = 0,
-and whether the trained parameters and metrics equal W = 0's bit for bit.
+training that compiles the programs and makes the environments, in the workers too), env steps
+per second, the speed-up over W = 0, and whether the trained parameters and metrics equal
+W = 0's bit for bit.
 
 Usage (one process per kind of environment: see tests/test_host.py):
   python benchmarks/host_workers.py --families cartpole-physics --tag _cartpole
