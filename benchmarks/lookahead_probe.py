@@ -37,7 +37,7 @@ from pgx_jax import cluster as cluster_mod
 from pgx_jax.checkpoint import source_commit, versions
 from pgx_jax.families import make_family
 from pgx_jax.pipeline import pipeline_config, start
-from pgx_jax.results import machine, write_table_report
+from pgx_jax.results import machine, parse_benchmark_args, write_table_report
 from pgx_jax.validate import ValidateConfig, grouping_agreement, run_truth, truth_env_steps, truth_key
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -194,7 +194,7 @@ def main() -> None:
     p.add_argument("--meta-policies", nargs="+", default=["early-0.02", "full"])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.02, 0.1])
     p.add_argument("--frozen", action="store_true", help="the frozen candidate on test layouts")
-    args = p.parse_args()
+    args = parse_benchmark_args(p)
     if args.frozen:
         frozen_report(args)
         return
