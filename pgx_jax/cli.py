@@ -230,7 +230,7 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
         nargs="+",
         default=[],
         metavar="FIELD=VALUE",
-        help="override any field of the frozen configs, applied after every other option: "
+        help="override a field of the frozen configs that has no option of its own, applied after every other option: "
         + (
             "ppo.FIELD (e.g. ppo.learning_rate=1e-3 ppo.network.width=128)"
             if command == "train"
@@ -248,7 +248,7 @@ def _common_args(p: argparse.ArgumentParser, command: str, seed: bool = True, de
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into an existing non-empty --out, removing the earlier run's outputs first (other files are kept)",
+        help="write into the --out of an earlier run, removing that run's outputs first (other files are kept)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
@@ -333,7 +333,7 @@ def _run_inputs(args) -> dict[str, str]:
 
     from pgx_jax import checkpoint, provenance
 
-    own = ("process_id", "no_progress", "no_compile_cache")  # a process's own choice, not its result's
+    own = ("process_id", "no_progress", "no_compile_cache", "host_workers")  # a process's own choice, not its result's
     # paths name files whose bytes are compared below; only process 0 writes into --out
     paths = ("out", "tasks_file", "test_tasks_file", "true_groups")
     argv = [f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in own + paths]
@@ -369,6 +369,22 @@ OUTPUTS = (
     "tensorboard", "theta_star", "train.json", "validation.json",
 )  # fmt: skip
 OUTPUT_PATTERNS = ("affinity_true_*.png", "truth_scatter_*.png")
+#: what shows that a directory holds an earlier run (``--overwrite`` clears nothing else)
+RUN_MARKERS = (
+    "result.json",
+    "train.json",
+    "validation.json",
+    "comparison.json",
+    "meta_rl.json",
+    "groups.json",
+    "stages",
+)
+
+
+def _holds_a_run(out: str) -> bool:
+    return any(os.path.exists(os.path.join(out, m)) for m in RUN_MARKERS) or os.path.exists(
+        os.path.join(out, "theta_star", "meta.json")
+    )
 
 
 def _clear_outputs(out: str) -> list[str]:
@@ -390,7 +406,8 @@ def _make_out(out: str, args) -> str:
     """Make the output directory (process 0 alone; the others never write) and return it. A
     default one (no ``--out``) is claimed atomically (``os.mkdir``; where another run took the
     name since :func:`_resolve_out` chose it, the next free ``-2``, ``-3`` ...) and becomes
-    ``runs/latest``; with ``--overwrite`` the earlier run's outputs are removed first."""
+    ``runs/latest``; with ``--overwrite`` the earlier run's outputs are removed first (named on
+    stderr; :func:`_check_out` refused a non-empty directory that holds no run)."""
     from pgx_jax.distributed import is_main
 
     if not is_main():
@@ -409,8 +426,10 @@ def _make_out(out: str, args) -> str:
         _link_latest(out)
         return out
     os.makedirs(out, exist_ok=True)
-    if getattr(args, "overwrite", False) and not getattr(args, "resume", False):
-        _clear_outputs(out)
+    if getattr(args, "overwrite", False) and not getattr(args, "resume", False) and _holds_a_run(out):
+        removed = _clear_outputs(out)
+        if removed:
+            print(f"--overwrite: removed the earlier run's {', '.join(removed)} from {out}", file=sys.stderr)
     return out
 
 
@@ -886,7 +905,7 @@ def _stage_store(args, out: str, family):
 
     ignore = {"out", "resume", "overwrite", "out_is_default", "no_progress", "no_compile_cache", "coordinator", "log"}
     ignore |= {"num_processes", "process_id"}
-    ignore.add("distributed_timeout")
+    ignore |= {"distributed_timeout", "host_workers"}  # the same results whatever the number of workers
     fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ignore}
     fingerprint["tasks"] = _entries(args)  # every parameter, not the names alone
     for name in ("test_tasks_file", "true_groups"):  # files whose content decides a result
@@ -1005,6 +1024,8 @@ def _precheck(args) -> None:
         raise ValueError(f"--host-workers must be >= 0 (0: step in this process), got {workers}")
     from pgx_jax.families import HOST_FAMILIES
 
+    if workers and args.command == "meta-rl":
+        raise ValueError(f"--host-workers {workers}: meta-rl steps its families in this process; allowed: 0")
     if workers and args.family not in HOST_FAMILIES:
         raise ValueError(
             f"--host-workers {workers}: family {args.family} is stepped by JAX, not on the host; allowed with "
@@ -1036,6 +1057,12 @@ def _check_out(out: str, args=None) -> None:
         raise ValueError(
             f"--out {out!r} already holds files (an earlier run?); allowed: a new or empty directory, "
             "--resume to continue that run, or --overwrite to replace its files"
+        )
+    overwrite = args is not None and getattr(args, "overwrite", False) and not getattr(args, "resume", False)
+    if overwrite and os.path.isdir(out) and os.listdir(out) and not _holds_a_run(out):
+        raise ValueError(
+            f"--out {out!r} holds files but no earlier pgx-jax run (none of {list(RUN_MARKERS)}): --overwrite "
+            "replaces a run's outputs only; allowed: a new or empty directory, or an earlier run's"
         )
     here = os.path.abspath(out)
     while not os.path.exists(here):  # the nearest existing ancestor is where it would be made
@@ -1794,6 +1821,16 @@ def main(argv=None) -> int:
         if _lost_peer(e):  # a peer died or left a multi-process run: one clear line, not a hang
             return _fail(f"multi-process run failed (process {_process_index()}): {_first_line(e)}", RUN_FAILED)
         raise
+    finally:
+        _stop_workers()
+
+
+def _stop_workers() -> None:
+    """Stop the host environments' worker processes (``--host-workers``) the command started."""
+    import sys
+
+    if "pgx_jax.families.host_workers" in sys.modules:
+        sys.modules["pgx_jax.families.host_workers"].close_all()
 
 
 def _first_line(e: BaseException) -> str:

@@ -393,8 +393,9 @@ def progress_metrics(metrics: Metrics, task_names, previous: dict[str, float] | 
     than a chunk has no return yet)."""
     last = {k: np.asarray(v)[-1] for k, v in metrics.items()}
     out = {k: float(v) for k, v in last.items() if np.ndim(v) == 0 and k != "finite"}
-    ret = np.asarray(metrics["episode_return"]).reshape(-1, len(task_names))
-    count = np.asarray(metrics["episode_count"]).reshape(-1, len(task_names))
+    ret, count = np.asarray(metrics["episode_return"]), np.asarray(metrics["episode_count"])
+    if ret.ndim != 2 or ret.shape[1] != len(task_names):
+        raise ValueError(f"progress_metrics reads one run's metrics, [U, N={len(task_names)}]; got {ret.shape}")
     per_task = {k: v for k, v in (previous or {}).items() if k.startswith("episode_return/")}
     for t, name in enumerate(task_names):
         ended = np.flatnonzero(count[:, t] > 0)

@@ -369,8 +369,7 @@ class _MultiDiscreteEnv:
 
 def test_worker_processes_step_the_same_transitions(cartpole):
     """with_workers(family, 2): the environments step in two processes, each seeded and stepped
-    as in one, so a training (rollouts, episode ends, updates) is identical to the last bit;
-    the progress reports too."""
+    as in one, so a training (rollouts, episode ends, updates, metrics) is identical to the last bit."""
     from pgx_jax.families import with_workers
 
     config = budget_config("smoke", "cartpole-physics", 10)
@@ -383,11 +382,12 @@ def test_worker_processes_step_the_same_transitions(cartpole):
     there, there_metrics = simulators.train_many(config, parallel, masks, keys)
     jax.tree.map(np.testing.assert_array_equal, here, there)
     jax.tree.map(np.testing.assert_array_equal, here_metrics, there_metrics)
-    from pgx_jax.families.host_workers import worker_pool
+    from pgx_jax.families import host_workers
 
-    procs = worker_pool(parallel).procs
+    assert parallel in host_workers._pools  # the training started the workers (not this check)
+    procs = host_workers.worker_pool(parallel).procs
     assert len(procs) == 2 and all(p.poll() is None for p in procs)  # alive between batches, reused
-    worker_pool(parallel).close()
+    host_workers.worker_pool(parallel).close()
     assert all(p.poll() is not None for p in procs)
 
 
@@ -424,3 +424,95 @@ def test_a_workers_error_is_raised_in_the_caller_with_its_message():
     worker_pool(parallel).close()
     with pytest.raises(ValueError, match="stepped by JAX"):
         with_workers(make_family("pendulum-physics"), 2)
+
+
+class _Slow:
+    """A one-task gymnasium-like environment whose step takes 0.3 s."""
+
+    def __init__(self, task):
+        import gymnasium
+
+        self.observation_space = gymnasium.spaces.Box(-1, 1, (2,))
+        self.action_space = gymnasium.spaces.Box(-1, 1, (1,))
+
+    def reset(self, seed=None, options=None):
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        import time
+
+        time.sleep(0.3)
+        return np.ones(2, np.float32), 1.0, False, False, {}
+
+
+def test_an_interrupted_step_closes_the_pool_and_the_next_batch_starts_fresh_workers():
+    """An interrupt (here an alarm) while the workers step: their answers would be read by the
+    next call, so the pool is closed; the next batch gets a new pool and correct answers."""
+    import signal
+
+    from pgx_jax.families import HostFamily, with_workers
+    from pgx_jax.families.host_workers import open_batch, worker_pool
+
+    fam = with_workers(
+        HostFamily(
+            name="slow", make_env=_Slow, task_names=("a", "b"), groups=None, episode_length=4,
+            env_obs_size=2, action_size=1, to_env_action=lambda a: a,
+        ),
+        2,
+    )  # fmt: skip
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with open_batch(fam, [0, 1]) as batch:
+            batch.reset(0)
+            first = worker_pool(fam)
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(KeyboardInterrupt):
+                batch.step(np.zeros((2, 1), np.float32))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert first.closed and all(p.poll() is not None for p in first.procs)
+    with open_batch(fam, [0, 1]) as batch:
+        assert worker_pool(fam) is not first
+        np.testing.assert_array_equal(batch.reset(0)[:, :2], 0.0)
+        obs, reward, *_ = batch.step(np.zeros((2, 1), np.float32))
+        np.testing.assert_array_equal(obs[:, :2], 1.0)
+        np.testing.assert_array_equal(reward, 1.0)
+    worker_pool(fam).close()
+
+
+def test_workers_import_the_callers_modules(tmp_path, monkeypatch):
+    """make_env from a module importable only through the caller's sys.path (a script's own
+    folder): the workers get that path, so cloudpickle's by-reference import works there too."""
+    (tmp_path / "callers_envs.py").write_text(
+        "import numpy as np\n"
+        "class Env:\n"
+        "    def __init__(self, task):\n"
+        "        self.task = task\n"
+        "    def reset(self, seed=None, options=None):\n"
+        "        return np.full(2, self.task, np.float32), {}\n"
+        "    def step(self, action):\n"
+        "        return np.full(2, self.task, np.float32), float(self.task), False, False, {}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import callers_envs
+
+    from pgx_jax.families import HostFamily, with_workers
+    from pgx_jax.families.host_workers import open_batch, worker_pool
+
+    fam = with_workers(
+        HostFamily(
+            name="callers", make_env=callers_envs.Env, task_names=("a", "b"), groups=None, episode_length=4,
+            env_obs_size=2, action_size=1, to_env_action=lambda a: a,
+        ),
+        1,
+    )  # fmt: skip
+    with open_batch(fam, [0, 1]) as batch:
+        batch.reset(0)
+        _, reward, *_ = batch.step(np.zeros((2, 1), np.float32))
+    np.testing.assert_array_equal(reward, [0.0, 1.0])
+    worker_pool(fam).close()

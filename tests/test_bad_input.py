@@ -78,6 +78,13 @@ def _earlier_run(tmp: pathlib.Path) -> pathlib.Path:
     return tmp / "earlier"
 
 
+def _not_a_run(tmp: pathlib.Path) -> pathlib.Path:
+    """A non-empty directory that holds no earlier run (a project folder, say)."""
+    (tmp / "project" / "policy").mkdir(parents=True)
+    (tmp / "project" / "notes.txt").write_text("mine")
+    return tmp / "project"
+
+
 #: (kind, argv from the working directory, the message's telling part)
 CATALOGUE = [
     ("k above n", lambda t: R + ["--groups", "12"], "--groups 12 must be in [1, 9] (the number of tasks) or 'auto'"),
@@ -224,6 +231,16 @@ CATALOGUE = [
         "output holds an earlier run",
         lambda t: R + ["--out", str(_earlier_run(t))],
         "already holds files (an earlier run?); allowed: a new or empty directory, --resume",
+    ),
+    (
+        "overwrite of a folder that holds no run",
+        lambda t: R + ["--out", str(_not_a_run(t)), "--overwrite"],
+        "holds files but no earlier pgx-jax run (none of ['result.json'",
+    ),
+    (
+        "host workers for meta-rl",
+        lambda t: ["meta-rl", "--family", "cartpole-physics", "--host-workers", "2"],
+        "--host-workers 2: meta-rl steps its families in this process; allowed: 0",
     ),
     (
         "checkpoint of another family",

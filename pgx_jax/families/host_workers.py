@@ -15,7 +15,6 @@ for the environment makers (closures), is the one used here.
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import weakref
 
@@ -29,12 +28,21 @@ _pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # family -> its
 
 
 def worker_pool(family: HostFamily) -> WorkerPool:
-    """``family``'s ``workers`` processes: started on its first batch, reused by the next ones,
-    stopped when the family is dropped, at exit, or by ``worker_pool(family).close()``."""
+    """``family``'s ``workers`` processes: started on its first batch and reused by the next
+    ones; stopped by ``worker_pool(family).close()`` or :func:`close_all`, at exit, or when the
+    family is dropped (a family passed to jitted code stays in JAX's compilation cache, a static
+    argument, until ``jax.clear_caches()``). A pool whose call failed or was interrupted is
+    closed, and the next batch starts a fresh one."""
     pool = _pools.get(family)
     if pool is None or pool.closed:
         pool = _pools[family] = WorkerPool(family, family.workers)
     return pool
+
+
+def close_all() -> None:
+    """Stop every family's worker processes (the commands call it when they end)."""
+    for pool in list(_pools.values()):
+        pool.close()
 
 
 def open_batch(family: HostFamily, task_ids):
@@ -51,7 +59,7 @@ def _serve(conn, blob: bytes) -> None:  # pragma: no cover - runs in the worker 
     while True:
         try:
             command, bid, arg = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if command == "quit":
             return
@@ -74,22 +82,26 @@ def _serve(conn, blob: bytes) -> None:  # pragma: no cover - runs in the worker 
 
 
 def _main(fd: int) -> None:  # pragma: no cover - the worker process's entry point
+    import signal
     from multiprocessing.connection import Connection
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it closes the pool
     conn = Connection(fd)
     _serve(conn, conn.recv_bytes())
 
 
 class WorkerPool:
-    """W worker processes for one family (started on first use, stopped with the family or at exit).
+    """W worker processes for one family.
 
     Each is a fresh interpreter (``python -c``, never a fork of a process running JAX's threads,
     and never a re-import of the caller's ``__main__``, which ``multiprocessing``'s spawn does: a
-    script or notebook without a ``__main__`` guard would start itself again) talking over a
-    socket pair; the family (its ``make_env`` closures) travels by cloudpickle."""
+    script or notebook without a ``__main__`` guard would start itself again) with the caller's
+    ``sys.path`` and working directory, talking over a socket pair; the family (its ``make_env``
+    closures) travels by cloudpickle (functions of importable modules by reference)."""
 
     def __init__(self, family, workers: int):
         import dataclasses
+        import os
         import socket
         import subprocess
         import sys
@@ -98,19 +110,25 @@ class WorkerPool:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         blob = cloudpickle.dumps(dataclasses.replace(family, workers=0))  # each worker steps its slice itself
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
         self.conns, self.procs = [], []
-        for _ in range(workers):
-            mine, theirs = socket.socketpair()
-            fd = theirs.fileno()
-            code = f"from pgx_jax.families.host_workers import _main; _main({fd})"
-            proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(fd,))
-            theirs.close()
-            conn = Connection(mine.detach())
-            conn.send_bytes(blob)
-            self.conns.append(conn)
-            self.procs.append(proc)
+        try:
+            for _ in range(workers):
+                mine, theirs = socket.socketpair()
+                fd = theirs.fileno()
+                code = f"from pgx_jax.families.host_workers import _main; _main({fd})"
+                try:
+                    proc = subprocess.Popen([sys.executable, "-c", code], pass_fds=(fd,), env=env, cwd=os.getcwd())
+                finally:
+                    theirs.close()
+                self.conns.append(Connection(mine.detach()))
+                self.procs.append(proc)
+            for conn in self.conns:
+                conn.send_bytes(blob)
+        except BaseException:
+            _stop(self.conns, self.procs)
+            raise
         self._finalizer = weakref.finalize(self, _stop, self.conns, self.procs)
-        atexit.register(self._finalizer)
 
     @property
     def closed(self) -> bool:
@@ -119,18 +137,29 @@ class WorkerPool:
     def close(self) -> None:
         self._finalizer()
 
-    def call(self, requests: list[tuple[int, tuple]]) -> list:
+    def gather(self, requests: list[tuple[int, tuple]]) -> list[tuple[str, object]]:
         """Send ``(worker, (command, batch id, argument))`` to each worker named, then gather
-        their answers in the same order (the workers run concurrently)."""
-        for w, message in requests:
-            self.conns[w].send(message)
-        answers = []
-        for w, _ in requests:
-            try:
-                status, value = self.conns[w].recv()
-            except EOFError:
-                raise RuntimeError(f"host environment worker {w} died (exit code {self.procs[w].poll()})") from None
-            answers.append((status, value))
+        their ``(status, value)`` answers in the same order (the workers run concurrently). A
+        call that cannot complete (a worker died, an interrupt) closes the pool: the workers'
+        answers would otherwise be read by the next call."""
+        try:
+            for w, message in requests:
+                self.conns[w].send(message)
+            return [self._receive(w) for w, _ in requests]
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, w: int):
+        try:
+            return self.conns[w].recv()
+        except (EOFError, OSError):
+            code = self.procs[w].poll()
+            raise RuntimeError(f"host environment worker {w} died (exit code {code}); see its output above") from None
+
+    def call(self, requests: list[tuple[int, tuple]]) -> list:
+        """:meth:`gather`, raising the first worker's error (with its message), else the values."""
+        answers = self.gather(requests)
         for status, value in answers:
             if status == "error":
                 raise value
@@ -138,17 +167,21 @@ class WorkerPool:
 
 
 def _stop(conns, procs) -> None:
+    import subprocess
+
     for conn in conns:
         try:
             conn.send(("quit", -1, None))
-            conn.close()
-        except (OSError, BrokenPipeError):
+        except OSError:
             pass
+        finally:
+            conn.close()
     for proc in procs:
         try:
             proc.wait(timeout=5)
-        except Exception:  # subprocess.TimeoutExpired
+        except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 class ParallelEnvBatch:
@@ -160,19 +193,29 @@ class ParallelEnvBatch:
         self.task_ids = np.asarray(task_ids, np.int64).reshape(-1)
         pool = worker_pool(family)
         parts = np.array_split(np.arange(self.task_ids.size), len(pool.conns))
-        self.slices = [(w, p[0], p[-1] + 1) for w, p in enumerate(parts) if p.size]
+        slices = [(w, p[0], p[-1] + 1) for w, p in enumerate(parts) if p.size]
         self.bid = next(_ids)
-        self.pool = pool
-        pool.call([(w, ("open", self.bid, self.task_ids[lo:hi])) for w, lo, hi in self.slices])
+        self.pool, self.slices = pool, []
+        answers = pool.gather([(w, ("open", self.bid, self.task_ids[lo:hi])) for w, lo, hi in slices])
+        self.slices = [sl for sl, (status, _) in zip(slices, answers, strict=True) if status == "ok"]
+        failed = [value for status, value in answers if status == "error"]
+        if failed:  # the workers that opened their slice close it again: no environment left held
+            self.__exit__(type(failed[0]), failed[0], None)
+            raise failed[0]
         self.obs = np.zeros((self.task_ids.size, family.obs_size), np.float32)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.slices:
-            slices, self.slices = self.slices, []
+        slices, self.slices = self.slices, []
+        if not slices or self.pool.closed:
+            return
+        try:
             self.pool.call([(w, ("close", self.bid, None)) for w, _, _ in slices])
+        except Exception:
+            if exc[0] is None:  # an error while closing is raised only where none is on its way
+                raise
 
     def reset(self, seed) -> np.ndarray:
         """As :meth:`EnvBatch.reset`: env i is seeded ``seed + i`` (an int) or ``seed[i]``."""
