@@ -442,7 +442,7 @@ def _defaults_choice(args) -> tuple[dict, tuple[str, ...]]:
         "planted_k": {"candidate": stem + "planted_k"},
         "dev_layouts": [],
         "commit": source_commit(),
-        "source": f"pgx-jax run's defaults with --conditioning {args.conditioning}",
+        "source": f"The settings of pgx-jax run with --conditioning {args.conditioning}",
     }
     return frozen, (theta,)
 
@@ -574,10 +574,18 @@ def _compare_text(rows) -> str:
 
 
 def _intro(frozen, summary, compare=(), extra: str = "", *, source: str) -> str:
-    where = frozen.get("source") or f"{source}'s development layouts {frozen['dev_layouts']}"
+    if frozen.get("source"):  # settings in the code, not a choice made by this script
+        when = (
+            f"{frozen['source']}, fixed in the code before any layout of this family was drawn "
+            f"(read at {frozen['commit']})"
+        )
+    else:
+        when = (
+            f"Frozen on {source}'s development layouts {frozen['dev_layouts']} at commit {frozen['commit']} "
+            "before any test layout was read"
+        )
     text = (
-        f"Frozen on {where} at commit {frozen['commit']} before "
-        f"any test layout was read: **{frozen['main']['candidate']}** (k by the method), "
+        f"{when}: **{frozen['main']['candidate']}** (k by the method), "
         f"**{frozen['planted_k']['candidate']}** (k = planted). AMI / NMI against the full truth's groups at the "
         "planted k; low = 10th percentile (worst layout where fewer than 10). Every candidate:\n\n"
     )
