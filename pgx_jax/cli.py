@@ -378,13 +378,12 @@ RUN_MARKERS = (
     "meta_rl.json",
     "groups.json",
     "stages",
+    "theta_star",
 )
 
 
 def _holds_a_run(out: str) -> bool:
-    return any(os.path.exists(os.path.join(out, m)) for m in RUN_MARKERS) or os.path.exists(
-        os.path.join(out, "theta_star", "meta.json")
-    )
+    return any(os.path.exists(os.path.join(out, m)) for m in RUN_MARKERS)
 
 
 def _clear_outputs(out: str) -> list[str]:
