@@ -22,7 +22,7 @@ from flax import serialization
 
 from pgx_jax import networks, provenance
 from pgx_jax.config import PPOConfig
-from pgx_jax.distributed import is_main
+from pgx_jax.distributed import writes_own
 from pgx_jax.networks import AgentParams
 from pgx_jax.provenance import source_commit, source_state  # noqa: F401 (re-exported: where results ask)
 from pgx_jax.types import Family
@@ -74,7 +74,7 @@ def save_policy(path: str | os.PathLike, params: AgentParams, config: PPOConfig,
         "versions": versions(),
         "extra": extra,
     }
-    if not is_main():  # a multi-process run: process 0 alone writes
+    if not writes_own():  # a multi-process run: process 0 alone writes (or the one computing this item alone)
         return
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
@@ -228,7 +228,7 @@ def save_groups(
         ],
         **extra,
     }
-    if not is_main():
+    if not writes_own():  # process 0, or the process computing this item alone
         return os.path.join(out, "groups.json")
     os.makedirs(out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".groups-", dir=out)

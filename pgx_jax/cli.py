@@ -133,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
         "(meta-training, features, gradient sample, rollout evaluation): policygradex_equal_total, at the same "
         "total env steps per task as multitask, per-task and random training",
     )
+    c.add_argument(
+        "--save-policies",
+        action="store_true",
+        help="save every grouping's policies in OUT/policies/seed<s>/<grouping>/ (pgx_jax.load_groups reads one)",
+    )
 
     _meta_rl_parser(sub)
     sub.add_parser("families", help="list the task families")
@@ -365,7 +370,7 @@ def _run_inputs(args) -> dict[str, str]:
 #: that no file of the earlier run is left beside the new run's: an old groups.json, events)
 OUTPUTS = (
     "affinity.png", "affinity_estimated.png", "approx_error.png", "comparison.json", "groups", "groups.json",
-    "learning_curve.png", "meta_rl.json", "meta_rl.png", "policy", "result.json", "stages", "tasks.json",
+    "learning_curve.png", "meta_rl.json", "meta_rl.png", "policies", "policy", "result.json", "stages", "tasks.json",
     "tensorboard", "theta_star", "train.json", "validation.json",
 )  # fmt: skip
 OUTPUT_PATTERNS = ("affinity_true_*.png", "truth_scatter_*.png")
@@ -1656,6 +1661,8 @@ def _cmd_compare(args) -> int:
         progress=progress,
         store=_stage_store(args, out, family),
         equal_total=args.equal_total,
+        save_policies=os.path.join(out, "policies") if args.save_policies else None,
+        tasks=_entries(args),
     )
     report["versions"] = _versions()
     report["distributed"] = _distributed_summary()
@@ -1669,7 +1676,8 @@ def _cmd_compare(args) -> int:
         imp = report["improvement_equal_total"]
         text = ", ".join(f"{name} {100 * v['relative']:+.1f}%" for name, v in imp.items() if v["relative"] is not None)
         print(f"policygradex_equal_total (the same total env steps per task) vs: {text}")
-    print(f"wrote {out}/comparison.json")
+    saved = f" and {out}/policies/seed<s>/<grouping>/ (pgx_jax.load_groups reads each)" if args.save_policies else ""
+    print(f"wrote {out}/comparison.json{saved}")
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -68,11 +69,12 @@ def random_groups(n: int, k: int, rng: np.random.Generator) -> list[list[int]]:
 def _train_and_evaluate(config: PipelineConfig, family: Family, groups: list[tuple[int, ...]], key, progress):
     """Train every distinct group from scratch (one vmapped call per group size) and evaluate it on
     its own tasks. Returns ``{group: float [N] returns (NaN outside)}``, the same for the family's
-    metric (values None where the evaluation gives none) and per-group env steps per task."""
+    metric (values None where the evaluation gives none), per-group env steps per task, and
+    ``{group: its trained policy}`` with the evaluation key."""
     n, L = family.n_tasks, family.episode_length
     per_update = config.ppo.num_envs * config.ppo.unroll(L)
     k_train, k_eval = jax.random.split(key)
-    returns, task_metric, steps_per_task = {}, {}, {}
+    returns, task_metric, steps_per_task, policies = {}, {}, {}, {}
     for size in sorted({len(g) for g in groups}):
         bucket = [g for g in groups if len(g) == size]
         masks = np.stack([np.isin(np.arange(n), g) for g in bucket])
@@ -85,16 +87,17 @@ def _train_and_evaluate(config: PipelineConfig, family: Family, groups: list[tup
 
         def rows(xs, cfg=cfg, size=size):  # this process's block of the groups: train, evaluate on their tasks
             kw = dict(episodes=config.eval_episodes, max_subset_size=size)
-            _, _, out, metric = train_and_evaluate_groups(cfg, family, *xs, k_eval, **kw)
-            return out, np.full_like(out, np.nan) if metric is None else metric
+            params, _, out, metric = train_and_evaluate_groups(cfg, family, *xs, k_eval, **kw)
+            return out, np.full_like(out, np.nan) if metric is None else metric, params
 
-        out, metric = across_processes(rows, (masks, keys))
+        out, metric, params = across_processes(rows, (masks, keys))
         metric = None if family.metric is None else metric
         for j, g in enumerate(bucket):
             returns[g] = out[j]
             task_metric[g] = None if metric is None else metric[j]
             steps_per_task[g] = updates * per_update / size
-    return returns, task_metric, steps_per_task
+            policies[g] = jax.tree.map(lambda x, j=j: np.asarray(x)[j], params)
+    return returns, task_metric, steps_per_task, (policies, k_eval)
 
 
 def _normalise(returns: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -158,6 +161,8 @@ def compare(
     progress: Callable[[str], None] | None = None,
     store: StageStore = NONE,
     equal_total: bool = False,
+    save_policies: str | None = None,
+    tasks: Sequence[dict] | None = None,
 ) -> dict:
     """Train every grouping with the same per-task env-step budget and compare per-task returns.
 
@@ -177,6 +182,10 @@ def compare(
         equal_total: also ``policygradex_equal_total``: PolicyGradEx's groups trained for the
             budget less what the estimate consumed (:func:`equal_total_config`; ``ValueError``
             before any work where that leaves nothing): the total of a grouping that costs nothing.
+        save_policies: a directory: every grouping's trained policies of each seed computed here
+            are saved under it (:func:`_save_policies`, loadable by
+            :func:`pgx_jax.checkpoint.load_groups`); ``tasks``: the family's task entries, needed
+            then (the index rebuilds the family from them).
 
     Returns:
         JSON-able dict: per grouping, ``per_task_return`` [seeds, N] (random: the mean over its
@@ -188,6 +197,8 @@ def compare(
         :func:`ill_conditioned_tasks`: where it is not empty, read ``improvement_return``).
     """
     groupings = _checked(family, config, seeds, groupings, random_draws, equal_total)
+    if save_policies is not None and tasks is None:
+        raise ValueError("save_policies needs the family's task entries (tasks=)")
     vconfig = vconfig or ValidateConfig()
     theta_stars, true_groups = dict(theta_stars or {}), dict(true_groups or {})
     say = progress or (lambda msg: None)
@@ -200,6 +211,7 @@ def compare(
         true_groups=true_groups,
         say=say,
         equal_total=equal_total,
+        save=None if save_policies is None else (save_policies, list(tasks)),
     )
     done = map_processes(
         store.staged("seed", one_seed), list(seeds)
@@ -243,22 +255,46 @@ def _checked(family, config, seeds, groupings, random_draws: int, equal_total: b
     return groupings
 
 
-def _one_seed(family, config, seed: int, *, choice: dict, true_groups: dict, say, equal_total: bool):
+def _one_seed(family, config, seed: int, *, choice: dict, true_groups: dict, say, equal_total: bool, save=None):
     """One seed of :func:`compare`: ``(its report, wall-clock seconds)``. ``choice``: the
     groupings, random draws, truth config and theta* cache :func:`choose_groupings` reads."""
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(seed)
     chosen, spent = choose_groupings(family, config, seed, **choice, true_groups=true_groups, say=say)
     distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
-    trained = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
+    *trained, policies = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
     out = _seed_report(chosen, *trained, spent, family.n_tasks)
+    if save is not None:
+        _save_policies(save, seed, chosen, policies, trained[0], config, family)
     if equal_total:  # the same groups and keys, shortened by what this seed's estimate consumed
         short = equal_total_config(config, family, float(np.mean(spent["policygradex"])))
         chosen = {EQUAL_TOTAL: chosen["policygradex"]}
         groups = [tuple(g) for g in chosen[EQUAL_TOTAL][0]]
-        trained = _train_and_evaluate(short, family, groups, jax.random.fold_in(key, 5), say)
+        *trained, policies = _train_and_evaluate(short, family, groups, jax.random.fold_in(key, 5), say)
         out.update(_seed_report(chosen, *trained, {EQUAL_TOTAL: spent["policygradex"]}, family.n_tasks))
+        if save is not None:
+            _save_policies(save, seed, chosen, policies, trained[0], short, family)
     return out, time.perf_counter() - t0
+
+
+def _save_policies(save: tuple[str, list], seed: int, chosen: dict, policies, returns: dict, config, family) -> None:
+    """Every grouping's policies of this seed as :func:`pgx_jax.checkpoint.save_groups` writes a
+    run's: ``<dir>/seed<seed>/<grouping>[-<draw>]/`` (``load_groups`` reads each), with each
+    task's return under its group's policy and the evaluation key that reproduces it."""
+    from pgx_jax.checkpoint import save_groups
+
+    root, tasks = save
+    trained, k_eval = policies
+    for name, draws in chosen.items():
+        for d, groups in enumerate(draws):
+            groups = [tuple(int(i) for i in g) for g in groups]
+            stacked = jax.tree.map(lambda *xs: np.stack(xs), *(trained[g] for g in groups))
+            where = os.path.join(root, f"seed{seed}", name if len(draws) == 1 else f"{name}-{d}")
+            per_task = {family.task_names[i]: float(returns[g][i]) for g in groups for i in g}
+            save_groups(
+                where, stacked, groups, config.ppo, family, tasks, seed=seed, grouping=name, per_task_return=per_task,
+                evaluation={"key": [int(x) for x in np.asarray(k_eval)], "episodes": config.eval_episodes},
+            )  # fmt: skip
 
 
 EQUAL_TOTAL = "policygradex_equal_total"

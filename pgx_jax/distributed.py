@@ -189,6 +189,12 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
+def writes_own() -> bool:
+    """Whether this process writes the files of what it is computing: process 0, or any process
+    computing an item of :func:`map_processes` alone (no other process computes that item)."""
+    return _ALONE[0] or is_main()
+
+
 def from_main(text: str, size: int = 1024) -> str:
     """Process 0's ``text`` (UTF-8, at most ``size`` bytes) on every process: a choice that only
     one process may make (a name with the time in it, say). With one process, ``text``."""

@@ -331,8 +331,25 @@ def test_compare_smoke_uses_equal_budgets(tmp_path, four_goals):
     out = tmp_path / "c"
     argv = ["compare", "--budget", "smoke", "--tasks-file", four_goals, "--groups", "2", "--seeds", "1"]
     argv += ["--random-draws", "2", "--groupings", "multitask,random,policygradex", "--out", str(out), "--no-progress"]
-    assert main(argv) == 0
+    assert main([*argv, "--save-policies"]) == 0
     c = json.loads((out / "comparison.json").read_text())
+    # every grouping's policies saved as run saves its groups; one reloads to its returns
+    saved = sorted(p.name for p in (out / "policies" / "seed0").iterdir())
+    assert saved == ["multitask", "per_task", "policygradex", "random-0", "random-1"]
+    import jax
+
+    import pgx_jax
+
+    family, groups, index = pgx_jax.load_groups(out / "policies" / "seed0" / "policygradex")
+    assert [g["task_ids"] for g in groups] == c["groupings"]["policygradex"]["groups"][0]
+    assert len(pgx_jax.load_groups(out / "policies" / "seed0" / "per_task")[1]) == family.n_tasks
+    key = jax.numpy.asarray(index["evaluation"]["key"], jax.numpy.uint32)
+    returns = np.array(c["groupings"]["policygradex"]["per_task_return"][0], float)
+    for g in groups:
+        again = pgx_jax.evaluate(
+            g["params"], family, g["task_ids"], key, index["evaluation"]["episodes"], network=g["config"].network
+        )
+        np.testing.assert_allclose(again, returns[g["task_ids"]], rtol=1e-4, atol=1e-3)
     assert list(c["groupings"]) == ["multitask", "per_task", "random", "policygradex"]
     steps = {s for g in c["groupings"].values() for seed in g["env_steps_per_task"] for draw in seed for s in draw}
     assert len(steps) == 1 and steps.pop() > 0  # every group of every grouping: the same steps per task
