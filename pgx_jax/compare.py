@@ -182,10 +182,8 @@ def compare(
         equal_total: also ``policygradex_equal_total``: PolicyGradEx's groups trained for the
             budget less what the estimate consumed (:func:`equal_total_config`; ``ValueError``
             before any work where that leaves nothing): the total of a grouping that costs nothing.
-        save_policies: a directory: every grouping's trained policies of each seed computed here
-            are saved under it (:func:`_save_policies`, loadable by
-            :func:`pgx_jax.checkpoint.load_groups`); ``tasks``: the family's task entries, needed
-            then (the index rebuilds the family from them).
+        save_policies, tasks: a directory for every grouping's policies of each seed computed
+            here (:func:`_save_policies`) and the family's task entries its indexes need.
 
     Returns:
         JSON-able dict: per grouping, ``per_task_return`` [seeds, N] (random: the mean over its
@@ -196,9 +194,7 @@ def compare(
         ``improvement_return`` in mean raw return, and ``ill_conditioned_tasks`` (names; see
         :func:`ill_conditioned_tasks`: where it is not empty, read ``improvement_return``).
     """
-    groupings = _checked(family, config, seeds, groupings, random_draws, equal_total)
-    if save_policies is not None and tasks is None:
-        raise ValueError("save_policies needs the family's task entries (tasks=)")
+    groupings = _checked(family, config, seeds, groupings, random_draws, equal_total, save_policies and tasks is None)
     vconfig = vconfig or ValidateConfig()
     theta_stars, true_groups = dict(theta_stars or {}), dict(true_groups or {})
     say = progress or (lambda msg: None)
@@ -213,9 +209,7 @@ def compare(
         equal_total=equal_total,
         save=None if save_policies is None else (save_policies, list(tasks)),
     )
-    done = map_processes(
-        store.staged("seed", one_seed), list(seeds)
-    )  # the seeds over the processes, where there are enough
+    done = map_processes(store.staged("seed", one_seed), list(seeds))  # seeds over processes where enough
     per_seed = [report for report, _ in done]
     timings = {f"seed_{seed}": wall for seed, (_, wall) in zip(seeds, done, strict=True)}
     ids = jnp.arange(family.n_tasks)
@@ -223,22 +217,16 @@ def compare(
     high = np.max([s["per_task"]["per_task_return"] for s in per_seed], 0)
     names = groupings + [EQUAL_TOTAL] * equal_total
     out = {"groupings": {name: _grouping_report(name, per_seed, low, high, family) for name in names}}
-    out.update(
-        family=family.name,
-        tasks=list(family.task_names),
-        seeds=list(seeds),
-        random_draws=random_draws,
-        random_policy_return=low,
-        best_single_task_return=high,
-        config=config.to_dict(),
-        timings=timings,
-    )
+    out.update(family=family.name, tasks=list(family.task_names), seeds=list(seeds), random_draws=random_draws)
+    out.update(random_policy_return=low, best_single_task_return=high, config=config.to_dict(), timings=timings)
     return summarise(out)
 
 
-def _checked(family, config, seeds, groupings, random_draws: int, equal_total: bool) -> list[str]:
+def _checked(family, config, seeds, groupings, random_draws: int, equal_total: bool, no_tasks=False) -> list[str]:
     """:func:`compare`'s arguments checked before any work; the groupings to train, in
     :data:`GROUPINGS` order, ``per_task`` included."""
+    if no_tasks:
+        raise ValueError("save_policies needs the family's task entries (tasks=)")
     unknown = sorted(set(groupings) - set(GROUPINGS))
     if unknown:
         raise ValueError(f"unknown groupings {unknown}; known: {list(GROUPINGS)}")

@@ -179,7 +179,7 @@ def test_compare_trains_the_shortened_groups_with_the_same_keys_and_compares_the
         calls.append((cfg, [tuple(g) for g in distinct], np.asarray(jax.random.key_data(key))))
         steps = env_steps_per_task(cfg.ppo, family)
         returns = {tuple(g): np.full(n, 100.0 if cfg is config else 90.0) for g in distinct}
-        return returns, {tuple(g): None for g in distinct}, {tuple(g): float(steps) for g in distinct}
+        return returns, {tuple(g): None for g in distinct}, {tuple(g): float(steps) for g in distinct}, ({}, key)
 
     monkeypatch.setattr(compare_mod, "choose_groupings", choose)
     monkeypatch.setattr(compare_mod, "_train_and_evaluate", train)
