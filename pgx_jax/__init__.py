@@ -3,7 +3,8 @@
 Public API (each stage a pure function; see the module docstrings):
 
 - task families (:mod:`pgx_jax.families`): :func:`make_family`, :func:`custom_family`,
-  :func:`load_tasks_file`, :class:`TaskFamily` (Brax), :class:`HostFamily` (gymnasium API), :data:`FAMILIES`
+  :func:`load_tasks_file`, :class:`TaskFamily` (Brax), :func:`gymnax_family` (gymnax, one
+  ``env_params`` per task), :class:`HostFamily` and :func:`gymnasium_family` (gymnasium API), :data:`FAMILIES`
 - simulators (:mod:`pgx_jax.simulators`): :func:`simulator` gives a family's :class:`Simulator`;
   the functions below work for every family through it
 - configuration: :class:`PPOConfig`, :class:`NetworkConfig`, :func:`budget_config`, :data:`BUDGETS`
@@ -43,6 +44,7 @@ from pgx_jax.families import (
     custom_family,
     draw_tasks,
     gymnasium_family,
+    gymnax_family,
     load_tasks_file,
     make_family,
 )
@@ -125,6 +127,7 @@ __all__ = [
     "train_one",
     "HostFamily",
     "gymnasium_family",
+    "gymnax_family",
     "Simulator",
     "simulator",
     "policies_on_subsets",

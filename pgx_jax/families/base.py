@@ -239,6 +239,7 @@ def custom_family(
     objective: str = "",
     metric: tuple[str, Callable, str] | None = None,
     system_fn: Callable[[Any, PyTree], Any] | None = None,
+    backend: str = "spring",
 ) -> TaskFamily:
     """Build a family from any Brax environment plus a reward of ``(state, action, params)``.
 
@@ -258,6 +259,7 @@ def custom_family(
             :func:`pgx_jax.evaluate_metrics` next to the return.
         system_fn: optional ``(sys, task_params) -> sys`` for tasks that differ in physics
             (e.g. ``lambda sys, p: sys.replace(gravity=p["gravity"])``).
+        backend: what steps ``env`` (the Brax backend it was built with), as ``describe`` reports it.
 
     Example:
         >>> import jax.numpy as jnp
@@ -285,6 +287,7 @@ def custom_family(
         objective=objective,
         metric=metric,
         system_fn=system_fn,
+        backend=backend,
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pgx_jax.families.base import check_family
+from pgx_jax.families.spaces import action_map
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -130,10 +131,10 @@ def gymnasium_family(
     spaces (one environment is built, from task 0, and closed).
 
     Observations of any space are flattened (``gymnasium.wrappers.FlattenObservation`` where
-    the space is not a ``Box``; the size is ``gymnasium.spaces.flatdim``). Actions: a ``Box`` of
-    shape [A] takes the policy's A actions in [-1, 1], scaled to [low, high]; ``Discrete(2)``
-    one action, its sign choosing between the two; ``Discrete(k)`` k actions, the largest
-    choosing. ``episode_length`` defaults to the environment's own time limit
+    the space is not a ``Box``; the size is ``gymnasium.spaces.flatdim``). Actions: a ``Box``
+    scaled from [-1, 1] to its bounds, a ``Discrete`` chosen by sign (two actions) or by the
+    largest of k (:mod:`pgx_jax.families.spaces`, the rule the gymnax adapter shares).
+    ``episode_length`` defaults to the environment's own time limit
     (``spec.max_episode_steps``). ``ValueError`` for another action space or no episode length.
     """
     import gymnasium
@@ -147,17 +148,7 @@ def gymnasium_family(
         probe.close()
     flat = not isinstance(obs_space, spaces.Box)
     build = (lambda i: gymnasium.wrappers.FlattenObservation(make_env(i))) if flat else make_env
-    if isinstance(act_space, spaces.Box) and len(act_space.shape) == 1:
-        low, high = np.asarray(act_space.low, np.float32), np.asarray(act_space.high, np.float32)
-        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-            raise ValueError(f"{name}: a Box action space needs finite bounds, got [{low}, {high}]")
-        size, to_env = act_space.shape[0], lambda a: low + (np.asarray(a, np.float32) + 1.0) * (high - low) / 2.0
-    elif isinstance(act_space, spaces.Discrete) and act_space.n == 2:
-        size, to_env = 1, lambda a: int(act_space.start + (a[0] > 0.0))
-    elif isinstance(act_space, spaces.Discrete):
-        size, to_env = int(act_space.n), lambda a: int(act_space.start + np.argmax(a))
-    else:
-        raise ValueError(f"{name}: action space {act_space} is not supported; allowed: a 1-d Box or Discrete")
+    size, to_env = action_map(name, act_space)
     if episode_length is None and limit is None:
         raise ValueError(f"{name}: the environment has no time limit (spec.max_episode_steps); give episode_length")
     return HostFamily(

@@ -113,7 +113,7 @@ _check_cartpole = range_validator(
 
 
 def _make_cartpole(task: Mapping, episode_length: int):
-    gym = require("gymnasium", "cartpole-physics", '"gymnasium[classic-control]==1.4.0"')
+    gym = require("gymnasium", "cartpole-physics", '"gymnasium[classic-control]==1.3.0"')
     env = gym.make("CartPole-v1", max_episode_steps=episode_length).unwrapped
     env.gravity = float(task["gravity"])
     env.masspole = float(task["masspole"])
@@ -157,8 +157,8 @@ def _check_lunar(field, v):
 
 
 def _make_lunar(task: Mapping, episode_length: int):
-    gym = require("gymnasium", "lunarlander-gravity", '"gymnasium[box2d]==1.4.0"')
-    require("Box2D", "lunarlander-gravity", '"gymnasium[box2d]==1.4.0"')
+    gym = require("gymnasium", "lunarlander-gravity", '"gymnasium[box2d]==1.3.0"')
+    require("Box2D", "lunarlander-gravity", '"gymnasium[box2d]==1.3.0"')
     return gym.make(
         "LunarLander-v3", continuous=True, gravity=float(task["gravity"]), max_episode_steps=episode_length
     ).unwrapped
@@ -301,7 +301,7 @@ HOST_FAMILIES: dict[str, HostSpec] = {
     "cartpole-physics": HostSpec(
         env="gymnasium CartPole-v1",
         module="gymnasium",
-        pip='"gymnasium[classic-control]==1.4.0"',
+        pip='"gymnasium[classic-control]==1.3.0"',
         fields={"gravity": (), "masspole": (), "length": (), "motor": ()},
         validate=_check_cartpole,
         default_tasks=_cartpole_default_tasks,
@@ -314,7 +314,7 @@ HOST_FAMILIES: dict[str, HostSpec] = {
     "lunarlander-gravity": HostSpec(
         env="gymnasium LunarLander-v3 (continuous)",
         module="Box2D",
-        pip='"gymnasium[box2d]==1.4.0"',
+        pip='"gymnasium[box2d]==1.3.0"',
         fields={"gravity": ()},
         validate=_check_lunar,
         default_tasks=_lunar_default_tasks,
