@@ -43,6 +43,7 @@ Usage:
   python benchmarks/generalisation.py --family pendulum-physics --report
   python benchmarks/generalisation.py --family cartpole-physics --layouts 1000 ... --meta-policies early-0.02
   python benchmarks/generalisation.py --family cartpole-physics --report --choice-from pendulum-physics
+  python benchmarks/generalisation.py --family cheetah-vel --report --choice-from pendulum-physics --every-theta
 """
 
 from __future__ import annotations
@@ -449,6 +450,7 @@ def _defaults_choice(args) -> tuple[dict, tuple[str, ...]]:
 
 def report(args) -> None:
     frozen, policies = _frozen(args)
+    policies = META_POLICIES if args.every_theta else policies
     rows = [r for s, d in _layout_dirs(args) if (r := layout_row(args, s, d, policies)) is not None]
     # with --choice-from, this family has no development layouts: its layouts < 1000 are left out
     rows = [r for r in rows if args.choice_from is None or r["split"] == "test"]
@@ -498,7 +500,7 @@ def report(args) -> None:
     }
     stem = os.path.join(HERE, f"generalisation_{args.family}_{args.conditioning}_{args.budget}")
     if args.choice_from:  # beside the family's own choice's report, not over it
-        stem += f"_choice-from-{args.choice_from}"
+        stem += f"_choice-from-{args.choice_from}" + ("_every-theta" if args.every_theta else "")
     title = f"Generalisation over drawn layouts: {args.family}, conditioning {args.conditioning}, {args.budget}"
     commits = sorted({c for r in rows for c in r["stage_commits"]})
     out["stage_commits"] = commits
@@ -508,6 +510,11 @@ def report(args) -> None:
         + (f" ({', '.join(flagged)}: uncommitted or unrecorded code)." if flagged else ".")
     )
     intro = _intro(frozen, summary, out["compare"], extra, source=args.choice_from or args.family)
+    if args.every_theta:
+        intro = (
+            "Every candidate at every theta*, read after the fact on these test layouts: a diagnosis of where "
+            "the signal is, not a choice (the carried choice is the one in bold).\n\n" + intro
+        )
     write_table_report(stem, out, title, intro, header, table)
 
 
@@ -701,7 +708,15 @@ def main() -> None:
     p.add_argument(
         "--compare", type=int, nargs="*", default=[], help="test layouts to run compare on (frozen settings)"
     )
+    p.add_argument(
+        "--every-theta",
+        action="store_true",
+        help="with --report --choice-from: list every candidate at every theta* (estimates needed on each layout), "
+        "read after the fact beside the carried choice, as a diagnosis of where the signal is; not a choice",
+    )
     args = parse_benchmark_args(p)
+    if args.every_theta and not (args.report and args.choice_from):
+        raise SystemExit("--every-theta goes with --report --choice-from (a family's own report lists every candidate)")
     from pgx_jax.cli import _use_compilation_cache
 
     _use_compilation_cache()
