@@ -1028,8 +1028,6 @@ def _precheck(args) -> None:
         raise ValueError(f"--host-workers must be >= 0 (0: step in this process), got {workers}")
     from pgx_jax.families import HOST_FAMILIES
 
-    if workers and args.command == "meta-rl":
-        raise ValueError(f"--host-workers {workers}: meta-rl steps its families in this process; allowed: 0")
     if workers and args.family not in HOST_FAMILIES:
         raise ValueError(
             f"--host-workers {workers}: family {args.family} is stepped by JAX, not on the host; allowed with "
@@ -1747,6 +1745,7 @@ def _cmd_meta_rl(args) -> int:
         progress=progress,
         on_seed=save,
         store=_stage_store(args, out, family),
+        host_workers=args.host_workers,
     )
     header, rows = meta_rl.table(report)
     print(markdown_table(header, rows), end="")

@@ -39,7 +39,7 @@ import numpy as np
 from pgx_jax import distributed, networks
 from pgx_jax.compare import choose_groupings
 from pgx_jax.distributed import across_processes
-from pgx_jax.families import make_family, meta_rl_families
+from pgx_jax.families import make_family, meta_rl_families, with_workers
 from pgx_jax.groups import group_key, group_masks
 from pgx_jax.maml import MAMLConfig
 from pgx_jax.pipeline import PipelineConfig
@@ -68,6 +68,11 @@ def combined_family(name: str, sources: Sequence[dict], tests: Sequence[dict]) -
     """One family of the source tasks (indices 0..n-1) then the test tasks (n..n+m-1), no groups."""
     strip = lambda e: {k: v for k, v in e.items() if k != "group"}  # noqa: E731
     return make_family(name, [strip(e) for e in sources] + [strip(e) for e in tests])
+
+
+def stepped(family: Family, host_workers: int) -> Family:
+    """``family`` stepping its environments in ``host_workers`` processes (0: this one)."""
+    return with_workers(family, host_workers) if host_workers else family
 
 
 def nearest_source(sources: Sequence[dict], tests: Sequence[dict], fields: Sequence[str]) -> np.ndarray:
@@ -124,7 +129,9 @@ def _stats(values: Sequence[float]) -> dict:
     return {"per_seed": v.tolist(), "mean": float(v.mean()), "std": float(v.std())}
 
 
-def _check_inputs(family_name: str, config: PipelineConfig, seeds, random_draws) -> None:
+def _check_inputs(family_name: str, config: PipelineConfig, seeds, random_draws, true_groups: dict, n: int) -> None:
+    for groups in true_groups.values():
+        group_masks(groups, n)  # a partition of the source tasks
     if isinstance(random_draws, bool) or not isinstance(random_draws, int) or random_draws < 1:
         raise ValueError(f"random_draws must be a positive integer, got {random_draws!r}")
     if family_name not in meta_rl_families():
@@ -150,6 +157,7 @@ def meta_rl(
     progress: Callable[[str], None] | None = None,
     on_seed: Callable[[dict], None] | None = None,
     store: StageStore = NONE,
+    host_workers: int = 0,
 ) -> dict:
     """The protocol over ``seeds``; returns the JSON-able ``meta_rl.json`` report.
 
@@ -166,6 +174,7 @@ def meta_rl(
         on_seed: called with the report over the seeds done so far as each seed finishes (the
             CLI writes it, so an interrupted run keeps its finished seeds).
         store: each seed is a stage (``seed_<seed>``) of this :class:`pgx_jax.stages.StageStore`.
+        host_workers: worker processes stepping a host family's environments (the same report).
 
     Returns:
         ``groupings.<name>`` with ``groups`` per seed, ``before_adaptation`` and
@@ -176,19 +185,17 @@ def meta_rl(
         other grouping after and before adaptation; the tasks, configs and timings.
     """
     groupings = check_groupings(groupings)
-    _check_inputs(family_name, config, seeds, random_draws)
+    true_groups = {int(k): v for k, v in (true_groups or {}).items()}
+    _check_inputs(family_name, config, seeds, random_draws, true_groups, len(sources))
     say = progress or (lambda msg: None)
-    source_family = make_family(family_name, list(sources))
-    family = combined_family(family_name, sources, tests)
+    source_family = stepped(make_family(family_name, list(sources)), host_workers)
+    family = stepped(combined_family(family_name, sources, tests), host_workers)
     config.check_for(source_family)
     n, m = len(sources), len(tests)
     nearest = nearest_source(sources, tests, list(family.params))
     test_ids = jnp.arange(n, n + m, dtype=jnp.int32)
     vconfig = vconfig or ValidateConfig()
-    theta_stars, true_groups = {}, {int(k): v for k, v in (true_groups or {}).items()}
-    for groups in true_groups.values():
-        group_masks(groups, n)  # a partition of the source tasks, checked before any work
-    per_seed, timings = [], {}
+    theta_stars, per_seed, timings = {}, [], {}
 
     def one_seed(seed):
         t0 = time.perf_counter()

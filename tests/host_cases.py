@@ -367,6 +367,23 @@ class _MultiDiscreteEnv:
         pass
 
 
+def test_meta_rl_with_host_workers_reports_what_it_reports_without(tmp_path, cartpole):
+    """meta-rl steps its source and test families in the worker processes when asked, and its
+    report (groups, routing, returns before and after adaptation, budgets) is the same."""
+    from pgx_jax.cli import main
+
+    argv = ["meta-rl", "--family", "cartpole-physics", "--budget", "smoke", "--seeds", "1", "--test-tasks", "2"]
+    argv += ["--groups", "2", "--evaluator", "alignment", "--groupings", "multitask,policygradex", "--no-progress"]
+    reports = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        assert main([*argv, "--host-workers", workers, "--out", str(out)]) == 0
+        reports.append(json.loads((out / "meta_rl.json").read_text()))
+    assert reports[0]["groupings"] == reports[1]["groupings"]
+    returns = reports[0]["groupings"]["policygradex"]["after_adaptation"]["per_seed"]
+    assert len(returns) == 1 and np.isfinite(returns).all()
+
+
 def test_worker_processes_step_the_same_transitions(cartpole):
     """with_workers(family, 2): the environments step in two processes, each seeded and stepped
     as in one, so a training (rollouts, episode ends, updates, metrics) is identical to the last bit."""

@@ -238,11 +238,6 @@ CATALOGUE = [
         "holds files but no earlier pgx-jax run (none of ['result.json'",
     ),
     (
-        "host workers for meta-rl",
-        lambda t: ["meta-rl", "--family", "cartpole-physics", "--host-workers", "2"],
-        "--host-workers 2: meta-rl steps its families in this process; allowed: 0",
-    ),
-    (
         "checkpoint of another family",
         lambda t: R + ["--resume", "--out", _checkpoint(t, family="cheetah-vel")],
         "made for family 'cheetah-vel'",
@@ -296,7 +291,10 @@ def test_bad_input_is_refused_first_in_one_line(kind, argv, message, tmp_path, m
     args = argv(tmp_path)
     if "--out" not in args:
         args = [*args, "--out", str(tmp_path / "out")]
-    monkeypatch.setattr(pgx_jax.families, "make_family", _no_family)
+    # the builders make_family calls, looked up when called: a module that bound make_family by name
+    # (even one first imported inside this test) cannot build an environment either
+    monkeypatch.setattr(pgx_jax.families.registry, "_brax_family", _no_family)
+    monkeypatch.setattr(pgx_jax.families.registry, "make_host_family", _no_family)
     before, compiles = _snapshot(tmp_path), len(COMPILES)
     assert main([*args, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
