@@ -17,7 +17,9 @@ A candidate is an evaluator, a theta* rule and a k rule, none of which reads a t
 planted label. theta* rules: one fixed meta-policy; ``checkpoints`` (the mean of the early
 checkpoints' scale-normalised affinities, :func:`pgx_jax.affinity.combine_affinities`; the
 checkpoints are prefixes of one meta-training, so it costs the longest one); ``separation``
-(the early checkpoint whose affinity separates best: the largest silhouette of its grouping).
+(the early checkpoint whose affinity separates best: the largest silhouette of its grouping);
+``conflict`` and ``spread`` (over all five checkpoints, from the tasks' gradients alone: where
+the cosines of their mean gradients are lowest on average, or most spread; :data:`GRADIENT_RULES`).
 k rules: ``silhouette`` and ``eigengap`` (:func:`pgx_jax.cluster.cluster_tasks`).
 
 ``--choose`` freezes, from the declared development layouts alone (refused unless each has the
@@ -73,7 +75,14 @@ TEST_FROM = 1000  # generator seeds >= this are test layouts
 META_POLICIES = ("early-0.02", "early-0.05", "early-0.1", "early-0.2", "full")
 EARLY = tuple(p for p in META_POLICIES if p.startswith("early"))
 EVALUATORS = ("rollout", "gain", "alignment")
-THETA_RULES = (*META_POLICIES, "checkpoints", "separation")
+#: theta* rules over every checkpoint (full included), read from the tasks' gradients alone: the
+#: checkpoint where their mean gradients b_i conflict most (smallest mean off-diagonal cosine) or
+#: spread most (largest standard deviation of the off-diagonal cosines)
+GRADIENT_RULES = {
+    "conflict": lambda cos, off: -float(np.mean(cos[off])),
+    "spread": lambda cos, off: float(np.std(cos[off])),
+}
+THETA_RULES = (*META_POLICIES, "checkpoints", "separation", *GRADIENT_RULES)
 K_RULES = cluster_mod.K_RULES
 FORMAT = 3  # of the stage files: an estimate of another format is computed again
 
@@ -235,6 +244,8 @@ def candidate_groups(ests: dict, evaluator: str, theta_rule: str, k: str, k_plan
     """The groups a candidate gives (``k``: a k rule or ``planted_k``), from the estimates alone."""
     if theta_rule in ests:
         return ests[theta_rule]["by_evaluator"][evaluator]["groups"][k]
+    if theta_rule in GRADIENT_RULES:
+        return ests[gradient_checkpoint(ests, theta_rule)]["by_evaluator"][evaluator]["groups"][k]
     early = [ests[p]["by_evaluator"][evaluator] for p in EARLY if p in ests]
     if len(early) < len(EARLY):
         return None
@@ -254,16 +265,30 @@ def candidate_groups(ests: dict, evaluator: str, theta_rule: str, k: str, k_plan
     raise ValueError(f"unknown theta* rule {theta_rule!r}; known: {list(THETA_RULES)}")
 
 
+def gradient_checkpoint(ests: dict, rule: str) -> str:
+    """The meta-policy a gradient rule picks: the largest statistic of the tasks' gradient cosines
+    (compare's gradient-similarity affinity at that theta*); ties to the earlier checkpoint."""
+
+    def score(p):
+        cos = np.asarray(ests[p]["gradient_similarity"]["affinity"], float)
+        return GRADIENT_RULES[rule](cos, ~np.eye(len(cos), dtype=bool))
+
+    return max(META_POLICIES, key=score)
+
+
 def candidate_cost(ests: dict, evaluator: str, theta_rule: str) -> float | None:
     """Env steps per task the candidate's estimate consumed (meta-training, features, gradient
-    sample, and the evaluation's rollouts for ``rollout``)."""
+    sample, and the evaluation's rollouts for ``rollout``). A rule over checkpoints is charged
+    every checkpoint's (for a gradient rule an upper bound: it needs every checkpoint's gradient
+    sample but only the chosen one's features and evaluation)."""
     evaluation = (lambda e: e["evaluate"]) if evaluator == "rollout" else (lambda e: 0.0)
     if theta_rule in ests:
         e = ests[theta_rule]["env_steps_per_task"]
         return e["meta_train"] + e["features"] + e["gradient_sample"] + evaluation(e)
-    if any(p not in ests for p in EARLY):
+    points = META_POLICIES if theta_rule in GRADIENT_RULES else EARLY
+    if any(p not in ests for p in points):
         return None
-    es = [ests[p]["env_steps_per_task"] for p in EARLY]
+    es = [ests[p]["env_steps_per_task"] for p in points]
     each = sum(e["features"] + e["gradient_sample"] + evaluation(e) for e in es)
     return max(e["meta_train"] for e in es) + each  # the checkpoints of one meta-training
 
@@ -331,7 +356,10 @@ def layout_row(args, seed: int, d: str, policies=META_POLICIES) -> dict | None:
         for k in (*K_RULES, "planted_k"):
             g = ests[p]["gradient_similarity"]["groups"][k]
             row["baseline"][f"gradient_similarity@{p}|{k}"] = {**grouping_agreement(g, reference, n), "k": len(g)}
-    theta_rules = [r for r in THETA_RULES if r in policies or (r not in META_POLICIES and set(EARLY) <= set(policies))]
+    points = lambda r: META_POLICIES if r in GRADIENT_RULES else EARLY  # noqa: E731
+    theta_rules = [
+        r for r in THETA_RULES if r in policies or (r not in META_POLICIES and set(points(r)) <= set(policies))
+    ]
     for ev in EVALUATORS:
         for theta_rule in theta_rules:
             cost = candidate_cost(ests, ev, theta_rule)
