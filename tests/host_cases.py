@@ -367,10 +367,20 @@ class _MultiDiscreteEnv:
         pass
 
 
-def test_meta_rl_with_host_workers_reports_what_it_reports_without(tmp_path, cartpole):
-    """meta-rl steps its source and test families in the worker processes when asked, and its
-    report (groups, routing, returns before and after adaptation, budgets) is the same."""
+def test_meta_rl_with_host_workers_reports_what_it_reports_without(tmp_path, cartpole, monkeypatch):
+    """meta-rl steps its source and test families in the worker processes when asked (pools of
+    W workers start), and its report (groups, routing, returns before and after adaptation,
+    budgets) is the same."""
     from pgx_jax.cli import main
+    from pgx_jax.families import host_workers
+
+    started, start = [], host_workers.WorkerPool.__init__
+
+    def counted(self, family, workers):
+        started.append((family.name, workers))
+        start(self, family, workers)
+
+    monkeypatch.setattr(host_workers.WorkerPool, "__init__", counted)
 
     argv = ["meta-rl", "--family", "cartpole-physics", "--budget", "smoke", "--seeds", "1", "--test-tasks", "2"]
     argv += ["--groups", "2", "--evaluator", "alignment", "--groupings", "multitask,policygradex", "--no-progress"]
@@ -379,6 +389,7 @@ def test_meta_rl_with_host_workers_reports_what_it_reports_without(tmp_path, car
         out = tmp_path / f"w{workers}"
         assert main([*argv, "--host-workers", workers, "--out", str(out)]) == 0
         reports.append(json.loads((out / "meta_rl.json").read_text()))
+        assert (len(started) > 0) == (workers == "2") and {w for _, w in started} <= {2}
     assert reports[0]["groupings"] == reports[1]["groupings"]
     returns = reports[0]["groupings"]["policygradex"]["after_adaptation"]["per_seed"]
     assert len(returns) == 1 and np.isfinite(returns).all()

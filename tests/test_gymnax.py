@@ -36,11 +36,11 @@ def _family_steps(family, task, key, actions):
 def _gymnax_steps(env, params, key, env_actions):
     """gymnax's reset_env / step_env, keyed as the adapter's contract says: each step's key is
     the first half of a split of the running key, the reset's likewise."""
-    key, k_reset = jax.random.split(key)
+    k_reset, key = jax.random.split(key)
     obs, state = env.reset_env(k_reset, params)
     observations, rewards = [obs], []
     for action in env_actions:
-        key, k_step = jax.random.split(key)
+        k_step, key = jax.random.split(key)
         obs, state, reward, _, _ = env.step_env(k_step, state, action, params)
         observations.append(obs)
         rewards.append(reward)
@@ -62,6 +62,44 @@ def test_each_task_steps_gymnax_own_transitions_with_its_own_params():
         np.testing.assert_array_equal(obs[:, 3:], np.tile(np.eye(4)[task], (26, 1)))  # the task id
         finals.append(obs[-1, :3])
     assert np.abs(finals[0] - finals[1]).max() > 1e-2  # gravity reached the dynamics: the check can fail
+
+
+class _NoisyEnv:
+    """A gymnax environment whose observation and reward are draws from the key it is given, so
+    the keys the adapter passes are visible (Pendulum and CartPole do not read theirs)."""
+
+    def reset_env(self, key, params):
+        from gymnax.environments.environment import EnvState
+
+        return jax.random.normal(key, (2,)), EnvState(time=0)
+
+    def step_env(self, key, state, action, params):
+        obs, reward = jax.random.normal(key, (2,)), jax.random.uniform(key)
+        return obs, state.replace(time=state.time + 1), reward, jnp.array(False), {}
+
+    def action_space(self, params):
+        return gymnax.environments.spaces.Box(-1.0, 1.0, (1,))
+
+
+def test_the_keys_follow_the_contract():
+    """reset_env and every step_env get the first half of a split of the running key (as gymnax's
+    own step gives step_env the first half of its key); the episode's key decides the draws."""
+    from gymnax.environments.environment import EnvParams
+
+    env = _NoisyEnv()
+    family = pgx_jax.gymnax_family("noisy", env, [EnvParams(max_steps_in_episode=10)] * 2)
+    key, actions = jax.random.PRNGKey(5), jnp.zeros((4, 1))
+    obs, rewards = _family_steps(family, 1, key, actions)
+    running, expected_obs, expected_rewards = key, [], []
+    for step in range(5):
+        half, running = jax.random.split(running)
+        expected_obs.append(jax.random.normal(half, (2,)))
+        if step:
+            expected_rewards.append(jax.random.uniform(half))
+    np.testing.assert_array_equal(obs[:, :2], np.stack(expected_obs))
+    np.testing.assert_array_equal(rewards, np.asarray(expected_rewards))
+    other, _ = _family_steps(family, 1, jax.random.PRNGKey(6), actions)
+    assert not np.array_equal(other, obs)
 
 
 def test_discrete_actions_and_termination_follow_the_shared_rule():

@@ -8,7 +8,9 @@ whose task i runs with ``params[i]``: the tasks' parameter dataclasses are stack
 whole family (rollouts, PPO, per-sample gradients) compiles into the same programs as a Brax one.
 
 Contract of a step, as gymnax's own auto-resetting ``step`` computes it before it resets: the
-step key is the first half of a split of the episode's running key (carried in the state), the
+reset's and each step's key is the first half of a split of the episode's running key (the
+second half runs on, carried in the state; gymnax's ``step`` likewise gives ``step_env`` the
+first half of its key), the
 action is the policy's mapped by :mod:`pgx_jax.families.spaces` under the task's own
 ``action_space(params_i)``, ``done`` is termination only (``step_env``'s flag; gymnax's time limit
 is replaced by the family's ``episode_length``, whose episodes end together), and the reward is
@@ -48,13 +50,13 @@ class GymnaxEnv:
         return jnp.ravel(jnp.asarray(obs, jnp.float32))
 
     def reset(self, key: jax.Array) -> State:
-        key, k_reset = jax.random.split(key)
+        k_reset, key = jax.random.split(key)
         obs, env_state = self.env.reset_env(k_reset, self.sys)
         zero = jnp.zeros((), jnp.float32)
         return State(env_state, self._flat(obs), zero, zero, {}, {"key": key})
 
     def step(self, state: State, action: jax.Array) -> State:
-        key, k_step = jax.random.split(state.info["key"])
+        k_step, key = jax.random.split(state.info["key"])
         env_action = to_env_action(self.env.action_space(self.sys), action, jnp)
         obs, env_state, reward, done, _ = self.env.step_env(k_step, state.pipeline_state, env_action, self.sys)
         reward, done = jnp.asarray(reward, jnp.float32).reshape(()), jnp.asarray(done, jnp.float32).reshape(())
