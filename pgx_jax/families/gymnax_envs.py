@@ -7,14 +7,16 @@ whose task i runs with ``params[i]``: the tasks' parameter dataclasses are stack
 (``family.params``: field -> [N]) and each step rebuilds task i's dataclass from its row, so the
 whole family (rollouts, PPO, per-sample gradients) compiles into the same programs as a Brax one.
 
-Contract of a step, as gymnax's own auto-resetting ``step`` computes it before it resets: the
-reset's and each step's key is the first half of a split of the episode's running key (the
-second half runs on, carried in the state; gymnax's ``step`` likewise gives ``step_env`` the
-first half of its key), the
-action is the policy's mapped by :mod:`pgx_jax.families.spaces` under the task's own
-``action_space(params_i)``, ``done`` is termination only (``step_env``'s flag; gymnax's time limit
-is replaced by the family's ``episode_length``, whose episodes end together), and the reward is
-gymnax's unless a ``reward_fn`` is given. Observations are flattened to [O].
+Contract of a step, as gymnax's own auto-resetting ``step`` computes it before it resets:
+
+- keys: the reset's and each step's key is the first half of a split of the episode's running
+  key, the second half runs on in the state (gymnax's ``step`` likewise gives ``step_env`` the
+  first half of its key);
+- action: the policy's, mapped by :mod:`pgx_jax.families.spaces` under the task's own
+  ``action_space(params_i)``;
+- ``done``: termination only (``step_env``'s flag); gymnax's time limit is replaced by the
+  family's ``episode_length``, whose episodes end together;
+- reward: gymnax's unless a ``reward_fn`` is given; observations flattened to [O].
 """
 
 from __future__ import annotations
