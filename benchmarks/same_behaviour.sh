@@ -17,7 +17,7 @@ json.dump(tasks, open(sys.argv[1], "w"))
 PY
 common=(--budget smoke --groups 2 --no-progress)
 for fam in reacher cartpole; do
-  if [ $fam = reacher ]; then src=(--tasks-file "$out/four_goals.json"); else src=(--family cartpole-physics); fi
+  if [ $fam = reacher ]; then src=(--family reacher-goals --tasks-file "$out/four_goals.json"); else src=(--family cartpole-physics); fi
   pgx-jax train "${src[@]}" --budget smoke --episodes 2 --no-progress --out "$out/$fam-train"
   pgx-jax run "${src[@]}" "${common[@]}" --out "$out/$fam-run"
   pgx-jax run "${src[@]}" "${common[@]}" --evaluator gain --out "$out/$fam-run-gain"
