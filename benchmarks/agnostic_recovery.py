@@ -24,9 +24,9 @@ import time
 import numpy as np
 
 from pgx_jax import make_family
-from pgx_jax.checkpoint import versions
 from pgx_jax.cli import main as cli
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 EVALUATORS = ("rollout", "loss", "gain")

@@ -29,8 +29,8 @@ import jax
 import numpy as np
 
 from pgx_jax import budget_config, make_family, simulators
-from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_FAMILIES = ["pendulum-physics", "cartpole-physics", "cheetah-gravity", "cheetah-vel"]

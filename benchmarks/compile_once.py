@@ -3,7 +3,7 @@ persistent compilation cache that is empty before the first.
 
 Per run: the wall-clock of the process, and from the command's own result file the compile
 seconds by stage and part (trace, lower, XLA compile or cache read), programs and cache hits
-(:mod:`pgx_jax.compiles`). Targets: the second run spends under 20% of its wall-clock
+(:mod:`pgx_jax.runtime.compiles`). Targets: the second run spends under 20% of its wall-clock
 compiling, and takes at most half the first's wall-clock.
 
 Writes benchmarks/results/compile_once_<command>.json and .md.
@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 
-from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 RESULT_FILE = {"run": "result.json", "validate": "validation.json", "compare": "comparison.json"}

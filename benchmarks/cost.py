@@ -29,10 +29,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import compiles, load_policy, make_family
-from pgx_jax.checkpoint import versions
-from pgx_jax.pipeline import estimate, pipeline_config
-from pgx_jax.results import machine, markdown_table, parse_benchmark_args, provenance, write_json, write_markdown
+from pgx_jax import load_policy, make_family
+from pgx_jax.experiments.pipeline import estimate, pipeline_config
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime import compiles
+from pgx_jax.runtime.results import (
+    machine,
+    markdown_table,
+    parse_benchmark_args,
+    provenance,
+    write_json,
+    write_markdown,
+)
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 WARM_UP_TO = 200  # repeat the call warm only up to this m (m = 1000 takes minutes per call on 2 cores)
@@ -64,7 +72,7 @@ def scaling(theta_dir: str, ms: list[int]) -> list[dict]:
     rng = np.random.default_rng(0)
     # compile feature extraction once up front, so the compile events counted below are the
     # solve and evaluation programs' (and small helpers'), not the features'
-    from pgx_jax.pipeline import features_at
+    from pgx_jax.experiments.pipeline import features_at
 
     jax.block_until_ready(features_at(base.ppo, base.features, family, theta, jax.random.PRNGKey(0)))
     rows = []

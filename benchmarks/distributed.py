@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

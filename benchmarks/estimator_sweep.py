@@ -80,9 +80,9 @@ def _name(s: dict) -> str:
 
 
 def _family_and_config(case: str, report: dict):
-    from pgx_jax.config import NetworkConfig
+    from pgx_jax.core.config import NetworkConfig
+    from pgx_jax.experiments.pipeline import pipeline_config
     from pgx_jax.families import make_family
-    from pgx_jax.pipeline import pipeline_config
 
     argv = CASES[case]
     get = lambda flag: argv[argv.index(flag) + 1] if flag in argv else None  # noqa: E731
@@ -94,8 +94,8 @@ def _family_and_config(case: str, report: dict):
 
 
 def _score(est, truth, masks, k_truth, own, config, n) -> dict:
-    from pgx_jax import cluster
-    from pgx_jax.validate import _groups, agreement, grouping_agreement, nmi
+    from pgx_jax.estimation import cluster
+    from pgx_jax.experiments.validate import _groups, agreement, grouping_agreement, nmi
 
     a = agreement(est, truth, masks)
     _, at_k = _groups(est, masks, config, k_truth)
@@ -117,11 +117,11 @@ def _score(est, truth, masks, k_truth, own, config, n) -> dict:
 def run_case(case: str, settings: list[dict]) -> None:
     import jax
 
-    from pgx_jax import checkpoint
-    from pgx_jax.evaluate import EVALUATORS
-    from pgx_jax.pipeline import estimate_with_solutions, evaluate_subsets
-    from pgx_jax.surrogate import SurrogateConfig
-    from pgx_jax.validate import within_task_spread
+    from pgx_jax.estimation.evaluators import EVALUATORS
+    from pgx_jax.estimation.surrogate import SurrogateConfig
+    from pgx_jax.experiments.pipeline import estimate_with_solutions, evaluate_subsets
+    from pgx_jax.experiments.validate import within_task_spread
+    from pgx_jax.rl import checkpoint
 
     report = json.load(open(os.path.join(MEASURED, case, "validation.json")))
     family, config = _family_and_config(case, report)
@@ -199,8 +199,8 @@ def run_case(case: str, settings: list[dict]) -> None:
         }
         done["settings"].append(entry)
         os.makedirs(OUT, exist_ok=True)
-        from pgx_jax.checkpoint import versions
-        from pgx_jax.results import write_json
+        from pgx_jax.rl.checkpoint import versions
+        from pgx_jax.runtime.results import write_json
 
         done["versions"] = versions()  # the commit, whether the code was clean, the diff's hash
         write_json(path, done)
@@ -223,9 +223,10 @@ def gradient_signal(case: str, sizes=(2048, 32768)) -> None:
     the solve, step or evaluation loses the signal; if it does not, the features do."""
     import jax
 
-    from pgx_jax import checkpoint, cluster
-    from pgx_jax.features import FeatureConfig, collect, mean_policy_gradients
-    from pgx_jax.validate import nmi
+    from pgx_jax.estimation import cluster
+    from pgx_jax.estimation.features import FeatureConfig, collect, mean_policy_gradients
+    from pgx_jax.experiments.validate import nmi
+    from pgx_jax.rl import checkpoint
 
     report = json.load(open(os.path.join(MEASURED, case, "validation.json")))
     family, config = _family_and_config(case, report)
@@ -258,8 +259,8 @@ def gradient_signal(case: str, sizes=(2048, 32768)) -> None:
             entry["by_truth"][kind] = {"within_minus_across": gaps, "nmi_sdp": nmis}
         entry["cosine"] = [c.tolist() for c in cosines]
         done["gradient_signal"][str(size)] = entry
-        from pgx_jax.checkpoint import versions
-        from pgx_jax.results import write_json
+        from pgx_jax.rl.checkpoint import versions
+        from pgx_jax.runtime.results import write_json
 
         done["versions"] = versions()  # the commit, whether the code was clean, the diff's hash
         write_json(path, done)
@@ -269,8 +270,8 @@ def gradient_signal(case: str, sizes=(2048, 32768)) -> None:
 def table() -> str:
     import jax
 
-    from pgx_jax.results import markdown_table
-    from pgx_jax.validate import grouping_agreement
+    from pgx_jax.experiments.validate import grouping_agreement
+    from pgx_jax.runtime.results import markdown_table
 
     lines = [
         "# Estimator sweep (issue 13)",
@@ -361,7 +362,7 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="rebuild the table only")
     p.add_argument("--signal", action="store_true", help="the gradient-signal diagnostic instead of the sweep")
     p.add_argument("--settings", type=int, nargs="*", default=None, help="indices into SETTINGS (default: all)")
-    from pgx_jax.results import parse_benchmark_args  # imports jax: after the module set up its flags
+    from pgx_jax.runtime.results import parse_benchmark_args  # imports jax: after the module set up its flags
 
     args = parse_benchmark_args(p)
     if not args.table:
@@ -371,8 +372,8 @@ def main() -> None:
                 gradient_signal(case)
             else:
                 run_case(case, SETTINGS if args.settings is None else [SETTINGS[i] for i in args.settings])
-    from pgx_jax.checkpoint import versions
-    from pgx_jax.results import machine, provenance, write_markdown
+    from pgx_jax.rl.checkpoint import versions
+    from pgx_jax.runtime.results import machine, provenance, write_markdown
 
     text = table() + "\n" + provenance({"machine": machine(), "versions": versions()}) + "\n"
     write_markdown(os.path.join(HERE, "results", "estimator_sweep.md"), text)

@@ -19,10 +19,17 @@ import jax
 import jax.numpy as jnp
 
 from pgx_jax import make_family, simulators
-from pgx_jax.checkpoint import versions
-from pgx_jax.config import budget_config
+from pgx_jax.core.config import budget_config
 from pgx_jax.families import installed
-from pgx_jax.results import machine, markdown_table, parse_benchmark_args, provenance, write_json, write_markdown
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import (
+    machine,
+    markdown_table,
+    parse_benchmark_args,
+    provenance,
+    write_json,
+    write_markdown,
+)
 from pgx_jax.simulators import host
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

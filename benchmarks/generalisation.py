@@ -15,12 +15,12 @@ Layouts with generator seed < 1000 are development layouts, >= 1000 test layouts
 
 A candidate is an evaluator, a theta* rule and a k rule, none of which reads a truth or a
 planted label. theta* rules: one fixed meta-policy; ``checkpoints`` (the mean of the early
-checkpoints' scale-normalised affinities, :func:`pgx_jax.affinity.combine_affinities`; the
+checkpoints' scale-normalised affinities, :func:`pgx_jax.estimation.affinity.combine_affinities`; the
 checkpoints are prefixes of one meta-training, so it costs the longest one); ``separation``
 (the early checkpoint whose affinity separates best: the largest silhouette of its grouping);
 ``conflict`` and ``spread`` (over all five checkpoints, from the tasks' gradients alone: where
 the cosines of their mean gradients are lowest on average, or most spread; :data:`GRADIENT_RULES`).
-k rules: ``silhouette`` and ``eigengap`` (:func:`pgx_jax.cluster.cluster_tasks`).
+k rules: ``silhouette`` and ``eigengap`` (:func:`pgx_jax.estimation.cluster.cluster_tasks`).
 
 ``--choose`` freezes, from the declared development layouts alone (refused unless each has the
 truth and every meta-policy's estimate), the candidate with the largest mean AMI against the
@@ -60,15 +60,15 @@ import time
 import jax
 import numpy as np
 
-from pgx_jax import affinity as affinity_mod
-from pgx_jax import cluster as cluster_mod
-from pgx_jax.checkpoint import source_commit, versions
-from pgx_jax.compare import gradient_similarity
-from pgx_jax.evaluate import alignment_scores, gain_scores
+from pgx_jax.estimation import affinity as affinity_mod
+from pgx_jax.estimation import cluster as cluster_mod
+from pgx_jax.estimation.evaluators import alignment_scores, gain_scores
+from pgx_jax.experiments.compare import gradient_similarity
+from pgx_jax.experiments.pipeline import estimate_with_solutions, estimation_env_steps, pipeline_config, start
+from pgx_jax.experiments.validate import ValidateConfig, grouping_agreement, run_truth, truth_key
 from pgx_jax.families import make_family, random_layout
-from pgx_jax.pipeline import estimate_with_solutions, estimation_env_steps, pipeline_config, start
-from pgx_jax.results import machine, markdown_table, parse_benchmark_args, write_json, write_table_report
-from pgx_jax.validate import ValidateConfig, grouping_agreement, run_truth, truth_key
+from pgx_jax.rl.checkpoint import source_commit, versions
+from pgx_jax.runtime.results import machine, markdown_table, parse_benchmark_args, write_json, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TEST_FROM = 1000  # generator seeds >= this are test layouts
@@ -459,10 +459,10 @@ DEFAULTS = "defaults"
 def _defaults_choice(args) -> tuple[dict, tuple[str, ...]]:
     """The choice ``pgx-jax run`` makes with no estimator option for this conditioning: its
     evaluator and k rule (:data:`pgx_jax.cli.RUN_DEFAULTS`) at the conditioning's default theta*
-    (:data:`pgx_jax.pipeline.DEFAULT_META_POLICY`). Fixed in the code before any layout of this
+    (:data:`pgx_jax.experiments.pipeline.DEFAULT_META_POLICY`). Fixed in the code before any layout of this
     family was drawn, so every layout of it is a test layout."""
-    from pgx_jax.cli import RUN_DEFAULTS
-    from pgx_jax.pipeline import DEFAULT_META_POLICY
+    from pgx_jax.cli.args import RUN_DEFAULTS
+    from pgx_jax.experiments.pipeline import DEFAULT_META_POLICY
 
     theta = DEFAULT_META_POLICY[args.conditioning]
     stem = f"{RUN_DEFAULTS['evaluator']}@{theta}|"
@@ -665,7 +665,7 @@ def compare_stage(args, seed: int, frozen: dict) -> dict | None:
     """``compare`` on one layout with the frozen candidate's settings (a fixed theta* only):
     every grouping trained from scratch with equal per-task steps, ``ground_truth`` = the truth's
     groups at the planted k (the reference above), and ``policygradex_equal_total``. Cached."""
-    from pgx_jax.compare import GROUPINGS, compare
+    from pgx_jax.experiments.compare import GROUPINGS, compare
 
     evaluator, rest = frozen["main"]["candidate"].split("@")
     theta_rule, k_rule = rest.split("|")
@@ -745,9 +745,9 @@ def main() -> None:
     args = parse_benchmark_args(p)
     if args.every_theta and not (args.report and args.choice_from):
         raise SystemExit("--every-theta goes with --report --choice-from (a family's own report lists every candidate)")
-    from pgx_jax.cli import _use_compilation_cache
+    from pgx_jax.cli.running import use_compilation_cache
 
-    _use_compilation_cache()
+    use_compilation_cache()
     for seed in args.layouts:
         run_layout(args, seed)
     if args.choose:

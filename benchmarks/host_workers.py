@@ -25,11 +25,11 @@ import jax
 import numpy as np
 
 from pgx_jax import make_family, simulators
-from pgx_jax.checkpoint import source_commit, versions
-from pgx_jax.config import budget_config
+from pgx_jax.core.config import budget_config
 from pgx_jax.families import installed, with_workers
 from pgx_jax.families.host_workers import open_batch, worker_pool
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
+from pgx_jax.rl.checkpoint import source_commit, versions
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import budget_config, make_family, ppo
-from pgx_jax.checkpoint import versions
-from pgx_jax.results import (
+from pgx_jax import budget_config, make_family
+from pgx_jax.rl import ppo
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import (
     machine,
     markdown_table,
     parse_benchmark_args,

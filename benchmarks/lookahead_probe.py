@@ -32,13 +32,13 @@ import time
 import jax
 import numpy as np
 
-from pgx_jax import affinity as affinity_mod
-from pgx_jax import cluster as cluster_mod
-from pgx_jax.checkpoint import source_commit, versions
+from pgx_jax.estimation import affinity as affinity_mod
+from pgx_jax.estimation import cluster as cluster_mod
+from pgx_jax.experiments.pipeline import pipeline_config, start
+from pgx_jax.experiments.validate import ValidateConfig, grouping_agreement, run_truth, truth_env_steps, truth_key
 from pgx_jax.families import make_family
-from pgx_jax.pipeline import pipeline_config, start
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
-from pgx_jax.validate import ValidateConfig, grouping_agreement, run_truth, truth_env_steps, truth_key
+from pgx_jax.rl.checkpoint import source_commit, versions
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

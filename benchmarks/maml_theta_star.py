@@ -27,11 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import make_family, maml
-from pgx_jax.checkpoint import versions
-from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
-from pgx_jax.validate import nmi
+from pgx_jax import make_family
+from pgx_jax.experiments.pipeline import pipeline_config, policygradex
+from pgx_jax.experiments.validate import nmi
+from pgx_jax.rl import maml
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FAMILY = "pendulum-physics"

@@ -70,9 +70,9 @@ def _x(x):
 
 def table() -> str:
     """Every figure recomputed from the saved scores and groups with the chance-corrected
-    metrics (pgx_jax.validate.agreement / grouping_agreement), so the cases run before those
+    metrics (pgx_jax.experiments.validate.agreement / grouping_agreement), so the cases run before those
     metrics existed are read the same way as the later ones."""
-    from pgx_jax.validate import agreement, grouping_agreement, score_noise, within_task_spread
+    from pgx_jax.experiments.validate import agreement, grouping_agreement, score_noise, within_task_spread
 
     header = [
         "case",
@@ -180,7 +180,7 @@ def main() -> int:
     p.add_argument("--cases", default=None, help=f"comma-separated subset of {list(CASES)}")
     p.add_argument("--table", action="store_true", help="only rebuild the table")
     p.add_argument("--redo", action="store_true", help="run cases that already have results again")
-    from pgx_jax.results import parse_benchmark_args  # imports jax: after the module set up its flags
+    from pgx_jax.runtime.results import parse_benchmark_args  # imports jax: after the module set up its flags
 
     args = parse_benchmark_args(p)
     os.makedirs(OUT, exist_ok=True)

@@ -29,12 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-from pgx_jax import make_family, ppo, simulators
-from pgx_jax.checkpoint import versions
-from pgx_jax.cluster import cluster_tasks, groups_to_labels
-from pgx_jax.compare import gradient_similarity
-from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
+from pgx_jax import make_family, simulators
+from pgx_jax.estimation.cluster import cluster_tasks, groups_to_labels
+from pgx_jax.experiments.compare import gradient_similarity
+from pgx_jax.experiments.pipeline import pipeline_config, policygradex
+from pgx_jax.rl import ppo
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FAMILY = "pendulum-physics"

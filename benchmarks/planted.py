@@ -24,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-from pgx_jax import make_family, ppo, simulators
-from pgx_jax.checkpoint import versions
-from pgx_jax.cluster import cluster_tasks, groups_to_labels
-from pgx_jax.pipeline import pipeline_config, policygradex
-from pgx_jax.results import (
+from pgx_jax import make_family, simulators
+from pgx_jax.estimation.cluster import cluster_tasks, groups_to_labels
+from pgx_jax.experiments.pipeline import pipeline_config, policygradex
+from pgx_jax.rl import ppo
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import (
     machine,
     markdown_table,
     parse_benchmark_args,

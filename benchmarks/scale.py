@@ -8,7 +8,7 @@ defaults otherwise, here ``run``'s: task-agnostic, the alignment evaluator):
 
 - **estimate**: theta* meta-trained as ``run`` does (``--meta-policy auto``), the gradient
   features, the solve of all m subsets and their evaluation, each timed with and without its
-  compiling (:mod:`pgx_jax.compiles`), and in FLOPs (:func:`pgx_jax.pipeline.stage_flops`,
+  compiling (:mod:`pgx_jax.runtime.compiles`), and in FLOPs (:func:`pgx_jax.experiments.pipeline.stage_flops`,
   loop-aware, counted from the traced programs);
 - **full training**: what ``validate --truth full`` does for the same subsets (from scratch, each
   subset's tasks getting ``compare``'s per-task budget, then evaluated). Training all m on a
@@ -40,13 +40,13 @@ import time
 import jax
 import numpy as np
 
-from pgx_jax import compiles
-from pgx_jax.affinity import AffinityConfig
-from pgx_jax.checkpoint import versions
+from pgx_jax.estimation.affinity import AffinityConfig
+from pgx_jax.experiments.pipeline import estimate_with_solutions, pipeline_config, stage_flops, start
+from pgx_jax.experiments.validate import full_training, true_scores
 from pgx_jax.families import make_family, random_layout
-from pgx_jax.pipeline import estimate_with_solutions, pipeline_config, stage_flops, start
-from pgx_jax.results import machine, parse_benchmark_args, write_table_report
-from pgx_jax.validate import full_training, true_scores
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime import compiles
+from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 M_CAP = 10_000
@@ -192,9 +192,9 @@ def main() -> None:
     args = parse_benchmark_args(p)
     if args.train_sample < 1 or any(n < 4 for n in args.ns):
         p.error(f"--train-sample must be >= 1 and every n >= 4, got {args.train_sample} and {args.ns}")
-    from pgx_jax.cli import _use_compilation_cache
+    from pgx_jax.cli.running import use_compilation_cache
 
-    _use_compilation_cache()
+    use_compilation_cache()
     stem = os.path.join(HERE, f"scale_{args.family}_{args.budget}")
     rows = []
     for n in sorted(args.ns):

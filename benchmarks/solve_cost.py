@@ -1,6 +1,6 @@
 """Issue-13 cost figures, measured side by side in one process per part.
 
-1. ``solve``: FLOPs (:mod:`pgx_jax.flops`, loops at their trip counts; L-BFGS's line search at
+1. ``solve``: FLOPs (:mod:`pgx_jax.runtime.flops`, loops at their trip counts; L-BFGS's line search at
    its measured trip count) and steady-state wall-clock per subset of the Newton and L-BFGS
    solves on the same features and subsets (reacher-goals, demo feature config, d = 400).
 2. ``scale m``: the whole estimate (features, solves, rollout evaluation) for m sampled subsets,
@@ -41,8 +41,8 @@ def _load() -> dict:
 
 
 def _save(d: dict) -> None:
-    from pgx_jax.checkpoint import versions
-    from pgx_jax.results import machine, write_json
+    from pgx_jax.rl.checkpoint import versions
+    from pgx_jax.runtime.results import machine, write_json
 
     d["machine"] = machine()
     d["versions"] = versions()  # the commit, whether the code was clean, and the diff's hash
@@ -52,10 +52,10 @@ def _save(d: dict) -> None:
 def _setup(m: int | None, tasks_file: str | None = None, theta_path: str | None = None):
     import jax
 
-    from pgx_jax import checkpoint, networks
-    from pgx_jax.affinity import AffinityConfig
+    from pgx_jax.estimation.affinity import AffinityConfig
+    from pgx_jax.experiments.pipeline import pipeline_config
     from pgx_jax.families import make_family
-    from pgx_jax.pipeline import pipeline_config
+    from pgx_jax.rl import checkpoint, networks
 
     family = make_family(FAMILY, tasks_file=tasks_file)
     config = pipeline_config("demo", family, affinity=AffinityConfig(subsets=m), train_groups=False)
@@ -84,10 +84,10 @@ def part_solve(
     import jax
     import numpy as np
 
-    from pgx_jax.affinity import sample_subsets
-    from pgx_jax.flops import count_flops
-    from pgx_jax.pipeline import _stats, features_at, solve_all, solve_flops
-    from pgx_jax.surrogate import data_hessians
+    from pgx_jax.estimation.affinity import sample_subsets
+    from pgx_jax.estimation.surrogate import data_hessians
+    from pgx_jax.experiments.pipeline import _stats, features_at, solve_all, solve_flops
+    from pgx_jax.runtime.flops import count_flops
 
     family, config, theta = _setup(m, theta_path=theta_path)
     masks = sample_subsets(0, family.n_tasks, config.affinity)
@@ -183,9 +183,9 @@ def part_scale(m: int) -> dict:
     import jax
     import numpy as np
 
-    from pgx_jax import pipeline
-    from pgx_jax.affinity import sample_subsets
-    from pgx_jax.results import peak_rss_mb
+    from pgx_jax.estimation.affinity import sample_subsets
+    from pgx_jax.experiments import pipeline
+    from pgx_jax.runtime.results import peak_rss_mb
     from pgx_jax.simulators import jitted
 
     family, config, theta = _setup(m, SCALE_TASKS)
@@ -214,7 +214,7 @@ def part_scale(m: int) -> dict:
 
 
 def _solve_section(s: dict | None) -> list[str]:
-    from pgx_jax.results import markdown_table
+    from pgx_jax.runtime.results import markdown_table
 
     if not s or "stats_flops" not in s:
         return []
@@ -287,7 +287,7 @@ def _solve_section(s: dict | None) -> list[str]:
 def table(d: dict) -> str:
     import jax
 
-    from pgx_jax.results import markdown_table
+    from pgx_jax.runtime.results import markdown_table
 
     lines = [
         "# Surrogate solve and estimation cost (issue 13)",
@@ -343,7 +343,7 @@ def main() -> None:
         help="a trained theta* checkpoint (e.g. results/measurement/reacher-goals_task_id_seed1/theta_star) for "
         "the solve part, saved beside the fresh-initialisation one",
     )
-    from pgx_jax.results import parse_benchmark_args  # imports jax: after the module set up its flags
+    from pgx_jax.runtime.results import parse_benchmark_args  # imports jax: after the module set up its flags
 
     args = parse_benchmark_args(p)
     d = _load()
@@ -364,8 +364,8 @@ def main() -> None:
                 if str(m) not in d["scale"]:  # a process each: peak RSS and compile counts are its own
                     subprocess.run([sys.executable, __file__, "--part", "scale", "--m", str(m)], check=True)
             d = _load()
-    from pgx_jax.checkpoint import versions
-    from pgx_jax.results import machine, provenance, write_markdown
+    from pgx_jax.rl.checkpoint import versions
+    from pgx_jax.runtime.results import machine, provenance, write_markdown
 
     text = table(d) + "\n" + provenance({"machine": machine(), "versions": versions()}) + "\n"
     write_markdown(os.path.join(HERE, "results", "solve_cost.md"), text)

@@ -21,10 +21,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import budget_config, make_family, ppo
-from pgx_jax.checkpoint import versions
-from pgx_jax.results import machine, markdown_table, parse_benchmark_args, provenance, write_json, write_markdown
-from pgx_jax.rollout import reset_envs, unroll
+from pgx_jax import budget_config, make_family
+from pgx_jax.rl import ppo
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.rl.rollout import reset_envs, unroll
+from pgx_jax.runtime.results import (
+    machine,
+    markdown_table,
+    parse_benchmark_args,
+    provenance,
+    write_json,
+    write_markdown,
+)
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 N_RUNS = 8

@@ -27,12 +27,13 @@ import jax
 import numpy as np
 
 from pgx_jax import make_family
-from pgx_jax.affinity import affinity_matrix
-from pgx_jax.checkpoint import versions
-from pgx_jax.cluster import cluster_tasks
-from pgx_jax.compare import compare, comparison_table, ill_conditioned_note, summarise
-from pgx_jax.pipeline import estimate, pipeline_config
-from pgx_jax.results import (
+from pgx_jax.estimation.affinity import affinity_matrix
+from pgx_jax.estimation.cluster import cluster_tasks
+from pgx_jax.experiments.compare import compare, comparison_table, ill_conditioned_note, summarise
+from pgx_jax.experiments.pipeline import estimate, pipeline_config
+from pgx_jax.experiments.validate import ValidateConfig, agreement, nmi, validate
+from pgx_jax.rl.checkpoint import versions
+from pgx_jax.runtime.results import (
     machine,
     markdown_table,
     parse_benchmark_args,
@@ -42,7 +43,6 @@ from pgx_jax.results import (
     write_json,
     write_markdown,
 )
-from pgx_jax.validate import ValidateConfig, agreement, nmi, validate
 
 # Issue 4's figures are against the 10% fine-tuning truth (the default truth is now `full`; the
 # issue-12 figures, with both truths, come from benchmarks/measurement.py).

@@ -16,9 +16,9 @@ Public API (each stage a pure function; see the module docstrings):
   :func:`save_groups`, :func:`load_groups`; a policy as a function :func:`make_policy`
 - PolicyGradEx stages: :func:`gradient_features`, :func:`solve_subsets`, :func:`sample_subsets`,
   :func:`affinity_matrix`, :func:`cluster_tasks`, :func:`train_groups`; end to end :func:`policygradex`
-- meta-RL (:mod:`pgx_jax.maml`, :mod:`pgx_jax.meta_rl`): :class:`MAMLConfig`, :func:`maml_config`,
+- meta-RL (:mod:`pgx_jax.rl.maml`, :mod:`pgx_jax.experiments.meta_rl`): :class:`MAMLConfig`, :func:`maml_config`,
   :func:`meta_train` (pure, vmappable), :func:`adaptation_curve`, :func:`draw_tasks`; the paper's
-  protocol end to end ``pgx_jax.meta_rl.meta_rl``
+  protocol end to end ``pgx_jax.experiments.meta_rl.meta_rl``
 """
 
 import os as _os
@@ -31,11 +31,14 @@ _XLA_FIX = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 if "xla_cpu_enable_concurrency_optimized_scheduler" not in _os.environ.get("XLA_FLAGS", ""):
     _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " " + _XLA_FIX).strip()
 
-from pgx_jax.affinity import AffinityConfig, affinity_matrix, sample_subsets
-from pgx_jax.checkpoint import load_groups, load_policy, save_groups, save_policy
-from pgx_jax.cluster import cluster_tasks
-from pgx_jax.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
-from pgx_jax.evaluate import gain_scores, loss_scores, rollout_scores
+from pgx_jax.core.config import BUDGETS, NetworkConfig, PPOConfig, budget_config
+from pgx_jax.estimation.affinity import AffinityConfig, affinity_matrix, sample_subsets
+from pgx_jax.estimation.cluster import cluster_tasks
+from pgx_jax.estimation.evaluators import gain_scores, loss_scores, rollout_scores
+from pgx_jax.estimation.features import FeatureConfig, Features
+from pgx_jax.estimation.surrogate import Solutions, SurrogateConfig, TaskStats, solve, solve_subsets, task_stats
+from pgx_jax.experiments.groups import train_groups
+from pgx_jax.experiments.pipeline import PipelineConfig, Result, estimate, pipeline_config, policygradex
 from pgx_jax.families import (
     FAMILIES,
     HostFamily,
@@ -48,12 +51,10 @@ from pgx_jax.families import (
     load_tasks_file,
     make_family,
 )
-from pgx_jax.features import FeatureConfig, Features
-from pgx_jax.groups import train_groups
-from pgx_jax.maml import MAMLConfig, adaptation_curve, maml_config, meta_train
-from pgx_jax.networks import AgentParams, init_agent, make_policy
-from pgx_jax.pipeline import PipelineConfig, Result, estimate, pipeline_config, policygradex
-from pgx_jax.ppo import check_finite, train
+from pgx_jax.rl.checkpoint import load_groups, load_policy, save_groups, save_policy
+from pgx_jax.rl.maml import MAMLConfig, adaptation_curve, maml_config, meta_train
+from pgx_jax.rl.networks import AgentParams, init_agent, make_policy
+from pgx_jax.rl.ppo import check_finite, train
 from pgx_jax.simulators import (
     Simulator,
     evaluate,
@@ -67,7 +68,6 @@ from pgx_jax.simulators import (
     train_many,
     train_one,
 )
-from pgx_jax.surrogate import Solutions, SurrogateConfig, TaskStats, solve, solve_subsets, task_stats
 
 __version__ = "0.1.0"
 

@@ -44,7 +44,7 @@ def one_and_two(argv, tmp_path, name: str) -> tuple[dict, dict]:
 
 def validate(out, *extra, kill_after=None) -> subprocess.CompletedProcess:
     """``validate`` at smoke with the finetune truth, SIGKILLed after the stage ``kill_after``
-    (``PGX_JAX_KILL_AFTER``, see :mod:`pgx_jax.stages`) when given."""
+    (``PGX_JAX_KILL_AFTER``, see :mod:`pgx_jax.runtime.stages`) when given."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("PGX_JAX_KILL_AFTER", None)
     if kill_after:

@@ -12,11 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import make_family, ppo, simulators
-from pgx_jax.config import NetworkConfig, budget_config
+from pgx_jax import make_family, simulators
+from pgx_jax.core.config import NetworkConfig, budget_config
+from pgx_jax.estimation.features import FeatureConfig
 from pgx_jax.families import HOST_FAMILIES, HostFamily, MissingExtraError, installed
-from pgx_jax.features import FeatureConfig
-from pgx_jax.rollout import Transition
+from pgx_jax.rl import ppo
+from pgx_jax.rl.rollout import Transition
 from pgx_jax.simulators import host
 
 needs = {name: pytest.mark.skipif(not installed(name), reason=f"{name}: extra not installed") for name in HOST_FAMILIES}
@@ -283,9 +284,9 @@ def test_host_maml_keys_every_episode_by_its_stream_not_its_position(cartpole):
     group trains beside it (float tolerance: the vmapped learning's batch shape differs), and at
     routing and adaptation a test task meets the same episodes whichever meta-policy runs it and
     whichever tasks sit beside it (exact: the same policy on the same env seeds and noise)."""
-    from pgx_jax import maml
+    from pgx_jax.experiments.meta_rl import combined_family, meta_train_groups
     from pgx_jax.families import draw_tasks, task_entries
-    from pgx_jax.meta_rl import combined_family, meta_train_groups
+    from pgx_jax.rl import maml
 
     sources = task_entries("cartpole-physics")
     fam = combined_family("cartpole-physics", sources, draw_tasks("cartpole-physics", sources, 2, 0))

@@ -20,9 +20,9 @@ import pytest
 from flax import serialization
 
 import pgx_jax.families
-from pgx_jax.checkpoint import FORMAT
 from pgx_jax.cli import main
 from pgx_jax.families import FAMILIES
+from pgx_jax.rl.checkpoint import FORMAT
 
 COMPILES: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -348,9 +348,10 @@ def test_a_nonfinite_reward_is_reported_with_its_task_and_update():
     import jax.numpy as jnp
     from brax import envs
 
-    from pgx_jax import ppo, simulators
-    from pgx_jax.config import PPOConfig
+    from pgx_jax import simulators
+    from pgx_jax.core.config import PPOConfig
     from pgx_jax.families import custom_family
+    from pgx_jax.rl import ppo
 
     family = custom_family(
         "fast-nan",

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from pgx_jax import make_family
-from pgx_jax.affinity import sample_subsets
-from pgx_jax.compare import _budget_cell, _seed_report, selection_env_steps
-from pgx_jax.groups import group_updates
-from pgx_jax.meta_rl import count_selection
-from pgx_jax.pipeline import estimation_env_steps, pipeline_config
-from pgx_jax.validate import ValidateConfig, truth_env_steps
+from pgx_jax.estimation.affinity import sample_subsets
+from pgx_jax.experiments.compare import _budget_cell, _seed_report, selection_env_steps
+from pgx_jax.experiments.groups import group_updates
+from pgx_jax.experiments.meta_rl import count_selection
+from pgx_jax.experiments.pipeline import estimation_env_steps, pipeline_config
+from pgx_jax.experiments.validate import ValidateConfig, truth_env_steps
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +123,8 @@ def test_meta_rl_charges_routing_probes_only_where_there_is_a_choice():
 def test_equal_totals_shorten_the_groups_by_what_the_estimate_consumed(pendulum):
     """B' = B - E in whole updates: the shortened groups' training plus the estimate is at most
     the budget and within one update of it; where the estimate takes it all, refused."""
-    from pgx_jax.compare import equal_total_config
-    from pgx_jax.groups import env_steps_per_task
+    from pgx_jax.experiments.compare import equal_total_config
+    from pgx_jax.experiments.groups import env_steps_per_task
 
     family, config, subsets = pendulum
     gain = dataclasses.replace(config, evaluator="gain")
@@ -157,9 +157,9 @@ def test_compare_trains_the_shortened_groups_with_the_same_keys_and_compares_the
     groupings only."""
     import jax
 
-    from pgx_jax import compare as compare_mod
     from pgx_jax import simulators
-    from pgx_jax.groups import env_steps_per_task
+    from pgx_jax.experiments import compare as compare_mod
+    from pgx_jax.experiments.groups import env_steps_per_task
 
     family, config, subsets = pendulum
     config = dataclasses.replace(config, evaluator="gain")

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from pgx_jax import checkpoint
-from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.networks import init_agent, normalizer_update
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.rl import checkpoint
+from pgx_jax.rl.networks import init_agent, normalizer_update
 
 
 @pytest.fixture()
@@ -55,7 +55,7 @@ def test_other_conditioning_is_refused_naming_both(saved, fast_family):
 
 def test_a_blind_policy_acts_the_same_whatever_task_id_it_is_shown(fast_family):
     """conditioning="none": the one-hot task id reaches neither actor nor critic."""
-    from pgx_jax import networks
+    from pgx_jax.rl import networks
 
     n = fast_family.n_tasks
     obs = jax.random.normal(jax.random.PRNGKey(5), (n, fast_family.obs_size))

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from pgx_jax import checkpoint
 from pgx_jax.cli import main
+from pgx_jax.rl import checkpoint
 
 
 def test_train_smoke_writes_results(tmp_path, reacher, capsys):
@@ -148,20 +148,20 @@ def test_resume_without_out_takes_runs_latest_of_the_same_command_and_family(tmp
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(out=None, resume=True, command="run", family="reacher-goals")
     with pytest.raises(ValueError, match="resumes runs/latest, and there is none"):
-        cli._resolve_out(args)
+        cli.outputs.resolve_out(args)
     (tmp_path / "runs" / "run-reacher-goals-s0-20261205-000000").mkdir(parents=True)
-    cli._link_latest("runs/run-reacher-goals-s0-20261205-000000")
-    cli._resolve_out(args)
+    cli.outputs.link_latest("runs/run-reacher-goals-s0-20261205-000000")
+    cli.outputs.resolve_out(args)
     assert args.out == str(tmp_path / "runs" / "run-reacher-goals-s0-20261205-000000")
     other = argparse.Namespace(out=None, resume=True, command="validate", family="reacher-goals")
     with pytest.raises(ValueError, match="not a validate run of reacher-goals; give the --out"):
-        cli._resolve_out(other)
+        cli.outputs.resolve_out(other)
     seeded = argparse.Namespace(out=None, resume=True, command="run", family="reacher-goals", seed=0)
-    cli._resolve_out(seeded)
+    cli.outputs.resolve_out(seeded)
     assert seeded.out == args.out
     seed1 = argparse.Namespace(out=None, resume=True, command="run", family="reacher-goals", seed=1)
     with pytest.raises(ValueError, match="not a run run of reacher-goals with --seed 1; give the --out"):
-        cli._resolve_out(seed1)
+        cli.outputs.resolve_out(seed1)
 
 
 def test_a_default_output_directory_is_claimed_atomically(tmp_path, monkeypatch):
@@ -174,11 +174,11 @@ def test_a_default_output_directory_is_claimed_atomically(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     first = argparse.Namespace(out=None, command="run", family="reacher-goals", seed=0)
     second = argparse.Namespace(out=None, command="run", family="reacher-goals", seed=0)
-    cli._resolve_out(first)
-    cli._resolve_out(second)
+    cli.outputs.resolve_out(first)
+    cli.outputs.resolve_out(second)
     assert first.out == second.out  # nothing existed yet when both chose
-    a = cli._make_out(first.out, first)
-    b = cli._make_out(second.out, second)
+    a = cli.outputs.make_out(first.out, first)
+    b = cli.outputs.make_out(second.out, second)
     assert a != b and b == f"{a}-2" and second.out == b and os.path.isdir(a) and os.path.isdir(b)
     assert os.path.realpath("runs/latest") == os.path.realpath(b)
 
@@ -195,7 +195,7 @@ def test_overwrite_removes_the_earlier_runs_outputs_and_nothing_else(tmp_path):
     for name in ("groups.json", "result.json", "affinity_true_full.png", "notes.txt"):
         (out / name).write_text("old")
     args = argparse.Namespace(out=str(out), command="run", family="reacher-goals", overwrite=True, resume=False)
-    assert cli._make_out(str(out), args) == str(out)
+    assert cli.outputs.make_out(str(out), args) == str(out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
@@ -266,7 +266,7 @@ def test_set_overrides_any_config_field_after_the_other_options(tmp_path):
 
 def test_set_reaches_every_config_of_the_pipeline():
     from pgx_jax import make_family, pipeline_config
-    from pgx_jax.config import with_overrides
+    from pgx_jax.core.config import with_overrides
 
     config = pipeline_config("smoke", make_family("reacher-goals"))
     changed = with_overrides(
@@ -285,7 +285,7 @@ def test_set_types_each_value_by_the_fields_declared_type():
     """Union annotations take any of their arms (``int | str``, ``int | None``); a bool is not an
     int; a value of no arm is refused with the declared type."""
     from pgx_jax import make_family, pipeline_config
-    from pgx_jax.config import with_overrides
+    from pgx_jax.core.config import with_overrides
 
     config = pipeline_config("smoke", make_family("reacher-goals"))
     changed = with_overrides(

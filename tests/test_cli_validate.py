@@ -25,7 +25,7 @@ class _Spy:
     evaluator, each truth's evaluation) and of the KL of every estimated policy, and passes them on."""
 
     def __init__(self, monkeypatch):
-        from pgx_jax import validate as validate_mod
+        from pgx_jax.experiments import validate as validate_mod
         from pgx_jax.simulators.jitted import JaxSimulator
 
         self.estimates, self.truths, self.kls = [], [], []
@@ -127,8 +127,8 @@ def _check_kl(spy: _Spy, reported) -> None:
     import jax
     import jax.numpy as jnp
 
-    from pgx_jax import networks
-    from pgx_jax.features import flat_actor
+    from pgx_jax.rl import networks
+    from pgx_jax.rl.networks import flat_actor
 
     (net, family, theta_star, thetas, masks, obs, valid) = spy.kls[0]  # the estimate's (then the fine-tune's)
     theta0, unravel = flat_actor(theta_star)
@@ -199,7 +199,7 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys, monke
     for the same policy)."""
     import jax
 
-    from pgx_jax.features import flat_actor
+    from pgx_jax.rl.networks import flat_actor
 
     spy = _Spy(monkeypatch)
     out = tmp_path / "v"

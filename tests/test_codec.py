@@ -1,5 +1,5 @@
 """A run directory must not run code (issue 30, item 6): stages and the results processes
-exchange are :mod:`pgx_jax.codec` archives. Every supported kind round-trips exactly; a file
+exchange are :mod:`pgx_jax.runtime.codec` archives. Every supported kind round-trips exactly; a file
 naming a class outside the allowlist, or a pickle, is refused without calling anything; saving
 an unsupported value fails loudly; a stage directory holding anything but stages is refused
 before any stage runs."""
@@ -26,11 +26,11 @@ import numpy as np
 import optax
 import pytest
 
-from pgx_jax import codec
-from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.networks import AgentParams, NormalizerState
-from pgx_jax.rollout import Transition
-from pgx_jax.stages import StageStore
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.rl.networks import AgentParams, NormalizerState
+from pgx_jax.rl.rollout import Transition
+from pgx_jax.runtime import codec
+from pgx_jax.runtime.stages import StageStore
 
 CALLED: list = []
 
@@ -105,7 +105,7 @@ def test_the_format_is_an_npz_of_arrays_and_a_json_tree():
         np.testing.assert_array_equal(npz["a0"], np.arange(3))
     (x, array), (c, config) = tree["root"][1]
     assert tree["root"][0] == "dict" and (x, array, c) == ("x", ["ndarray", 0], "c")
-    assert config[:2] == ["dataclass", "pgx_jax.config:PPOConfig"] and config[2]["total_env_steps"] == 10
+    assert config[:2] == ["dataclass", "pgx_jax.core.config:PPOConfig"] and config[2]["total_env_steps"] == 10
 
 
 def _crafted(root, arrays=()) -> bytes:
@@ -124,10 +124,10 @@ def _crafted(root, arrays=()) -> bytes:
         ["namedtuple", "builtins:eval", ["1"]],
         ["namedtuple", f"{__name__}:_record", ["x"]],  # a module outside the allowlist
         ["namedtuple", "pgx_jax.cli:os.system", ["echo pwned"]],  # reached through a pgx_jax module
-        ["dataclass", "pgx_jax.stages:saved_stages", {}],  # in pgx_jax, but a function
-        ["dataclass", "pgx_jax.config:PPOConfig.__init__", {}],
+        ["dataclass", "pgx_jax.runtime.stages:saved_stages", {}],  # in pgx_jax, but a function
+        ["dataclass", "pgx_jax.core.config:PPOConfig.__init__", {}],
         ["namedtuple", "pgx_jax_evil:Thing", []],  # only pgx_jax and its submodules
-        ["namedtuple", "pgx_jax.pipeline:Result", []],  # a dataclass, not a NamedTuple
+        ["namedtuple", "pgx_jax.experiments.pipeline:Result", []],  # a dataclass, not a NamedTuple
     ],
 )
 def test_a_type_outside_the_allowlist_is_refused_and_nothing_is_called(node, monkeypatch):
@@ -146,7 +146,7 @@ def test_reading_a_file_imports_no_module_it_names():
     script = """
 import io, json, os, sys
 import numpy as np
-from pgx_jax import codec
+from pgx_jax.runtime import codec
 assert "brax.training.learner" not in sys.modules
 text = json.dumps({"format": codec.FORMAT, "root": ["namedtuple", "brax.training.learner:Nope", []]}).encode()
 buf = io.BytesIO(); np.savez(buf, tree=np.frombuffer(text, np.uint8))
@@ -184,7 +184,7 @@ def test_a_pickle_is_refused_and_not_run():
     assert CALLED == [("pwned",)]
     CALLED.clear()
     for bad in (data, b"", b"PK\x03\x04torn", codec.to_bytes([1])[:60], np.ones(3).tobytes()):
-        with pytest.raises(ValueError, match="not a (valid )?pgx_jax.codec/1 archive"):
+        with pytest.raises(ValueError, match="not a (valid )?pgx_jax.runtime.codec/1 archive"):
             codec.from_bytes(bad)
     with pytest.raises(ValueError, match="entry 'a0' is missing"):
         codec.from_bytes(_crafted(["ndarray", 0]))

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from pgx_jax import compiles
+from pgx_jax.runtime import compiles
 
 
 def test_counting_attributes_a_compile_to_its_stage_and_a_cached_call_to_none():
@@ -32,7 +32,7 @@ def test_counting_attributes_a_compile_to_its_stage_and_a_cached_call_to_none():
 
 CHILD = """
 import sys
-from pgx_jax import compiles
+from pgx_jax.runtime import compiles
 import jax, jax.numpy as jnp
 compiles.use_cache(sys.argv[1] or "", say=False)
 x = jax.device_put(__import__("numpy").ones((5, 7), "float32"))

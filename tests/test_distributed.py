@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from cli_processes import ROOT, cli, free_port
 
-from pgx_jax import distributed
 from pgx_jax.cli import main
+from pgx_jax.runtime import distributed
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_blocks_cover_the_rows_once_and_one_process_is_the_identity():
 
 WORKER = """
 import sys, numpy as np
-from pgx_jax import distributed
+from pgx_jax.runtime import distributed
 distributed.initialize(distributed.ClusterSpec(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60))
 def seed(i):  # inside map_processes every process computes alone: no collective in here
     inner = distributed.across_processes(lambda x: x * 10, np.arange(3) + i)
@@ -92,7 +92,7 @@ def test_two_processes_split_rows_and_seeds_and_both_get_everything():
 
 FAILING = """
 import sys, numpy as np
-from pgx_jax import distributed
+from pgx_jax.runtime import distributed
 distributed.initialize(distributed.ClusterSpec(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60))
 def rows(x):
     if not distributed.is_main():
@@ -139,7 +139,7 @@ def test_a_process_that_never_joins_fails_the_other_within_the_timeout(tmp_path)
 
 DISAGREE = """
 import sys, numpy as np
-from pgx_jax import distributed
+from pgx_jax.runtime import distributed
 distributed.initialize(distributed.ClusterSpec(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60))
 me = int(sys.argv[2])
 for name, check in [
@@ -210,7 +210,7 @@ def test_two_processes_reading_different_task_files_under_one_name_are_refused_a
 
 WIDE = """
 import sys, numpy as np
-from pgx_jax import distributed
+from pgx_jax.runtime import distributed
 distributed.initialize(distributed.ClusterSpec(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60))
 me = int(sys.argv[2])
 rows = distributed.across_processes(
@@ -248,15 +248,16 @@ def test_what_processes_compare_holds_file_contents_not_their_paths(tmp_path):
     directories, made check_agree refuse a correct run; another file's bytes must still differ."""
     import json
 
-    from pgx_jax.cli import _parser, _run_inputs
+    from pgx_jax.cli.args import build_parser
+    from pgx_jax.cli.outputs import run_inputs
 
     entries = json.loads(json.dumps(__import__("pgx_jax.families", fromlist=["x"]).task_entries("reacher-goals")))
     for d in ("a", "b", "c"):
         (tmp_path / d).mkdir()
         (tmp_path / d / "tasks.json").write_text(json.dumps(entries if d != "c" else entries[:-1]))
     inputs = {
-        d: _run_inputs(
-            _parser().parse_args(
+        d: run_inputs(
+            build_parser().parse_args(
                 ["run", "--family", "reacher-goals", "--tasks-file", str(tmp_path / d / "tasks.json"), "--out", d]
             )
         )

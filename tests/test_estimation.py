@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import affinity, cluster, features, surrogate
-from pgx_jax.affinity import AffinityConfig
-from pgx_jax.features import Features
-from pgx_jax.surrogate import SurrogateConfig
+from pgx_jax.estimation import affinity, cluster, features, surrogate
+from pgx_jax.estimation.affinity import AffinityConfig
+from pgx_jax.estimation.features import Features
+from pgx_jax.estimation.surrogate import SurrogateConfig
 
 
 def _toy_features(key, n=4, m=200, d=8):
@@ -111,7 +111,7 @@ def test_closed_form_newton_is_the_quadratic_model_and_refinement_converges():
 
 
 def test_unconverged_solves_are_refined_then_named_in_a_warning():
-    from pgx_jax.pipeline import solve_all
+    from pgx_jax.experiments.pipeline import solve_all
 
     feats = _toy_features(jax.random.PRNGKey(1))
     masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], bool)
@@ -137,7 +137,7 @@ def test_unconverged_solves_are_refined_then_named_in_a_warning():
 def test_solve_flops_count_the_padded_rows_the_refinement_pass_runs():
     """solve_all refines its unconverged subsets in a pass padded to a power of two rows (at
     least one batch): 1 refined subset runs 2 rows at subset_batch 2, 3 run 4; FLOPs count them."""
-    from pgx_jax.pipeline import solve_flops
+    from pgx_jax.experiments.pipeline import solve_flops
 
     feats = _toy_features(jax.random.PRNGKey(1))
     masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], bool)
@@ -147,7 +147,7 @@ def test_solve_flops_count_the_padded_rows_the_refinement_pass_runs():
 
 
 def test_refinement_rows_are_powers_of_two_within_a_chunk_and_whole_chunks_beyond():
-    from pgx_jax.pipeline import _refine_rows
+    from pgx_jax.experiments.pipeline import _refine_rows
 
     cfg = SurrogateConfig(subset_batch=16)
     assert [_refine_rows(c, cfg, 1024) for c in (0, 1, 17, 600, 1024)] == [0, 16, 32, 1024, 1024]
@@ -194,7 +194,7 @@ def test_surrogate_config_rejects_bad_values():
 def test_loss_scores_favour_tasks_sharing_the_subsets_direction():
     """Toy tasks 0,1 share a direction, 2,3 another: a model fitted on {0, 2} vs {0, 1} must
     predict task 1's held-out labels better in the second case, and zero beta scores log 2."""
-    from pgx_jax.evaluate import loss_scores
+    from pgx_jax.estimation.evaluators import loss_scores
 
     feats = _toy_features(jax.random.PRNGKey(4), m=400)
     masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 0]], bool)
@@ -207,8 +207,8 @@ def test_loss_scores_favour_tasks_sharing_the_subsets_direction():
 
 
 def test_body_parameter_set_drops_log_std_and_task_id_rows():
-    from pgx_jax.config import NetworkConfig
-    from pgx_jax.networks import init_agent
+    from pgx_jax.core.config import NetworkConfig
+    from pgx_jax.rl.networks import init_agent
 
     net = NetworkConfig(depth=2, width=16)
     n_tasks, obs_size, act = 3, 7, 2
@@ -314,8 +314,8 @@ def test_subset_sampling_and_coverage():
 def test_advantages_use_the_critics_reward_scale(reacher):
     """GAE is linear in the rewards for fixed values, so with the same rollout the advantages at
     reward scales 1, 2, 3 are equally spaced, and the spacing is not zero: the scale is applied."""
-    from pgx_jax.config import NetworkConfig, PPOConfig
-    from pgx_jax.networks import init_agent
+    from pgx_jax.core.config import NetworkConfig, PPOConfig
+    from pgx_jax.rl.networks import init_agent
 
     net = NetworkConfig(depth=1, width=8)
     cfg = features.FeatureConfig(dim=4, transitions=50, holdout=0)
@@ -333,7 +333,7 @@ def test_advantages_use_the_critics_reward_scale(reacher):
 def test_small_families_take_every_subset_when_coverage_cannot_be_met():
     """n = 4, size 2: every pair is in exactly one subset, so asking for 3 would make the
     default run impossible; every subset once is the most there is."""
-    from pgx_jax.affinity import AffinityConfig, pair_coverage, sample_subsets
+    from pgx_jax.estimation.affinity import AffinityConfig, pair_coverage, sample_subsets
 
     cfg = AffinityConfig()
     masks = sample_subsets(0, 4, cfg)
@@ -392,7 +392,7 @@ def test_combined_affinities_weigh_each_checkpoint_alike_and_keep_a_block_two_of
 def test_alignment_scores_are_each_tasks_gradient_along_the_subsets_unit_gradient_step():
     """f(S, i) = b_i . b_S / |b_S|, from b_i = linear_terms (the larger sample where there is
     one), checked against the formula written with numpy; NaN outside S."""
-    from pgx_jax.evaluate import alignment_scores
+    from pgx_jax.estimation.evaluators import alignment_scores
 
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (4, 30, 6))

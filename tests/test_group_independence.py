@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from pgx_jax import simulators
-from pgx_jax.config import PPOConfig
-from pgx_jax.groups import GROUP_BLOCK, group_block, group_key, train_and_evaluate_groups, train_groups
+from pgx_jax.core.config import PPOConfig
+from pgx_jax.experiments.groups import GROUP_BLOCK, group_block, group_key, train_and_evaluate_groups, train_groups
 
 G = (0, 2)  # the group under test, among the fast family's 4 tasks
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import hessian
-from pgx_jax.hessian import HessianConfig, bound, hutchinson, layer_segments, trace_summary
+from pgx_jax.estimation import hessian
+from pgx_jax.estimation.hessian import HessianConfig, bound, hutchinson, layer_segments, trace_summary
 
 SEG = jnp.asarray(np.repeat([0, 1, 2], [5, 7, 8]).astype(np.int32))
 
@@ -68,8 +68,8 @@ def test_layer_segments_follow_ravel_order():
     ``ravel_pytree`` lays the parameters out."""
     from jax.flatten_util import ravel_pytree
 
-    from pgx_jax.config import NetworkConfig
-    from pgx_jax.networks import init_agent
+    from pgx_jax.core.config import NetworkConfig
+    from pgx_jax.rl.networks import init_agent
 
     params = init_agent(NetworkConfig(depth=2, width=8), 3, 2, jax.random.PRNGKey(0))
     names, seg = layer_segments(params.actor)
@@ -148,7 +148,7 @@ def test_summary_gaps_errors_and_printed_rows_on_planted_numbers():
     fit opened is the raw gap less theta*'s own; the bound is below C and below that gap where
     planted so; the per-probe mean over subsets gives the standard error (shared probes); the
     CLI's rows print from it; a NaN names its subset."""
-    from pgx_jax.cli import _hessian_rows
+    from pgx_jax.cli.validate import hessian_rows
 
     traces = np.array([[[1.0, 4.0], [3.0, 4.0], [2.0, 4.0]], [[3.0, 0.0], [1.0, 0.0], [2.0, 0.0]]])
     raw = {
@@ -177,7 +177,7 @@ def test_summary_gaps_errors_and_printed_rows_on_planted_numbers():
     np.testing.assert_allclose(out["traces"]["estimated"]["mean"], [2.0, 2.0])
     np.testing.assert_allclose(out["traces"]["estimated"]["se"], [0.0, 0.0], atol=1e-12)
     assert out["traces"]["estimated"]["per_subset_se"][0, 0] > 0  # each subset alone does vary
-    rows = _hessian_rows({"by_objective": {"ppo": out}, "subsets_analysed": 2})
+    rows = hessian_rows({"by_objective": {"ppo": out}, "subsets_analysed": 2})
     np.testing.assert_allclose(out["observed_gap"]["per_subset_se"], np.sqrt(3.0) * np.array([0.1, 0.01]))
     assert out["bound_over_gap_per_subset"] == pytest.approx([np.sqrt(2.0) / 0.5, 0.0])
     assert rows[1][1] == "0.7071 / 0.3 +- 0.078 / 2 (100%, 50% of subsets)", rows
@@ -282,7 +282,7 @@ def test_report_marks_a_gap_within_two_standard_errors_and_forms_no_ratio_for_it
     import importlib.util
     import pathlib
 
-    from pgx_jax.cli import _hessian_rows
+    from pgx_jax.cli.validate import hessian_rows
 
     traces = np.ones((3, 2, 1))  # 3 subsets, 2 probes, 1 layer: Tr = 1
     raw = {
@@ -320,7 +320,7 @@ def test_report_marks_a_gap_within_two_standard_errors_and_forms_no_ratio_for_it
     # the mean too, when every gap is noise: no ratio
     small = hessian.summarise({**raw, "holdout_loss": np.array([0.001, -0.002, 0.0])}, "ppo")
     assert not small["observed_gap"]["distinguishable"] and small["bound_over_gap"] is None
-    rows = _hessian_rows({"by_objective": {"ppo": small}, "subsets_analysed": 3})
+    rows = hessian_rows({"by_objective": {"ppo": small}, "subsets_analysed": 3})
     assert rows[2][1] == "0% of subsets; none (no positive gap distinguishable from 0)", rows
     # a negative gap beyond 2 SE is distinguishable, but a bound >= 0 holds above it trivially: no ratio
     negative = hessian.summarise({**raw, "holdout_loss": np.array([-0.05, 0.05, -0.001])}, "ppo")
@@ -355,10 +355,10 @@ def test_the_stage_fits_and_bounds_on_the_same_transitions(fast_family):
     valid training row of S's tasks; and each subset's n is exactly the number of those rows.
     ``collect``'s episode ids: training rows from the first episodes, held-out rows after."""
     from pgx_jax import simulators
-    from pgx_jax.features import FeatureConfig
-    from pgx_jax.networks import init_agent
-    from pgx_jax.pipeline import Estimate, features_at, pipeline_config, solve_all
-    from pgx_jax.validate import EstimateStage, hessian_stage, refit_on_training_rows
+    from pgx_jax.estimation.features import FeatureConfig
+    from pgx_jax.experiments.pipeline import Estimate, features_at, pipeline_config, solve_all
+    from pgx_jax.experiments.validate import EstimateStage, hessian_stage, refit_on_training_rows
+    from pgx_jax.rl.networks import init_agent
 
     fcfg = FeatureConfig(dim=8, transitions=40, holdout=30, gradient_transitions=200)
     config = pipeline_config("smoke", fast_family, features=fcfg)

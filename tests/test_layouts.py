@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from pgx_jax.cli import _write_layout
+from pgx_jax.cli.outputs import write_layout
 from pgx_jax.families import (
     FAMILIES,
     HOST_FAMILIES,
@@ -145,9 +145,9 @@ def test_layout_refusals_name_the_value():
 
 def test_the_cli_writes_the_drawn_layout_as_a_tasks_file(tmp_path):
     args = argparse.Namespace(family="ant-dir", tasks_file=None, layout="random:5")
-    _write_layout(args, str(tmp_path))
+    write_layout(args, str(tmp_path))
     assert load_tasks_file("ant-dir", tmp_path / "tasks.json") == random_layout("ant-dir", 5)
-    _write_layout(argparse.Namespace(family="ant-dir", tasks_file=None, layout="default"), str(tmp_path / "x"))
+    write_layout(argparse.Namespace(family="ant-dir", tasks_file=None, layout="default"), str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()  # only a drawn layout is written
 
 

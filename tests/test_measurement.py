@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 from brax import envs
 
-from pgx_jax import features, networks, simulators, validate
-from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax import simulators
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.estimation import features
+from pgx_jax.estimation.features import FeatureConfig, Features
+from pgx_jax.experiments import validate
 from pgx_jax.families import custom_family
-from pgx_jax.features import FeatureConfig, Features
-from pgx_jax.rollout import Transition
+from pgx_jax.rl import networks
+from pgx_jax.rl.rollout import Transition
 from pgx_jax.simulators import evaluate, evaluate_metrics, policies_on_subsets_stats
 
 NET = NetworkConfig(depth=1, width=16)
@@ -166,8 +169,8 @@ def test_finetuning_from_theta_star_leaves_its_normaliser_bit_identical(family):
 def test_full_truth_trains_from_scratch_with_the_budget_it_records(family):
     """Subsets of 1 and 2 tasks: each from fresh parameters (its normaliser has seen exactly its
     own env steps), every task with the per-task env steps compare gives any group."""
-    from pgx_jax.groups import group_updates
-    from pgx_jax.pipeline import pipeline_config
+    from pgx_jax.experiments.groups import group_updates
+    from pgx_jax.experiments.pipeline import pipeline_config
 
     config = pipeline_config("smoke", family, ppo=_tiny(), eval_episodes=2)
     theta, _ = simulators.train_one(config.ppo, family, jnp.ones(4, bool), jax.random.PRNGKey(0))
@@ -224,7 +227,7 @@ def test_projection_block_has_one_source(family, params):
     with a block that does not divide the parameter count."""
     import dataclasses
 
-    from pgx_jax.surrogate import SurrogateConfig
+    from pgx_jax.estimation.surrogate import SurrogateConfig
 
     assert list(inspect.signature(Features.delta).parameters) == ["self", "beta"]
     assert "param_block" not in {f.name for f in dataclasses.fields(SurrogateConfig)}

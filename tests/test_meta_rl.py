@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import maml, networks
 from pgx_jax.cli import main
-from pgx_jax.config import NetworkConfig
+from pgx_jax.core.config import NetworkConfig
 from pgx_jax.families import FAMILIES, HOST_FAMILIES, draw_tasks, make_family, meta_rl_families, task_entries
+from pgx_jax.rl import maml, networks
 
 NET = NetworkConfig(depth=1, width=4, conditioning="none")
 
@@ -138,8 +138,8 @@ def test_adaptation_keys_its_episodes_by_the_task(fast_family, mcfg):
 
 
 def test_groups_of_every_size_get_equal_steps_and_the_probe_its_own_episodes(fast_family):
-    from pgx_jax.groups import group_key
-    from pgx_jax.meta_rl import train_and_adapt
+    from pgx_jax.experiments.groups import group_key
+    from pgx_jax.experiments.meta_rl import train_and_adapt
 
     cfg = maml.maml_config("smoke", meta_iterations=8, meta_batch=3, episodes=2, adapt_episodes=4)
     groups = [(0,), (1, 2, 3), (0, 1, 2, 3)]
@@ -169,7 +169,7 @@ def test_a_meta_group_trains_probes_and_adapts_the_same_whatever_its_neighbours(
     and adaptation curves bit for bit: its key is the group's own (:func:`group_key`), and XLA's
     programs of MAML's vmapped steps measured no rounding by the batch's shape (unlike PPO's:
     tests/test_group_independence.py). Under the user's XLA flags."""
-    from pgx_jax.meta_rl import train_and_adapt
+    from pgx_jax.experiments.meta_rl import train_and_adapt
 
     cfg = maml.maml_config("smoke", meta_iterations=8, meta_batch=3, episodes=2, adapt_episodes=4)
     test_ids = jnp.arange(4, dtype=jnp.int32)
@@ -190,7 +190,7 @@ def test_a_meta_group_trains_probes_and_adapts_the_same_whatever_its_neighbours(
 
 
 def test_routing_breaks_ties_at_random_not_to_the_first_group():
-    from pgx_jax.meta_rl import route_by_probe
+    from pgx_jax.experiments.meta_rl import route_by_probe
 
     probes = np.array([[200.0, 10.0, 50.0], [200.0, 30.0, 50.0], [200.0, 20.0, 50.0]])  # tasks 0 and 2 tie
     routes = np.array([route_by_probe(probes, np.random.default_rng(s))[0] for s in range(60)])

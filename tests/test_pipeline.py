@@ -57,11 +57,12 @@ def test_run_defaults_are_the_task_agnostic_demo_and_the_other_commands_keep_the
     early theta* that conditioning calls for, the alignment evaluator and k by the eigengap, as the
     protocol chose); validate and compare keep task_id, the full theta*, rollout and the silhouette's
     auto k, so a study's settings never change silently."""
-    from pgx_jax.cli import RUN_DEFAULTS, _build_run, _parser
+    from pgx_jax.cli.args import RUN_DEFAULTS, build_parser
+    from pgx_jax.cli.prepare import build_run
 
-    run = _parser().parse_args(["run"])
+    run = build_parser().parse_args(["run"])
     assert {k: vars(run)[k] for k in RUN_DEFAULTS} == RUN_DEFAULTS
-    family, config = _build_run(run)
+    family, config = build_run(run)
     assert family.name == "pendulum-physics" and config.ppo.network.conditioning == "none"
     assert (config.meta_policy, config.evaluator, config.groups, config.k_rule) == (
         "early-0.02",
@@ -70,7 +71,7 @@ def test_run_defaults_are_the_task_agnostic_demo_and_the_other_commands_keep_the
         "eigengap",
     )
     for command in ("validate", "compare"):
-        family, config = _build_run(_parser().parse_args([command]))
+        family, config = build_run(build_parser().parse_args([command]))
         assert family.name == "reacher-goals" and config.ppo.network.conditioning == "task_id"
         assert (config.meta_policy, config.evaluator, config.groups, config.k_rule) == (
             "full",
@@ -79,11 +80,11 @@ def test_run_defaults_are_the_task_agnostic_demo_and_the_other_commands_keep_the
             "silhouette",
         )
         # --conditioning none alone brings the early theta*; an explicit --meta-policy wins
-        _, blind = _build_run(_parser().parse_args([command, "--conditioning", "none"]))
+        _, blind = build_run(build_parser().parse_args([command, "--conditioning", "none"]))
         assert blind.meta_policy == "early-0.02"
-        _, chosen = _build_run(_parser().parse_args([command, "--conditioning", "none", "--meta-policy", "full"]))
+        _, chosen = build_run(build_parser().parse_args([command, "--conditioning", "none", "--meta-policy", "full"]))
         assert chosen.meta_policy == "full"
-    assert vars(_parser().parse_args(["train"]))["conditioning"] == "task_id"
+    assert vars(build_parser().parse_args(["train"]))["conditioning"] == "task_id"
 
 
 def test_resume_is_deterministic(smoke_run):
@@ -134,11 +135,11 @@ SHARDED = textwrap.dedent(
     from brax import envs
     from conftest import _push_reward
     from pgx_jax.families import custom_family
-    from pgx_jax.config import PPOConfig
-    from pgx_jax.features import FeatureConfig
-    from pgx_jax.networks import init_agent
-    from pgx_jax.pipeline import PipelineConfig, estimate
-    from pgx_jax.affinity import sample_subsets, AffinityConfig
+    from pgx_jax.core.config import PPOConfig
+    from pgx_jax.estimation.features import FeatureConfig
+    from pgx_jax.rl.networks import init_agent
+    from pgx_jax.experiments.pipeline import PipelineConfig, estimate
+    from pgx_jax.estimation.affinity import sample_subsets, AffinityConfig
     assert len(jax.local_devices()) == 4, jax.local_devices()
     fam = custom_family("fast-push", envs.get_environment("fast"), {{"w": jnp.array([1.0, -1.0, 1.0, -1.0])}},
                         _push_reward, episode_length=10)
@@ -165,7 +166,7 @@ def test_sharded_estimates_equal_single_device():
 
 
 def test_meta_policy_sets_what_theta_star_is_trained_with(reacher):
-    from pgx_jax.pipeline import pipeline_config
+    from pgx_jax.experiments.pipeline import pipeline_config
 
     config = pipeline_config("demo", reacher)
     assert config.meta_policy == "full" and config.meta_ppo() == config.ppo
@@ -179,7 +180,7 @@ def test_meta_policy_sets_what_theta_star_is_trained_with(reacher):
 
 
 def test_pipeline_config_sets_the_conditioning_of_every_policy(reacher):
-    from pgx_jax.pipeline import pipeline_config
+    from pgx_jax.experiments.pipeline import pipeline_config
 
     assert pipeline_config("demo", reacher).ppo.network.conditioning == "task_id"
     blind = pipeline_config("demo", reacher, conditioning="none")

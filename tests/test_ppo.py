@@ -3,9 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import ppo, simulators
-from pgx_jax.config import PPOConfig, budget_config
-from pgx_jax.rollout import assign_tasks
+from pgx_jax import simulators
+from pgx_jax.core.config import PPOConfig, budget_config
+from pgx_jax.rl import ppo
+from pgx_jax.rl.rollout import assign_tasks
 from pgx_jax.simulators import evaluate, random_policy_returns
 
 MASKS = np.array(
@@ -197,7 +198,7 @@ def test_evaluate_metrics_final_and_mean(fast_family):
 
     always_push = lambda obs, key: (jnp.ones((obs.shape[0], 1)), jnp.zeros(obs.shape[0]))  # noqa: E731
     pos = lambda s, a, p: s.obs[0]  # noqa: E731
-    from pgx_jax.evaluate import episode_stats
+    from pgx_jax.rl.evaluate import episode_stats
 
     final = dataclasses.replace(fast_family, metric=("pos", pos, "final"))
     mean = dataclasses.replace(fast_family, metric=("pos", pos, "mean"))
@@ -216,7 +217,7 @@ def test_evaluate_metrics_final_and_mean(fast_family):
 def test_theta_star_is_scored_on_the_group_policies_episodes(tiny_config, fast_family):
     """``pgx-jax run`` prints theta*'s return beside each group policy's: the two must come from
     the same evaluation episodes, so the same policy in both places scores bit for bit the same."""
-    from pgx_jax.groups import train_groups
+    from pgx_jax.experiments.groups import train_groups
 
     key, everything = jax.random.PRNGKey(7), [[0, 1, 2, 3]]
     alone = train_groups(tiny_config, fast_family, everything, key, episodes=2)
@@ -233,7 +234,7 @@ def test_the_multitask_baseline_gets_the_groups_budget_and_their_episodes(tiny_c
     all-task policy spends the groups' env steps per task, and every policy is scored on the same
     task-keyed episodes whatever the layout (groups of unequal size): a group's own policy given
     as the reference scores bit for bit what it scored as a group policy on its tasks."""
-    from pgx_jax.groups import train_groups
+    from pgx_jax.experiments.groups import train_groups
 
     key, groups = jax.random.PRNGKey(3), [[0], [1, 2, 3]]
     out = train_groups(tiny_config, fast_family, groups, key, episodes=2, multitask=True)

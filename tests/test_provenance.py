@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from pgx_jax import checkpoint, provenance, results
+from pgx_jax.rl import checkpoint
+from pgx_jax.runtime import provenance, results
 
 
 def _git(root, *args):
@@ -134,13 +135,13 @@ def test_every_benchmark_that_writes_results_guards_the_tree():
 def test_the_stage_fingerprint_changes_with_the_uncommitted_diff(monkeypatch, tmp_path):
     from pgx_jax import cli
 
-    args = cli._parser().parse_args(["run", "--budget", "smoke", "--out", str(tmp_path)])
+    args = cli.args.build_parser().parse_args(["run", "--budget", "smoke", "--out", str(tmp_path)])
     family = None
     prints = []
     for diff in ("aa" * 32, "bb" * 32):
         state = {"commit": "f" * 40, "describe": "fffffff-dirty", "clean": False, "diff_sha256": diff}
         monkeypatch.setattr(provenance, "source_state", lambda state=state: state)
-        prints.append(cli._stage_store(args, str(tmp_path), family).fingerprint)
+        prints.append(cli.outputs.stage_store(args, str(tmp_path), family).fingerprint)
     assert prints[0] != prints[1] and "aa" * 32 in prints[0]
 
 

@@ -14,9 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import codec, simulators
-from pgx_jax.config import PPOConfig
-from pgx_jax.stages import StageStore
+from pgx_jax import simulators
+from pgx_jax.core.config import PPOConfig
+from pgx_jax.runtime import codec
+from pgx_jax.runtime.stages import StageStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +78,8 @@ def test_theta_star_is_reused_only_for_the_same_task_parameters(tmp_path):
     at another gravity was reused. What theta* is made from is now saved with it and compared."""
     import json as _json
 
-    from pgx_jax.cli import _parser, _theta_inputs
+    from pgx_jax.cli.args import build_parser
+    from pgx_jax.cli.outputs import theta_inputs
     from pgx_jax.families import task_entries
 
     entries = task_entries("pendulum-physics")
@@ -87,5 +89,5 @@ def test_theta_star_is_reused_only_for_the_same_task_parameters(tmp_path):
     for name, content in (("a.json", entries), ("b.json", entries), ("c.json", heavier)):
         (tmp_path / name).write_text(_json.dumps(content))
         paths.append(str(tmp_path / name))
-    digests = [_theta_inputs(_parser().parse_args(["run", "--tasks-file", p])) for p in paths]
+    digests = [theta_inputs(build_parser().parse_args(["run", "--tasks-file", p])) for p in paths]
     assert digests[0] == digests[1] != digests[2]

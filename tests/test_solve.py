@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgx_jax import features, networks, surrogate
-from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.features import FeatureConfig
-from pgx_jax.surrogate import SurrogateConfig
-from pgx_jax.validate import subset_kl
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.estimation import features, surrogate
+from pgx_jax.estimation.features import FeatureConfig
+from pgx_jax.estimation.surrogate import SurrogateConfig
+from pgx_jax.experiments.validate import subset_kl
+from pgx_jax.rl import networks
 
 NET = NetworkConfig(depth=1, width=16)
 
@@ -73,7 +74,7 @@ def test_mean_parameter_set_steps_the_mean_network_only():
 
 
 def test_gain_scores_rank_a_task_by_its_alignment_with_the_step():
-    from pgx_jax.evaluate import gain_scores
+    from pgx_jax.estimation.evaluators import gain_scores
 
     feats = _toy(jax.random.PRNGKey(4))
     masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 0]], bool)
@@ -91,7 +92,7 @@ def test_ten_thousand_subsets_go_through_one_compiled_solve_and_one_refinement()
     4096: the first pass is one compiled program, and the solves it leaves above ``tol`` (a
     minority at rho = 1) are refined by a second compiled program, after which every one is
     converged; the solves that were converged are left as the first pass made them."""
-    from pgx_jax import pipeline
+    from pgx_jax.experiments import pipeline
 
     n, k = 30, 4
     feats = _toy(jax.random.PRNGKey(2), n=n)
@@ -217,8 +218,8 @@ def test_held_out_per_sample_gradients_only_where_the_evaluator_reads_them(fast_
     """Without ``holdout_samples`` the held-out transitions give only their mean A g~ (one
     backward pass): the training features are unchanged, the ``gain`` scores equal those from the
     per-sample gradients, and the ``loss`` evaluator, which needs them, says so."""
-    from pgx_jax.evaluate import gain_scores, loss_scores
-    from pgx_jax.pipeline import PipelineConfig
+    from pgx_jax.estimation.evaluators import gain_scores, loss_scores
+    from pgx_jax.experiments.pipeline import PipelineConfig
 
     fam = fast_family
     params = networks.init_agent(NET, fam.obs_size, fam.action_size, jax.random.PRNGKey(0))
@@ -254,7 +255,7 @@ def test_gradient_similarity_reads_the_solve_s_linear_term():
     """compare's gradient-similarity baseline is the cosine of the b_i PolicyGradEx's solve uses:
     from the training transitions without a separate sample, from the larger sample (``ag``) with
     one, where it no longer equals the training transitions' cosine (the baseline it replaced)."""
-    from pgx_jax.compare import gradient_similarity
+    from pgx_jax.experiments.compare import gradient_similarity
 
     feats = _toy(jax.random.PRNGKey(3))
 

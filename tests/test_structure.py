@@ -15,40 +15,10 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "pgx_jax"
 
-# Lowest first: a module may import modules of its own layer or below, never above.
-LAYERS = [
-    [
-        "pgx_jax.types",
-        "pgx_jax.config",
-        "pgx_jax.flops",
-        "pgx_jax.results",
-        "pgx_jax.sharding",
-        "pgx_jax.codec",
-        "pgx_jax.provenance",
-        "pgx_jax.compiles",
-        "pgx_jax.distributed",
-        "pgx_jax.stages",
-    ],
-    ["pgx_jax.networks", "pgx_jax.families"],  # the families package and its modules
-    [
-        "pgx_jax.rollout",
-        "pgx_jax.ppo",
-        "pgx_jax.features",
-        "pgx_jax.surrogate",
-        "pgx_jax.evaluate",
-        "pgx_jax.affinity",
-        "pgx_jax.cluster",
-        "pgx_jax.checkpoint",
-        "pgx_jax.maml",
-        "pgx_jax.hessian",
-    ],
-    ["pgx_jax.simulators"],
-    ["pgx_jax.groups", "pgx_jax.pipeline"],
-    ["pgx_jax.validate"],
-    ["pgx_jax.compare"],
-    ["pgx_jax.meta_rl"],
-    ["pgx_jax.cli", "pgx_jax"],
-]
+# The layers are the subpackages, lowest first: a module may import modules of its own package or
+# of a package below, never above. Every module lives in one of them; the top-level ``__init__``
+# (the public API's re-exports) shares the top layer with the command line.
+LAYERS = ["core", "runtime", "families", "rl", "estimation", "simulators", "experiments", "cli"]
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -121,16 +91,27 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _layer(module: str) -> int:
-    for i, layer in enumerate(LAYERS):
-        if any(module == m or (m != "pgx_jax" and module.startswith(m + ".")) for m in layer):
-            return i
-    raise AssertionError(f"{module} is in no layer of tests/test_structure.py: place it")
+    """The index of ``module``'s subpackage in LAYERS (``pgx_jax`` itself: the top one)."""
+    if module == "pgx_jax":
+        return len(LAYERS) - 1
+    package = module.split(".")[1]
+    if package not in LAYERS:
+        raise AssertionError(f"{module} is in no layer package {LAYERS}: move it into one")
+    return LAYERS.index(package)
+
+
+def test_every_module_lives_in_a_layer_package():
+    on_disk = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert on_disk == sorted(LAYERS)
+    flat = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert flat == []
+    assert all(_layer(m) < len(LAYERS) for m in MODULES)
 
 
 def test_the_import_graph_is_read_from_every_module():
     graph = import_graph()
     assert "pgx_jax.simulators.host" in graph and "pgx_jax.families.registry" in graph
-    assert "pgx_jax.ppo" in graph["pgx_jax.simulators.jitted"]  # a real edge is found
+    assert "pgx_jax.rl.ppo" in graph["pgx_jax.simulators.jitted"]  # a real edge is found
     assert "pgx_jax.families.locomotion" in graph["pgx_jax.families.registry"]  # `from pkg import module`
 
 
@@ -241,7 +222,7 @@ def test_a_family_names_its_simulator_and_an_unknown_one_is_refused(fast_family)
     )
     assert isinstance(simulator(fast_family), JaxSimulator) and isinstance(simulator(host), HostSimulator)
     with pytest.raises(TypeError, match="stepped on the host and cannot be traced"):
-        host.reset(None, 0)  # what pgx_jax.ppo.train meets when handed a host family
+        host.reset(None, 0)  # what pgx_jax.rl.ppo.train meets when handed a host family
 
     @dataclasses.dataclass(frozen=True)
     class Odd:

@@ -2,10 +2,10 @@ import jax
 import numpy as np
 import pytest
 
-from pgx_jax import validate
-from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.features import collect, flat_actor
-from pgx_jax.networks import init_agent
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.estimation.features import collect
+from pgx_jax.experiments import validate
+from pgx_jax.rl.networks import flat_actor, init_agent
 
 
 def test_first_order_error_shrinks_with_the_perturbation(reacher):
@@ -36,7 +36,7 @@ def test_first_order_error_shrinks_with_the_perturbation(reacher):
 
 
 def _feature_cfg():
-    from pgx_jax.features import FeatureConfig
+    from pgx_jax.estimation.features import FeatureConfig
 
     return FeatureConfig(dim=4, transitions=100, holdout=0)
 
@@ -47,7 +47,7 @@ def test_flop_count_multiplies_loop_trip_counts():
 
     import jax.numpy as jnp
 
-    from pgx_jax.flops import count_flops, xla_flops
+    from pgx_jax.runtime.flops import count_flops, xla_flops
 
     def f(x, n):
         return jax.lax.scan(lambda c, _: (jnp.tanh(c @ c), None), x, None, length=n)[0]
@@ -82,8 +82,8 @@ def test_agreement_and_nmi_on_planted_scores():
 
 
 def test_group_budgets_are_equal_per_task(reacher):
-    from pgx_jax.config import budget_config
-    from pgx_jax.groups import group_updates
+    from pgx_jax.core.config import budget_config
+    from pgx_jax.experiments.groups import group_updates
 
     for budget in ("smoke", "demo"):
         cfg = budget_config(budget, reacher.name, reacher.n_tasks)
@@ -161,7 +161,7 @@ def test_validate_config_rejects_bad_values():
 
 
 def test_compare_flags_tasks_whose_normalisation_blows_up():
-    from pgx_jax.compare import ill_conditioned_tasks, summarise
+    from pgx_jax.experiments.compare import ill_conditioned_tasks, summarise
 
     low = np.array([0.0, 0.0, 10.0, -5.0])  # random policy
     high = np.array([10.0, 0.5, 5.0, 5.0])  # best single-task policy: fine, barely above, below, fine

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from pgx_jax.types import PRNGKey, PyTree, ResetFn, RewardFn
+from pgx_jax.core.types import PRNGKey, PyTree, ResetFn, RewardFn
 
 METRIC_REDUCES = ("final", "mean", "max")
 
@@ -95,8 +95,8 @@ class TaskFamily:
         params: pytree of per-task parameters, every leaf with leading axis [N].
         task_names: N task names.
         groups: planted group label per task, or None.
-        reward_fn: task reward of a transition, see :class:`pgx_jax.types.RewardFn`.
-        reset_fn: initial state of an episode of a task, see :class:`pgx_jax.types.ResetFn`.
+        reward_fn: task reward of a transition, see :class:`pgx_jax.core.types.RewardFn`.
+        reset_fn: initial state of an episode of a task, see :class:`pgx_jax.core.types.ResetFn`.
         episode_length: steps per episode (episodes end together, see ``rollout``).
         objective: one line describing what a task rewards.
         metric: optional human-readable task metric ``(name, fn, reduce)``: ``fn(state, action,

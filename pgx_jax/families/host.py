@@ -6,7 +6,7 @@ the environments' side only: the family, a pool of live environments per task an
 :class:`EnvBatch`, B environments stepped in lock-step. The rollouts, PPO loop, feature
 collection and evaluation over them are :class:`pgx_jax.simulators.host.HostSimulator`.
 
-Semantics match :mod:`pgx_jax.rollout`: the E environments of a run start and end their
+Semantics match :mod:`pgx_jax.rl.rollout`: the E environments of a run start and end their
 episodes together (every ``episode_length`` steps); an environment that terminates (or hits
 its own time limit) is frozen until the next reset, its later steps carry ``valid = 0``.
 """

@@ -20,8 +20,8 @@ The module-level functions (:func:`train_many`, :func:`train_one`, :func:`train_
 :func:`evaluate`, :func:`gradient_features`, ...) hand their input to the family's simulator,
 the trainings and evaluations after checking it on the host (concrete masks, keys, episode
 counts) before anything compiles or steps: they are the public API for any family. The pure,
-traceable functions under them (:func:`pgx_jax.ppo.train`, :func:`pgx_jax.features.gradient_features`,
-:func:`pgx_jax.evaluate.episode_stats`) work on JAX families only and compose into the user's own
+traceable functions under them (:func:`pgx_jax.rl.ppo.train`, :func:`pgx_jax.estimation.features.gradient_features`,
+:func:`pgx_jax.rl.evaluate.episode_stats`) work on JAX families only and compose into the user's own
 jitted code.
 """
 
@@ -34,20 +34,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import ppo
-from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.features import FeatureConfig, Features
-from pgx_jax.networks import AgentParams
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.core.types import Family, PRNGKey, PyTree
+from pgx_jax.estimation.features import FeatureConfig, Features
+from pgx_jax.rl import ppo
+from pgx_jax.rl.networks import AgentParams
 from pgx_jax.simulators.host import HostSimulator
 from pgx_jax.simulators.jitted import JaxSimulator
-from pgx_jax.types import Family, PRNGKey, PyTree
 
 Stats = dict[str, np.ndarray]
 Metrics = dict[str, jax.Array]
 
 
 class Simulator(Protocol):
-    """Everything the stages ask of a family's simulator (shapes as in :mod:`pgx_jax.types`).
+    """Everything the stages ask of a family's simulator (shapes as in :mod:`pgx_jax.core.types`).
 
     Inputs are validated by the module-level doors before they get here.
     """
@@ -112,12 +112,12 @@ class Simulator(Protocol):
         """XLA's cost-analysis FLOPs of the compiled features program (None where not counted)."""
 
     def collect(self, ppo_config: PPOConfig, cfg: FeatureConfig, params: AgentParams, key: PRNGKey) -> PyTree:
-        """pi_params rolled out on every task: :func:`pgx_jax.features.collect`'s output."""
+        """pi_params rolled out on every task: :func:`pgx_jax.estimation.features.collect`'s output."""
 
     def gradient_features(
         self, ppo_config: PPOConfig, cfg: FeatureConfig, params: AgentParams, key: PRNGKey
     ) -> Features:
-        """:func:`pgx_jax.features.gradient_features` at ``params``."""
+        """:func:`pgx_jax.estimation.features.gradient_features` at ``params``."""
 
     def evaluate(
         self, params: AgentParams | None, task_ids, key: PRNGKey, episodes: int, *, network, deterministic
@@ -157,7 +157,7 @@ class Simulator(Protocol):
     def meta_train_many(
         self, mconfig, masks: jax.Array, keys: jax.Array, num_iterations: int, active_iterations, init_params
     ) -> tuple[AgentParams, Metrics]:
-        """G MAML meta-trainings from ``init_params``: :func:`pgx_jax.maml.meta_train_vmapped`'s contract
+        """G MAML meta-trainings from ``init_params``: :func:`pgx_jax.rl.maml.meta_train_vmapped`'s contract
         (masks bool [G, N], keys [G], active_iterations int32 [G]; params [G], metrics [G, I, ...])."""
 
     def meta_probe(self, mconfig, params: AgentParams, task_ids, key: PRNGKey) -> jax.Array:
@@ -165,7 +165,8 @@ class Simulator(Protocol):
         adaptation: float32 [G, m], a task's episodes keyed by the task alone."""
 
     def meta_adapt(self, mconfig, params: AgentParams, task_ids, key: PRNGKey) -> jax.Array:
-        """Every meta-policy adapted to every task: float32 [G, m, A + 1] (:func:`pgx_jax.maml.adaptation_curves`)."""
+        """Every meta-policy adapted to every task: float32 [G, m, A + 1]
+        (:func:`pgx_jax.rl.maml.adaptation_curves`)."""
 
 
 #: ``family.simulator`` -> the implementation that steps it
@@ -218,7 +219,7 @@ def train_many(
     on_update: Callable[[int, int], None] | None = None,
     block: int | None = None,
 ) -> tuple[AgentParams, Metrics]:
-    """S trainings of :func:`pgx_jax.ppo.train`, one per mask [S, N] and key [S].
+    """S trainings of :func:`pgx_jax.rl.ppo.train`, one per mask [S, N] and key [S].
 
     JAX families: one vmapped compiled call; host families: the runs in chunks, acting and
     learning in vmapped calls. ``init_params`` (if given) is shared by every run;
@@ -228,7 +229,7 @@ def train_many(
 
     ``block``: train the runs ``block`` at a time, padded with repeats of the first run to a
     multiple of it, each block one vmapped program of the same shape (JAX families: still one
-    call, :func:`pgx_jax.ppo.train_blocks`). A run's result is then bit for bit a function of
+    call, :func:`pgx_jax.rl.ppo.train_blocks`). A run's result is then bit for bit a function of
     its own mask, key and active updates, whatever the other runs (on one machine and backend).
     With None (all S in one vmapped program), XLA's kernels depend on S, and a run's result can
     differ in the last bits with the other runs beside it, and training amplifies that.
@@ -299,7 +300,7 @@ def train_chunked(
     """One training as a few calls of equal length, with ``on_chunk(updates_done, total)``
     called on the host between them (progress bars; never a callback inside the scan), and
     ``progress_fn(env_steps, metrics)`` (Brax's convention) with the env steps done so far and
-    :func:`pgx_jax.ppo.progress_metrics` (the last update's loss, entropy, ...; each task's most
+    :func:`pgx_jax.rl.ppo.progress_metrics` (the last update's loss, entropy, ...; each task's most
     recently finished episodes' return ``episode_return/<task>`` and their mean
     ``episode_return``): after every chunk, after every update on host families.
     ``timings``, when given, receives ``compile_s``: the seconds spent compiling (0 for host
@@ -308,7 +309,7 @@ def train_chunked(
     every chunk and ``start=`` one of its calls' arguments continues the training from there:
     the same result as an uninterrupted call (the same compiled chunks on the same states).
 
-    Same updates and keys as :func:`pgx_jax.ppo.train`, so the result matches it to float tolerance.
+    Same updates and keys as :func:`pgx_jax.rl.ppo.train`, so the result matches it to float tolerance.
     """
     masks, keys, _ = check_runs(config, family, np.asarray(task_mask)[None], jnp.asarray(key)[None])
     return simulator(family).train_chunked(
@@ -339,13 +340,13 @@ def _reporting(progress_fn: Callable[[int, dict], None], config: PPOConfig, fami
 
 
 def gradient_features(ppo_config: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, key: PRNGKey):
-    """:func:`pgx_jax.features.gradient_features` for any family (one compiled call for JAX
+    """:func:`pgx_jax.estimation.features.gradient_features` for any family (one compiled call for JAX
     families; the rollout on the host for host families)."""
     return simulator(family).gradient_features(ppo_config, cfg, params, key)
 
 
 def collect(ppo_config: PPOConfig, cfg: FeatureConfig, family, params: AgentParams, key: PRNGKey) -> PyTree:
-    """:func:`pgx_jax.features.collect` for any family."""
+    """:func:`pgx_jax.estimation.features.collect` for any family."""
     return simulator(family).collect(ppo_config, cfg, params, key)
 
 
@@ -379,7 +380,7 @@ def evaluate_metrics(
     Returns:
         ``{"return": float [K], "return_se": float [K]}`` plus ``{metric name: float [K]}`` when
         the family has a task metric. Episode j of task t is keyed by (t, j) alone
-        (:func:`pgx_jax.evaluate.episode_keys`): common random numbers across policies. For JAX
+        (:func:`pgx_jax.rl.rollout.episode_keys`): common random numbers across policies. For JAX
         families the result is traceable in ``params``:
         ``jax.vmap(lambda p: evaluate(p, family, ids, key))(stacked)`` evaluates many policies.
     """

@@ -1,8 +1,8 @@
 """The host simulator: gymnasium-API environments stepped in Python, the learning code jitted.
 
 Rollouts run on the host, one Python step per environment (:class:`pgx_jax.families.EnvBatch`);
-the policy acts on a whole batch in one jitted call, PPO learns with :func:`pgx_jax.ppo.learn`,
-the features are :func:`pgx_jax.features.process_trajectory` of the host rollout, and the
+the policy acts on a whole batch in one jitted call, PPO learns with :func:`pgx_jax.rl.ppo.learn`,
+the features are :func:`pgx_jax.estimation.features.process_trajectory` of the host rollout, and the
 surrogate solves, affinity and clustering never see the difference. Same keys and the same
 contracts as :class:`pgx_jax.simulators.jitted.JaxSimulator`; what differs is said by the
 class attributes of :class:`HostSimulator` (no FLOP counts, smaller rollout budgets).
@@ -19,17 +19,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import features, networks, ppo
-from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.evaluate import episode_ids, keyed_act, random_act
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.core.types import PRNGKey
+from pgx_jax.estimation import features
+from pgx_jax.estimation.features import subset_params
 from pgx_jax.families.host import HostFamily
 from pgx_jax.families.host_workers import open_batch
-from pgx_jax.features import subset_params
-from pgx_jax.networks import AgentParams
-from pgx_jax.rollout import Transition
+from pgx_jax.rl import networks, ppo
+from pgx_jax.rl.evaluate import random_act
+from pgx_jax.rl.networks import AgentParams
+from pgx_jax.rl.rollout import Transition, episode_ids, keyed_act
 from pgx_jax.simulators import host_maml
 from pgx_jax.simulators.host_rollout import rollout_chunks, unroll
-from pgx_jax.types import PRNGKey
 
 
 class HostSimulator:
@@ -256,7 +257,7 @@ def train_many(
 
 
 def collect(ppo_config: PPOConfig, cfg, family: HostFamily, params: AgentParams, key: PRNGKey):
-    """:func:`pgx_jax.features.collect` with the rollout on the host: same output."""
+    """:func:`pgx_jax.estimation.features.collect` with the rollout on the host: same output."""
     n, length = family.n_tasks, family.episode_length
     episodes = cfg.episodes_per_task(length)
     task_ids = np.repeat(np.arange(n), episodes)
@@ -275,7 +276,7 @@ _featurize = jax.jit(features.featurize, static_argnums=(0, 1, 2))
 
 
 def gradient_features(ppo_config: PPOConfig, cfg, family: HostFamily, params: AgentParams, key: PRNGKey):
-    """:func:`pgx_jax.features.gradient_features` for a host family (host rollout, jitted rest)."""
+    """:func:`pgx_jax.estimation.features.gradient_features` for a host family (host rollout, jitted rest)."""
     k_collect, k_proj = features.feature_keys(key)
     feats = _featurize(ppo_config, cfg, family, params, collect(ppo_config, cfg, family, params, k_collect), k_proj)
     big = cfg.gradient_sample()

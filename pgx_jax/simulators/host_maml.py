@@ -1,15 +1,15 @@
 """MAML on host-stepped families: the episodes sampled on the host, the learning jitted.
 
-Same contracts as :func:`pgx_jax.maml.meta_train_vmapped`, :func:`pgx_jax.maml.probe_returns`
-and :func:`pgx_jax.maml.adaptation_curves`, and the same learning code: a meta-iteration samples
+Same contracts as :func:`pgx_jax.rl.maml.meta_train_vmapped`, :func:`pgx_jax.rl.maml.probe_returns`
+and :func:`pgx_jax.rl.maml.adaptation_curves`, and the same learning code: a meta-iteration samples
 its slots' episodes on the host (:func:`sample`), adapts every slot
-(:func:`pgx_jax.maml.adapt_slots`), samples again and learns with :func:`pgx_jax.maml.meta_update`,
+(:func:`pgx_jax.rl.maml.adapt_slots`), samples again and learns with :func:`pgx_jax.rl.maml.meta_update`,
 all groups in one jitted call per stage. Only the groups still before their ``active_iterations``
-step environments: a finished group's slots are zeros that :func:`pgx_jax.maml.gate` discards.
+step environments: a finished group's slots are zeros that :func:`pgx_jax.rl.maml.gate` discards.
 
 Randomness is keyed per episode *stream*, never by a position in the batch: every slot of a
 meta-iteration draws a stream from its group's key, and an episode's reset seed and action
-noise are :func:`pgx_jax.evaluate.episode_keys` of (stream, episode). A group's meta-training is
+noise are :func:`pgx_jax.rl.rollout.episode_keys` of (stream, episode). A group's meta-training is
 therefore the same whichever groups train beside it; at adaptation and in the routing probe the
 stream is the test task, so every meta-policy meets the same start states and noise on a task.
 """
@@ -22,14 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import maml, networks
-from pgx_jax.config import NetworkConfig
-from pgx_jax.evaluate import keyed_act
+from pgx_jax.core.config import NetworkConfig
+from pgx_jax.core.types import PRNGKey
 from pgx_jax.families.host import HostFamily
-from pgx_jax.maml import Episodes, MAMLConfig
-from pgx_jax.networks import AgentParams
+from pgx_jax.rl import maml, networks
+from pgx_jax.rl.maml import Episodes, MAMLConfig
+from pgx_jax.rl.networks import AgentParams
+from pgx_jax.rl.rollout import keyed_act
 from pgx_jax.simulators.host_rollout import rollout_chunks
-from pgx_jax.types import PRNGKey
 
 _STREAMS = 2**31 - 1
 
@@ -124,7 +124,7 @@ def _on_live(config: MAMLConfig, family: HostFamily, params: AgentParams, tasks,
 def meta_train_many(
     config: MAMLConfig, family: HostFamily, masks, keys, num_iterations: int, active_iterations, init_params
 ):
-    """:func:`pgx_jax.maml.meta_train_vmapped` with the episodes stepped on the host: G
+    """:func:`pgx_jax.rl.maml.meta_train_vmapped` with the episodes stepped on the host: G
     meta-trainings (masks bool [G, N], keys [G], active_iterations int [G]) from the shared
     ``init_params``; returns params with leading [G] and metrics with leading [G, I]."""
     masks, active = jnp.asarray(masks, bool), np.asarray(active_iterations, np.int32)
@@ -167,7 +167,7 @@ def _per_task(params: AgentParams, task_ids):
 
 
 def probe_returns(config: MAMLConfig, family: HostFamily, params: AgentParams, task_ids, key: PRNGKey):
-    """:func:`pgx_jax.maml.probe_returns` on the host: float32 [G, m]; task t's episodes are
+    """:func:`pgx_jax.rl.maml.probe_returns` on the host: float32 [G, m]; task t's episodes are
     stream t of ``key`` whichever meta-policy runs them."""
     flat, tasks, g = _per_task(params, task_ids)
     batch = sample(config.network, family, flat, tasks, tasks, key, config.adapt_episodes)
@@ -175,7 +175,7 @@ def probe_returns(config: MAMLConfig, family: HostFamily, params: AgentParams, t
 
 
 def adaptation_curves(config: MAMLConfig, family: HostFamily, params: AgentParams, task_ids, key: PRNGKey):
-    """:func:`pgx_jax.maml.adaptation_curves` on the host: float32 [G, m, A + 1]; step a's
+    """:func:`pgx_jax.rl.maml.adaptation_curves` on the host: float32 [G, m, A + 1]; step a's
     episodes of task t are stream t of ``fold_in(key, a)`` whichever meta-policy adapts."""
     flat, tasks, g = _per_task(params, task_ids)
     curve = []

@@ -13,11 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax.evaluate import episode_keys
+from pgx_jax.core.types import PRNGKey
 from pgx_jax.families.host import EnvBatch
 from pgx_jax.families.host_workers import open_batch
-from pgx_jax.rollout import Transition
-from pgx_jax.types import PRNGKey
+from pgx_jax.rl.rollout import Transition, episode_keys
 
 
 def unroll(batch: EnvBatch, act: Callable, key: PRNGKey, length: int, shape: tuple[int, int]) -> Transition:
@@ -40,7 +39,7 @@ def unroll(batch: EnvBatch, act: Callable, key: PRNGKey, length: int, shape: tup
 
 def episode_seeds(key: PRNGKey, env_tasks, episodes: int) -> np.ndarray:
     """int64 [..., K * episodes]: the reset seed of every host evaluation env, from
-    :func:`pgx_jax.evaluate.episode_keys` of its (task, episode): slot-independent."""
+    :func:`pgx_jax.rl.rollout.episode_keys` of its (task, episode): slot-independent."""
     env_tasks = np.asarray(env_tasks)
     flat_tasks = env_tasks.reshape(-1)
     episode = np.tile(np.arange(episodes), flat_tasks.size // episodes)

@@ -1,7 +1,7 @@
 """The JAX simulator: Brax / MJX families stepped inside the compiled programs.
 
 Every operation is one jitted call with the family and configs static: S trainings are
-:func:`pgx_jax.ppo.train` vmapped over masks and keys, the evaluation of S policies is a
+:func:`pgx_jax.rl.ppo.train` vmapped over masks and keys, the evaluation of S policies is a
 ``lax.map`` over them, the rollout evaluator shards the subset axis over the local devices.
 Programs can be compiled ahead (compile and run timed apart) and their FLOPs counted.
 """
@@ -15,16 +15,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import maml, ppo
-from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.evaluate import episode_stats, random_act, rollout_stats, subset_stats
-from pgx_jax.features import FeatureConfig, collect, gradient_features
-from pgx_jax.flops import count_flops, xla_flops
-from pgx_jax.networks import AgentParams, make_act
-from pgx_jax.sharding import over_devices
-from pgx_jax.types import PRNGKey
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.core.types import PRNGKey
+from pgx_jax.estimation.evaluators import rollout_stats, subset_stats
+from pgx_jax.estimation.features import FeatureConfig, collect, gradient_features
+from pgx_jax.rl import maml, ppo
+from pgx_jax.rl.evaluate import episode_stats, random_act
+from pgx_jax.rl.networks import AgentParams, make_act
+from pgx_jax.runtime.flops import count_flops, xla_flops
+from pgx_jax.runtime.sharding import over_devices
 
-#: :func:`pgx_jax.ppo.train` compiled (``config`` and ``family`` static): one cache for all callers
+#: :func:`pgx_jax.rl.ppo.train` compiled (``config`` and ``family`` static): one cache for all callers
 _train_one = jax.jit(ppo.train, static_argnums=(0, 1))
 _train_many = jax.jit(ppo.train_vmapped, static_argnums=(0, 1))
 _train_blocks = jax.jit(ppo.train_blocks, static_argnums=(0, 1), static_argnames=("block",))

@@ -21,12 +21,12 @@ import numpy as np
 import optax
 from flax import struct
 
-from pgx_jax import networks
-from pgx_jax.config import PPOConfig
+from pgx_jax.core.config import PPOConfig
+from pgx_jax.core.types import PRNGKey
 from pgx_jax.families.base import TaskFamily, TaskState
-from pgx_jax.networks import AgentParams
-from pgx_jax.rollout import assign_tasks, reset_envs, segment_mean, unroll
-from pgx_jax.types import PRNGKey
+from pgx_jax.rl import networks
+from pgx_jax.rl.networks import AgentParams
+from pgx_jax.rl.rollout import assign_tasks, reset_envs, segment_mean, unroll
 
 Metrics = dict[str, jax.Array]
 

@@ -8,7 +8,7 @@ the tasks, the seed). ``--resume`` reuses a stage whose fingerprint matches and 
 others, so the resumed result equals an uninterrupted run with the same options: stages are pure
 functions of their keys.
 
-Data, never code: a stage is a :mod:`pgx_jax.codec` archive (arrays plus the tree's structure as
+Data, never code: a stage is a :mod:`pgx_jax.runtime.codec` archive (arrays plus the tree's structure as
 JSON; types rebuilt from an allowlist, never called), not a pickle, because a run directory
 travels (copied from a colleague, downloaded with a result) and ``--resume`` must not run
 whatever a file in it holds. A store created with ``resume`` checks every file in ``stages/``
@@ -31,8 +31,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pgx_jax import codec
-from pgx_jax.distributed import is_main
+from pgx_jax.runtime import codec
+from pgx_jax.runtime.distributed import is_main
 
 T = TypeVar("T")
 _SAVES: collections.Counter = collections.Counter()
@@ -43,15 +43,15 @@ SUFFIX = ".npz"
 
 def _refused(path: str, root: str, why: str) -> ValueError:
     return ValueError(
-        f"{path} is not a stage this version can read: {why}. Stages are data (.npz archives of pgx_jax.codec) and "
-        f"nothing else in {root} is ever loaded; remove that file (or the whole {root} directory: every stage is "
-        "then recomputed) and resume again"
+        f"{path} is not a stage this version can read: {why}. Stages are data (.npz archives of "
+        f"pgx_jax.runtime.codec) and nothing else in {root} is ever loaded; remove that file (or the whole "
+        f"{root} directory: every stage is then recomputed) and resume again"
     )
 
 
 def saved_stages(root: str) -> list[str]:
     """The names of the stages saved in ``root`` (a ``stages`` directory; none where it does
-    not exist), every file checked to be a :mod:`pgx_jax.codec` archive of allowed types
+    not exist), every file checked to be a :mod:`pgx_jax.runtime.codec` archive of allowed types
     (its tree read, not its arrays). Names starting with ``.`` (the temporary file of a save
     that was interrupted) are ignored.
 
@@ -135,7 +135,7 @@ class StageStore:
 
     def save(self, name: str, value) -> None:
         """``value`` saved as the stage ``name`` (process 0 alone), atomically; ``TypeError``
-        naming a type :mod:`pgx_jax.codec` cannot save (nothing is then written)."""
+        naming a type :mod:`pgx_jax.runtime.codec` cannot save (nothing is then written)."""
         if self.root is None or not is_main():
             return
         import jax

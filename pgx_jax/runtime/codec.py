@@ -1,5 +1,5 @@
 """Data-only serialisation of the pytrees a run keeps: finished stages on disk
-(:mod:`pgx_jax.stages`) and the results processes exchange (:func:`pgx_jax.distributed.map_processes`).
+(:mod:`pgx_jax.runtime.stages`) and the results processes exchange (:func:`pgx_jax.runtime.distributed.map_processes`).
 
 Why not pickle: ``pickle.load`` calls whatever the bytes name, so a run directory copied from
 someone else (``--resume``) or a message from a peer could run code. Reading here only parses
@@ -52,7 +52,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-FORMAT = "pgx_jax.codec/1"
+FORMAT = "pgx_jax.runtime.codec/1"
 
 #: the modules (and their submodules) whose NamedTuples and dataclasses are saved and rebuilt
 ALLOWED = ("pgx_jax", "optax", "brax")

@@ -24,7 +24,7 @@ policy network and finds the bound non-vacuous. Here:
 
 **Fit and bound on the same data.** n and the training loss are the transitions theta_S was
 fitted on, and only those: the caller must pass policies fitted on exactly the first m rows of
-each task (:func:`pgx_jax.validate.hessian_stage` refits the solve without a separate sample
+each task (:func:`pgx_jax.experiments.validate.hessian_stage` refits the solve without a separate sample
 behind its linear term where the estimate had one).
 
 **The gap's noise.** The training loss is what it is (the bound is about these training
@@ -65,7 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax.features import flat_actor, log_prob_fn
+from pgx_jax.rl.networks import flat_actor, log_prob_fn
 
 
 def _ppo(log_ratio, adv, clip_eps):
@@ -211,7 +211,7 @@ def subset_analysis(
         data: theta*'s transitions of every task: ``obs`` [N, K, O], ``action`` [N, K, A],
             ``advantage`` [N, K] (standardised, :func:`standardise_advantages`), ``valid``
             [N, K], ``episode`` int32 [N, K] (each row's episode within its task, in [0, K):
-            :func:`pgx_jax.features.collect`'s) and ``base_logp`` [N, K] (log pi_theta*);
+            :func:`pgx_jax.estimation.features.collect`'s) and ``base_logp`` [N, K] (log pi_theta*);
             rows < m are training rows: exactly the transitions theta_S was fitted on.
         idx: int32 [k], the subset's tasks (padded with repeats); task_weight: float32 [k],
             1/|S| for each task once, 0 for the padding.
@@ -311,11 +311,11 @@ def analyse(net, family, theta_star, thetas, masks, data, m: int, key, hconfig: 
     """:func:`subset_analysis` of every given policy, for every objective of ``hconfig``.
 
     Args:
-        net: the policy's :class:`~pgx_jax.config.NetworkConfig`; family: the tasks.
-        theta_star: theta*'s :class:`~pgx_jax.networks.AgentParams` (its normaliser is every
+        net: the policy's :class:`~pgx_jax.core.config.NetworkConfig`; family: the tasks.
+        theta_star: theta*'s :class:`~pgx_jax.rl.networks.AgentParams` (its normaliser is every
             policy's: the estimate moves the actor only).
         thetas: float32 [H, P], the flattened actors theta_S; masks: bool [H, N], their subsets.
-        data: theta*'s transitions, :func:`pgx_jax.features.collect`'s output (with its
+        data: theta*'s transitions, :func:`pgx_jax.estimation.features.collect`'s output (with its
             ``episode``): the first m rows of each task are the training transitions, the rest
             held out. Each theta_S must have been fitted on those m rows of its tasks and on
             nothing else (no separate sample): they are n and the training loss.
@@ -343,7 +343,9 @@ def analyse(net, family, theta_star, thetas, masks, data, m: int, key, hconfig: 
         theta0, data["obs"], data["action"]
     )
     if "episode" not in data:
-        raise ValueError("the gap's standard error needs each row's episode: pgx_jax.features.collect's 'episode'")
+        raise ValueError(
+            "the gap's standard error needs each row's episode: pgx_jax.estimation.features.collect's 'episode'"
+        )
     prepared = {
         "episode": jnp.asarray(data["episode"], jnp.int32),
         "obs": data["obs"],

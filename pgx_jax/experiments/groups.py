@@ -20,13 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import ppo, simulators
-from pgx_jax.config import PPOConfig
-from pgx_jax.distributed import across_processes
-from pgx_jax.networks import AgentParams
-from pgx_jax.types import Family, PRNGKey
+from pgx_jax import simulators
+from pgx_jax.core.config import PPOConfig
+from pgx_jax.core.types import Family, PRNGKey
+from pgx_jax.rl import ppo
+from pgx_jax.rl.networks import AgentParams
+from pgx_jax.runtime.distributed import across_processes
 
-#: Groups per vmapped block (:func:`pgx_jax.ppo.train_blocks`): fixed, so a group's program has
+#: Groups per vmapped block (:func:`pgx_jax.rl.ppo.train_blocks`): fixed, so a group's program has
 #: the same shape whatever trains beside it. On a 2-core CPU 2 trains as fast as one block of 8
 #: (pendulum-physics, demo: 107k against 91k env steps/s; unbatched, 65k), and it pads at most
 #: one group per call (3 groups: +37% training time; an even number: none).

@@ -8,11 +8,11 @@ Groupings of the n tasks into k groups (``multitask`` and ``per_task`` fix k at 
 - ``gradient_similarity``: the cosine similarity of the per-task mean policy gradients
   (advantage-weighted, projected) at theta*, clustered like PolicyGradEx's affinity;
 - ``ground_truth``: the groups of the true affinity from real training of every sampled subset
-  (the primary truth of ``vconfig``, :func:`pgx_jax.validate.run_truth`);
+  (the primary truth of ``vconfig``, :func:`pgx_jax.experiments.validate.run_truth`);
 - ``policygradex``: the groups of the estimated affinity.
 
 Every policy trains from scratch with the same env steps per task (a group of s tasks gets s
-times the per-task budget, :func:`pgx_jax.groups.group_updates`). Identical groups of different
+times the per-task budget, :func:`pgx_jax.experiments.groups.group_updates`). Identical groups of different
 groupings train once (the key is a function of the seed and the group). Groups of equal size
 train in one vmapped call. Returns are also normalised per task between the uniform random policy
 (0) and the best single-task policy (1: the best ``per_task`` return over seeds), so families
@@ -31,17 +31,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import affinity as affinity_mod
-from pgx_jax import cluster as cluster_mod
-from pgx_jax import distributed, simulators
-from pgx_jax.distributed import across_processes, map_processes
-from pgx_jax.groups import env_steps_per_task, group_key, group_masks, group_updates, train_and_evaluate_groups
-from pgx_jax.networks import AgentParams
-from pgx_jax.pipeline import PipelineConfig, estimation_env_steps, policygradex
-from pgx_jax.stages import NONE, StageStore
-from pgx_jax.surrogate import linear_terms
-from pgx_jax.types import Family
-from pgx_jax.validate import ValidateConfig, run_truth, truth_env_steps, truth_key
+from pgx_jax import simulators
+from pgx_jax.core.types import Family
+from pgx_jax.estimation import affinity as affinity_mod
+from pgx_jax.estimation import cluster as cluster_mod
+from pgx_jax.estimation.surrogate import linear_terms
+from pgx_jax.experiments.groups import (
+    env_steps_per_task,
+    group_key,
+    group_masks,
+    group_updates,
+    train_and_evaluate_groups,
+)
+from pgx_jax.experiments.pipeline import PipelineConfig, estimation_env_steps, policygradex
+from pgx_jax.experiments.validate import ValidateConfig, run_truth, truth_env_steps, truth_key
+from pgx_jax.rl.networks import AgentParams
+from pgx_jax.runtime import distributed
+from pgx_jax.runtime.distributed import across_processes, map_processes
+from pgx_jax.runtime.stages import NONE, StageStore
 
 GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex")
 
@@ -50,7 +57,7 @@ def gradient_similarity(features) -> np.ndarray:
     """float [N, N]: cosine similarity of the tasks' mean policy gradients at theta*.
 
     Task i's gradient is b_i, the linear term of PolicyGradEx's own solve
-    (:func:`pgx_jax.surrogate.linear_terms`): the advantage-weighted mean of its projected
+    (:func:`pgx_jax.estimation.surrogate.linear_terms`): the advantage-weighted mean of its projected
     per-transition gradients of log pi, A_t P^T grad log pi(a_t|s_t), over the same transitions
     PolicyGradEx uses for it (the larger separate sample where the features hold one), so the
     baseline sees the same gradient data as the method; projection keeps cosines (JL).
@@ -176,9 +183,9 @@ def compare(
             normalisation).
         vconfig: the truth behind ``ground_truth`` (:class:`ValidateConfig`; its primary truth).
         theta_stars, true_groups: per seed, reuse a meta-policy / the groups of a true affinity
-            (e.g. from :func:`pgx_jax.validate.validate`) instead of computing them.
+            (e.g. from :func:`pgx_jax.experiments.validate.validate`) instead of computing them.
         progress: called with a message as each step starts.
-        store: each seed is a stage (``seed_<seed>``) of this :class:`pgx_jax.stages.StageStore`.
+        store: each seed is a stage (``seed_<seed>``) of this :class:`pgx_jax.runtime.stages.StageStore`.
         equal_total: also ``policygradex_equal_total``: PolicyGradEx's groups trained for the
             budget less what the estimate consumed (:func:`equal_total_config`; ``ValueError``
             before any work where that leaves nothing): the total of a grouping that costs nothing.
@@ -266,10 +273,10 @@ def _one_seed(family, config, seed: int, *, choice: dict, true_groups: dict, say
 
 
 def _save_policies(save: tuple[str, list], seed: int, chosen: dict, policies, returns: dict, config, family) -> None:
-    """Every grouping's policies of this seed as :func:`pgx_jax.checkpoint.save_groups` writes a
+    """Every grouping's policies of this seed as :func:`pgx_jax.rl.checkpoint.save_groups` writes a
     run's: ``<dir>/seed<seed>/<grouping>[-<draw>]/`` (``load_groups`` reads each), with each
     task's return under its group's policy and the evaluation key that reproduces it."""
-    from pgx_jax.checkpoint import save_groups
+    from pgx_jax.rl.checkpoint import save_groups
 
     root, tasks = save
     trained, k_eval = policies
@@ -293,8 +300,8 @@ FREE_GROUPINGS = ("multitask", "per_task", "random")
 def equal_total_config(config: PipelineConfig, family: Family, spent: float | None = None) -> PipelineConfig:
     """``config`` with the group training shortened so that PolicyGradEx's groups get the same
     total env steps per task as a grouping that consumed nothing to choose them: B' = B - E per
-    task, B the groups' budget (:func:`pgx_jax.groups.env_steps_per_task`), E = ``spent``, the
-    mean over the tasks of what the estimate consumed (:func:`pgx_jax.pipeline.estimation_env_steps`
+    task, B the groups' budget (:func:`pgx_jax.experiments.groups.env_steps_per_task`), E = ``spent``, the
+    mean over the tasks of what the estimate consumed (:func:`pgx_jax.experiments.pipeline.estimation_env_steps`
     of the drawn subsets), rounded down to whole updates. Without ``spent``, E's lower bound
     before any subset is drawn (m = the configured count of s-task subsets; sampling may add
     subsets for coverage), for a check before any work. ``ValueError`` naming B and E where B'
@@ -367,10 +374,10 @@ def selection_env_steps(config: PipelineConfig, family: Family, subsets, vconfig
 
     - ``multitask``, ``per_task``, ``random``: nothing;
     - ``policygradex``: meta-training theta*, the gradient features, the separate gradient sample
-      and the rollout evaluation of every subset (:func:`pgx_jax.pipeline.estimation_env_steps`);
+      and the rollout evaluation of every subset (:func:`pgx_jax.experiments.pipeline.estimation_env_steps`);
     - ``gradient_similarity``: meta-training theta* and the sample its gradients are read from;
     - ``ground_truth``: the truth's training of every sampled subset
-      (:func:`pgx_jax.validate.truth_env_steps`), its evaluation episodes, and theta*'s
+      (:func:`pgx_jax.experiments.validate.truth_env_steps`), its evaluation episodes, and theta*'s
       meta-training where the truth fine-tunes from it.
     """
     est = estimation_env_steps(config, family, subsets)

@@ -8,7 +8,7 @@
    call), each fine-tuned policy evaluated on the tasks of its subset: the true f(S, i).
    :func:`agreement` compares estimated with true scores.
 3. :func:`validate`: both, plus the cost of the two paths (wall-clock and FLOPs,
-   :mod:`pgx_jax.flops`), for the same subsets in one process.
+   :mod:`pgx_jax.runtime.flops`), for the same subsets in one process.
 
 References: arXiv:2511.12779 (first-order error <= 2.04% at 1% distance; NMI 0.73-0.76
 against groups from real fine-tuning; 26x fewer FLOPs than fine-tuning).
@@ -25,20 +25,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import affinity as affinity_mod
-from pgx_jax import cluster as cluster_mod
-from pgx_jax import compiles, networks, ppo, simulators
-from pgx_jax.config import NetworkConfig, PPOConfig
-from pgx_jax.distributed import across_processes
-from pgx_jax.evaluate import EVALUATORS
-from pgx_jax.features import FeatureConfig, feature_keys, flat_actor, log_prob_fn, subset_params
-from pgx_jax.groups import group_updates
-from pgx_jax.hessian import HessianConfig, analyse
-from pgx_jax.networks import AgentParams
-from pgx_jax.pipeline import estimate, estimate_with_solutions, evaluate_subsets, features_at, stage_flops, start
-from pgx_jax.stages import NONE, StageStore
-from pgx_jax.surrogate import solve_subsets, task_stats
-from pgx_jax.types import Family, PRNGKey
+from pgx_jax import simulators
+from pgx_jax.core.config import NetworkConfig, PPOConfig
+from pgx_jax.core.types import Family, PRNGKey
+from pgx_jax.estimation import affinity as affinity_mod
+from pgx_jax.estimation import cluster as cluster_mod
+from pgx_jax.estimation.evaluators import EVALUATORS
+from pgx_jax.estimation.features import FeatureConfig, feature_keys, subset_params
+from pgx_jax.estimation.hessian import HessianConfig, analyse
+from pgx_jax.estimation.surrogate import solve_subsets, task_stats
+from pgx_jax.experiments.groups import group_updates
+from pgx_jax.experiments.pipeline import (
+    estimate,
+    estimate_with_solutions,
+    evaluate_subsets,
+    features_at,
+    stage_flops,
+    start,
+)
+from pgx_jax.rl import networks, ppo
+from pgx_jax.rl.networks import AgentParams, flat_actor, log_prob_fn
+from pgx_jax.runtime import compiles
+from pgx_jax.runtime.distributed import across_processes
+from pgx_jax.runtime.stages import NONE, StageStore
 
 APPROX_SIZES = (0.001, 0.005, 0.01, 0.05)
 
@@ -171,7 +180,7 @@ class ValidateConfig:
             the KL of each estimated policy.
         sizes: relative step sizes of the first-order check.
         hessian: the Hessian-trace generalisation analysis of the estimated policies
-            (:mod:`pgx_jax.hessian`), or None (default) to skip it.
+            (:mod:`pgx_jax.estimation.hessian`), or None (default) to skip it.
     """
 
     truth: str = "full"
@@ -222,7 +231,7 @@ class ValidateConfig:
 def full_training(meta: PPOConfig, family, sizes) -> tuple[PPOConfig, np.ndarray]:
     """The ``full`` truth's training of subsets of these sizes (int [S]): the config (from
     scratch, normaliser learning) and each subset's active updates (int32 [S]): per task the
-    env steps ``compare`` gives any group (:func:`pgx_jax.groups.group_updates`), so a subset
+    env steps ``compare`` gives any group (:func:`pgx_jax.experiments.groups.group_updates`), so a subset
     of s tasks trains s times as long as one task alone."""
     active = group_updates(meta, family, np.asarray(sizes))
     per_update = meta.num_envs * meta.unroll(family.episode_length)
@@ -616,7 +625,7 @@ def validate(
 
     Args:
         family: the tasks.
-        config: :class:`pgx_jax.pipeline.PipelineConfig` (``train_groups`` is ignored).
+        config: :class:`pgx_jax.experiments.pipeline.PipelineConfig` (``train_groups`` is ignored).
         key: as for :func:`pgx_jax.policygradex` (the same theta*, subsets and estimates).
         vconfig: :class:`ValidateConfig` (which truth: ``full``, ``finetune`` or ``both``).
         theta_star: skip meta-training and use this meta-policy.
@@ -626,7 +635,7 @@ def validate(
             the ``full`` truth's speedup with meta-training counted; measured here otherwise).
         store: where the estimate, every truth training (per kind and replicate) and the Hessian
             analysis are saved as they finish, and reused on ``--resume``
-            (:class:`pgx_jax.stages.StageStore`; default: none).
+            (:class:`pgx_jax.runtime.stages.StageStore`; default: none).
 
     Returns:
         A JSON-able dict (numpy arrays inside) with ``approx_error``, ``estimate`` (standard
@@ -678,7 +687,7 @@ def validate(
 class EstimateStage(NamedTuple):
     """What :func:`estimate_stage` returns: the pipeline's estimate and every evaluator's scores."""
 
-    est: Any  # pgx_jax.pipeline.Estimate: features, solutions, scores, timings
+    est: Any  # pgx_jax.experiments.pipeline.Estimate: features, solutions, scores, timings
     estimates: dict[str, np.ndarray]  # evaluator -> f(S, i) [S, N], the configured one first
     rollout_se: np.ndarray | None  # the rollout evaluator's standard errors [S, N]
     wall: dict[str, float]  # steady-state wall-clock per estimation stage (a second, compiled run)
@@ -818,7 +827,7 @@ def _analysed_steps(config, est: EstimateStage, masks) -> tuple[jnp.ndarray, dic
 
 
 def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, est: EstimateStage, key) -> dict:
-    """``hessian`` of :func:`validate`: :func:`pgx_jax.hessian.analyse` of the estimated policies
+    """``hessian`` of :func:`validate`: :func:`pgx_jax.estimation.hessian.analyse` of the estimated policies
     theta_S of the first ``hconfig.subsets`` subsets, on the transitions behind the surrogate's
     per-sample features (the features' collection key; checked: the same advantages and valid
     flags) and on the held-out episodes of the same tasks.
@@ -877,9 +886,9 @@ def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, e
 def refit_on_training_rows(cfg, feats, masks):
     """The estimate's solve of ``masks`` [H, N] (bool) again, with b_i from the training
     transitions' own A g~ instead of a separate sample's (``feats.ag`` dropped): the same
-    closed-form solve, refinement of the solves above ``cfg.tol`` (as :func:`pgx_jax.pipeline.solve_all`)
+    closed-form solve, refinement of the solves above ``cfg.tol`` (as :func:`pgx_jax.experiments.pipeline.solve_all`)
     and step rule, so theta_S is fitted on exactly the training transitions. One process computes
-    every row (no exchange: the call is small). Returns :class:`pgx_jax.surrogate.Solutions` [H]
+    every row (no exchange: the call is small). Returns :class:`pgx_jax.estimation.surrogate.Solutions` [H]
     as numpy."""
     own = feats.replace(ag=None)
     stats = task_stats(own)
@@ -910,7 +919,7 @@ def cost_accounting(vconfig, config, family, theta_star, subsets, est: EstimateS
     entry also gives ``wall_with_meta_training`` and ``flops_with_meta_training``, the estimate's
     cost with meta-training added: the like-for-like figure (the paper's 26x is against full
     training). Clustering (negligible) is in neither. Wall-clock excludes compilation (given apart); FLOPs are
-    :func:`pgx_jax.flops.count_flops` of the same calls, with the solves' line search counted
+    :func:`pgx_jax.runtime.flops.count_flops` of the same calls, with the solves' line search counted
     at its measured trip count.
     """
     s, d = subsets.shape[0], config.features.dim
@@ -953,7 +962,7 @@ def cost_accounting(vconfig, config, family, theta_star, subsets, est: EstimateS
         "flops": by_truth[primary]["flops"],
         "estimation": estimation,
         "by_truth": by_truth,
-        "flops_method": "jaxpr count (pgx_jax.flops): loops times their trip counts; XLA's cost analysis "
+        "flops_method": "jaxpr count (pgx_jax.runtime.flops): loops times their trip counts; XLA's cost analysis "
         "(given for reference) counts each loop body once",
         "scope": None
         if jax.process_count() == 1

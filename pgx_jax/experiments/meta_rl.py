@@ -3,16 +3,16 @@ score the groupings on unseen test tasks after adaptation (``pgx-jax meta-rl``).
 
 Per seed:
 
-1. The groupings of the n source tasks (:func:`pgx_jax.compare.choose_groupings` on the source
+1. The groupings of the n source tasks (:func:`pgx_jax.experiments.compare.choose_groupings` on the source
    family, task-agnostic: ``multitask``, ``random``, ``gradient_similarity``, ``ground_truth``,
    ``policygradex``).
-2. One MAML meta-policy per distinct group (:mod:`pgx_jax.maml`), every group of every grouping in
+2. One MAML meta-policy per distinct group (:mod:`pgx_jax.rl.maml`), every group of every grouping in
    one call of the family's simulator (one compiled program for a JAX family; for a host family,
    one host loop whose episodes step in Python and whose learning is jitted), with the same env
    steps per source task in every grouping (a group of s tasks runs s times the per-task
    meta-iterations). A group shared by two groupings is one policy
    (its key is a function of the seed and the group).
-3. Every meta-policy adapted to every test task (:func:`pgx_jax.maml.adaptation_curves`): A
+3. Every meta-policy adapted to every test task (:func:`pgx_jax.rl.maml.adaptation_curves`): A
    policy-gradient steps, each on fresh episodes; task t's episodes are keyed by t alone, so the
    groupings meet the same start states and noise.
 4. **Routing**: a test task goes, within each grouping, to the group whose meta-policy earns the
@@ -36,18 +36,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import distributed, networks
-from pgx_jax.compare import choose_groupings
-from pgx_jax.distributed import across_processes
+from pgx_jax.core.types import Family
+from pgx_jax.experiments.compare import choose_groupings
+from pgx_jax.experiments.groups import group_key, group_masks
+from pgx_jax.experiments.pipeline import PipelineConfig
+from pgx_jax.experiments.validate import ValidateConfig
 from pgx_jax.families import make_family, meta_rl_families, with_workers
-from pgx_jax.groups import group_key, group_masks
-from pgx_jax.maml import MAMLConfig
-from pgx_jax.pipeline import PipelineConfig
-from pgx_jax.results import save_figure
+from pgx_jax.rl import networks
+from pgx_jax.rl.maml import MAMLConfig
+from pgx_jax.runtime import distributed
+from pgx_jax.runtime.distributed import across_processes
+from pgx_jax.runtime.results import save_figure
+from pgx_jax.runtime.stages import NONE, StageStore
 from pgx_jax.simulators import simulator
-from pgx_jax.stages import NONE, StageStore
-from pgx_jax.types import Family
-from pgx_jax.validate import ValidateConfig
 
 GROUPINGS = ("multitask", "random", "gradient_similarity", "ground_truth", "policygradex")
 DEFAULT_GROUPINGS = ("multitask", "random", "gradient_similarity", "policygradex")
@@ -90,10 +91,10 @@ def nearest_source(sources: Sequence[dict], tests: Sequence[dict], fields: Seque
 
 def meta_train_groups(mconfig: MAMLConfig, family: Family, groups: list[tuple[int, ...]], n_source: int, key):
     """Meta-train one policy per group (tuples of source indices), all in one simulator call, from
-    one initialisation; each group's episodes come from :func:`pgx_jax.groups.group_key`, so a
+    one initialisation; each group's episodes come from :func:`pgx_jax.experiments.groups.group_key`, so a
     group shared by two groupings is one policy.
 
-    Unlike PPO's group trainings (:mod:`pgx_jax.groups`), the groups are not split into blocks of
+    Unlike PPO's group trainings (:mod:`pgx_jax.experiments.groups`), the groups are not split into blocks of
     one shape: on JAX families a group's meta-policy, probe and curves measured bit for bit the
     same alone and beside three other groups (pendulum-physics, smoke and demo networks; a test
     holds it on the fast family). Host families' vmapped learning rounds by the batch (1e-5).
@@ -173,7 +174,7 @@ def meta_rl(
             ``truths.full.true_groups`` for the same seed and config) instead of computing them.
         on_seed: called with the report over the seeds done so far as each seed finishes (the
             CLI writes it, so an interrupted run keeps its finished seeds).
-        store: each seed is a stage (``seed_<seed>``) of this :class:`pgx_jax.stages.StageStore`.
+        store: each seed is a stage (``seed_<seed>``) of this :class:`pgx_jax.runtime.stages.StageStore`.
         host_workers: worker processes stepping a host family's environments (the same report).
 
     Returns:
@@ -227,7 +228,7 @@ def meta_rl(
 def _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say):
     """``({grouping: [draw: [group: tuple of source ids]]}, {grouping: float [n]}, groups)`` of one
     seed: each grouping a partition, the env steps per source task its choice consumed
-    (:func:`pgx_jax.compare.selection_env_steps`) and the distinct groups, by size."""
+    (:func:`pgx_jax.experiments.compare.selection_env_steps`) and the distinct groups, by size."""
     n = source_family.n_tasks
     wanted = [g for g in groupings if g != "multitask"] or ["policygradex"]
     chosen, spent = choose_groupings(
@@ -262,7 +263,7 @@ def count_selection(scored: dict, chosen: dict, spent: dict, probe_steps: int) -
 def train_and_adapt(mconfig: MAMLConfig, family, groups, n_source: int, test_ids, k_meta, k_adapt):
     """Meta-train the groups (:func:`meta_train_groups`) and adapt each to every test task.
 
-    Returns ``(probe returns float [G, m] (:func:`pgx_jax.maml.probe_returns`), curves float
+    Returns ``(probe returns float [G, m] (:func:`pgx_jax.rl.maml.probe_returns`), curves float
     [G, m, A + 1], env steps per source task [G], active iterations [G], meta-training metrics,
     {"meta_train_s", "adapt_s"})``: the probe and the curves use independent episodes."""
     t0 = time.perf_counter()

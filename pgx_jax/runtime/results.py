@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pgx_jax.distributed import is_main
+from pgx_jax.runtime.distributed import is_main
 
 
 def _jsonable(x: Any) -> Any:
@@ -33,7 +33,7 @@ def _jsonable(x: Any) -> Any:
 
 def _write_atomic(path: str | os.PathLike, text: str, suffix: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename: never half-written. Only
-    process 0 of a multi-process run writes (:func:`pgx_jax.distributed.is_main`)."""
+    process 0 of a multi-process run writes (:func:`pgx_jax.runtime.distributed.is_main`)."""
     if not is_main():
         return
     path = os.fspath(path)
@@ -106,7 +106,7 @@ def peak_rss_mb() -> float:
 
 def provenance(info: dict[str, Any]) -> str:
     """One Markdown line naming the machine and package versions of ``{"machine", "versions"}``,
-    and whether the code had uncommitted changes (``pgx_jax_clean``: :func:`pgx_jax.checkpoint.versions`)."""
+    and whether the code had uncommitted changes (``pgx_jax_clean``: :func:`pgx_jax.rl.checkpoint.versions`)."""
     m = info["machine"]
     v = info["versions"]
     versions = ", ".join(f"{k} {x}" for k, x in v.items() if k not in ("pgx_jax_clean", "pgx_jax_diff_sha256"))
@@ -129,9 +129,9 @@ def parse_benchmark_args(parser) -> Any:
 def parse_benchmark_args_from(parser, argv) -> Any:
     """``parser.parse_args(argv)`` with ``--allow-dirty`` added; code with uncommitted changes is
     refused without it (``parser.error``: exit status 2, before any work;
-    :func:`pgx_jax.provenance.require_clean`); with it, the files say the code was dirty
+    :func:`pgx_jax.runtime.provenance.require_clean`); with it, the files say the code was dirty
     (:func:`provenance`)."""
-    from pgx_jax.provenance import DirtyTreeError, require_clean
+    from pgx_jax.runtime.provenance import DirtyTreeError, require_clean
 
     parser.add_argument(
         "--allow-dirty",

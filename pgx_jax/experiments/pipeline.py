@@ -18,19 +18,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgx_jax import affinity as affinity_mod
-from pgx_jax import cluster as cluster_mod
-from pgx_jax import compiles, distributed, ppo, simulators
-from pgx_jax.affinity import AffinityConfig
-from pgx_jax.config import PPOConfig, budget_config
-from pgx_jax.distributed import across_processes
-from pgx_jax.evaluate import EVALUATORS, NEEDS_HOLDOUT_SAMPLES, alignment_scores, gain_scores, loss_scores
-from pgx_jax.features import FeatureConfig, Features, gradient_features
-from pgx_jax.groups import train_groups
-from pgx_jax.networks import AgentParams
-from pgx_jax.sharding import chunked, over_devices
-from pgx_jax.surrogate import Solutions, SurrogateConfig, TaskStats, solve_subsets, task_stats
-from pgx_jax.types import Family, PRNGKey
+from pgx_jax import simulators
+from pgx_jax.core.config import PPOConfig, budget_config
+from pgx_jax.core.types import Family, PRNGKey
+from pgx_jax.estimation import affinity as affinity_mod
+from pgx_jax.estimation import cluster as cluster_mod
+from pgx_jax.estimation.affinity import AffinityConfig
+from pgx_jax.estimation.evaluators import EVALUATORS, NEEDS_HOLDOUT_SAMPLES, alignment_scores, gain_scores, loss_scores
+from pgx_jax.estimation.features import FeatureConfig, Features, gradient_features
+from pgx_jax.estimation.surrogate import Solutions, SurrogateConfig, TaskStats, solve_subsets, task_stats
+from pgx_jax.experiments.groups import train_groups
+from pgx_jax.rl import ppo
+from pgx_jax.rl.networks import AgentParams
+from pgx_jax.runtime import compiles, distributed
+from pgx_jax.runtime.distributed import across_processes
+from pgx_jax.runtime.sharding import chunked, over_devices
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,7 +58,7 @@ class PipelineConfig:
             12 and 13), so the default is kept until the sweep tells them apart.
         groups: number of groups k, or ``"auto"``.
         k_rule: how ``"auto"`` chooses k: ``"silhouette"`` or ``"eigengap"``
-            (:func:`pgx_jax.cluster.cluster_tasks`).
+            (:func:`pgx_jax.estimation.cluster.cluster_tasks`).
         cluster_method: ``"sdp"`` or ``"spectral"``.
         eval_episodes: episodes per task for rollout scores, the truths and final evaluation
             (every episode keyed by task and episode: common random numbers).
@@ -362,13 +364,13 @@ def evaluate_subsets(
 
 
 def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None, chunk: int = 1024):
-    """FLOPs of :func:`pgx_jax.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
+    """FLOPs of :func:`pgx_jax.experiments.pipeline.solve_all` on ``masks`` [S, N]: the per-task statistics,
     every subset's solve, and the rows of the refinement pass that ran for the ``refined`` of them
     (their count is data-dependent: pass the number that :func:`solve_all` refined; the pass
     runs padded rows too, :func:`_refine_rows`, and those are counted). ``trips``: L-BFGS's
     measured line-search steps per iteration (``Solutions.linesearch``, summarised by
-    :func:`pgx_jax.pipeline.solve_summary`)."""
-    from pgx_jax.flops import FlopCount, count_flops
+    :func:`pgx_jax.experiments.pipeline.solve_summary`)."""
+    from pgx_jax.runtime.flops import FlopCount, count_flops
 
     stats = jax.eval_shape(_stats, feats)
     masks = jnp.asarray(masks, bool)
@@ -394,11 +396,11 @@ def estimation_flops(
     refined: int,
     linesearch_trips: float | None = None,
 ):
-    """FLOPs of each estimation stage (:mod:`pgx_jax.flops`, traced, not run): ``features``,
+    """FLOPs of each estimation stage (:mod:`pgx_jax.runtime.flops`, traced, not run): ``features``,
     ``solve`` (statistics, every solve, and the ``refined`` subsets' refinement steps; L-BFGS's line
     search at its measured trip count) and ``evaluate``. None for host-stepped families, whose
     simulator works outside JAX."""
-    from pgx_jax.flops import count_flops
+    from pgx_jax.runtime.flops import count_flops
 
     if not simulators.simulator(family).counts_flops:
         return dict.fromkeys(("features", "solve", "evaluate", "linesearch_trips", "solve_in_linesearch"))
@@ -427,7 +429,7 @@ def estimation_flops(
 
 def stage_flops(config: PipelineConfig, family, theta_star, feats: Features, masks, key, *, kmax: int, solve_info):
     """:func:`estimation_flops` and ``meta_train`` (one PPO training on every task, traced)."""
-    from pgx_jax.flops import count_flops
+    from pgx_jax.runtime.flops import count_flops
 
     out = estimation_flops(
         config,
@@ -570,7 +572,7 @@ def estimate_with_solutions(
 
 
 def start(family: Family, config: PipelineConfig, key: PRNGKey, theta_star, subsets, say):
-    """The opening :func:`policygradex` and :func:`pgx_jax.validate.validate` share: check the
+    """The opening :func:`policygradex` and :func:`pgx_jax.experiments.validate.validate` share: check the
     config, split ``key``, sample (or check) the subsets and meta-train theta* unless given.
 
     Returns ``(subsets bool [S, N], theta_star, meta_metrics or None, timings, (k_est, k_rest))``:
@@ -661,7 +663,7 @@ def policygradex(
 
 
 def _train_groups_stage(config: PipelineConfig, family: Family, groups, key, theta_star, say, timings) -> dict:
-    """Step 7 (:func:`pgx_jax.groups.train_groups`) where ``config.train_groups``: the
+    """Step 7 (:func:`pgx_jax.experiments.groups.train_groups`) where ``config.train_groups``: the
     :class:`Result` fields of the groups' training (all None without it)."""
     fields = ("per_task_return", "meta_per_task_return", "multitask_per_task_return", "group_params")
     if not config.train_groups:

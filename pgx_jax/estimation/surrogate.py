@@ -56,8 +56,8 @@ import optax
 from flax import struct
 from jax.scipy.linalg import cho_factor, cho_solve
 
-from pgx_jax.features import Features, projection_gram
-from pgx_jax.types import TaskMask
+from pgx_jax.core.types import TaskMask
+from pgx_jax.estimation.features import Features, projection_gram
 
 SOLVERS = ("newton", "lbfgs")
 STEPS = ("relative", "kl")
@@ -85,7 +85,7 @@ class SurrogateConfig:
         iterations: L-BFGS iterations (``lbfgs`` only; fixed: one compiled program).
         subset_batch: subsets solved together (vmapped) per ``lax.map`` step.
 
-    (P's block size is the features' own, :attr:`pgx_jax.features.Features.param_block`.)
+    (P's block size is the features' own, :attr:`pgx_jax.estimation.features.Features.param_block`.)
     """
 
     solver: str = "newton"
@@ -370,7 +370,7 @@ def solve_subsets(
         max_subset_size: static bound K on the subset sizes (default N); see :func:`solve_with_info`.
         stats: :func:`task_stats` of ``features`` (computed here if not given).
         refine: majorise-minimise steps after the closed-form solve (static; ``newton`` only; None:
-            ``cfg.refine``). The pipeline (:func:`pgx_jax.pipeline.solve_all`) solves every
+            ``cfg.refine``). The pipeline (:func:`pgx_jax.experiments.pipeline.solve_all`) solves every
             subset with 0, then refines only those above ``cfg.tol``.
 
     Returns:

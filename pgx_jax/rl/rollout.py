@@ -16,8 +16,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from pgx_jax.core.types import PRNGKey, TaskMask
 from pgx_jax.families.base import TaskFamily, TaskState
-from pgx_jax.types import PRNGKey, TaskMask
 
 # (obs [E, O], key) -> (action [E, A], log_prob [E])
 ActFn = Callable[[jax.Array, PRNGKey], tuple[jax.Array, jax.Array]]
@@ -87,3 +87,36 @@ def segment_mean(values: jax.Array, weights: jax.Array, task_ids: jax.Array, n_t
     total = jax.ops.segment_sum(values * weights, task_ids, n_tasks)
     count = jax.ops.segment_sum(weights, task_ids, n_tasks)
     return jnp.where(count > 0, total / jnp.maximum(count, 1e-12), jnp.nan), count
+
+
+def episode_ids(task_ids, episodes: int) -> tuple[jax.Array, jax.Array]:
+    """(task int32 [K * episodes], episode index int32 [K * episodes]) of every evaluation
+    environment, task-major (the episodes of ``task_ids[0]`` first)."""
+    task_ids = jnp.asarray(task_ids, jnp.int32)
+    return jnp.repeat(task_ids, episodes), jnp.tile(jnp.arange(episodes, dtype=jnp.int32), task_ids.shape[0])
+
+
+def episode_keys(key: PRNGKey, env_tasks, env_episodes) -> jax.Array:
+    """``fold_in(fold_in(key, task), episode)`` for every environment: keys [E].
+
+    Evaluation keys its randomness by (task id, episode index), never by a position in a batch:
+    task i's episodes start from the same states (and draw the same action noise) whichever other
+    tasks are evaluated beside it, in whatever order (common random numbers across subsets and
+    policies). A repeated task gets the same episodes.
+    """
+    return jax.vmap(lambda t, j: jax.random.fold_in(jax.random.fold_in(key, t), j))(env_tasks, env_episodes)
+
+
+def keyed_act(act: ActFn, env_tasks, env_episodes) -> ActFn:
+    """``act`` (on one environment at a time, vmapped) with the noise of each environment at a
+    step drawn from :func:`episode_keys` of that step's key: the same (task, episode) draws the
+    same noise at the same step wherever it sits in the batch."""
+
+    def one(obs, key):
+        action, log_prob = act(obs[None], key)
+        return action[0], log_prob[0]
+
+    def keyed(obs, step_key):
+        return jax.vmap(one)(obs, episode_keys(step_key, env_tasks, env_episodes))
+
+    return keyed

@@ -25,13 +25,13 @@ import jax.numpy as jnp
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from pgx_jax import networks
-from pgx_jax.config import NetworkConfig, PPOConfig
+from pgx_jax.core.config import PPOConfig
+from pgx_jax.core.types import PRNGKey, PyTree
 from pgx_jax.families.base import TaskFamily
-from pgx_jax.networks import AgentParams
-from pgx_jax.ppo import gae
-from pgx_jax.rollout import reset_envs, unroll
-from pgx_jax.types import PRNGKey, PyTree
+from pgx_jax.rl import networks
+from pgx_jax.rl.networks import AgentParams, flat_actor, log_prob_fn, with_actor
+from pgx_jax.rl.ppo import gae
+from pgx_jax.rl.rollout import reset_envs, unroll
 
 PARAM_SETS = ("all", "mean", "body")
 
@@ -67,7 +67,7 @@ class FeatureConfig:
             held-out transitions give their mean A g~ alone (``Features.ag_hold``, one backward
             pass, for the ``gain`` evaluator): per-sample projection is most of the features'
             FLOPs, and at the demo config the held-out part is a fifth of it.
-            :meth:`pgx_jax.pipeline.PipelineConfig.feature_config` turns it on for ``loss``.
+            :meth:`pgx_jax.experiments.pipeline.PipelineConfig.feature_config` turns it on for ``loss``.
     """
 
     dim: int = 400
@@ -207,11 +207,6 @@ def unproject(beta: jax.Array, key: PRNGKey, num_params: int, block: int) -> jax
     return parts.reshape(-1)[:num_params]
 
 
-def flat_actor(params: AgentParams):
-    """(theta float32 [P], unravel) for the actor (policy) parameters."""
-    return ravel_pytree(params.actor)
-
-
 def param_mask(params: AgentParams, n_tasks: int, which: str = "body", conditioning: str = "task_id") -> jax.Array:
     """float32 [P] over the flattened actor parameters: 1 where ``which`` includes the parameter.
 
@@ -236,29 +231,11 @@ def param_mask(params: AgentParams, n_tasks: int, which: str = "body", condition
     return ravel_pytree({**ones, "params": inner})[0]
 
 
-def with_actor(params: AgentParams, theta: jax.Array) -> AgentParams:
-    """``params`` with the actor replaced by the flattened ``theta`` [P]."""
-    _, unravel = flat_actor(params)
-    return params.replace(actor=unravel(theta))
-
-
 @jax.jit
 def subset_params(theta_star: AgentParams, feats: Features, betas: jax.Array, scales: jax.Array) -> AgentParams:
     """theta_S = theta* + c_S P beta_S for every subset (betas float32 [S, D], scales [S]):
     params with leading axis [S], the critic and normaliser theta*'s."""
     return jax.vmap(lambda b, c: with_actor(theta_star, feats.theta + feats.delta(b) * c))(betas, scales)
-
-
-def log_prob_fn(net: NetworkConfig, family: TaskFamily, params: AgentParams):
-    """``(theta [P], obs [O], action [A]) -> log pi_theta(a|s)`` with theta* 's normaliser."""
-    _, unravel = flat_actor(params)
-
-    def f(theta, obs, action):
-        obs = networks.net_input(net, params.normalizer, obs, family.n_tasks)
-        mean, log_std = networks.policy_apply(net, family.action_size, unravel(theta), obs)
-        return networks.gaussian_log_prob(mean, log_std, action)
-
-    return f
 
 
 def collect(ppo: PPOConfig, cfg: FeatureConfig, family: TaskFamily, params: AgentParams, key: PRNGKey) -> PyTree:

@@ -6,7 +6,7 @@ trainings; the groups of ``compare`` and ``meta-rl``) are rows of independent wo
 own key (derived from the row, never from the process that computes it). :func:`across_processes`
 gives every process a contiguous block of the rows (padded with copies of row 0 where the count
 does not divide), runs the same function on each block with the process's local devices
-(:func:`pgx_jax.sharding.over_devices` under it), and gathers the blocks to every process with
+(:func:`pgx_jax.runtime.sharding.over_devices` under it), and gathers the blocks to every process with
 JAX's own collective (``multihost_utils.process_allgather`` over all processes' devices; every
 process needs the same number of local devices): no scheduler or sockets of our own. Every
 process then holds the whole result; only process 0 writes files and draws progress
@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from pgx_jax import codec
+from pgx_jax.runtime import codec
 
 #: seconds a process waits for the others to join, or for a silent peer, before failing
 DEFAULT_TIMEOUT_S = 120
@@ -279,7 +279,7 @@ def alone():
 def map_processes(fn: Callable, items: Sequence) -> list:
     """``[fn(item) for item in items]`` with item i computed by process ``i % P`` alone
     (:func:`alone`: the rows inside it are not split), the results then gathered to every
-    process in order, as data (:mod:`pgx_jax.codec`: ``TypeError`` naming a value it cannot
+    process in order, as data (:mod:`pgx_jax.runtime.codec`: ``TypeError`` naming a value it cannot
     save; a peer's bytes are never unpickled). Used over seeds: a seed's result is then exactly
     a one-process run's (the same programs on the same shapes), and nothing is exchanged until
     the end. With one process, or fewer items than processes (the rows inside are then split

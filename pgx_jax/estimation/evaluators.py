@@ -1,12 +1,7 @@
-"""Policy evaluation: mean episode return (and the family's task metric) per task, and the
-subset evaluators f(S, i) of PolicyGradEx's step 4.
-
-The functions here are pure and traceable for JAX-stepped families (vmappable over params:
-``jax.vmap(lambda p: episode_stats(family, make_act(net, A, N, p), ids, key, 8))(params)``).
-The evaluation of any family, host-stepped ones included, goes through its simulator:
-:func:`pgx_jax.simulators.evaluate_metrics` and :func:`pgx_jax.simulators.policies_on_subsets`.
-The keying helpers (:func:`episode_ids`, :func:`episode_keys`, :func:`keyed_act`) are shared by
-both simulators, so a task's episodes are the same whichever steps it.
+"""The subset evaluators f(S, i) of PolicyGradEx's step 4: how well the policy estimated for
+subset S does on task i, from the gradient features alone (``loss``, ``gain``, ``alignment``) or
+by rolling the estimated policy out (``rollout``; pure and traceable for JAX-stepped families, any
+family through :func:`pgx_jax.simulators.policies_on_subsets`).
 """
 
 from __future__ import annotations
@@ -14,108 +9,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pgx_jax.config import NetworkConfig
+from pgx_jax.core.config import NetworkConfig
+from pgx_jax.core.types import PRNGKey
+from pgx_jax.estimation.surrogate import linear_terms
 from pgx_jax.families.base import TaskFamily
-from pgx_jax.features import with_actor
-from pgx_jax.networks import AgentParams, make_act
-from pgx_jax.rollout import ActFn, unroll
-from pgx_jax.surrogate import linear_terms
-from pgx_jax.types import PRNGKey
-
-
-def episode_ids(task_ids, episodes: int) -> tuple[jax.Array, jax.Array]:
-    """(task int32 [K * episodes], episode index int32 [K * episodes]) of every evaluation
-    environment, task-major (the episodes of ``task_ids[0]`` first)."""
-    task_ids = jnp.asarray(task_ids, jnp.int32)
-    return jnp.repeat(task_ids, episodes), jnp.tile(jnp.arange(episodes, dtype=jnp.int32), task_ids.shape[0])
-
-
-def episode_keys(key: PRNGKey, env_tasks, env_episodes) -> jax.Array:
-    """``fold_in(fold_in(key, task), episode)`` for every environment: keys [E].
-
-    Evaluation keys its randomness by (task id, episode index), never by a position in a batch:
-    task i's episodes start from the same states (and draw the same action noise) whichever other
-    tasks are evaluated beside it, in whatever order (common random numbers across subsets and
-    policies). A repeated task gets the same episodes.
-    """
-    return jax.vmap(lambda t, j: jax.random.fold_in(jax.random.fold_in(key, t), j))(env_tasks, env_episodes)
-
-
-def keyed_act(act: ActFn, env_tasks, env_episodes) -> ActFn:
-    """``act`` (on one environment at a time, vmapped) with the noise of each environment at a
-    step drawn from :func:`episode_keys` of that step's key: the same (task, episode) draws the
-    same noise at the same step wherever it sits in the batch."""
-
-    def one(obs, key):
-        action, log_prob = act(obs[None], key)
-        return action[0], log_prob[0]
-
-    def keyed(obs, step_key):
-        return jax.vmap(one)(obs, episode_keys(step_key, env_tasks, env_episodes))
-
-    return keyed
-
-
-def episode_stats(family: TaskFamily, act: ActFn, task_ids, key: PRNGKey, episodes: int) -> dict[str, jax.Array]:
-    """Run ``episodes`` full episodes per task with the policy ``act``.
-
-    Episode j of task t starts from a state and draws action noise keyed by (t, j) only
-    (:func:`episode_keys`): the return of task t does not depend on which tasks are evaluated
-    beside it or where t sits among them.
-
-    Args:
-        task_ids: int32 [K], the tasks to evaluate (repeats allowed).
-
-    Returns:
-        ``{"return": float32 [K]}`` (mean episode return), ``{"return_se": float32 [K]}`` (its
-        standard error over the episodes, 0 with one episode) plus, when the family has a task
-        metric, ``{metric_name: float32 [K]}`` reduced as the family says (final or mean).
-    """
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    k = jnp.asarray(task_ids).shape[0]
-    env_tasks, env_episodes = episode_ids(task_ids, episodes)  # [K * episodes]
-    k_reset, k_roll = jax.random.split(key)
-    state = jax.vmap(family.reset)(episode_keys(k_reset, env_tasks, env_episodes), env_tasks)
-    act = keyed_act(act, env_tasks, env_episodes)
-    _, traj = unroll(family, act, state, k_roll, family.episode_length)
-    per_episode = jnp.sum(traj.reward, 0).reshape(k, episodes)
-    out = {"return": jnp.mean(per_episode, 1), "return_se": _standard_error(per_episode)}
-    if family.metric is not None:
-        name, _, reduce = family.metric
-        # steps after an early termination do not count (valid = 0)
-        if reduce == "final":
-            last = jnp.argmax(jnp.cumsum(traj.valid, 0), 0)  # last valid step per env
-            per_env = jnp.take_along_axis(traj.metric, last[None], 0)[0]
-        elif reduce == "max":  # e.g. success at any step of the episode
-            per_env = jnp.max(jnp.where(traj.valid > 0, traj.metric, -jnp.inf), 0)
-        else:
-            per_env = jnp.sum(traj.metric * traj.valid, 0) / jnp.maximum(jnp.sum(traj.valid, 0), 1.0)
-        out[name] = jnp.mean(per_env.reshape(k, episodes), 1)
-    return out
-
-
-def _standard_error(per_episode):
-    """Standard error of the mean over the last axis (episodes); 0 for a single episode."""
-    e = per_episode.shape[-1]
-    if e < 2:
-        return jnp.zeros(per_episode.shape[:-1])
-    return jnp.std(per_episode, -1, ddof=1) / jnp.sqrt(e)
-
-
-def random_act(action_size: int) -> ActFn:
-    """The uniform random policy on [-1, 1]^A (log-probabilities 0)."""
-
-    def act(obs, key):
-        action = jax.random.uniform(key, (obs.shape[0], action_size), minval=-1.0, maxval=1.0)
-        return action, jnp.zeros(obs.shape[0])
-
-    return act
-
-
-# ---------------------------------------------------------------------------------------------
-# Subset evaluators f(S, i) (PolicyGradEx step 4)
-# ---------------------------------------------------------------------------------------------
+from pgx_jax.rl.evaluate import episode_stats
+from pgx_jax.rl.networks import AgentParams, make_act, with_actor
 
 EVALUATORS = ("rollout", "loss", "gain", "alignment")
 # the evaluators that read the held-out transitions' per-sample gradients (FeatureConfig.holdout_samples)
@@ -133,7 +32,7 @@ def loss_scores(features, betas: jax.Array, masks) -> jax.Array:
     the planted reacher regions worse: see ``FeatureConfig.params``).
 
     Args:
-        features: :class:`pgx_jax.features.Features`.
+        features: :class:`pgx_jax.estimation.features.Features`.
         betas: float32 [S, D] (from ``surrogate.solve_subsets``).
         masks: bool [S, N].
 
@@ -163,7 +62,7 @@ def gain_scores(features, betas: jax.Array, scales: jax.Array, masks) -> jax.Arr
     ||beta||).
 
     Args:
-        features: :class:`pgx_jax.features.Features`.
+        features: :class:`pgx_jax.estimation.features.Features`.
         betas: float32 [S, D]; scales: float32 [S] (the step c_S).
         masks: bool [S, N].
 
@@ -186,13 +85,13 @@ def alignment_scores(features, masks) -> jax.Array:
     .. math::  f(S, i) = \frac{b_i^\top b_S}{\lVert b_S \rVert}, \quad b_S = \sum_{j \in S} b_j
 
     with b_i the projected advantage-weighted policy gradient of task i
-    (:func:`pgx_jax.surrogate.linear_terms`: from the larger separate sample where the features
+    (:func:`pgx_jax.estimation.surrogate.linear_terms`: from the larger separate sample where the features
     hold one). Projection keeps inner products (JL). Where ``gain`` scores the step the
     surrogate's Newton solve takes (its curvature estimated from the per-sample features),
     ``alignment`` scores the plain gradient step: what the first updates of training on S do.
 
     Args:
-        features: :class:`pgx_jax.features.Features`.
+        features: :class:`pgx_jax.estimation.features.Features`.
         masks: bool [S, N].
 
     Returns:

@@ -20,7 +20,7 @@ sampled; adaptation at test time keeps the meta-policy's normaliser.
 
 Everything is pure and vmappable: :func:`meta_train` over ``task_mask`` and ``key`` trains every
 group of every grouping in one compiled call (:func:`meta_train_vmapped`), groups of different
-sizes sharing it through ``active_iterations`` as in :func:`pgx_jax.ppo.train`.
+sizes sharing it through ``active_iterations`` as in :func:`pgx_jax.rl.ppo.train`.
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ import numpy as np
 import optax
 from flax import struct
 
-from pgx_jax import networks
-from pgx_jax.config import NetworkConfig
+from pgx_jax.core.config import NetworkConfig
+from pgx_jax.core.types import PRNGKey
 from pgx_jax.families.base import TaskFamily
-from pgx_jax.networks import AgentParams
-from pgx_jax.rollout import reset_envs, unroll
-from pgx_jax.types import PRNGKey
+from pgx_jax.rl import networks
+from pgx_jax.rl.networks import AgentParams
+from pgx_jax.rl.rollout import reset_envs, unroll
 
 Metrics = dict[str, jax.Array]
 

@@ -14,9 +14,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
+from jax.flatten_util import ravel_pytree
 
-from pgx_jax.config import NetworkConfig
-from pgx_jax.types import PRNGKey, PyTree
+from pgx_jax.core.config import NetworkConfig
+from pgx_jax.core.types import Family, PRNGKey, PyTree
 
 _ACT = {"tanh": nn.tanh, "relu": nn.relu, "elu": nn.elu, "swish": nn.swish}
 
@@ -106,7 +107,7 @@ def normalizer_update(state: NormalizerState, obs: jax.Array, weight: jax.Array)
 def normalize(state: NormalizerState, obs: jax.Array, n_tasks: int, conditioning: str = "task_id") -> jax.Array:
     """The networks' input: the environment part of ``obs`` [..., O] standardised, then the
     trailing one-hot task id as is (``conditioning="task_id"``) or zeros (``"none"``: the
-    networks are not told the task; see :class:`pgx_jax.config.NetworkConfig`)."""
+    networks are not told the task; see :class:`pgx_jax.core.config.NetworkConfig`)."""
     env_part = (obs[..., :-n_tasks] - state.mean[:-n_tasks]) / jnp.sqrt(state.var[:-n_tasks] + 1e-8)
     task_part = obs[..., -n_tasks:]
     if conditioning == "none":
@@ -166,7 +167,7 @@ def make_policy(params: AgentParams, config, n_tasks: int, *, deterministic: boo
 
     Args:
         params: the policy (``load_policy``'s first value, or one group of ``train_groups``).
-        config: its :class:`pgx_jax.config.PPOConfig` or :class:`NetworkConfig` (the network
+        config: its :class:`pgx_jax.core.config.PPOConfig` or :class:`NetworkConfig` (the network
             and conditioning it was trained with).
         n_tasks: the number of tasks of the family it was trained on (the observation ends with
             their one-hot id, which the network reads or, with conditioning ``"none"``, zeroes).
@@ -201,3 +202,26 @@ def make_policy(params: AgentParams, config, n_tasks: int, *, deterministic: boo
         return action[0] if obs.ndim == 1 else action
 
     return act
+
+
+def flat_actor(params: AgentParams):
+    """(theta float32 [P], unravel) for the actor (policy) parameters."""
+    return ravel_pytree(params.actor)
+
+
+def with_actor(params: AgentParams, theta: jax.Array) -> AgentParams:
+    """``params`` with the actor replaced by the flattened ``theta`` [P]."""
+    _, unravel = flat_actor(params)
+    return params.replace(actor=unravel(theta))
+
+
+def log_prob_fn(net: NetworkConfig, family: Family, params: AgentParams):
+    """``(theta [P], obs [O], action [A]) -> log pi_theta(a|s)`` with theta* 's normaliser."""
+    _, unravel = flat_actor(params)
+
+    def f(theta, obs, action):
+        obs = net_input(net, params.normalizer, obs, family.n_tasks)
+        mean, log_std = policy_apply(net, family.action_size, unravel(theta), obs)
+        return gaussian_log_prob(mean, log_std, action)
+
+    return f
