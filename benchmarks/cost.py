@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgx_jax import load_policy, make_family
-from pgx_jax.experiments.pipeline import estimate, pipeline_config
+from pgx_jax.experiments.config import pipeline_config
+from pgx_jax.experiments.estimate import estimate
 from pgx_jax.rl.checkpoint import versions
 from pgx_jax.runtime import compiles
 from pgx_jax.runtime.results import (
@@ -72,7 +73,7 @@ def scaling(theta_dir: str, ms: list[int]) -> list[dict]:
     rng = np.random.default_rng(0)
     # compile feature extraction once up front, so the compile events counted below are the
     # solve and evaluation programs' (and small helpers'), not the features'
-    from pgx_jax.experiments.pipeline import features_at
+    from pgx_jax.experiments.estimate import features_at
 
     jax.block_until_ready(features_at(base.ppo, base.features, family, theta, jax.random.PRNGKey(0)))
     rows = []

@@ -81,7 +81,7 @@ def _name(s: dict) -> str:
 
 def _family_and_config(case: str, report: dict):
     from pgx_jax.core.config import NetworkConfig
-    from pgx_jax.experiments.pipeline import pipeline_config
+    from pgx_jax.experiments.config import pipeline_config
     from pgx_jax.families import make_family
 
     argv = CASES[case]
@@ -95,7 +95,8 @@ def _family_and_config(case: str, report: dict):
 
 def _score(est, truth, masks, k_truth, own, config, n) -> dict:
     from pgx_jax.estimation import cluster
-    from pgx_jax.experiments.validate import _groups, agreement, grouping_agreement, nmi
+    from pgx_jax.experiments.agreement import agreement, grouping_agreement, nmi
+    from pgx_jax.experiments.estimate import _groups
 
     a = agreement(est, truth, masks)
     _, at_k = _groups(est, masks, config, k_truth)
@@ -119,8 +120,8 @@ def run_case(case: str, settings: list[dict]) -> None:
 
     from pgx_jax.estimation.evaluators import EVALUATORS
     from pgx_jax.estimation.surrogate import SurrogateConfig
-    from pgx_jax.experiments.pipeline import estimate_with_solutions, evaluate_subsets
-    from pgx_jax.experiments.validate import within_task_spread
+    from pgx_jax.experiments.agreement import within_task_spread
+    from pgx_jax.experiments.estimate import estimate_with_solutions, evaluate_subsets
     from pgx_jax.rl import checkpoint
 
     report = json.load(open(os.path.join(MEASURED, case, "validation.json")))
@@ -225,7 +226,7 @@ def gradient_signal(case: str, sizes=(2048, 32768)) -> None:
 
     from pgx_jax.estimation import cluster
     from pgx_jax.estimation.features import FeatureConfig, collect, mean_policy_gradients
-    from pgx_jax.experiments.validate import nmi
+    from pgx_jax.experiments.agreement import nmi
     from pgx_jax.rl import checkpoint
 
     report = json.load(open(os.path.join(MEASURED, case, "validation.json")))
@@ -270,7 +271,7 @@ def gradient_signal(case: str, sizes=(2048, 32768)) -> None:
 def table() -> str:
     import jax
 
-    from pgx_jax.experiments.validate import grouping_agreement
+    from pgx_jax.experiments.agreement import grouping_agreement
     from pgx_jax.runtime.results import markdown_table
 
     lines = [

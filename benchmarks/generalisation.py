@@ -63,9 +63,13 @@ import numpy as np
 from pgx_jax.estimation import affinity as affinity_mod
 from pgx_jax.estimation import cluster as cluster_mod
 from pgx_jax.estimation.evaluators import alignment_scores, gain_scores
-from pgx_jax.experiments.compare import gradient_similarity
-from pgx_jax.experiments.pipeline import estimate_with_solutions, estimation_env_steps, pipeline_config, start
-from pgx_jax.experiments.validate import ValidateConfig, grouping_agreement, run_truth, truth_key
+from pgx_jax.experiments.agreement import grouping_agreement
+from pgx_jax.experiments.config import ValidateConfig, pipeline_config
+from pgx_jax.experiments.cost import estimation_env_steps
+from pgx_jax.experiments.estimate import estimate_with_solutions
+from pgx_jax.experiments.groupings import gradient_similarity
+from pgx_jax.experiments.pipeline import start
+from pgx_jax.experiments.truth import run_truth, truth_key
 from pgx_jax.families import make_family, random_layout
 from pgx_jax.rl.checkpoint import source_commit, versions
 from pgx_jax.runtime.results import machine, markdown_table, parse_benchmark_args, write_json, write_table_report
@@ -459,10 +463,10 @@ DEFAULTS = "defaults"
 def _defaults_choice(args) -> tuple[dict, tuple[str, ...]]:
     """The choice ``pgx-jax run`` makes with no estimator option for this conditioning: its
     evaluator and k rule (:data:`pgx_jax.cli.RUN_DEFAULTS`) at the conditioning's default theta*
-    (:data:`pgx_jax.experiments.pipeline.DEFAULT_META_POLICY`). Fixed in the code before any layout of this
+    (:data:`pgx_jax.experiments.config.DEFAULT_META_POLICY`). Fixed in the code before any layout of this
     family was drawn, so every layout of it is a test layout."""
     from pgx_jax.cli.args import RUN_DEFAULTS
-    from pgx_jax.experiments.pipeline import DEFAULT_META_POLICY
+    from pgx_jax.experiments.config import DEFAULT_META_POLICY
 
     theta = DEFAULT_META_POLICY[args.conditioning]
     stem = f"{RUN_DEFAULTS['evaluator']}@{theta}|"
@@ -665,7 +669,8 @@ def compare_stage(args, seed: int, frozen: dict) -> dict | None:
     """``compare`` on one layout with the frozen candidate's settings (a fixed theta* only):
     every grouping trained from scratch with equal per-task steps, ``ground_truth`` = the truth's
     groups at the planted k (the reference above), and ``policygradex_equal_total``. Cached."""
-    from pgx_jax.experiments.compare import GROUPINGS, compare
+    from pgx_jax.experiments.compare import compare
+    from pgx_jax.experiments.groupings import GROUPINGS
 
     evaluator, rest = frozen["main"]["candidate"].split("@")
     theta_rule, k_rule = rest.split("|")

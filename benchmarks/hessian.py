@@ -1,6 +1,6 @@
 """The paper's generalisation analysis per family (issue 18, part 1; issue 30, item 3):
 ``validate --hessian``'s block without a truth (the analysis needs none): theta* meta-trained at
-the budget, the estimate with the run's key, then :func:`pgx_jax.experiments.validate.hessian_stage` on the
+the budget, the estimate with the run's key, then :func:`pgx_jax.experiments.hessian_check.hessian_stage` on the
 first subsets' policies. Fit and bound use the same data: where the budget takes the solve's
 linear term from a separate sample, the analysed policies are refitted on the training
 transitions alone (the hessian stage's ``fit``), so n and the training loss are their whole
@@ -28,8 +28,10 @@ import jax
 import numpy as np
 
 from pgx_jax.estimation.hessian import HessianConfig
-from pgx_jax.experiments.pipeline import estimate_with_solutions, pipeline_config, start
-from pgx_jax.experiments.validate import EstimateStage, hessian_stage
+from pgx_jax.experiments.config import pipeline_config
+from pgx_jax.experiments.estimate import EstimateStage, estimate_with_solutions
+from pgx_jax.experiments.hessian_check import hessian_stage
+from pgx_jax.experiments.pipeline import start
 from pgx_jax.families import make_family
 from pgx_jax.rl.checkpoint import versions
 from pgx_jax.runtime.results import (

@@ -34,8 +34,10 @@ import numpy as np
 
 from pgx_jax.estimation import affinity as affinity_mod
 from pgx_jax.estimation import cluster as cluster_mod
-from pgx_jax.experiments.pipeline import pipeline_config, start
-from pgx_jax.experiments.validate import ValidateConfig, grouping_agreement, run_truth, truth_env_steps, truth_key
+from pgx_jax.experiments.agreement import grouping_agreement
+from pgx_jax.experiments.config import ValidateConfig, pipeline_config
+from pgx_jax.experiments.pipeline import start
+from pgx_jax.experiments.truth import run_truth, truth_env_steps, truth_key
 from pgx_jax.families import make_family
 from pgx_jax.rl.checkpoint import source_commit, versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report

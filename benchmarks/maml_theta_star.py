@@ -28,8 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgx_jax import make_family
-from pgx_jax.experiments.pipeline import pipeline_config, policygradex
-from pgx_jax.experiments.validate import nmi
+from pgx_jax.experiments.agreement import nmi
+from pgx_jax.experiments.config import pipeline_config
+from pgx_jax.experiments.pipeline import policygradex
 from pgx_jax.rl import maml
 from pgx_jax.rl.checkpoint import versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report

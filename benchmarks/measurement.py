@@ -70,9 +70,9 @@ def _x(x):
 
 def table() -> str:
     """Every figure recomputed from the saved scores and groups with the chance-corrected
-    metrics (pgx_jax.experiments.validate.agreement / grouping_agreement), so the cases run before those
+    metrics (pgx_jax.experiments.agreement.agreement / grouping_agreement), so the cases run before those
     metrics existed are read the same way as the later ones."""
-    from pgx_jax.experiments.validate import agreement, grouping_agreement, score_noise, within_task_spread
+    from pgx_jax.experiments.agreement import agreement, grouping_agreement, score_noise, within_task_spread
 
     header = [
         "case",

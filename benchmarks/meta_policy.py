@@ -31,8 +31,9 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from pgx_jax import make_family, simulators
 from pgx_jax.estimation.cluster import cluster_tasks, groups_to_labels
-from pgx_jax.experiments.compare import gradient_similarity
-from pgx_jax.experiments.pipeline import pipeline_config, policygradex
+from pgx_jax.experiments.config import pipeline_config
+from pgx_jax.experiments.groupings import gradient_similarity
+from pgx_jax.experiments.pipeline import policygradex
 from pgx_jax.rl import ppo
 from pgx_jax.rl.checkpoint import versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report

@@ -8,7 +8,7 @@ defaults otherwise, here ``run``'s: task-agnostic, the alignment evaluator):
 
 - **estimate**: theta* meta-trained as ``run`` does (``--meta-policy auto``), the gradient
   features, the solve of all m subsets and their evaluation, each timed with and without its
-  compiling (:mod:`pgx_jax.runtime.compiles`), and in FLOPs (:func:`pgx_jax.experiments.pipeline.stage_flops`,
+  compiling (:mod:`pgx_jax.runtime.compiles`), and in FLOPs (:func:`pgx_jax.experiments.cost.stage_flops`,
   loop-aware, counted from the traced programs);
 - **full training**: what ``validate --truth full`` does for the same subsets (from scratch, each
   subset's tasks getting ``compare``'s per-task budget, then evaluated). Training all m on a
@@ -41,8 +41,11 @@ import jax
 import numpy as np
 
 from pgx_jax.estimation.affinity import AffinityConfig
-from pgx_jax.experiments.pipeline import estimate_with_solutions, pipeline_config, stage_flops, start
-from pgx_jax.experiments.validate import full_training, true_scores
+from pgx_jax.experiments.config import pipeline_config
+from pgx_jax.experiments.cost import stage_flops
+from pgx_jax.experiments.estimate import estimate_with_solutions
+from pgx_jax.experiments.pipeline import start
+from pgx_jax.experiments.truth import full_training, true_scores
 from pgx_jax.families import make_family, random_layout
 from pgx_jax.rl.checkpoint import versions
 from pgx_jax.runtime import compiles

@@ -53,7 +53,7 @@ def _setup(m: int | None, tasks_file: str | None = None, theta_path: str | None 
     import jax
 
     from pgx_jax.estimation.affinity import AffinityConfig
-    from pgx_jax.experiments.pipeline import pipeline_config
+    from pgx_jax.experiments.config import pipeline_config
     from pgx_jax.families import make_family
     from pgx_jax.rl import checkpoint, networks
 
@@ -86,7 +86,9 @@ def part_solve(
 
     from pgx_jax.estimation.affinity import sample_subsets
     from pgx_jax.estimation.surrogate import data_hessians
-    from pgx_jax.experiments.pipeline import _stats, features_at, solve_all, solve_flops
+    from pgx_jax.experiments.cost import solve_flops
+    from pgx_jax.experiments.estimate import features_at, solve_all
+    from pgx_jax.experiments.pipeline import _stats
     from pgx_jax.runtime.flops import count_flops
 
     family, config, theta = _setup(m, theta_path=theta_path)

@@ -29,9 +29,11 @@ import numpy as np
 from pgx_jax import make_family
 from pgx_jax.estimation.affinity import affinity_matrix
 from pgx_jax.estimation.cluster import cluster_tasks
+from pgx_jax.experiments.agreement import agreement, nmi
 from pgx_jax.experiments.compare import compare, comparison_table, ill_conditioned_note, summarise
-from pgx_jax.experiments.pipeline import estimate, pipeline_config
-from pgx_jax.experiments.validate import ValidateConfig, agreement, nmi, validate
+from pgx_jax.experiments.config import ValidateConfig, pipeline_config
+from pgx_jax.experiments.estimate import estimate
+from pgx_jax.experiments.validate import validate
 from pgx_jax.rl.checkpoint import versions
 from pgx_jax.runtime.results import (
     machine,

@@ -37,8 +37,10 @@ from pgx_jax.estimation.cluster import cluster_tasks
 from pgx_jax.estimation.evaluators import gain_scores, loss_scores, rollout_scores
 from pgx_jax.estimation.features import FeatureConfig, Features
 from pgx_jax.estimation.surrogate import Solutions, SurrogateConfig, TaskStats, solve, solve_subsets, task_stats
+from pgx_jax.experiments.config import PipelineConfig, pipeline_config
+from pgx_jax.experiments.estimate import estimate
 from pgx_jax.experiments.groups import train_groups
-from pgx_jax.experiments.pipeline import PipelineConfig, Result, estimate, pipeline_config, policygradex
+from pgx_jax.experiments.pipeline import Result, policygradex
 from pgx_jax.families import (
     FAMILIES,
     HostFamily,

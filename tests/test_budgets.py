@@ -12,11 +12,13 @@ import pytest
 
 from pgx_jax import make_family
 from pgx_jax.estimation.affinity import sample_subsets
-from pgx_jax.experiments.compare import _budget_cell, _seed_report, selection_env_steps
+from pgx_jax.experiments.compare import _budget_cell, _seed_report
+from pgx_jax.experiments.config import ValidateConfig, pipeline_config
+from pgx_jax.experiments.cost import estimation_env_steps
+from pgx_jax.experiments.groupings import selection_env_steps
 from pgx_jax.experiments.groups import group_updates
 from pgx_jax.experiments.meta_rl import count_selection
-from pgx_jax.experiments.pipeline import estimation_env_steps, pipeline_config
-from pgx_jax.experiments.validate import ValidateConfig, truth_env_steps
+from pgx_jax.experiments.truth import truth_env_steps
 
 
 @pytest.fixture(scope="module")

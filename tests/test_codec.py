@@ -184,7 +184,7 @@ def test_a_pickle_is_refused_and_not_run():
     assert CALLED == [("pwned",)]
     CALLED.clear()
     for bad in (data, b"", b"PK\x03\x04torn", codec.to_bytes([1])[:60], np.ones(3).tobytes()):
-        with pytest.raises(ValueError, match="not a (valid )?pgx_jax.runtime.codec/1 archive"):
+        with pytest.raises(ValueError, match="not a (valid )?pgx_jax.codec/1 archive"):
             codec.from_bytes(bad)
     with pytest.raises(ValueError, match="entry 'a0' is missing"):
         codec.from_bytes(_crafted(["ndarray", 0]))

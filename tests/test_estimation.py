@@ -111,7 +111,7 @@ def test_closed_form_newton_is_the_quadratic_model_and_refinement_converges():
 
 
 def test_unconverged_solves_are_refined_then_named_in_a_warning():
-    from pgx_jax.experiments.pipeline import solve_all
+    from pgx_jax.experiments.estimate import solve_all
 
     feats = _toy_features(jax.random.PRNGKey(1))
     masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], bool)
@@ -137,7 +137,7 @@ def test_unconverged_solves_are_refined_then_named_in_a_warning():
 def test_solve_flops_count_the_padded_rows_the_refinement_pass_runs():
     """solve_all refines its unconverged subsets in a pass padded to a power of two rows (at
     least one batch): 1 refined subset runs 2 rows at subset_batch 2, 3 run 4; FLOPs count them."""
-    from pgx_jax.experiments.pipeline import solve_flops
+    from pgx_jax.experiments.cost import solve_flops
 
     feats = _toy_features(jax.random.PRNGKey(1))
     masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], bool)
@@ -147,7 +147,7 @@ def test_solve_flops_count_the_padded_rows_the_refinement_pass_runs():
 
 
 def test_refinement_rows_are_powers_of_two_within_a_chunk_and_whole_chunks_beyond():
-    from pgx_jax.experiments.pipeline import _refine_rows
+    from pgx_jax.experiments.estimate import _refine_rows
 
     cfg = SurrogateConfig(subset_batch=16)
     assert [_refine_rows(c, cfg, 1024) for c in (0, 1, 17, 600, 1024)] == [0, 16, 32, 1024, 1024]

@@ -356,8 +356,9 @@ def test_the_stage_fits_and_bounds_on_the_same_transitions(fast_family):
     ``collect``'s episode ids: training rows from the first episodes, held-out rows after."""
     from pgx_jax import simulators
     from pgx_jax.estimation.features import FeatureConfig
-    from pgx_jax.experiments.pipeline import Estimate, features_at, pipeline_config, solve_all
-    from pgx_jax.experiments.validate import EstimateStage, hessian_stage, refit_on_training_rows
+    from pgx_jax.experiments.config import pipeline_config
+    from pgx_jax.experiments.estimate import Estimate, EstimateStage, features_at, solve_all
+    from pgx_jax.experiments.hessian_check import hessian_stage, refit_on_training_rows
     from pgx_jax.rl.networks import init_agent
 
     fcfg = FeatureConfig(dim=8, transitions=40, holdout=30, gradient_transitions=200)

@@ -169,8 +169,8 @@ def test_finetuning_from_theta_star_leaves_its_normaliser_bit_identical(family):
 def test_full_truth_trains_from_scratch_with_the_budget_it_records(family):
     """Subsets of 1 and 2 tasks: each from fresh parameters (its normaliser has seen exactly its
     own env steps), every task with the per-task env steps compare gives any group."""
+    from pgx_jax.experiments.config import pipeline_config
     from pgx_jax.experiments.groups import group_updates
-    from pgx_jax.experiments.pipeline import pipeline_config
 
     config = pipeline_config("smoke", family, ppo=_tiny(), eval_episodes=2)
     theta, _ = simulators.train_one(config.ppo, family, jnp.ones(4, bool), jax.random.PRNGKey(0))

@@ -138,7 +138,8 @@ SHARDED = textwrap.dedent(
     from pgx_jax.core.config import PPOConfig
     from pgx_jax.estimation.features import FeatureConfig
     from pgx_jax.rl.networks import init_agent
-    from pgx_jax.experiments.pipeline import PipelineConfig, estimate
+    from pgx_jax.experiments.config import PipelineConfig
+    from pgx_jax.experiments.estimate import estimate
     from pgx_jax.estimation.affinity import sample_subsets, AffinityConfig
     assert len(jax.local_devices()) == 4, jax.local_devices()
     fam = custom_family("fast-push", envs.get_environment("fast"), {{"w": jnp.array([1.0, -1.0, 1.0, -1.0])}},
@@ -166,7 +167,7 @@ def test_sharded_estimates_equal_single_device():
 
 
 def test_meta_policy_sets_what_theta_star_is_trained_with(reacher):
-    from pgx_jax.experiments.pipeline import pipeline_config
+    from pgx_jax.experiments.config import pipeline_config
 
     config = pipeline_config("demo", reacher)
     assert config.meta_policy == "full" and config.meta_ppo() == config.ppo
@@ -180,7 +181,7 @@ def test_meta_policy_sets_what_theta_star_is_trained_with(reacher):
 
 
 def test_pipeline_config_sets_the_conditioning_of_every_policy(reacher):
-    from pgx_jax.experiments.pipeline import pipeline_config
+    from pgx_jax.experiments.config import pipeline_config
 
     assert pipeline_config("demo", reacher).ppo.network.conditioning == "task_id"
     blind = pipeline_config("demo", reacher, conditioning="none")

@@ -14,7 +14,7 @@ from pgx_jax.core.config import NetworkConfig, PPOConfig
 from pgx_jax.estimation import features, surrogate
 from pgx_jax.estimation.features import FeatureConfig
 from pgx_jax.estimation.surrogate import SurrogateConfig
-from pgx_jax.experiments.validate import subset_kl
+from pgx_jax.experiments.first_order import subset_kl
 from pgx_jax.rl import networks
 
 NET = NetworkConfig(depth=1, width=16)
@@ -219,7 +219,7 @@ def test_held_out_per_sample_gradients_only_where_the_evaluator_reads_them(fast_
     backward pass): the training features are unchanged, the ``gain`` scores equal those from the
     per-sample gradients, and the ``loss`` evaluator, which needs them, says so."""
     from pgx_jax.estimation.evaluators import gain_scores, loss_scores
-    from pgx_jax.experiments.pipeline import PipelineConfig
+    from pgx_jax.experiments.config import PipelineConfig
 
     fam = fast_family
     params = networks.init_agent(NET, fam.obs_size, fam.action_size, jax.random.PRNGKey(0))
@@ -255,7 +255,7 @@ def test_gradient_similarity_reads_the_solve_s_linear_term():
     """compare's gradient-similarity baseline is the cosine of the b_i PolicyGradEx's solve uses:
     from the training transitions without a separate sample, from the larger sample (``ag``) with
     one, where it no longer equals the training transitions' cosine (the baseline it replaced)."""
-    from pgx_jax.experiments.compare import gradient_similarity
+    from pgx_jax.experiments.groupings import gradient_similarity
 
     feats = _toy(jax.random.PRNGKey(3))
 

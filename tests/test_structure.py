@@ -112,7 +112,8 @@ def test_the_import_graph_is_read_from_every_module():
     graph = import_graph()
     assert "pgx_jax.simulators.host" in graph and "pgx_jax.families.registry" in graph
     assert "pgx_jax.rl.ppo" in graph["pgx_jax.simulators.jitted"]  # a real edge is found
-    assert "pgx_jax.families.locomotion" in graph["pgx_jax.families.registry"]  # `from pkg import module`
+    assert "pgx_jax.estimation.affinity" in graph["pgx_jax.experiments.pipeline"]  # `from pkg import module`
+    assert "pgx_jax.families.locomotion" in graph["pgx_jax.families.registry"]  # `import pkg.module as m`
 
 
 def test_no_import_circle():
@@ -245,3 +246,44 @@ def test_no_function_longer_than_80_lines():
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {length} lines")
     assert long == []
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_longer_than_500_lines():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+def _own_package_imports(name: str) -> list[str]:
+    """The imports in module ``name`` that load its own package's ``__init__`` namespace:
+    ``from <package> import x`` or ``import <package>`` (``from <package>.<module> import x`` does not)."""
+    package = name.rpartition(".")[0] if MODULES[name].name not in ("__init__.py", "__main__.py") else None
+    if package in (None, "", "pgx_jax"):
+        return []
+    hits = []
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module == package:
+            hits.append(f"{name}:{node.lineno}: from {package} import ...")
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module:
+            hits.append(f"{name}:{node.lineno}: from . import ...")
+        elif isinstance(node, ast.Import) and any(a.name == package for a in node.names):
+            hits.append(f"{name}:{node.lineno}: import {package}")
+    return hits
+
+
+def test_no_module_imports_its_own_package_init():
+    """A package's ``__init__`` re-exports its modules; a module of the package importing from that
+    ``__init__`` makes the two import each other and the package's import order matter."""
+    assert [hit for name in MODULES for hit in _own_package_imports(name)] == []
+
+
+def test_the_own_package_import_finder_finds_them(tmp_path, monkeypatch):
+    path = tmp_path / "m.py"
+    path.write_text("from pgx_jax.families import base\nfrom pgx_jax.families.base import x\nimport pgx_jax.families\n")
+    monkeypatch.setitem(MODULES, "pgx_jax.families.m", path)
+    assert _own_package_imports("pgx_jax.families.m") == [
+        "pgx_jax.families.m:1: from pgx_jax.families import ...",
+        "pgx_jax.families.m:3: import pgx_jax.families",
+    ]

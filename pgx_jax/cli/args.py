@@ -54,7 +54,7 @@ def _version_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgx_jax.experiments.compare import GROUPINGS
+    from pgx_jax.experiments.groupings import GROUPINGS
 
     p = _Parser(prog="pgx-jax", description="PolicyGradEx in JAX: which RL objectives to train together.")
     _version_arg(p)
@@ -288,7 +288,7 @@ def _distributed_args(p: argparse.ArgumentParser) -> None:
 
 def _truth_args(p: argparse.ArgumentParser, truth_help: str) -> None:
     """The options of the truth (``validate``, ``compare`` and ``meta-rl``)."""
-    from pgx_jax.experiments.validate import TRUTHS
+    from pgx_jax.experiments.config import TRUTHS
 
     p.add_argument("--truth", default="full", choices=TRUTHS, help=truth_help)
     p.add_argument(

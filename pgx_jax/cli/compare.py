@@ -13,14 +13,9 @@ from pgx_jax.cli.running import _compiles, _distributed_summary, _versions
 
 def _cmd_compare(args) -> int:
 
-    from pgx_jax.experiments.compare import (
-        GROUPINGS,
-        compare,
-        comparison_table,
-        equal_total_config,
-        ill_conditioned_note,
-    )
-    from pgx_jax.experiments.validate import ValidateConfig
+    from pgx_jax.experiments.compare import compare, comparison_table, equal_total_config, ill_conditioned_note
+    from pgx_jax.experiments.config import ValidateConfig
+    from pgx_jax.experiments.groupings import GROUPINGS
     from pgx_jax.families import make_family
     from pgx_jax.runtime.results import markdown_table, write_json
 

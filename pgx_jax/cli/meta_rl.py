@@ -13,7 +13,7 @@ from pgx_jax.cli.running import _compiles, _distributed_summary, _versions
 
 def _cmd_meta_rl(args) -> int:
     from pgx_jax.experiments import meta_rl
-    from pgx_jax.experiments.validate import ValidateConfig
+    from pgx_jax.experiments.config import ValidateConfig
     from pgx_jax.families import draw_tasks, load_tasks_file, meta_rl_families
     from pgx_jax.rl.maml import maml_config
     from pgx_jax.runtime.results import markdown_table, write_json

@@ -85,7 +85,7 @@ def build_run(args):
 
     from pgx_jax.core.config import with_overrides
     from pgx_jax.estimation.affinity import AffinityConfig
-    from pgx_jax.experiments.pipeline import pipeline_config
+    from pgx_jax.experiments.config import pipeline_config
 
     family = _family(args)
     groups = _parse_groups(args.groups, family.n_tasks)
@@ -150,7 +150,7 @@ def _dry_config(args, n: int) -> None:
         return
     from pgx_jax.core.config import with_overrides
     from pgx_jax.estimation.surrogate import SurrogateConfig
-    from pgx_jax.experiments.pipeline import PipelineConfig, budget_features
+    from pgx_jax.experiments.config import PipelineConfig, budget_features
 
     params = {} if args.params is None else {"params": args.params}
     dry = PipelineConfig(

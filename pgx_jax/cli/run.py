@@ -14,6 +14,7 @@ def _cmd_run(args) -> int:
     import jax
     import numpy as np
 
+    from pgx_jax.experiments.cost import run_flops
     from pgx_jax.experiments.groups import env_steps_per_task
     from pgx_jax.experiments.pipeline import policygradex
     from pgx_jax.runtime.results import markdown_table, peak_rss_mb, plot_affinity, write_json
@@ -40,13 +41,14 @@ def _cmd_run(args) -> int:
             bar.set_description(stage)
 
     result = policygradex(family, config, key, theta_star=theta, progress=progress)
+    flops = run_flops(config, family, result, key)  # the cost accounting: traced, not run
     if bar is not None:
         bar.update(bar.total - bar.n)
         bar.close()
     timings.update(result.timings)
     names = family.task_names
     group_of = {i: g for g, members in enumerate(result.groups) for i in members}
-    write_json(os.path.join(out, "result.json"), _run_report(args, family, config, result, timings))
+    write_json(os.path.join(out, "result.json"), _run_report(args, family, config, result, flops, timings))
     plot_affinity(
         os.path.join(out, "affinity.png"),
         result.affinity,
@@ -124,7 +126,7 @@ def _save_group_policies(args, out: str, family, config, result) -> None:
     print(f"wrote {index} and {out}/groups/ (one policy per group; pgx_jax.load_groups({out!r}) reloads them)")
 
 
-def _run_report(args, family, config, result, timings) -> dict:
+def _run_report(args, family, config, result, flops, timings) -> dict:
     """``result.json`` of ``pgx-jax run``."""
     import numpy as np
 
@@ -151,7 +153,7 @@ def _run_report(args, family, config, result, timings) -> dict:
         "estimates": result.estimates,
         "timings": timings,
         "compiles": _compiles(),
-        "flops": result.flops,
+        "flops": flops,
         "solve": result.solve_info,
         "peak_rss_mb": peak_rss_mb(),
         "config": config.to_dict(),

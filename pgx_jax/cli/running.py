@@ -110,14 +110,14 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
     training's state is saved after every chunk (stage ``meta_train_partial``) and ``--resume``
     continues from the last one. Returns ``(theta, seconds of training, compilation and the
     save excluded)``."""
-    import jax
 
+    from pgx_jax.experiments.keys import run_keys
     from pgx_jax.rl import checkpoint
     from pgx_jax.simulators import simulator
 
     if bar is not None:
         bar.set_description("meta-train")
-    k_meta = jax.random.split(key, 4)[0]  # the same key policygradex would use
+    k_meta = run_keys(key).meta  # the key policygradex meta-trains with
     t0, compiled = time.perf_counter(), {}
     resumable = store is not None and simulator(family).resumable_training
     start, before = None, 0.0  # training seconds of the interrupted run(s), counted in the total

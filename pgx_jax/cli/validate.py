@@ -13,7 +13,8 @@ def _cmd_validate(args) -> int:
     import jax
 
     from pgx_jax.estimation.hessian import HessianConfig
-    from pgx_jax.experiments.validate import ValidateConfig, validate
+    from pgx_jax.experiments.config import ValidateConfig
+    from pgx_jax.experiments.validate import validate
     from pgx_jax.runtime.results import markdown_table, write_json
 
     hessian = HessianConfig(probes=args.hessian_probes, subsets=args.hessian_subsets) if args.hessian else None

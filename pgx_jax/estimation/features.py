@@ -67,7 +67,7 @@ class FeatureConfig:
             held-out transitions give their mean A g~ alone (``Features.ag_hold``, one backward
             pass, for the ``gain`` evaluator): per-sample projection is most of the features'
             FLOPs, and at the demo config the held-out part is a fifth of it.
-            :meth:`pgx_jax.experiments.pipeline.PipelineConfig.feature_config` turns it on for ``loss``.
+            :meth:`pgx_jax.experiments.config.PipelineConfig.feature_config` turns it on for ``loss``.
     """
 
     dim: int = 400

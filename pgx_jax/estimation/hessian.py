@@ -24,7 +24,7 @@ policy network and finds the bound non-vacuous. Here:
 
 **Fit and bound on the same data.** n and the training loss are the transitions theta_S was
 fitted on, and only those: the caller must pass policies fitted on exactly the first m rows of
-each task (:func:`pgx_jax.experiments.validate.hessian_stage` refits the solve without a separate sample
+each task (:func:`pgx_jax.experiments.hessian_check.hessian_stage` refits the solve without a separate sample
 behind its linear term where the estimate had one).
 
 **The gap's noise.** The training loss is what it is (the bound is about these training

@@ -370,7 +370,7 @@ def solve_subsets(
         max_subset_size: static bound K on the subset sizes (default N); see :func:`solve_with_info`.
         stats: :func:`task_stats` of ``features`` (computed here if not given).
         refine: majorise-minimise steps after the closed-form solve (static; ``newton`` only; None:
-            ``cfg.refine``). The pipeline (:func:`pgx_jax.experiments.pipeline.solve_all`) solves every
+            ``cfg.refine``). The pipeline (:func:`pgx_jax.experiments.estimate.solve_all`) solves every
             subset with 0, then refines only those above ``cfg.tol``.
 
     Returns:

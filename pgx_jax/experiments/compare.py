@@ -8,7 +8,7 @@ Groupings of the n tasks into k groups (``multitask`` and ``per_task`` fix k at 
 - ``gradient_similarity``: the cosine similarity of the per-task mean policy gradients
   (advantage-weighted, projected) at theta*, clustered like PolicyGradEx's affinity;
 - ``ground_truth``: the groups of the true affinity from real training of every sampled subset
-  (the primary truth of ``vconfig``, :func:`pgx_jax.experiments.validate.run_truth`);
+  (the primary truth of ``vconfig``, :func:`pgx_jax.experiments.truth.run_truth`);
 - ``policygradex``: the groups of the estimated affinity.
 
 Every policy trains from scratch with the same env steps per task (a group of s tasks gets s
@@ -33,44 +33,18 @@ import numpy as np
 
 from pgx_jax import simulators
 from pgx_jax.core.types import Family
-from pgx_jax.estimation import affinity as affinity_mod
-from pgx_jax.estimation import cluster as cluster_mod
-from pgx_jax.estimation.surrogate import linear_terms
+from pgx_jax.experiments.config import PipelineConfig, ValidateConfig
+from pgx_jax.experiments.cost import estimation_env_steps
+from pgx_jax.experiments.groupings import FREE_GROUPINGS, GROUPINGS, choose_groupings
 from pgx_jax.experiments.groups import (
     env_steps_per_task,
     group_key,
-    group_masks,
     group_updates,
     train_and_evaluate_groups,
 )
-from pgx_jax.experiments.pipeline import PipelineConfig, estimation_env_steps, policygradex
-from pgx_jax.experiments.validate import ValidateConfig, run_truth, truth_env_steps, truth_key
 from pgx_jax.rl.networks import AgentParams
-from pgx_jax.runtime import distributed
 from pgx_jax.runtime.distributed import across_processes, map_processes
 from pgx_jax.runtime.stages import NONE, StageStore
-
-GROUPINGS = ("multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex")
-
-
-def gradient_similarity(features) -> np.ndarray:
-    """float [N, N]: cosine similarity of the tasks' mean policy gradients at theta*.
-
-    Task i's gradient is b_i, the linear term of PolicyGradEx's own solve
-    (:func:`pgx_jax.estimation.surrogate.linear_terms`): the advantage-weighted mean of its projected
-    per-transition gradients of log pi, A_t P^T grad log pi(a_t|s_t), over the same transitions
-    PolicyGradEx uses for it (the larger separate sample where the features hold one), so the
-    baseline sees the same gradient data as the method; projection keeps cosines (JL).
-    """
-    g = np.asarray(linear_terms(features), np.float64)
-    g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    return g @ g.T
-
-
-def random_groups(n: int, k: int, rng: np.random.Generator) -> list[list[int]]:
-    """A uniform random partition of n tasks into k groups of near-equal size."""
-    perm = rng.permutation(n)
-    return [sorted(int(i) for i in part) for part in np.array_split(perm, k)]
 
 
 def _train_and_evaluate(config: PipelineConfig, family: Family, groups: list[tuple[int, ...]], key, progress):
@@ -293,15 +267,13 @@ def _save_policies(save: tuple[str, list], seed: int, chosen: dict, policies, re
 
 
 EQUAL_TOTAL = "policygradex_equal_total"
-#: the groupings whose choice consumes no env step (their total is their training)
-FREE_GROUPINGS = ("multitask", "per_task", "random")
 
 
 def equal_total_config(config: PipelineConfig, family: Family, spent: float | None = None) -> PipelineConfig:
     """``config`` with the group training shortened so that PolicyGradEx's groups get the same
     total env steps per task as a grouping that consumed nothing to choose them: B' = B - E per
     task, B the groups' budget (:func:`pgx_jax.experiments.groups.env_steps_per_task`), E = ``spent``, the
-    mean over the tasks of what the estimate consumed (:func:`pgx_jax.experiments.pipeline.estimation_env_steps`
+    mean over the tasks of what the estimate consumed (:func:`pgx_jax.experiments.cost.estimation_env_steps`
     of the drawn subsets), rounded down to whole updates. Without ``spent``, E's lower bound
     before any subset is drawn (m = the configured count of s-task subsets; sampling may add
     subsets for coverage), for a check before any work. ``ValueError`` naming B and E where B'
@@ -323,78 +295,6 @@ def equal_total_config(config: PipelineConfig, family: Family, spent: float | No
             "--subsets or --eval-episodes; a larger --budget)"
         )
     return dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, total_env_steps=updates * n * per_update))
-
-
-def choose_groupings(family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say):
-    """The groups of every grouping for one seed and what choosing them consumed.
-
-    Returns ``(chosen, spent)``: ``chosen`` is ``{name: [draw: [group: [task ids]]]}`` (one draw
-    each, ``random_draws`` for ``random``); ``spent`` is ``{name: float [N]}``, the env steps per
-    task the choice itself consumed (:func:`selection_env_steps`). Runs PolicyGradEx for the seed
-    (and the truth for ``ground_truth``), reusing and filling ``theta_stars`` and ``true_groups``."""
-    n = family.n_tasks
-    key = jax.random.PRNGKey(seed)
-    _, k_est, k_truth, _ = jax.random.split(key, 4)  # as pipeline.start splits it
-    say(f"seed {seed}: {'estimate' if seed in theta_stars else 'meta-train and estimate'}")
-    est = policygradex(family, dataclasses.replace(config, train_groups=False), key, theta_star=theta_stars.get(seed))
-    theta_stars[seed] = est.theta_star
-    k = len(est.groups)
-    chosen: dict[str, list[list[list[int]]]] = {"per_task": [[[i] for i in range(n)]]}
-    if "multitask" in groupings:
-        chosen["multitask"] = [[list(range(n))]]
-    if "policygradex" in groupings:
-        chosen["policygradex"] = [est.groups]
-    if "gradient_similarity" in groupings:
-        sim = gradient_similarity(est.features)
-        chosen["gradient_similarity"] = [cluster_mod.cluster_tasks(sim, k, method=config.cluster_method)]
-    if "random" in groupings:
-        rng = np.random.default_rng(seed)
-        chosen["random"] = [random_groups(n, k, rng) for _ in range(random_draws)]
-    if "ground_truth" in groupings:
-        if seed not in true_groups:
-            kind = vconfig.kinds[0]
-            say(f"seed {seed}: ground truth ({kind} training of {est.subsets.shape[0]} subsets)")
-            base = truth_key(kind, k_truth)  # as validate: the same truth for the same seed
-            true, _ = run_truth(
-                kind, vconfig, config, family, theta_stars[seed], est.subsets, base, jax.random.split(k_est)[1]
-            )
-            u_true = affinity_mod.affinity_matrix(true, est.subsets, config.affinity)
-            true_groups[seed] = cluster_mod.cluster_tasks(u_true, k, method=config.cluster_method)
-        chosen["ground_truth"] = [true_groups[seed]]
-    distributed.check_agree({"the groupings (chosen by each process)": repr(sorted(chosen.items()))})
-    for draws in chosen.values():
-        for groups in draws:
-            group_masks(groups, n)  # every grouping must be a partition
-    return chosen, selection_env_steps(config, family, est.subsets, vconfig, list(chosen))
-
-
-def selection_env_steps(config: PipelineConfig, family: Family, subsets, vconfig: ValidateConfig, names) -> dict:
-    """``{grouping: float [N]}``: the env steps per task that choosing each grouping's groups
-    consumed, beside the groups' own training (nominal, whole episodes):
-
-    - ``multitask``, ``per_task``, ``random``: nothing;
-    - ``policygradex``: meta-training theta*, the gradient features, the separate gradient sample
-      and the rollout evaluation of every subset (:func:`pgx_jax.experiments.pipeline.estimation_env_steps`);
-    - ``gradient_similarity``: meta-training theta* and the sample its gradients are read from;
-    - ``ground_truth``: the truth's training of every sampled subset
-      (:func:`pgx_jax.experiments.validate.truth_env_steps`), its evaluation episodes, and theta*'s
-      meta-training where the truth fine-tunes from it.
-    """
-    est = estimation_env_steps(config, family, subsets)
-    zero = np.zeros(family.n_tasks)
-    cost = {
-        "multitask": zero,
-        "per_task": zero,
-        "random": zero,
-        "policygradex": est["total"],
-        "gradient_similarity": est["meta_train"] + est["b_sample"],
-    }
-    if "ground_truth" in names:  # the truth's trainings and their evaluation; a fine-tune also needs theta*
-        kind = vconfig.kinds[0]
-        evaluation = np.asarray(subsets, bool).sum(0) * config.eval_episodes * family.episode_length
-        theta = est["meta_train"] if kind == "finetune" else zero
-        cost["ground_truth"] = truth_env_steps(kind, vconfig, config, family, subsets) + evaluation + theta
-    return {name: cost[name] for name in names}
 
 
 def _seed_report(chosen: dict, returns: dict, metrics: dict, steps: dict, spent: dict, n: int) -> dict:

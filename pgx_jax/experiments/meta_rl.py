@@ -3,7 +3,7 @@ score the groupings on unseen test tasks after adaptation (``pgx-jax meta-rl``).
 
 Per seed:
 
-1. The groupings of the n source tasks (:func:`pgx_jax.experiments.compare.choose_groupings` on the source
+1. The groupings of the n source tasks (:func:`pgx_jax.experiments.groupings.choose_groupings` on the source
    family, task-agnostic: ``multitask``, ``random``, ``gradient_similarity``, ``ground_truth``,
    ``policygradex``).
 2. One MAML meta-policy per distinct group (:mod:`pgx_jax.rl.maml`), every group of every grouping in
@@ -37,10 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgx_jax.core.types import Family
-from pgx_jax.experiments.compare import choose_groupings
+from pgx_jax.experiments.config import PipelineConfig, ValidateConfig
+from pgx_jax.experiments.groupings import choose_groupings
 from pgx_jax.experiments.groups import group_key, group_masks
-from pgx_jax.experiments.pipeline import PipelineConfig
-from pgx_jax.experiments.validate import ValidateConfig
 from pgx_jax.families import make_family, meta_rl_families, with_workers
 from pgx_jax.rl import networks
 from pgx_jax.rl.maml import MAMLConfig
@@ -228,7 +227,7 @@ def meta_rl(
 def _chosen(source_family, config, seed, groupings, random_draws, vconfig, theta_stars, true_groups, say):
     """``({grouping: [draw: [group: tuple of source ids]]}, {grouping: float [n]}, groups)`` of one
     seed: each grouping a partition, the env steps per source task its choice consumed
-    (:func:`pgx_jax.experiments.compare.selection_env_steps`) and the distinct groups, by size."""
+    (:func:`pgx_jax.experiments.groupings.selection_env_steps`) and the distinct groups, by size."""
     n = source_family.n_tasks
     wanted = [g for g in groupings if g != "multitask"] or ["policygradex"]
     chosen, spent = choose_groupings(

@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from brax import envs as brax_envs
 
-from pgx_jax.families import locomotion, physics, weightings
+import pgx_jax.families.locomotion as locomotion
+import pgx_jax.families.physics as physics
+import pgx_jax.families.weightings as weightings
 from pgx_jax.families.base import FamilySpec, TaskFamily, planted_summary
 from pgx_jax.families.host_benchmarks import HOST_FAMILIES, catalog_rows, make_host_family
 from pgx_jax.families.layouts import parse_layout, random_layout

@@ -20,16 +20,16 @@ import jax
 import numpy as np
 from flax import serialization
 
+import pgx_jax.rl.networks as networks
 from pgx_jax.core.config import PPOConfig
 from pgx_jax.core.types import Family
-from pgx_jax.rl import networks
 from pgx_jax.rl.networks import AgentParams
 from pgx_jax.runtime import provenance
 from pgx_jax.runtime.distributed import writes_own
 from pgx_jax.runtime.provenance import source_commit, source_state  # noqa: F401 (re-exported: where results ask
 
 FORMAT = "pgx_jax.policy/1"
-GROUPS_FORMAT = "pgx_jax.experiments.groups/1"
+GROUPS_FORMAT = "pgx_jax.groups/1"
 _PACKAGES = ("pgx_jax", "jax", "jaxlib", "flax", "optax", "brax", "mujoco", "mujoco-mjx", "numpy")
 
 

@@ -35,14 +35,14 @@ import numpy as np
 import optax
 from flax import struct
 
+import pgx_jax.rl.networks as networks
+import pgx_jax.rl.training as training
 from pgx_jax.core.config import NetworkConfig
 from pgx_jax.core.types import PRNGKey
 from pgx_jax.families.base import TaskFamily
-from pgx_jax.rl import networks
 from pgx_jax.rl.networks import AgentParams
 from pgx_jax.rl.rollout import reset_envs, unroll
-
-Metrics = dict[str, jax.Array]
+from pgx_jax.rl.training import Metrics
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -236,7 +236,7 @@ class MetaState:
 
 
 def _optimizer(config: MAMLConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.outer_lr))
+    return training.clipped_adam(config.max_grad_norm, config.outer_lr)
 
 
 def slot_tasks(task_mask, iteration, meta_batch: int) -> jax.Array:
@@ -252,18 +252,10 @@ def meta_loss(config: MAMLConfig, family: TaskFamily, actor, normalizer, pre: Ep
     """Mean over slots of PPO's clipped surrogate of the post-adaptation episodes at the adapted
     policy ``theta'_m(actor)`` (leaves of ``pre``/``post`` [M, K, T, ...])."""
     n, net = family.n_tasks, config.network
+    step = dict(lr=config.inner_lr, discount=config.discount, second_order=config.second_order)
 
     def one(pre_m, post_m, adv_m):
-        adapted = inner_step(
-            net,
-            n,
-            actor,
-            normalizer,
-            pre_m,
-            lr=config.inner_lr,
-            discount=config.discount,
-            second_order=config.second_order,
-        )
+        adapted = inner_step(net, n, actor, normalizer, pre_m, **step)
         return surrogate_loss(net, n, adapted, normalizer, post_m, adv_m, config.clip_eps)
 
     return jnp.mean(jax.vmap(one)(pre, post, post_adv))
@@ -353,31 +345,21 @@ def meta_iteration(config: MAMLConfig, family: TaskFamily, state: MetaState, tas
     return meta_update(config, family, state, key, tasks, pre, post)
 
 
+_INACTIVE = dict(pre_return=jnp.nan, post_return=jnp.nan, slots=0.0, env_steps=0.0, loss=jnp.nan, grad_norm=jnp.nan)
+
+
 def gate(state: MetaState, new: MetaState, metrics: Metrics, active_iterations) -> tuple[MetaState, Metrics]:
     """``new`` if ``state`` is before iteration ``active_iterations``, else ``state`` (its
     iteration counted on) with NaN returns, loss and gradient norm, zero slots and env steps and
-    a finite flag."""
-    on = state.iteration < active_iterations
-    new = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, state).replace(iteration=state.iteration + 1)
-    nan = jnp.full_like(metrics["pre_return"], jnp.nan)
-    metrics = dict(
-        metrics,
-        pre_return=jnp.where(on, metrics["pre_return"], nan),
-        post_return=jnp.where(on, metrics["post_return"], nan),
-        slots=jnp.where(on, metrics["slots"], 0.0),
-        env_steps=jnp.where(on, metrics["env_steps"], 0.0),
-        loss=jnp.where(on, metrics["loss"], jnp.nan),
-        grad_norm=jnp.where(on, metrics["grad_norm"], jnp.nan),
-        finite=metrics["finite"] | ~on,
-    )
-    return new, metrics
+    a finite flag (:func:`pgx_jax.rl.training.gate`)."""
+    gated, metrics = training.gate(state.iteration < active_iterations, state, new, metrics, _INACTIVE)
+    return gated.replace(iteration=state.iteration + 1), metrics
 
 
 def init_state(config: MAMLConfig, family: TaskFamily, key: PRNGKey, init_params: AgentParams | None = None):
     """The meta-policy (fresh unless ``init_params``) and Adam's state before the first iteration."""
     k_params, k_state = jax.random.split(key)
-    if init_params is None:
-        init_params = networks.init_agent(config.network, family.obs_size, family.action_size, k_params)
+    init_params = training.initial_params(config.network, family, k_params, init_params)
     return MetaState(init_params, _optimizer(config).init(init_params.actor), jnp.zeros((), jnp.int32), k_state)
 
 

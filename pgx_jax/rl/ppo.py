@@ -21,14 +21,14 @@ import numpy as np
 import optax
 from flax import struct
 
+import pgx_jax.rl.networks as networks
+import pgx_jax.rl.training as training
 from pgx_jax.core.config import PPOConfig
 from pgx_jax.core.types import PRNGKey
 from pgx_jax.families.base import TaskFamily, TaskState
-from pgx_jax.rl import networks
 from pgx_jax.rl.networks import AgentParams
 from pgx_jax.rl.rollout import assign_tasks, reset_envs, segment_mean, unroll
-
-Metrics = dict[str, jax.Array]
+from pgx_jax.rl.training import Metrics
 
 
 @struct.dataclass
@@ -60,7 +60,7 @@ def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
     One global norm over both lets the large early value gradients scale the policy gradient
     down to almost nothing (measured on reacher: approx-KL ~0.002 per update, slow learning).
     """
-    inner = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+    inner = training.clipped_adam(config.max_grad_norm, config.learning_rate)
     return optax.multi_transform({"actor": inner, "critic": inner}, {"actor": "actor", "critic": "critic"})
 
 
@@ -148,8 +148,7 @@ def init_state(
     (:mod:`pgx_jax.simulators.host`), which keep their state on the host.
     """
     k_params, k_env, k_state = jax.random.split(key, 3)
-    if init_params is None:
-        init_params = networks.init_agent(config.network, family.obs_size, family.action_size, k_params)
+    init_params = training.initial_params(config.network, family, k_params, init_params)
     task_ids = assign_tasks(jnp.asarray(task_mask, bool), config.num_envs)
     return TrainState(
         params=init_params,
@@ -257,19 +256,15 @@ def learn(config: PPOConfig, family, state: TrainState, traj, k_perm: PRNGKey) -
     return new_state, metrics
 
 
+_INACTIVE = {"episode_return": jnp.nan, "episode_count": 0.0, "nonfinite_reward": False}
+
+
 def gate(old: TrainState, new: TrainState, metrics: Metrics, active_updates) -> tuple[TrainState, Metrics]:
-    """Keep ``old`` (and report no episodes) where ``old.update >= active_updates``: runs of
-    different lengths share one call. The update counter advances either way."""
-    on = old.update < active_updates
-    gated = jax.tree.map(lambda a, b: jnp.where(on, a, b), new, old).replace(update=old.update + 1)
-    metrics = dict(
-        metrics,
-        episode_return=jnp.where(on, metrics["episode_return"], jnp.nan),
-        episode_count=jnp.where(on, metrics["episode_count"], 0.0),
-        finite=metrics["finite"] | ~on,
-        nonfinite_reward=metrics["nonfinite_reward"] & on,
-    )
-    return gated, metrics
+    """Keep ``old`` (and report no episodes and no non-finite reward) where ``old.update >=
+    active_updates``: runs of different lengths share one call (:func:`pgx_jax.rl.training.gate`).
+    The update counter advances either way."""
+    gated, metrics = training.gate(old.update < active_updates, old, new, metrics, _INACTIVE)
+    return gated.replace(update=old.update + 1), metrics
 
 
 def run_updates(config: PPOConfig, family: TaskFamily, state: TrainState, num_updates: int, active_updates=None):

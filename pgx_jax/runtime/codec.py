@@ -52,7 +52,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
-FORMAT = "pgx_jax.runtime.codec/1"
+FORMAT = "pgx_jax.codec/1"  # the format's name (stable: files name it), not a module path
 
 #: the modules (and their submodules) whose NamedTuples and dataclasses are saved and rebuilt
 ALLOWED = ("pgx_jax", "optax", "brax")

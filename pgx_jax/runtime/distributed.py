@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from pgx_jax.runtime import codec
+import pgx_jax.runtime.codec as codec
 
 #: seconds a process waits for the others to join, or for a silent peer, before failing
 DEFAULT_TIMEOUT_S = 120

@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pgx_jax.runtime import codec
+import pgx_jax.runtime.codec as codec
 from pgx_jax.runtime.distributed import is_main
 
 T = TypeVar("T")

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import pgx_jax.simulators.host_maml as host_maml
 from pgx_jax.core.config import NetworkConfig, PPOConfig
 from pgx_jax.core.types import PRNGKey
 from pgx_jax.estimation import features
@@ -29,7 +30,6 @@ from pgx_jax.rl import networks, ppo
 from pgx_jax.rl.evaluate import random_act
 from pgx_jax.rl.networks import AgentParams
 from pgx_jax.rl.rollout import Transition, episode_ids, keyed_act
-from pgx_jax.simulators import host_maml
 from pgx_jax.simulators.host_rollout import rollout_chunks, unroll
 
 
