@@ -96,13 +96,13 @@ def _family_and_config(case: str, report: dict):
 def _score(est, truth, masks, k_truth, own, config, n) -> dict:
     from pgx_jax.estimation import cluster
     from pgx_jax.experiments.agreement import agreement, grouping_agreement, nmi
-    from pgx_jax.experiments.estimate import _groups
+    from pgx_jax.experiments.estimate import scores_to_groups
 
     a = agreement(est, truth, masks)
-    _, at_k = _groups(est, masks, config, k_truth)
+    _, at_k = scores_to_groups(est, masks, config, k_truth)
     regression = dataclasses.replace(config, affinity=dataclasses.replace(config.affinity, estimator="regression"))
-    _, at_k_regression = _groups(est, masks, regression, k_truth)
-    _, auto = _groups(est, masks, config, None)
+    _, at_k_regression = scores_to_groups(est, masks, regression, k_truth)
+    _, auto = scores_to_groups(est, masks, config, None)
     return {
         "spearman_within_task": a["spearman_within_task"],
         "spearman": a["spearman"],
@@ -110,7 +110,7 @@ def _score(est, truth, masks, k_truth, own, config, n) -> dict:
         "ami_at_truth_k": grouping_agreement(at_k, own, n)["ami"],
         "spearman_within_task_null_sd": a["spearman_within_task_null_sd"],
         "nmi_at_truth_k_regression": nmi(at_k_regression, own, n),
-        "nmi_auto_k": nmi(auto, cluster.cluster_tasks(_groups(truth, masks, config, None)[0], len(auto)), n),
+        "nmi_auto_k": nmi(auto, cluster.cluster_tasks(scores_to_groups(truth, masks, config, None)[0], len(auto)), n),
         "groups_at_truth_k": at_k,
     }
 

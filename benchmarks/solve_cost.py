@@ -87,8 +87,7 @@ def part_solve(
     from pgx_jax.estimation.affinity import sample_subsets
     from pgx_jax.estimation.surrogate import data_hessians
     from pgx_jax.experiments.cost import solve_flops
-    from pgx_jax.experiments.estimate import features_at, solve_all
-    from pgx_jax.experiments.pipeline import _stats
+    from pgx_jax.experiments.estimate import _stats, features_at, solve_all
     from pgx_jax.runtime.flops import count_flops
 
     family, config, theta = _setup(m, theta_path=theta_path)
@@ -186,7 +185,7 @@ def part_scale(m: int) -> dict:
     import numpy as np
 
     from pgx_jax.estimation.affinity import sample_subsets
-    from pgx_jax.experiments import pipeline
+    from pgx_jax.experiments import estimate
     from pgx_jax.runtime.results import peak_rss_mb
     from pgx_jax.simulators import jitted
 
@@ -194,7 +193,7 @@ def part_scale(m: int) -> dict:
     masks = sample_subsets(0, family.n_tasks, config.affinity)
     seen = []
     t0 = time.perf_counter()
-    est = pipeline.estimate_with_solutions(
+    est = estimate.estimate_with_solutions(
         config, family, theta, masks, jax.random.PRNGKey(2), progress=lambda *a: seen.append(a)
     )
     wall = time.perf_counter() - t0
@@ -207,7 +206,7 @@ def part_scale(m: int) -> dict:
         "wall_s_including_compile": wall,
         "timings": est.timings,
         "peak_rss_mb": peak_rss_mb(),
-        "compiled": {"solve": pipeline._solve._cache_size(), "evaluate": jitted._rollout._cache_size()},
+        "compiled": {"solve": estimate._solve._cache_size(), "evaluate": jitted._rollout._cache_size()},
         "chunks": len(seen),
         "unconverged": est.solve_info["unconverged"],
         "refined": est.solve_info["refined"],

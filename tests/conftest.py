@@ -56,6 +56,11 @@ def _push_reward(state, action, params):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
+        "slow: over about 15 s on 2 cores (end-to-end commands, multi-process runs, notebooks); the fast tier "
+        "is pytest -m 'not slow'",
+    )
+    config.addinivalue_line(
+        "markers",
         "user_xla_flags: runs in a child pytest under the user's XLA flags, not the suite's faster-compiling ones",
     )
 

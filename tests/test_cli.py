@@ -9,6 +9,7 @@ from pgx_jax.cli import main
 from pgx_jax.rl import checkpoint
 
 
+@pytest.mark.slow
 def test_train_smoke_writes_results(tmp_path, reacher, capsys):
     out = tmp_path / "run"
     assert main(["train", "--budget", "smoke", "--out", str(out), "--no-progress", "--episodes", "2"]) == 0
@@ -70,6 +71,7 @@ def test_families_lists_all(capsys):
     assert "| none |" in rows["metaworld-mt10"]  # no planted grouping
 
 
+@pytest.mark.slow
 def test_run_smoke_on_a_brax_physics_family(tmp_path):
     """pendulum-physics end to end in the task-agnostic setting (the reacher smoke run of
     test_pipeline covers the one-hot one): the per-task physics pass through meta-training, the
@@ -123,6 +125,7 @@ def test_run_smoke_on_a_brax_physics_family(tmp_path):
             act(state.obs[:-1])  # an observation without the whole task id
 
 
+@pytest.mark.slow
 def test_runs_never_overwrite_each_other_and_latest_points_at_the_newest(tmp_path, monkeypatch, reacher, capsys):
     """Without --out every command writes a new runs/<command>-<family>-s<seed>-<time> and
     links runs/latest to it; an existing non-empty --out is refused unless --overwrite."""
@@ -254,6 +257,7 @@ def test_log_tensorboard_writes_the_learning_curve_and_the_returns(tmp_path, rea
     assert {"train/loss", "train/entropy"} <= set(scalars)
 
 
+@pytest.mark.slow
 def test_set_overrides_any_config_field_after_the_other_options(tmp_path):
     out = tmp_path / "t"
     argv = ["train", "--budget", "smoke", "--out", str(out), "--no-progress", "--episodes", "1"]

@@ -190,6 +190,7 @@ def _check_same_evaluation(spy: _Spy, n_truths: int) -> None:
     assert np.abs(np.asarray(other)[m] - np.asarray(via_truth)[m]).max() > 1e-3  # the key decides the episodes
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys, monkeypatch):
     """Every option at smoke, and what the report's figures are checked against: the speedups
@@ -270,6 +271,7 @@ def test_validate_smoke_writes_complete_json(tmp_path, four_goals, capsys, monke
     )
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_validate_killed_in_meta_training_and_in_the_truth_resumes_to_the_same_result(tmp_path, four_goals):
     reference = validate(tmp_path / "ref", "--tasks-file", four_goals)
@@ -300,6 +302,7 @@ def test_validate_killed_in_meta_training_and_in_the_truth_resumes_to_the_same_r
     assert a["estimate"]["kl"] == b["estimate"]["kl"]
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_two_processes_validate_as_one(tmp_path, four_goals):
     """``validate --truth full`` at smoke on 4 tasks: the subsets, estimates, affinity, groups and
@@ -326,6 +329,7 @@ def test_two_processes_validate_as_one(tmp_path, four_goals):
         assert a["truths"]["full"]["by_evaluator"]["rollout"][k] == b["truths"]["full"]["by_evaluator"]["rollout"][k]
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_compare_smoke_uses_equal_budgets(tmp_path, four_goals):
     out = tmp_path / "c"

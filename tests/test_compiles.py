@@ -59,6 +59,7 @@ def test_the_cache_serves_the_next_process_even_a_fast_compile(tmp_path):
     assert _child("") == (1, 0)  # off: compiled again
 
 
+@pytest.mark.slow
 def test_no_compile_cache_turns_it_off_for_a_command(tmp_path):
     """The same command twice over one cache, which JAX's own JAX_COMPILATION_CACHE_DIR names
     too: the second, with --no-compile-cache, reads nothing from it (JAX decides once per process

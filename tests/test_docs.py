@@ -30,6 +30,7 @@ def test_no_block_asks_for_a_budget_the_suite_cannot_afford():
             assert not re.search(r"""["'](demo|full)["']""", block), f"{f}: a block runs at demo or full:\n{block}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [f for f in FILES if python_blocks(ROOT / f)])
 def test_every_python_block_runs(name, tmp_path, monkeypatch, capsys):
     blocks = python_blocks(ROOT / name)

@@ -9,6 +9,7 @@ from pgx_jax.estimation import affinity, cluster, features, surrogate
 from pgx_jax.estimation.affinity import AffinityConfig
 from pgx_jax.estimation.features import Features
 from pgx_jax.estimation.surrogate import SurrogateConfig
+from pgx_jax.rl import networks
 
 
 def _toy_features(key, n=4, m=200, d=8):
@@ -217,7 +218,7 @@ def test_body_parameter_set_drops_log_std_and_task_id_rows():
     body = features.param_mask(params, n_tasks, "body")
     assert float(all_mask.sum()) == all_mask.shape[0]
     assert float(all_mask.sum() - body.sum()) == act + n_tasks * 16  # log std + one-hot rows
-    _, unravel = features.flat_actor(params)
+    _, unravel = networks.flat_actor(params)
     tree = unravel(body)["params"]
     assert float(tree["log_std"].sum()) == 0.0
     first = tree["MLP_0"]["Dense_0"]["kernel"]  # [obs_size, width]

@@ -131,6 +131,7 @@ def test_refusals_name_what_is_wrong():
         pgx_jax.gymnax_family("p", env, [default, default.replace(max_steps_in_episode=100)])
 
 
+@pytest.mark.slow
 def test_a_gymnax_family_trains_and_groups_end_to_end():
     _, _, family = _pendulum()
     config = pgx_jax.pipeline_config("smoke", family, groups=2)

@@ -347,6 +347,7 @@ def test_report_marks_a_gap_within_two_standard_errors_and_forms_no_ratio_for_it
     assert "not distinguishable" in gaps[2] and ratios[2] == "none"
 
 
+@pytest.mark.slow
 def test_the_stage_fits_and_bounds_on_the_same_transitions(fast_family):
     """Where the estimate took the solve's linear term from a separate sample, ``hessian_stage``
     analyses policies refitted on the training transitions alone: their steps are the

@@ -48,7 +48,12 @@ def test_every_case_has_one_kind():
     assert len(cases) == len(set(cases)) >= 16 and set(CASES) == {"classic-control", *KINDS.values()}
 
 
-@pytest.mark.parametrize("kind", list(CASES))
+#: the classic-control cases (CartPole: PPO, MAML, workers, a run) take minutes; the fast tier
+#: (``-m "not slow"``) steps the host simulator through the other kinds' smoke runs
+SLOW_KINDS = ("classic-control",)
+
+
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_KINDS else k for k in CASES])
 def test_host_cases(kind):
     """The cases of one kind in one process, without the session's compilation cache: a cache
     write once segfaulted in a process that had stepped host environments."""

@@ -16,7 +16,7 @@ from pgx_jax import simulators
 from pgx_jax.core.config import NetworkConfig, PPOConfig
 from pgx_jax.estimation import features
 from pgx_jax.estimation.features import FeatureConfig, Features
-from pgx_jax.experiments import validate
+from pgx_jax.experiments import first_order, validate
 from pgx_jax.families import custom_family
 from pgx_jax.rl import networks
 from pgx_jax.rl.rollout import Transition
@@ -57,6 +57,7 @@ def params(family):
     return networks.init_agent(NET, family.obs_size, family.action_size, jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_a_tasks_episodes_do_not_depend_on_the_tasks_beside_it(family, params, deterministic):
@@ -110,13 +111,13 @@ def test_a_policy_without_conditioning_ignores_the_task_id(family):
         p = p.replace(actor=jax.tree.map(lambda x: x * 30.0, p.actor))  # make the id rows matter
         act = networks.make_act(net, 1, 4, p, deterministic=True)
         mean, _ = act(obs, jax.random.PRNGKey(0))
-        theta, _ = features.flat_actor(p)
-        logp = jax.vmap(features.log_prob_fn(net, family, p), in_axes=(None, 0, None))(theta, obs, action)
+        theta, _ = networks.flat_actor(p)
+        logp = jax.vmap(networks.log_prob_fn(net, family, p), in_axes=(None, 0, None))(theta, obs, action)
         value = networks.value_apply(net, p.critic, networks.net_input(net, p.normalizer, obs, 4))
         same = [np.allclose(x, x[0], rtol=1e-6, atol=1e-7) for x in (mean, logp, value)]
         assert same == [ignores] * 3, (conditioning, same)
         mask = features.param_mask(p, 4, "all", conditioning)
-        first = features.flat_actor(p)[1](mask)["params"]["MLP_0"]["Dense_0"]["kernel"]
+        first = networks.flat_actor(p)[1](mask)["params"]["MLP_0"]["Dense_0"]["kernel"]
         assert float(first[-4:].sum()) == (0.0 if ignores else first[-4:].size)
     with pytest.raises(ValueError, match="unknown conditioning 'task'"):
         NetworkConfig(conditioning="task")
@@ -203,12 +204,12 @@ def test_first_order_error_is_relative_to_the_change():
     act = jnp.zeros((40, 1))
     direction = jnp.asarray(rng.normal(size=6), jnp.float32)
     sizes = (0.01, 0.1)
-    linear = validate.first_order_error(lambda th, o, a: th @ o, theta, obs, act, direction, sizes)
+    linear = first_order.first_order_error(lambda th, o, a: th @ o, theta, obs, act, direction, sizes)
     np.testing.assert_allclose(np.asarray(linear), 0.0, atol=1e-5)
 
     c = 0.7
     err = np.asarray(
-        validate.first_order_error(lambda th, o, a: th @ o + 0.5 * c * th @ th, theta, obs, act, direction, sizes)
+        first_order.first_order_error(lambda th, o, a: th @ o + 0.5 * c * th @ th, theta, obs, act, direction, sizes)
     )
     th, o, u = (np.asarray(x, np.float64) for x in (theta, obs, direction / jnp.linalg.norm(direction)))
     for i, r in enumerate(sizes):
@@ -237,7 +238,7 @@ def test_projection_block_has_one_source(family, params):
     assert feats.param_block == 7
     k_collect, _ = jax.random.split(key)  # as gradient_features splits it
     data = features.collect(ppo_cfg, cfg, family, params, k_collect)
-    grad = jax.grad(features.log_prob_fn(NET, family, params))
+    grad = jax.grad(networks.log_prob_fn(NET, family, params))
     beta = jax.random.normal(jax.random.PRNGKey(6), (8,))
     for task, t in ((0, 0), (3, 9)):
         g = grad(feats.theta, data["obs"][task, t], data["action"][task, t]) * feats.param_mask

@@ -101,6 +101,7 @@ def mcfg():
     )
 
 
+@pytest.mark.slow
 def test_one_meta_update_lowers_the_post_adaptation_loss_on_its_batch(fast_family, mcfg):
     state = maml.init_state(mcfg, fast_family, jax.random.PRNGKey(3))
     mask = jnp.ones(fast_family.n_tasks, bool)
@@ -162,6 +163,7 @@ def test_groups_of_every_size_get_equal_steps_and_the_probe_its_own_episodes(fas
     assert np.array_equal(group_key(k, (1, 2)), group_key(k, (1, 2)))
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_a_meta_group_trains_probes_and_adapts_the_same_whatever_its_neighbours(fast_family):
     """Issue 30, item 5, for meta-RL: the group (1, 2) alone, beside one other group, and third
@@ -251,6 +253,7 @@ def test_meta_rl_refuses_bad_input_before_any_work(tmp_path, capsys, extra, mess
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_meta_rl_smoke_writes_a_complete_report_with_equal_budgets(tmp_path):
     out = tmp_path / "m"
     argv = ["meta-rl", "--budget", "smoke", "--seeds", "1", "--test-tasks", "3", "--groups", "2"]

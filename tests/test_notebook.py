@@ -7,6 +7,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,6 +73,7 @@ def test_the_stored_outputs_hold_the_notebook_s_findings():
     _check_findings(p)
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     """The notebook runs top to bottom at the smoke budget (``PGX_JAX_NOTEBOOK_TEST_BUDGET=demo``
     runs it at the budget its text describes, about 3 minutes on 2 idle cores, and checks its

@@ -23,6 +23,7 @@ def smoke_run(tmp_path_factory):
     return out, argv
 
 
+@pytest.mark.slow
 def test_run_smoke_outputs(smoke_run, reacher):
     out, _ = smoke_run
     r = json.loads((out / "result.json").read_text())
@@ -158,6 +159,7 @@ SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sharded_estimates_equal_single_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     script = SHARDED.format(tests=os.path.join(ROOT, "tests"))

@@ -213,6 +213,7 @@ def test_evaluate_metrics_final_and_mean(fast_family):
     np.testing.assert_allclose(out_final["return"], [10.0, -10.0])
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_theta_star_is_scored_on_the_group_policies_episodes(tiny_config, fast_family):
     """``pgx-jax run`` prints theta*'s return beside each group policy's: the two must come from
@@ -228,6 +229,7 @@ def test_theta_star_is_scored_on_the_group_policies_episodes(tiny_config, fast_f
     np.testing.assert_array_equal(both["reference_per_task_return"], both["per_task_return"])
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_the_multitask_baseline_gets_the_groups_budget_and_their_episodes(tiny_config, fast_family):
     """``train_groups(multitask=True)`` (what ``run`` does when theta* is stopped early): the

@@ -8,6 +8,7 @@ import that hides a circle fails here too.
 from __future__ import annotations
 
 import ast
+import functools
 import pathlib
 import re
 
@@ -47,6 +48,7 @@ def _resolve(importer: str, node: ast.ImportFrom | ast.Import) -> list[str]:
     return [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     graph = {}
     for name, path in MODULES.items():

@@ -4,10 +4,12 @@ import pytest
 
 from pgx_jax.core.config import NetworkConfig, PPOConfig
 from pgx_jax.estimation.features import collect
-from pgx_jax.experiments import validate
+from pgx_jax.experiments import agreement, first_order
+from pgx_jax.experiments.config import ValidateConfig
 from pgx_jax.rl.networks import flat_actor, init_agent
 
 
+@pytest.mark.slow
 def test_first_order_error_shrinks_with_the_perturbation(reacher):
     """The first-order estimate of log pi is exact up to second order: its remainder falls
     quadratically as the step shrinks, along random directions, so relative to the change the
@@ -23,7 +25,7 @@ def test_first_order_error_shrinks_with_the_perturbation(reacher):
     sizes = (0.001, 0.01, 0.05)
     for k in range(2):
         direction = jax.random.normal(jax.random.PRNGKey(10 + k), theta.shape)
-        rel, err = np.asarray(validate.approximation_error(net, reacher, params, obs, act, direction, sizes))
+        rel, err = np.asarray(first_order.approximation_error(net, reacher, params, obs, act, direction, sizes))
         assert np.all(np.isfinite(err)) and np.all(err >= 0)
         assert err[0] < err[1] < err[2], err
         assert err[0] < 1e-3
@@ -72,13 +74,13 @@ def test_agreement_and_nmi_on_planted_scores():
     for s in range(30):
         masks[s, rng.choice(4, 2, replace=False)] = True
     true = np.where(masks, rng.normal(size=(30, 4)) + np.arange(4) * 10, np.nan)
-    same = validate.agreement(2 * true + 1, true, masks)
+    same = agreement.agreement(2 * true + 1, true, masks)
     assert same["spearman"] > 0.999 and same["spearman_within_task"] > 0.999
-    flipped = validate.agreement(-true, true, masks)
+    flipped = agreement.agreement(-true, true, masks)
     assert flipped["spearman_within_task"] < -0.999
-    assert abs(validate.agreement(true * 1.1, true, masks)["mean_rel_error"] - 0.1) < 1e-9
-    assert validate.nmi([[0, 1], [2, 3]], [[2, 3], [1, 0]], 4) == 1.0
-    assert validate.nmi([[0, 1], [2, 3]], [[0, 2], [1, 3]], 4) < 1e-9
+    assert abs(agreement.agreement(true * 1.1, true, masks)["mean_rel_error"] - 0.1) < 1e-9
+    assert agreement.nmi([[0, 1], [2, 3]], [[2, 3], [1, 0]], 4) == 1.0
+    assert agreement.nmi([[0, 1], [2, 3]], [[0, 2], [1, 3]], 4) < 1e-9
 
 
 def test_group_budgets_are_equal_per_task(reacher):
@@ -98,7 +100,7 @@ def test_group_budgets_are_equal_per_task(reacher):
 def test_grouping_agreement_is_corrected_for_chance():
     """NMI's chance level grows with k (two unrelated groupings of 9 tasks into 4 score about
     0.5); AMI is 0 in expectation for unrelated groupings at any k and 1 for equal ones."""
-    same = validate.grouping_agreement([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[6, 7, 8], [0, 1, 2], [3, 4, 5]], 9)
+    same = agreement.grouping_agreement([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[6, 7, 8], [0, 1, 2], [3, 4, 5]], 9)
     assert same["nmi"] == pytest.approx(1.0) and same["ami"] == pytest.approx(1.0)
     rng = np.random.default_rng(1)
     four = [[0, 1], [2, 3], [4, 5], [6, 7, 8]]
@@ -106,7 +108,7 @@ def test_grouping_agreement_is_corrected_for_chance():
     for _ in range(200):
         perm = rng.permutation(9)
         other = [[int(perm[i]) for i in g] for g in four]
-        r = validate.grouping_agreement(four, other, 9, draws=20)
+        r = agreement.grouping_agreement(four, other, 9, draws=20)
         nmis.append(r["nmi"])
         amis.append(r["ami"])
     assert np.mean(nmis) > 0.4  # raw NMI of unrelated groupings: far from 0
@@ -125,9 +127,9 @@ def test_batched_nmi_equals_scikit_learns_on_every_labelling():
         a, b = rng.integers(0, rng.integers(1, 5), n) * 3 + 7, rng.integers(0, rng.integers(1, 5), n) - 2
         rows = np.stack([a[rng.permutation(n)] for _ in range(4)])
         want = [normalized_mutual_info_score(r, b) for r in rows]
-        np.testing.assert_allclose(validate._nmi_rows(rows, b), want, atol=1e-12)
-    assert validate._nmi_rows(np.zeros((1, 4), int), np.zeros(4, int))[0] == 1.0
-    assert validate._nmi_rows(np.arange(4)[None], np.zeros(4, int))[0] == 0.0
+        np.testing.assert_allclose(agreement._nmi_rows(rows, b), want, atol=1e-12)
+    assert agreement._nmi_rows(np.zeros((1, 4), int), np.zeros(4, int))[0] == 1.0
+    assert agreement._nmi_rows(np.arange(4)[None], np.zeros(4, int))[0] == 0.0
 
 
 def test_within_task_agreement_names_the_tasks_it_used_and_its_null():
@@ -138,26 +140,26 @@ def test_within_task_agreement_names_the_tasks_it_used_and_its_null():
     true = np.where(masks, rng.normal(size=masks.shape), np.nan)
     est = true.copy()
     est[:, 4] = np.where(masks[:, 4], 1.0, np.nan)  # a task whose estimate is constant: no ranks
-    a = validate.agreement(est, true, masks)
+    a = agreement.agreement(est, true, masks)
     assert a["tasks_total"] == 5 and a["tasks_used"] == 4
     assert a["spearman_within_task"] > 0.999
     # null: each task's ~24 estimates permuted, the mean of 4 correlations: about 1 / sqrt(23 * 4)
     assert 0.05 < a["spearman_within_task_null_sd"] < 0.2
     noise = np.where(masks, rng.normal(size=masks.shape), np.nan)
-    assert abs(validate.agreement(noise, true, masks)["spearman_within_task"]) < 3 * a["spearman_within_task_null_sd"]
+    assert abs(agreement.agreement(noise, true, masks)["spearman_within_task"]) < 3 * a["spearman_within_task_null_sd"]
 
 
 def test_validate_config_rejects_bad_values():
     import pytest
 
     with pytest.raises(ValueError, match="finetune_fraction"):
-        validate.ValidateConfig(finetune_fraction=0)
+        ValidateConfig(finetune_fraction=0)
     with pytest.raises(ValueError, match="replicates"):
-        validate.ValidateConfig(replicates=0)
+        ValidateConfig(replicates=0)
     with pytest.raises(ValueError, match="directions"):
-        validate.ValidateConfig(directions=0)
+        ValidateConfig(directions=0)
     with pytest.raises(ValueError, match="unknown truth 'oracle'"):
-        validate.ValidateConfig(truth="oracle")
+        ValidateConfig(truth="oracle")
 
 
 def test_compare_flags_tasks_whose_normalisation_blows_up():

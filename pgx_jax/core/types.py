@@ -1,4 +1,5 @@
-"""Type aliases and the axis legend shared by every pgx_jax module.
+"""Type aliases, the axis legend shared by every pgx_jax module, and :func:`check_mask` (the one
+check of a concrete task mask: shape [N] or [S, N], boolean, no empty row).
 
 Axis legend (the order is always ``[S, N, E, T, ...]``; nothing is transposed silently):
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import jax
+import numpy as np
 
 PRNGKey = jax.Array
 PyTree = Any
@@ -78,3 +80,17 @@ class Family(Protocol):
     def action_size(self) -> int: ...  # A
 
     def describe(self) -> dict: ...
+
+
+def check_mask(task_mask, n_tasks: int) -> None:
+    """Host-side check of concrete masks (bool [N] or [S, N]); traced masks pass through."""
+    if isinstance(task_mask, jax.core.Tracer):
+        return
+    mask = np.asarray(task_mask)
+    if mask.shape[-1:] != (n_tasks,) or mask.ndim not in (1, 2):
+        raise ValueError(f"task mask must have shape [{n_tasks}] or [S, {n_tasks}], got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise ValueError(f"task mask must be boolean, got dtype {mask.dtype}")
+    empty = np.flatnonzero(~mask.reshape(-1, n_tasks).any(-1))
+    if empty.size:
+        raise ValueError(f"task mask selects no task (mask rows {empty.tolist()}); select at least one task")

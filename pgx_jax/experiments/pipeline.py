@@ -16,7 +16,7 @@ import numpy as np
 
 from pgx_jax import simulators
 from pgx_jax.core.config import PPOConfig
-from pgx_jax.core.types import Family, PRNGKey
+from pgx_jax.core.types import Family, PRNGKey, check_mask
 from pgx_jax.estimation import affinity as affinity_mod
 from pgx_jax.estimation.features import Features
 from pgx_jax.experiments.config import PipelineConfig
@@ -73,7 +73,7 @@ def start(family: Family, config: PipelineConfig, key: PRNGKey, theta_star, subs
         subsets = affinity_mod.sample_subsets(seed, n, config.affinity)
     else:
         subsets = np.asarray(subsets, bool)
-        ppo.check_mask(subsets, n)
+        check_mask(subsets, n)
         affinity_mod.check_coverage(subsets, 1)
     timings: dict[str, float] = {}
     meta_metrics = None

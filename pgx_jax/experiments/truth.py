@@ -15,7 +15,7 @@ import numpy as np
 
 from pgx_jax import simulators
 from pgx_jax.core.config import PPOConfig
-from pgx_jax.core.types import Family, PRNGKey
+from pgx_jax.core.types import Family, PRNGKey, check_mask
 from pgx_jax.experiments.agreement import _check_scores
 from pgx_jax.experiments.config import ValidateConfig
 from pgx_jax.experiments.groups import group_updates
@@ -65,7 +65,7 @@ def true_scores(
         ``evaluate_s``) and ``flops`` of both calls.
     """
     masks = np.asarray(masks, bool)
-    ppo.check_mask(masks, family.n_tasks)
+    check_mask(masks, family.n_tasks)
     keys = jax.random.split(key, masks.shape[0])  # a subset's key is its row's, whoever trains it
     full = np.full(masks.shape[0], train_config.num_updates(family.episode_length), np.int32)
     active = full if active_updates is None else np.asarray(active_updates, np.int32)

@@ -24,7 +24,7 @@ from flax import struct
 import pgx_jax.rl.networks as networks
 import pgx_jax.rl.training as training
 from pgx_jax.core.config import PPOConfig
-from pgx_jax.core.types import PRNGKey
+from pgx_jax.core.types import PRNGKey, check_mask
 from pgx_jax.families.base import TaskFamily, TaskState
 from pgx_jax.rl.networks import AgentParams
 from pgx_jax.rl.rollout import assign_tasks, reset_envs, segment_mean, unroll
@@ -66,20 +66,6 @@ def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
 
 def _trainable(params: AgentParams) -> dict:
     return {"actor": params.actor, "critic": params.critic}
-
-
-def check_mask(task_mask, n_tasks: int) -> None:
-    """Host-side check of concrete masks (bool [N] or [S, N]); traced masks pass through."""
-    if isinstance(task_mask, jax.core.Tracer):
-        return
-    mask = np.asarray(task_mask)
-    if mask.shape[-1:] != (n_tasks,) or mask.ndim not in (1, 2):
-        raise ValueError(f"task mask must have shape [{n_tasks}] or [S, {n_tasks}], got {mask.shape}")
-    if mask.dtype != np.bool_:
-        raise ValueError(f"task mask must be boolean, got dtype {mask.dtype}")
-    empty = np.flatnonzero(~mask.reshape(-1, n_tasks).any(-1))
-    if empty.size:
-        raise ValueError(f"task mask selects no task (mask rows {empty.tolist()}); select at least one task")
 
 
 def gae(rewards, values, bootstrap, terminal, *, discount: float, lam: float):

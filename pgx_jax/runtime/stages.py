@@ -18,7 +18,7 @@ what to remove. A stage holding a value the codec cannot save fails loudly at it
 
 Fault injection for tests: with ``PGX_JAX_KILL_AFTER=<stage>[:<count>]`` in the environment the
 process kills itself (SIGKILL: no clean-up runs) right after its count-th save of that stage,
-which is how ``tests/test_resume.py`` interrupts a run at a chosen point without a race.
+which is how ``tests/test_stages.py`` interrupts a run at a chosen point without a race.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgx_jax.core.config import NetworkConfig, PPOConfig
-from pgx_jax.core.types import PRNGKey, PyTree
+from pgx_jax.core.types import PRNGKey, PyTree, check_mask
 from pgx_jax.estimation.features import FeatureConfig
 from pgx_jax.rl import ppo
 from pgx_jax.rl.networks import AgentParams
@@ -67,7 +67,7 @@ def check_runs(config: PPOConfig, family, task_masks, keys, active_updates=None)
     """Validate S runs before anything compiles: ``(masks bool [S, N], keys [S], active int32 [S] | None)``."""
     config.check_for(family.n_tasks, family.episode_length)
     masks = np.asarray(task_masks)
-    ppo.check_mask(masks, family.n_tasks)
+    check_mask(masks, family.n_tasks)
     if masks.ndim != 2:
         raise ValueError(f"task_masks must have shape [S, {family.n_tasks}], got {masks.shape}")
     keys = jnp.asarray(keys)

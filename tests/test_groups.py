@@ -68,6 +68,7 @@ def test_block_must_be_a_positive_integer(config, fast_family):
         simulators.train_many(config, fast_family, _masks([G]), jax.random.PRNGKey(0)[None], block=0)
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_a_group_trains_and_scores_the_same_whatever_its_neighbours(config, fast_family):
     """G alone (padded), beside its complement, and third of three other groups of its size."""
@@ -89,6 +90,7 @@ def test_a_group_trains_and_scores_the_same_whatever_its_neighbours(config, fast
     assert np.isfinite(runs["alone"][2][list(G)]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.user_xla_flags
 def test_train_groups_gives_a_group_the_same_policy_in_any_grouping(config, fast_family):
     """Task 0 alone as a group in two groupings: beside one group of three (so the call runs 9

@@ -47,14 +47,14 @@ def test_kl_step_hits_its_target_kl_on_a_gaussian_policy(fast_family, target):
     masks = jnp.array([[1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]], bool)
     sol = surrogate.solve_subsets(feats, masks, SurrogateConfig(step="kl", step_size=target, rho=0.1))
     np.testing.assert_allclose(sol.kl, target, rtol=1e-4)  # the reported (second-order) KL
-    theta_s = jax.vmap(lambda b, c: features.with_actor(params, feats.theta + feats.delta(b) * c))(
+    theta_s = jax.vmap(lambda b, c: networks.with_actor(params, feats.theta + feats.delta(b) * c))(
         sol.betas, sol.scales
     )
     exact = np.asarray(subset_kl(NET, fam, params, theta_s, masks, data["obs"], data["valid"]))
     np.testing.assert_allclose(exact, target, rtol=0.15)
     # the relative step reports the KL it makes, from the same statistics
     rel = surrogate.solve_subsets(feats, masks, SurrogateConfig(step="relative", step_size=0.01, rho=0.1))
-    theta_r = jax.vmap(lambda b, c: features.with_actor(params, feats.theta + feats.delta(b) * c))(
+    theta_r = jax.vmap(lambda b, c: networks.with_actor(params, feats.theta + feats.delta(b) * c))(
         rel.betas, rel.scales
     )
     exact_r = np.asarray(subset_kl(NET, fam, params, theta_r, masks, data["obs"], data["valid"]))
@@ -65,7 +65,7 @@ def test_mean_parameter_set_steps_the_mean_network_only():
     n_tasks, obs_size, act = 3, 7, 2
     params = networks.init_agent(NetworkConfig(depth=2, width=16), obs_size, act, jax.random.PRNGKey(0))
     mean = features.param_mask(params, n_tasks, "mean")
-    tree = features.flat_actor(params)[1](mean)["params"]
+    tree = networks.flat_actor(params)[1](mean)["params"]
     assert float(tree["log_std"].sum()) == 0.0
     assert float(tree["MLP_0"]["Dense_0"]["kernel"].min()) == 1.0  # task-id rows kept
     assert float(mean.sum()) == mean.shape[0] - act
@@ -92,7 +92,7 @@ def test_ten_thousand_subsets_go_through_one_compiled_solve_and_one_refinement()
     4096: the first pass is one compiled program, and the solves it leaves above ``tol`` (a
     minority at rho = 1) are refined by a second compiled program, after which every one is
     converged; the solves that were converged are left as the first pass made them."""
-    from pgx_jax.experiments import pipeline
+    from pgx_jax.experiments import estimate
 
     n, k = 30, 4
     feats = _toy(jax.random.PRNGKey(2), n=n)
@@ -102,9 +102,9 @@ def test_ten_thousand_subsets_go_through_one_compiled_solve_and_one_refinement()
         masks[s, rng.choice(n, k, replace=False)] = True
     assert len(np.unique(masks, axis=0)) > 8000
     cfg = SurrogateConfig(rho=1.0, refine=2, tol=0.05)
-    before = pipeline._solve._cache_size()
+    before = estimate._solve._cache_size()
     seen, refined_seen = [], []
-    sol, info = pipeline.solve_all(
+    sol, info = estimate.solve_all(
         cfg,
         feats,
         masks,
@@ -113,21 +113,21 @@ def test_ten_thousand_subsets_go_through_one_compiled_solve_and_one_refinement()
         progress=lambda d, t: seen.append((d, t)),
         refine_progress=lambda d, t: refined_seen.append((d, t)),
     )
-    assert pipeline._solve._cache_size() - before == 2  # three chunks, the last padded: one program; the refinement
+    assert estimate._solve._cache_size() - before == 2  # three chunks, the last padded: one program; the refinement
     assert seen == [(4096, 10_000), (8192, 10_000), (10_000, 10_000)]
     assert sol.betas.shape == (10_000, 8)
     # the first pass alone: which solves it leaves unconverged
     with pytest.warns(RuntimeWarning, match="of 10000 surrogate solves did not converge"):
-        first, first_info = pipeline.solve_all(dataclasses.replace(cfg, refine=0), feats, masks, kmax=k, chunk=4096)
+        first, first_info = estimate.solve_all(dataclasses.replace(cfg, refine=0), feats, masks, kmax=k, chunk=4096)
     bad = ~(first.grad_ratio <= cfg.tol)
     assert 0 < bad.sum() < 0.1 * masks.shape[0] and first_info["refined"] == 0
     assert info["refined"] == bad.sum() and info["unconverged"] == 0
-    padded = pipeline._refine_rows(int(bad.sum()), cfg, 4096)
+    padded = estimate._refine_rows(int(bad.sum()), cfg, 4096)
     assert refined_seen == [(padded, padded)] and bad.sum() <= padded < 2 * bad.sum()  # one padded block
     assert np.all(sol.grad_ratio[bad] <= cfg.tol) and np.all(sol.grad_ratio[bad] < first.grad_ratio[bad])
     np.testing.assert_array_equal(sol.betas[~bad], first.betas[~bad])
     assert np.abs(sol.betas[bad] - first.betas[bad]).max() > 1e-3  # refinement moved them
-    whole, _ = pipeline.solve_all(cfg, feats, masks[:300], kmax=k)
+    whole, _ = estimate.solve_all(cfg, feats, masks[:300], kmax=k)
     assert bad[:300].any()  # a refined one among them, refined in another batch
     np.testing.assert_allclose(sol.betas[:300], whole.betas, rtol=1e-5, atol=1e-6)
     # the same subset always gives the same solve, refined or not
