@@ -9,7 +9,8 @@ travels in) or one of its parts (the ``PPOConfig``, ``FeatureConfig``, ``Surroga
 - ``files``: the distinct pgx_jax source files such a call enters;
 - ``moves``: how often the next function a reader meets (each read once, at its first call) is in
   another file; ``moves_all_calls`` counts along every call, loops included;
-- ``functions``: the distinct functions.
+- ``functions``: the distinct functions;
+- ``lines_of_files_entered``, ``largest_file_entered``: the size of what those files hold.
 
 The same command on two checkouts (``PYTHONPATH=<checkout>``) compares their layouts.
 Writes benchmarks/results/code_walk_<label>.json and .md.
@@ -102,6 +103,11 @@ def main() -> None:
     package_dir = os.path.dirname(os.path.abspath(pgx_jax.__file__))
     argv = (args.extra or COMMAND) + ["--out", tempfile.mkdtemp(prefix="pgx_code_walk_")]
     report = {"command": ["pgx-jax", *argv[:-2]], "source": source_state(), **summary(walk(argv, package_dir))}
+    sizes = {
+        f: len(open(os.path.join(os.path.dirname(package_dir), f)).read().splitlines()) for f in report["file_list"]
+    }
+    report["lines_of_files_entered"] = sum(sizes.values())  # what a reader scans to follow the walk
+    report["largest_file_entered"] = max(sizes.items(), key=lambda kv: kv[1])
     os.makedirs(HERE, exist_ok=True)
     with open(os.path.join(HERE, f"code_walk_{args.label}.json"), "w") as f:
         json.dump(report, f, indent=1)
