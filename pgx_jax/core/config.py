@@ -1,9 +1,9 @@
-"""Frozen, validated configuration: the network, PPO and the named budgets.
+"""Frozen, validated configuration: the network, PPO, and the PPO config of a named budget.
 
 Configs are hashable (static jit arguments) and never mutated; derived sizes are properties.
 Budgets are named presets: ``smoke`` (tests: seconds of compute after compile), ``demo``
 (the default: meaningful learning on a 2-core CPU in a few minutes per training) and ``full``
-(paper scale, for accelerators).
+(paper scale, for accelerators); their numbers are in :mod:`pgx_jax.core.budgets`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
+
+import pgx_jax.core.budgets as budgets
+from pgx_jax.core.budgets import BUDGETS
 
 ACTIVATIONS = ("tanh", "relu", "elu", "swish")
 CONDITIONINGS = ("task_id", "none")
@@ -129,40 +132,6 @@ class PPOConfig:
         return cls(**d)
 
 
-BUDGETS = ("smoke", "demo", "full")
-
-# Env steps per training run, per family and budget. The demo figures come from CPU
-# measurements (2 cores, with updates): reacher ~80k steps/s, halfcheetah ~9k, ant ~15k.
-_STEPS = {
-    "reacher-goals": {"smoke": 20_000, "demo": 3_000_000, "full": 20_000_000},
-    "cheetah-vel": {"smoke": 10_000, "demo": 1_000_000, "full": 50_000_000},
-    "ant-dir": {"smoke": 10_000, "demo": 1_000_000, "full": 50_000_000},
-    "pendulum-physics": {"smoke": 20_000, "demo": 1_000_000, "full": 20_000_000},
-}
-_LOCOMOTION = ("cheetah-vel", "ant-dir", "cheetah-gravity", "hopper-mo", "walker-mo")
-for _name in _LOCOMOTION[2:]:
-    _STEPS[_name] = _STEPS["cheetah-vel"]
-# Locomotion returns are O(100) per episode: scaling rewards by 0.1 keeps value targets O(1)
-# (halfcheetah, 1M steps: the v=+3.5 task went from -350 to -182 with it), and 20-step unrolls
-# give 5x more updates for the same env steps.
-# The pendulum's returns (up to 200) and 200-step episodes call for the same.
-_FAMILY_FIELDS = {name: {"reward_scale": 0.1, "unroll_length": 20} for name in (*_LOCOMOTION, "pendulum-physics")}
-# Host-stepped families (pgx_jax.simulators.host): every env step is a Python call, so fewer environments
-# (more updates for the same steps) and budgets set by measured host throughput (2-core CPU,
-# policy included): cartpole ~10k steps/s, lunarlander ~15k, Meta-World ~0.8k, highway ~60.
-_HOST = {
-    "cartpole-physics": ({"smoke": 4_000, "demo": 300_000, "full": 5_000_000}, 20, 0.1, 40),
-    "lunarlander-gravity": ({"smoke": 4_000, "demo": 300_000, "full": 5_000_000}, 20, 0.05, 40),
-    "highway-density": ({"smoke": 600, "demo": 20_000, "full": 1_000_000}, 10, 1.0, 20),
-    "metaworld-mt10": ({"smoke": 2_000, "demo": 100_000, "full": 20_000_000}, 50, 0.1, 20),
-}
-for _name, (_steps, _unroll, _scale, _envs) in _HOST.items():
-    _STEPS[_name] = _steps
-    _FAMILY_FIELDS[_name] = {"reward_scale": _scale, "unroll_length": _unroll, "num_envs": _envs}
-_DEFAULT_STEPS = {"smoke": 20_000, "demo": 1_000_000, "full": 50_000_000}
-_ENVS = {"smoke": 32, "demo": 256, "full": 2048}
-
-
 def budget_config(
     budget: str, family_name: str = "reacher-goals", n_tasks: int | None = None, **overrides
 ) -> PPOConfig:
@@ -176,11 +145,11 @@ def budget_config(
     """
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; known budgets: {list(BUDGETS)}")
-    steps = _STEPS.get(family_name, _DEFAULT_STEPS)[budget]
-    num_envs = _ENVS[budget]
-    if family_name in _LOCOMOTION and budget == "demo":
+    steps = budgets.STEPS.get(family_name, budgets.DEFAULT_STEPS)[budget]
+    num_envs = budgets.NUM_ENVS[budget]
+    if family_name in budgets.LOCOMOTION and budget == "demo":
         num_envs = 128
-    fields = {"total_env_steps": steps, "num_envs": num_envs, **_FAMILY_FIELDS.get(family_name, {})}
+    fields = {"total_env_steps": steps, "num_envs": num_envs, **budgets.FAMILY_FIELDS.get(family_name, {})}
     if budget == "smoke":
         fields.update(num_epochs=2, num_minibatches=2)
     fields.update(overrides)

@@ -9,6 +9,7 @@ import dataclasses
 import math
 from typing import Any
 
+import pgx_jax.core.budgets as budgets
 from pgx_jax import simulators
 from pgx_jax.core.config import PPOConfig, budget_config
 from pgx_jax.core.types import Family
@@ -126,19 +127,12 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
-_FEATURES = {
-    "smoke": FeatureConfig(dim=64, transitions=256, holdout=128),
-    "demo": FeatureConfig(dim=400, transitions=2048, holdout=512),
-    "full": FeatureConfig(dim=400, transitions=2048, holdout=1024),
-}
-
-
 def budget_features(budget: str) -> FeatureConfig:
     """The :class:`FeatureConfig` of a named budget (``ValueError`` for an unknown one); what
     :func:`pipeline_config` starts from before the family's simulator adjusts it."""
-    if budget not in _FEATURES:
-        raise ValueError(f"unknown budget {budget!r}; known budgets: {list(_FEATURES)}")
-    return _FEATURES[budget]
+    if budget not in budgets.FEATURES:
+        raise ValueError(f"unknown budget {budget!r}; known budgets: {list(budgets.FEATURES)}")
+    return FeatureConfig(**budgets.FEATURES[budget])
 
 
 #: The theta* each conditioning expands around unless told otherwise. Without the task id the

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from flax import struct
 
+import pgx_jax.core.budgets as budgets
 import pgx_jax.rl.networks as networks
 import pgx_jax.rl.training as training
 from pgx_jax.core.config import NetworkConfig
@@ -122,25 +123,11 @@ class MAMLConfig:
         return dataclasses.asdict(self)
 
 
-BUDGETS = {  # meta-training and adaptation per named budget (pendulum-physics measurements: RESULTS.md)
-    "smoke": {
-        "meta_iterations": 4,
-        "meta_batch": 4,
-        "episodes": 2,
-        "outer_epochs": 1,
-        "adapt_steps": 2,
-        "adapt_episodes": 2,
-    },
-    "demo": {"meta_iterations": 50, "meta_batch": 10, "episodes": 10, "adapt_steps": 10, "adapt_episodes": 10},
-    "full": {"meta_iterations": 1000, "meta_batch": 40, "episodes": 20, "adapt_steps": 200, "adapt_episodes": 20},
-}
-
-
 def maml_config(budget: str, **overrides) -> MAMLConfig:
     """The :class:`MAMLConfig` of a named budget (``smoke``, ``demo``, ``full``) with overrides."""
-    if budget not in BUDGETS:
-        raise ValueError(f"unknown budget {budget!r}; known budgets: {list(BUDGETS)}")
-    return MAMLConfig(**{**BUDGETS[budget], **overrides})
+    if budget not in budgets.MAML:
+        raise ValueError(f"unknown budget {budget!r}; known budgets: {list(budgets.MAML)}")
+    return MAMLConfig(**{**budgets.MAML[budget], **overrides})
 
 
 class Episodes(NamedTuple):
