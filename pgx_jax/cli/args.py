@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import argparse
 
-#: What ``pgx-jax run`` does with no options: the newcomer's demo, chosen to show why grouping
-#: matters (issue 15). Without the task id (``conditioning none``, the paper's meta-RL setting)
-#: one policy cannot balance pendulums whose motors are wired forward and reversed: the
-#: multitask policy learns one polarity. ``--meta-policy auto`` then expands around theta* stopped
-#: at 5% of meta-training, between the two solutions, where the tasks' gradients separate the
-#: polarities (the ``rollout`` evaluator found the split exactly there, NMI 1.00 on seeds 0 and 1;
-#: ``gain`` 0.62 and 1.00); k = 2, the planted number (at ``auto`` the silhouette chose k = 4 and
-#: groups of two tasks, whose 98,800 env steps per task were too few to learn: 113 mean return
-#: against the multitask policy's 103). The other commands keep the library's defaults (task_id,
-#: full theta*, auto k). Measured: benchmarks/RESULTS.md, issue 15.
-#: ``pgx-jax run`` alone: task-agnostic pendulum-physics with the estimator the development /
-#: test protocol chose on layouts other than this one (benchmarks/generalisation.py, issue 29):
-#: the ``alignment`` evaluator and k by the eigengap (theta* at 2%: ``--meta-policy auto``).
+#: What ``pgx-jax run`` does with no options: task-agnostic pendulum-physics (``conditioning
+#: none``: one policy cannot balance pendulums whose motors are wired forward and reversed, so
+#: grouping matters), theta* stopped at 2% of meta-training (``--meta-policy auto``), the
+#: ``alignment`` evaluator and k by the eigengap: the estimator a development / test protocol
+#: chose on randomly drawn layouts other than this one (benchmarks/generalisation.py; figures in
+#: benchmarks/RESULTS.md). The other commands keep the library's defaults.
 RUN_DEFAULTS = {
     "family": "pendulum-physics",
     "conditioning": "none",

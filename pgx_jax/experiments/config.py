@@ -37,11 +37,9 @@ class PipelineConfig:
         features, surrogate, affinity: the estimation stages.
         evaluator: ``"rollout"`` (returns of theta_S; the default), ``"loss"`` (held-out
             surrogate loss) or ``"gain"`` (the step's first-order improvement of each task's
-            held-out surrogate objective; rollout-free). The evidence that made ``rollout`` the
-            default (issue 4) was measured with slot-keyed evaluation and is superseded; read
-            against chance, no evaluator has yet agreed with a truth above chance except where
-            all three did (the task-agnostic cheetah-vel clusters; benchmarks/RESULTS.md, issues
-            12 and 13), so the default is kept until the sweep tells them apart.
+            held-out surrogate objective; rollout-free) or ``"alignment"`` (the first-order change of
+            each task's objective under a unit gradient step on the subset's); how each agrees with the truth:
+            benchmarks/RESULTS.md.
         groups: number of groups k, or ``"auto"``.
         k_rule: how ``"auto"`` chooses k: ``"silhouette"`` or ``"eigengap"``
             (:func:`pgx_jax.estimation.cluster.cluster_tasks`).
