@@ -122,6 +122,7 @@ def run_case(case: str, settings: list[dict]) -> None:
     from pgx_jax.estimation.surrogate import SurrogateConfig
     from pgx_jax.experiments.agreement import within_task_spread
     from pgx_jax.experiments.estimate import estimate_with_solutions, evaluate_subsets
+    from pgx_jax.experiments.keys import run_keys
     from pgx_jax.rl import checkpoint
 
     report = json.load(open(os.path.join(MEASURED, case, "validation.json")))
@@ -129,8 +130,8 @@ def run_case(case: str, settings: list[dict]) -> None:
     theta, _, _ = checkpoint.load_policy(os.path.join(MEASURED, case, "theta_star"), family)
     masks = np.asarray(report["subset_masks"], bool)
     seed = int(case.rsplit("seed", 1)[1])
-    _, k_est, _, _ = jax.random.split(jax.random.PRNGKey(seed), 4)  # as pipeline.start splits it
-    _, k_eval = jax.random.split(k_est)
+    keys = run_keys(jax.random.PRNGKey(seed))
+    k_est, k_eval = keys.estimate, keys.evaluation
     n = family.n_tasks
     truths = {}
     for kind, t in report["truths"].items():

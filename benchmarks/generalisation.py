@@ -153,10 +153,10 @@ def truth_stage(args, seed: int, family, entries, k_planted: int, replicate: int
     config = _config(args, family, "full")
     key = jax.random.PRNGKey(seed)
     # the subsets and keys validate draws for this seed (theta* is not needed: the truth trains from scratch)
-    subsets, _, _, _, (k_est, k_truth) = start(family, config, key, theta_star=(), subsets=None, say=print)
+    subsets, _, _, _, keys = start(family, config, key, theta_star=(), subsets=None, say=print)
     t0 = time.perf_counter()
-    eval_key = jax.random.split(k_est)[1]  # the estimate's evaluation key: the same start states
-    base = truth_key("full", k_truth)
+    eval_key = keys.evaluation  # the estimate's evaluation key: the same start states
+    base = truth_key("full", keys.rest)
     train_key = base if replicate == 0 else jax.random.fold_in(base, replicate)
     true, info = run_truth("full", ValidateConfig(), config, family, None, subsets, train_key, eval_key)
     report = {
@@ -183,10 +183,10 @@ def estimate_stage(args, seed: int, family, entries, meta_policy: str, subsets, 
     config = _config(args, family, meta_policy)
     t0 = time.perf_counter()
     given = np.asarray(subsets, bool)
-    subsets, theta, _, timings, (k_est, _) = start(family, config, jax.random.PRNGKey(seed), None, None, print)
+    subsets, theta, _, timings, keys = start(family, config, jax.random.PRNGKey(seed), None, None, print)
     if not np.array_equal(subsets, given):
         raise RuntimeError("the estimate's subsets differ from the truth's for the same key")
-    est = estimate_with_solutions(config, family, theta, subsets, k_est)
+    est = estimate_with_solutions(config, family, theta, subsets, keys.estimate)
     scores = {
         "rollout": est.scores,
         "gain": np.asarray(gain_scores(est.features, est.betas, est.scales, subsets)),
@@ -462,7 +462,7 @@ DEFAULTS = "defaults"
 
 def _defaults_choice(args) -> tuple[dict, tuple[str, ...]]:
     """The choice ``pgx-jax run`` makes with no estimator option for this conditioning: its
-    evaluator and k rule (:data:`pgx_jax.cli.RUN_DEFAULTS`) at the conditioning's default theta*
+    evaluator and k rule (:data:`pgx_jax.cli.args.RUN_DEFAULTS`) at the conditioning's default theta*
     (:data:`pgx_jax.experiments.config.DEFAULT_META_POLICY`). Fixed in the code before any layout of this
     family was drawn, so every layout of it is a test layout."""
     from pgx_jax.cli.args import RUN_DEFAULTS

@@ -52,11 +52,11 @@ def one(name: str, conditioning: str, budget: str, hconfig: HessianConfig, seed:
     config = pipeline_config(budget, family, conditioning=conditioning)
     key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
-    subsets, theta, _, timings, (k_est, _) = start(family, config, key, None, None, lambda s: None)
-    est = estimate_with_solutions(config, family, theta, subsets, k_est)
-    stage = EstimateStage(est, {}, None, {}, {}, k_est, None)
+    subsets, theta, _, timings, keys = start(family, config, key, None, None, lambda s: None)
+    est = estimate_with_solutions(config, family, theta, subsets, keys.estimate)
+    stage = EstimateStage(est, {}, None, {}, {}, keys.estimate, None)
     t1 = time.perf_counter()
-    report = hessian_stage(hconfig, config, family, theta, subsets, stage, jax.random.fold_in(key, 5))
+    report = hessian_stage(hconfig, config, family, theta, subsets, stage, keys.hessian)
     timings["hessian_s"] = time.perf_counter() - t1
     timings["total_s"] = time.perf_counter() - t0
     report.update(family=name, conditioning=conditioning, n_tasks=family.n_tasks, subsets=int(subsets.shape[0]))

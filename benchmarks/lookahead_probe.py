@@ -67,10 +67,10 @@ def one_layout(args, seed: int) -> list[dict]:
         config = pipeline_config(
             "demo", family, conditioning=args.conditioning, meta_policy=mp, groups="auto", train_groups=False
         )
-        subsets, theta, _, _, (k_est, k_rest) = start(family, config, jax.random.PRNGKey(seed), None, None, print)
+        subsets, theta, _, _, keys = start(family, config, jax.random.PRNGKey(seed), None, None, print)
         if not np.array_equal(subsets, np.asarray(truth["subsets"], bool)):
             raise RuntimeError("the probe's subsets differ from the truth's for the same key")
-        eval_key = jax.random.split(k_est)[1]  # the estimate's (and the truth's) evaluation start states
+        eval_key = keys.evaluation  # the estimate's (and the truth's) evaluation start states
         one_step = {}
         est_path = os.path.join(d, f"est_{mp}.json")
         if os.path.exists(est_path):
@@ -85,7 +85,7 @@ def one_layout(args, seed: int) -> list[dict]:
             vconfig = ValidateConfig(truth="finetune", finetune_fraction=frac)
             t0 = time.perf_counter()
             scores, info = run_truth(
-                "finetune", vconfig, config, family, theta, subsets, truth_key("finetune", k_rest), eval_key
+                "finetune", vconfig, config, family, theta, subsets, truth_key("finetune", keys.rest), eval_key
             )
             u = affinity_mod.affinity_matrix(scores, subsets, config.affinity)
             per_subset_eval = config.eval_episodes * family.episode_length * subsets.sum(1)  # every task's episodes

@@ -33,6 +33,7 @@ from pgx_jax import make_family, simulators
 from pgx_jax.estimation.cluster import cluster_tasks, groups_to_labels
 from pgx_jax.experiments.config import pipeline_config
 from pgx_jax.experiments.groupings import gradient_similarity
+from pgx_jax.experiments.keys import run_keys
 from pgx_jax.experiments.pipeline import policygradex
 from pgx_jax.rl import ppo
 from pgx_jax.rl.checkpoint import versions
@@ -56,7 +57,7 @@ def row_for(family, variant: str, seed: int) -> dict:
     base = dataclasses.replace(base, ppo=dataclasses.replace(base.ppo, network=net))
     cfg = dataclasses.replace(base, meta_policy=variant).meta_ppo()  # PipelineConfig.meta_policy
     t0 = time.perf_counter()
-    k_meta = jax.random.split(key, 4)[0]  # the key pgx-jax run uses
+    k_meta = run_keys(key).meta  # the key pgx-jax run uses
     theta, metrics = simulators.train_one(cfg, family, jnp.ones(family.n_tasks, bool), k_meta)
     jax.block_until_ready(theta)
     ppo.check_finite(metrics)

@@ -27,6 +27,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from pgx_jax import make_family, simulators
 from pgx_jax.estimation.cluster import cluster_tasks, groups_to_labels
 from pgx_jax.experiments.config import pipeline_config
+from pgx_jax.experiments.keys import run_keys
 from pgx_jax.experiments.pipeline import policygradex
 from pgx_jax.rl import ppo
 from pgx_jax.rl.checkpoint import versions
@@ -56,7 +57,7 @@ def run_family(
         key = jax.random.PRNGKey(seed)
         base = pipeline_config(budget, family, groups=k, train_groups=False)
         t0 = time.perf_counter()
-        k_meta = jax.random.split(key, 4)[0]  # the key policygradex / pgx-jax run use
+        k_meta = run_keys(key).meta  # the key policygradex / pgx-jax run use
         meta_ppo = dataclasses.replace(base.ppo, total_env_steps=int(base.ppo.total_env_steps * meta_fraction))
         theta, metrics = simulators.train_one(meta_ppo, family, jnp.ones(family.n_tasks, bool), k_meta)
         jax.block_until_ready(theta)

@@ -17,8 +17,13 @@ import pathlib
 import sys
 
 # keys whose values are measurements of the run, not of the method
-# (``compiles``: seconds compiling and programs compiled or read from the cache: the cache's state)
-IGNORED = {"timings", "peak_rss_mb", "machine", "versions", "wall_s_per_stage", "meta_training_wall_s", "compiles"}
+IGNORED = {"timings", "peak_rss_mb", "machine", "versions", "wall_s_per_stage", "meta_training_wall_s"}
+
+
+def _compiled_stages(report) -> list[str]:
+    """Of a result's ``compiles`` (seconds, programs and cache hits: the machine's and the cache's
+    state) only what the code decides: the stages that compiled, as a set."""
+    return sorted(report.get("by_stage", {})) if isinstance(report, dict) else report
 
 
 def ignored(key: str) -> bool:
@@ -36,12 +41,15 @@ def diff(a, b, path: str = "") -> list[str]:
                 continue
             if k not in a or k not in b:
                 out.append(f"{path}/{k}: only in {'new' if k in b else 'old'}")
+            elif k == "compiles":
+                out += diff(_compiled_stages(a[k]), _compiled_stages(b[k]), f"{path}/{k}/by_stage")
             else:
                 out += diff(a[k], b[k], f"{path}/{k}")
         return out
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
-            return [f"{path}: length {len(a)} != {len(b)}"]
+            named = all(isinstance(x, str) for x in a + b) and len(a + b) <= 40
+            return [f"{path}: {a} != {b}" if named else f"{path}: length {len(a)} != {len(b)}"]
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in diff(x, y, f"{path}[{i}]")]
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return []

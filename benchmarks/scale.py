@@ -72,12 +72,14 @@ def _timed(fn):
 def estimate_cost(family, config, key) -> dict:
     """The estimate's stages, meta-training included: wall-clock, compile seconds and FLOPs each."""
     say = lambda stage: None  # noqa: E731
-    (subsets, theta, _, timings, (k_est, _)), meta_wall, meta_compile = _timed(
+    (subsets, theta, _, timings, keys), meta_wall, meta_compile = _timed(
         lambda: start(family, config, key, None, None, say)
     )
-    est, est_wall, est_compile = _timed(lambda: estimate_with_solutions(config, family, theta, subsets, k_est))
+    est, est_wall, est_compile = _timed(lambda: estimate_with_solutions(config, family, theta, subsets, keys.estimate))
     kmax = int(subsets.sum(1).max())
-    flops = stage_flops(config, family, theta, est.features, subsets, k_est, kmax=kmax, solve_info=est.solve_info)
+    flops = stage_flops(
+        config, family, theta, est.features, subsets, keys.estimate, kmax=kmax, solve_info=est.solve_info
+    )
     return {
         "subsets": subsets,
         "m": int(subsets.shape[0]),

@@ -87,18 +87,18 @@ def part_solve(
     from pgx_jax.estimation.affinity import sample_subsets
     from pgx_jax.estimation.surrogate import data_hessians
     from pgx_jax.experiments.cost import solve_flops
-    from pgx_jax.experiments.estimate import _stats, features_at, solve_all
+    from pgx_jax.experiments.estimate import features_at, solve_all, task_stats_jitted
     from pgx_jax.runtime.flops import count_flops
 
     family, config, theta = _setup(m, theta_path=theta_path)
     masks = sample_subsets(0, family.n_tasks, config.affinity)
     feats = features_at(config.ppo, config.features, family, theta, jax.random.PRNGKey(1))
     kmax = int(masks.sum(1).max())
-    stats_flops = count_flops(_stats, feats).flops
+    stats_flops = count_flops(task_stats_jitted, feats).flops
     g_flops = count_flops(data_hessians, feats).flops  # G_i alone: only Newton reads it (L-BFGS: F_i, tr G_i)
-    jax.block_until_ready(_stats(feats))  # compile
+    jax.block_until_ready(task_stats_jitted(feats))  # compile
     t0 = time.perf_counter()
-    stats = jax.block_until_ready(_stats(feats))
+    stats = jax.block_until_ready(task_stats_jitted(feats))
     stats_wall = time.perf_counter() - t0
     out = {
         "family": FAMILY,
@@ -206,7 +206,7 @@ def part_scale(m: int) -> dict:
         "wall_s_including_compile": wall,
         "timings": est.timings,
         "peak_rss_mb": peak_rss_mb(),
-        "compiled": {"solve": estimate._solve._cache_size(), "evaluate": jitted._rollout._cache_size()},
+        "compiled": {"solve": estimate.solve_rows._cache_size(), "evaluate": jitted._rollout._cache_size()},
         "chunks": len(seen),
         "unconverged": est.solve_info["unconverged"],
         "refined": est.solve_info["refined"],

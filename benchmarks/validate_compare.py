@@ -33,6 +33,7 @@ from pgx_jax.experiments.agreement import agreement, nmi
 from pgx_jax.experiments.compare import compare, comparison_table, ill_conditioned_note, summarise
 from pgx_jax.experiments.config import ValidateConfig, pipeline_config
 from pgx_jax.experiments.estimate import estimate
+from pgx_jax.experiments.keys import run_keys
 from pgx_jax.experiments.validate import validate
 from pgx_jax.rl.checkpoint import versions
 from pgx_jax.runtime.results import (
@@ -137,7 +138,7 @@ def _sweep(family, config, report, theta, key, dims) -> dict:
         rows = []
         for d in dims:
             cfg = dataclasses.replace(config, evaluator=ev, features=dataclasses.replace(config.features, dim=d))
-            _, est, _ = estimate(cfg, family, theta, masks, jax.random.split(key, 4)[1])
+            _, est, _ = estimate(cfg, family, theta, masks, run_keys(key).estimate)
             ge = cluster_tasks(affinity_matrix(est, masks, config.affinity), k, method=config.cluster_method)
             rows.append({"d": d, "nmi": nmi(ge, g_true, masks.shape[1]), **agreement(est, true, masks)})
         base = report["truth"]["by_evaluator"][ev]

@@ -219,7 +219,7 @@ def test_version_and_exit_statuses(capsys, monkeypatch, tmp_path):
     def diverges(args):
         raise FloatingPointError("non-finite reward of task(s) ['broken'] (first at update 3 of run 0)")
 
-    monkeypatch.setattr(cli, "_cmd_train", diverges)
+    monkeypatch.setattr(cli, "cmd_train", diverges)
     assert main(["train", "--budget", "smoke", "--out", str(tmp_path / "t"), "--no-progress"]) == cli.RUN_FAILED
     assert "pgx-jax: error: non-finite reward of task(s) ['broken']" in capsys.readouterr().err
 

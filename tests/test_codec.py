@@ -123,7 +123,7 @@ def _crafted(root, arrays=()) -> bytes:
         ["dataclass", "subprocess:Popen", {"args": "echo pwned"}],
         ["namedtuple", "builtins:eval", ["1"]],
         ["namedtuple", f"{__name__}:_record", ["x"]],  # a module outside the allowlist
-        ["namedtuple", "pgx_jax.cli:os.system", ["echo pwned"]],  # reached through a pgx_jax module
+        ["namedtuple", "pgx_jax.cli.outputs:os.system", ["echo pwned"]],  # reached through a pgx_jax module
         ["dataclass", "pgx_jax.runtime.stages:saved_stages", {}],  # in pgx_jax, but a function
         ["dataclass", "pgx_jax.core.config:PPOConfig.__init__", {}],
         ["namedtuple", "pgx_jax_evil:Thing", []],  # only pgx_jax and its submodules
@@ -137,6 +137,46 @@ def test_a_type_outside_the_allowlist_is_refused_and_nothing_is_called(node, mon
     with pytest.raises(ValueError, match=f"refused type {named}|{named} is not a"):
         codec.from_bytes(_crafted(["list", [1, node]]))
     assert CALLED == []
+
+
+def test_the_case_through_a_pgx_jax_module_reaches_a_real_function():
+    """The allowlist case above is only meaningful where the path does lead to ``os.system``."""
+    import pgx_jax.cli.outputs
+
+    assert pgx_jax.cli.outputs.os.system is os.system
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pgx_jax.config:PPOConfig",  # a module this version does not have (moved by a refactor)
+        "pgx_jax.runtime.codec:NoSuchClass",  # a module it has, without the class
+    ],
+)
+def test_a_class_of_other_pgx_jax_code_is_named_as_other_code_and_never_rebuilt(name, monkeypatch):
+    monkeypatch.setattr(os, "system", _record)
+    CALLED.clear()
+    with pytest.raises(codec.OtherVersionError, match="not a class of this version of pgx_jax"):
+        codec.from_bytes(_crafted(["namedtuple", name, []]))
+    with pytest.raises(codec.OtherVersionError):
+        codec.check_file(_write(_crafted(["namedtuple", name, []])))
+    assert CALLED == []
+
+
+def test_a_foreign_type_is_never_taken_for_other_pgx_jax_code():
+    for name in ("os:system", "pgx_jax_evil:Thing", "pgx_jax.cli.outputs:os.system"):
+        with pytest.raises(ValueError) as e:
+            codec.from_bytes(_crafted(["namedtuple", name, []]))
+        assert not isinstance(e.value, codec.OtherVersionError), name
+
+
+def _write(data: bytes) -> str:
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
 
 
 def test_reading_a_file_imports_no_module_it_names():

@@ -148,12 +148,12 @@ def test_solve_flops_count_the_padded_rows_the_refinement_pass_runs():
 
 
 def test_refinement_rows_are_powers_of_two_within_a_chunk_and_whole_chunks_beyond():
-    from pgx_jax.experiments.estimate import _refine_rows
+    from pgx_jax.experiments.estimate import refine_rows
 
     cfg = SurrogateConfig(subset_batch=16)
-    assert [_refine_rows(c, cfg, 1024) for c in (0, 1, 17, 600, 1024)] == [0, 16, 32, 1024, 1024]
-    assert _refine_rows(5000, cfg, 1024) == 5120  # 5 chunks, not 8192 rows
-    assert _refine_rows(600, cfg, 512) == 1024
+    assert [refine_rows(c, cfg, 1024) for c in (0, 1, 17, 600, 1024)] == [0, 16, 32, 1024, 1024]
+    assert refine_rows(5000, cfg, 1024) == 5120  # 5 chunks, not 8192 rows
+    assert refine_rows(600, cfg, 512) == 1024
 
 
 def test_vmapped_solves_equal_per_subset_solves():

@@ -16,7 +16,8 @@ from pgx_jax import simulators
 from pgx_jax.core.config import NetworkConfig, PPOConfig
 from pgx_jax.estimation import features
 from pgx_jax.estimation.features import FeatureConfig, Features
-from pgx_jax.experiments import first_order, validate
+from pgx_jax.experiments import first_order, truth
+from pgx_jax.experiments.config import ValidateConfig
 from pgx_jax.families import custom_family
 from pgx_jax.rl import networks
 from pgx_jax.rl.rollout import Transition
@@ -155,7 +156,7 @@ def test_finetuning_from_theta_star_leaves_its_normaliser_bit_identical(family):
     meta = _tiny()
     theta, _ = simulators.train_one(meta, family, jnp.ones(4, bool), jax.random.PRNGKey(0))
     assert float(theta.normalizer.count) > 0
-    finetune = validate.ValidateConfig(finetune_fraction=1.0).finetune(meta, family.episode_length)
+    finetune = ValidateConfig(finetune_fraction=1.0).finetune(meta, family.episode_length)
     tuned, _ = simulators.train_one(finetune, family, jnp.array([1, 0, 1, 0], bool), jax.random.PRNGKey(1), theta)
     for a, b in zip(jax.tree.leaves(theta.normalizer), jax.tree.leaves(tuned.normalizer), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -176,8 +177,8 @@ def test_full_truth_trains_from_scratch_with_the_budget_it_records(family):
     config = pipeline_config("smoke", family, ppo=_tiny(), eval_episodes=2)
     theta, _ = simulators.train_one(config.ppo, family, jnp.ones(4, bool), jax.random.PRNGKey(0))
     masks = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [1, 0, 0, 1]], bool)
-    vconfig = validate.ValidateConfig(truth="full")
-    scores, info = validate.run_truth(
+    vconfig = ValidateConfig(truth="full")
+    scores, info = truth.run_truth(
         "full", vconfig, config, family, theta, masks, jax.random.PRNGKey(2), jax.random.PRNGKey(3)
     )
     per_update = config.ppo.num_envs * family.episode_length
@@ -188,7 +189,7 @@ def test_full_truth_trains_from_scratch_with_the_budget_it_records(family):
     assert np.all(np.isfinite(scores[masks])) and np.all(np.isnan(scores[~masks]))
     assert info["config"].normalize_observations  # from scratch, the normaliser learns
     # the fine-tune truth starts from theta* and keeps its normaliser
-    _, ft = validate.run_truth(
+    _, ft = truth.run_truth(
         "finetune", vconfig, config, family, theta, masks, jax.random.PRNGKey(2), jax.random.PRNGKey(3)
     )
     np.testing.assert_array_equal(np.asarray(ft["params"].normalizer.count), float(theta.normalizer.count))

@@ -170,7 +170,7 @@ def test_a_meta_group_trains_probes_and_adapts_the_same_whatever_its_neighbours(
     of four (other sizes, so other iteration counts) gets the same meta-training, probe returns
     and adaptation curves bit for bit: its key is the group's own (:func:`group_key`), and XLA's
     programs of MAML's vmapped steps measured no rounding by the batch's shape (unlike PPO's:
-    tests/test_group_independence.py). Under the user's XLA flags."""
+    tests/test_groups.py). Under the user's XLA flags."""
     from pgx_jax.experiments.meta_rl import train_and_adapt
 
     cfg = maml.maml_config("smoke", meta_iterations=8, meta_batch=3, episodes=2, adapt_episodes=4)

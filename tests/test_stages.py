@@ -91,3 +91,28 @@ def test_theta_star_is_reused_only_for_the_same_task_parameters(tmp_path):
         paths.append(str(tmp_path / name))
     digests = [theta_inputs(build_parser().parse_args(["run", "--tasks-file", p])) for p in paths]
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_a_stage_written_by_other_code_is_recomputed_not_refused(tmp_path):
+    """A stage naming a pgx_jax class this version lacks (a run made before a module moved) cannot
+    have this run's fingerprint: it is not listed, not loaded and is replaced on save; a foreign
+    type in a stage is still refused."""
+    import io
+    import json
+
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    text = json.dumps({"format": codec.FORMAT, "root": ["namedtuple", "pgx_jax.config:PPOConfig", []]}).encode()
+    buf = io.BytesIO()
+    np.savez(buf, tree=np.frombuffer(text, np.uint8))
+    (stages / "estimate.npz").write_bytes(buf.getvalue())
+    store = StageStore(str(tmp_path), {"seed": 0}, resume=True)
+    assert store.load("estimate") == (False, None)
+    assert store.run("estimate", lambda: 7) == 7 and store.reused == []
+    assert StageStore(str(tmp_path), {"seed": 0}, resume=True).load("estimate") == (True, 7)
+    text = json.dumps({"format": codec.FORMAT, "root": ["namedtuple", "os:system", []]}).encode()
+    buf = io.BytesIO()
+    np.savez(buf, tree=np.frombuffer(text, np.uint8))
+    (stages / "truth.npz").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="truth.npz is not a stage this version can read: .*refused type 'os:system'"):
+        StageStore(str(tmp_path), {"seed": 0}, resume=True)

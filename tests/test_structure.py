@@ -289,3 +289,46 @@ def test_the_own_package_import_finder_finds_them(tmp_path, monkeypatch):
         "pgx_jax.families.m:1: from pgx_jax.families import ...",
         "pgx_jax.families.m:3: import pgx_jax.families",
     ]
+
+
+# Inside a package, its modules in layers too (lowest first); a module imports its own level or
+# below. compare and meta-rl are siblings over groupings, never one over the other.
+SUBLAYERS = {
+    "experiments": [
+        ["config", "keys"],
+        ["estimate", "groups", "truth", "agreement", "first_order", "cost", "hessian_check"],
+        ["pipeline"],
+        ["validate", "groupings"],
+        ["compare", "meta_rl"],
+    ],
+    "cli": [["args"], ["outputs"], ["running"], ["prepare"], ["train", "run", "validate", "compare", "meta_rl"]],
+}
+
+
+def _sublayer(module: str) -> tuple[str, int] | None:
+    parts = module.split(".")
+    if len(parts) != 3 or parts[1] not in SUBLAYERS or parts[2].startswith("__"):
+        return None
+    for i, level in enumerate(SUBLAYERS[parts[1]]):
+        if parts[2] in level:
+            return parts[1], i
+    raise AssertionError(f"{module} is in no level of SUBLAYERS[{parts[1]!r}]: place it")
+
+
+def test_every_module_of_a_layered_package_has_a_level():
+    for package in SUBLAYERS:
+        on_disk = sorted(p.stem for p in (PACKAGE / package).glob("*.py") if not p.stem.startswith("__"))
+        assert on_disk == sorted(m for level in SUBLAYERS[package] for m in level)
+
+
+def test_inside_a_package_no_module_imports_a_higher_level():
+    upward = []
+    for a, deps in import_graph().items():
+        for b in deps:
+            la, lb = _sublayer(a), _sublayer(b)
+            if la and lb and la[0] == lb[0] and lb[1] > la[1]:
+                upward.append(f"{a} (level {la[1]}) imports {b} (level {lb[1]})")
+    assert upward == []
+    graph = import_graph()
+    assert "pgx_jax.experiments.compare" not in graph["pgx_jax.experiments.meta_rl"]
+    assert "pgx_jax.experiments.meta_rl" not in graph["pgx_jax.experiments.compare"]

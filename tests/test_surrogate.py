@@ -102,7 +102,7 @@ def test_ten_thousand_subsets_go_through_one_compiled_solve_and_one_refinement()
         masks[s, rng.choice(n, k, replace=False)] = True
     assert len(np.unique(masks, axis=0)) > 8000
     cfg = SurrogateConfig(rho=1.0, refine=2, tol=0.05)
-    before = estimate._solve._cache_size()
+    before = estimate.solve_rows._cache_size()
     seen, refined_seen = [], []
     sol, info = estimate.solve_all(
         cfg,
@@ -113,7 +113,7 @@ def test_ten_thousand_subsets_go_through_one_compiled_solve_and_one_refinement()
         progress=lambda d, t: seen.append((d, t)),
         refine_progress=lambda d, t: refined_seen.append((d, t)),
     )
-    assert estimate._solve._cache_size() - before == 2  # three chunks, the last padded: one program; the refinement
+    assert estimate.solve_rows._cache_size() - before == 2  # three chunks, the last padded: one program; the refinement
     assert seen == [(4096, 10_000), (8192, 10_000), (10_000, 10_000)]
     assert sol.betas.shape == (10_000, 8)
     # the first pass alone: which solves it leaves unconverged
@@ -122,7 +122,7 @@ def test_ten_thousand_subsets_go_through_one_compiled_solve_and_one_refinement()
     bad = ~(first.grad_ratio <= cfg.tol)
     assert 0 < bad.sum() < 0.1 * masks.shape[0] and first_info["refined"] == 0
     assert info["refined"] == bad.sum() and info["unconverged"] == 0
-    padded = estimate._refine_rows(int(bad.sum()), cfg, 4096)
+    padded = estimate.refine_rows(int(bad.sum()), cfg, 4096)
     assert refined_seen == [(padded, padded)] and bad.sum() <= padded < 2 * bad.sum()  # one padded block
     assert np.all(sol.grad_ratio[bad] <= cfg.tol) and np.all(sol.grad_ratio[bad] < first.grad_ratio[bad])
     np.testing.assert_array_equal(sol.betas[~bad], first.betas[~bad])

@@ -401,7 +401,7 @@ def _solve_and_cluster_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     )
 
 
-def _entries(args) -> list[dict]:
+def entries_of(args) -> list[dict]:
     """The command's validated task entries: ``--tasks-file``, ``--layout`` or the family's own
     (``ValueError`` naming a bad file, layout, or both given)."""
     from pgx_jax.families import task_entries

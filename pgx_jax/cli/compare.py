@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-from pgx_jax.cli.args import _entries
+from pgx_jax.cli.args import entries_of
 from pgx_jax.cli.outputs import stage_store
-from pgx_jax.cli.prepare import _setup
-from pgx_jax.cli.running import _compiles, _distributed_summary, _versions
+from pgx_jax.cli.prepare import setup
+from pgx_jax.cli.running import compiles_report, distributed_summary, versions_report
 
 
-def _cmd_compare(args) -> int:
+def cmd_compare(args) -> int:
 
     from pgx_jax.experiments.compare import compare, comparison_table, equal_total_config, ill_conditioned_note
     from pgx_jax.experiments.config import ValidateConfig
@@ -33,9 +33,9 @@ def _cmd_compare(args) -> int:
         if args.equal_total:
             if "policygradex" not in groupings:
                 raise ValueError(f"--equal-total shortens policygradex's groups; --groupings {groupings} lack it")
-            equal_total_config(config, make_family(args.family, _entries(args)))
+            equal_total_config(config, make_family(args.family, entries_of(args)))
 
-    family, config, out, _ = _setup(args, "compare", check=check)
+    family, config, out, _ = setup(args, "compare", check=check)
 
     def progress(msg):
         if not args.no_progress:
@@ -53,11 +53,11 @@ def _cmd_compare(args) -> int:
         store=stage_store(args, out, family),
         equal_total=args.equal_total,
         save_policies=os.path.join(out, "policies") if args.save_policies else None,
-        tasks=_entries(args),
+        tasks=entries_of(args),
     )
-    report["versions"] = _versions()
-    report["distributed"] = _distributed_summary()
-    report["compiles"] = _compiles()
+    report["versions"] = versions_report()
+    report["distributed"] = distributed_summary()
+    report["compiles"] = compiles_report()
     write_json(os.path.join(out, "comparison.json"), report)
     header, rows = comparison_table(report)
     print(markdown_table(header, rows), end="")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
-from pgx_jax.cli.args import _entries
+from pgx_jax.cli.args import entries_of
 from pgx_jax.cli.outputs import stage_store
-from pgx_jax.cli.prepare import _read_true_groups, _setup
-from pgx_jax.cli.running import _compiles, _distributed_summary, _versions
+from pgx_jax.cli.prepare import read_true_groups, setup
+from pgx_jax.cli.running import compiles_report, distributed_summary, versions_report
 
 
-def _cmd_meta_rl(args) -> int:
+def cmd_meta_rl(args) -> int:
     from pgx_jax.experiments import meta_rl
     from pgx_jax.experiments.config import ValidateConfig
     from pgx_jax.families import draw_tasks, load_tasks_file, meta_rl_families
@@ -41,13 +41,13 @@ def _cmd_meta_rl(args) -> int:
         overrides["second_order"] = True
     mconfig = maml_config(args.budget, **overrides)
     vconfig = ValidateConfig(truth=args.truth, finetune_fraction=args.finetune_fraction)
-    sources = _entries(args)
+    sources = entries_of(args)
     if args.test_tasks_file is not None:
         tests = load_tasks_file(args.family, args.test_tasks_file)
     else:
         tests = draw_tasks(args.family, sources, args.test_tasks, args.test_seed)
-    true_groups = None if args.true_groups is None else _read_true_groups(args.true_groups, len(sources))
-    family, config, out, _ = _setup(args, "meta-rl")
+    true_groups = None if args.true_groups is None else read_true_groups(args.true_groups, len(sources))
+    family, config, out, _ = setup(args, "meta-rl")
     if family.n_tasks != len(sources):
         raise AssertionError("source tasks and the built family disagree")
 
@@ -56,9 +56,9 @@ def _cmd_meta_rl(args) -> int:
             print(f"[meta-rl] {msg}", file=sys.stderr, flush=True)
 
     def save(report):  # after every seed: an interrupted run keeps the seeds it finished
-        report["versions"] = _versions()
-        report["distributed"] = _distributed_summary()
-        report["compiles"] = _compiles()
+        report["versions"] = versions_report()
+        report["distributed"] = distributed_summary()
+        report["compiles"] = compiles_report()
         report["test_tasks_source"] = args.test_tasks_file or f"drawn with --test-seed {args.test_seed}"
         write_json(os.path.join(out, "meta_rl.json"), report)
         meta_rl.plot(report, os.path.join(out, "meta_rl.png"))

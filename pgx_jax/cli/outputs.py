@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from pgx_jax.cli.args import _entries
+from pgx_jax.cli.args import entries_of
 
 
 def run_inputs(args) -> dict[str, str]:
@@ -28,7 +28,7 @@ def run_inputs(args) -> dict[str, str]:
     paths = ("out", "tasks_file", "test_tasks_file", "true_groups")
     argv = [f"{k}={v}" for k, v in sorted(vars(args).items()) if k not in own + paths]
     try:
-        tasks = json.dumps(_entries(args), sort_keys=True, default=str)
+        tasks = json.dumps(entries_of(args), sort_keys=True, default=str)
     except (ValueError, OSError) as e:  # refused later, on every process alike, or named here as a difference
         tasks = f"unreadable: {e}"
     files = {}
@@ -100,7 +100,7 @@ def make_out(out: str, args) -> str:
     default one (no ``--out``) is claimed atomically (``os.mkdir``; where another run took the
     name since :func:`resolve_out` chose it, the next free ``-2``, ``-3`` ...) and becomes
     ``runs/latest``; with ``--overwrite`` the earlier run's outputs are removed first (named on
-    stderr; :func:`_check_out` refused a non-empty directory that holds no run)."""
+    stderr; :func:`check_out` refused a non-empty directory that holds no run)."""
     from pgx_jax.runtime.distributed import is_main
 
     if not is_main():
@@ -142,7 +142,7 @@ def stage_store(args, out: str, family):
     ignore |= {"num_processes", "process_id"}
     ignore |= {"distributed_timeout", "host_workers"}  # the same results whatever the number of workers
     fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ignore}
-    fingerprint["tasks"] = _entries(args)  # every parameter, not the names alone
+    fingerprint["tasks"] = entries_of(args)  # every parameter, not the names alone
     for name in ("test_tasks_file", "true_groups"):  # files whose content decides a result
         path = getattr(args, name, None)
         if path is not None and os.path.isfile(path):
@@ -161,15 +161,15 @@ def write_layout(args, out: str) -> None:
     from pgx_jax.runtime.results import write_json
 
     if parse_layout(getattr(args, "layout", None)) is not None and is_main():
-        write_json(os.path.join(out, "tasks.json"), _entries(args))
+        write_json(os.path.join(out, "tasks.json"), entries_of(args))
 
 
-def _out_path(args) -> str:
+def out_path(args) -> str:
     """The command's output directory: ``--out`` (:func:`resolve_out` fills it in first)."""
     return args.out or os.path.join("runs", f"{args.command}-{args.family}")
 
 
-def _scalar_log(args, out: str):
+def scalar_log(args, out: str):
     """The run's :class:`pgx_jax.runtime.results.ScalarLog`: ``out/tensorboard`` with ``--log tensorboard``."""
     from pgx_jax.runtime.results import ScalarLog
 
@@ -231,7 +231,7 @@ def link_latest(out: str) -> None:
             os.remove(tmp)
 
 
-def _check_out(out: str, args=None) -> None:
+def check_out(out: str, args=None) -> None:
     """``--out`` must be a directory this process can create or write into, and new or empty
     unless ``--resume`` or ``--overwrite``: a run never overwrites another by accident."""
     if os.path.exists(out) and not os.path.isdir(out):
@@ -262,7 +262,7 @@ def theta_inputs(args) -> str:
 
     from pgx_jax.runtime import provenance
 
-    inputs = {"tasks": _entries(args), "code": provenance.source_state()}
+    inputs = {"tasks": entries_of(args), "code": provenance.source_state()}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 

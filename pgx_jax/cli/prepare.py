@@ -1,6 +1,6 @@
 """Before any work: every argument checked against the family and the config (refusals name the bad
-value and what is allowed), the family and the pipeline config built from the arguments, the
-cluster joined, ``--resume`` checked, and the meta-training every estimating command starts with.
+value and what is allowed), the family and the pipeline config built from the arguments,
+``--resume`` checked and the output directory made (:func:`setup`).
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import json
 import os
 import sys
 
-from pgx_jax.cli.args import _entries
-from pgx_jax.cli.outputs import THETA_COMMANDS, _check_out, _out_path, make_out, theta_inputs, write_layout
+from pgx_jax.cli.args import entries_of
+from pgx_jax.cli.outputs import THETA_COMMANDS, check_out, make_out, out_path, theta_inputs, write_layout
 from pgx_jax.cli.running import use_compilation_cache
 
 
-def _network_with(conditioning: str, network=None):
+def network_with(conditioning: str, network=None):
     """``network`` (default ``NetworkConfig()``) with this conditioning; ``ValueError`` naming
     ``--conditioning`` and a bad value."""
     import dataclasses
@@ -32,7 +32,7 @@ def _network_with(conditioning: str, network=None):
 USAGE_ERROR, RUN_FAILED = 2, 1
 
 
-def _fail(msg: str, code: int = USAGE_ERROR) -> int:
+def fail(msg: str, code: int = USAGE_ERROR) -> int:
     print(f"pgx-jax: error: {msg}", file=sys.stderr)
     return code
 
@@ -71,11 +71,11 @@ def _set_reserved(args, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _family(args):
+def family_of(args):
     """The command's family, stepped in ``--host-workers`` processes where asked."""
     from pgx_jax.families import make_family, with_workers
 
-    family = make_family(args.family, _entries(args))
+    family = make_family(args.family, entries_of(args))
     return with_workers(family, args.host_workers) if getattr(args, "host_workers", 0) else family
 
 
@@ -87,10 +87,10 @@ def build_run(args):
     from pgx_jax.estimation.affinity import AffinityConfig
     from pgx_jax.experiments.config import pipeline_config
 
-    family = _family(args)
+    family = family_of(args)
     groups = _parse_groups(args.groups, family.n_tasks)
     affinity = AffinityConfig(subsets=args.subsets, subset_size=args.subset_size)
-    _network_with(args.conditioning)  # names --conditioning if it is bad, before pipeline_config
+    network_with(args.conditioning)  # names --conditioning if it is bad, before pipeline_config
     meta_policy = {} if args.meta_policy == "auto" else {"meta_policy": args.meta_policy}
     config = pipeline_config(
         args.budget,
@@ -109,7 +109,7 @@ def build_run(args):
         config = dataclasses.replace(config, features=dataclasses.replace(config.features, dim=args.dim))
     if args.params is not None:
         config = dataclasses.replace(config, features=dataclasses.replace(config.features, params=args.params))
-    config = dataclasses.replace(config, ppo=_with_num_envs(args, config.ppo, family.n_tasks))
+    config = dataclasses.replace(config, ppo=with_num_envs(args, config.ppo, family.n_tasks))
     solve = _solve_overrides(args)
     if solve:  # SurrogateConfig names the bad value and what is allowed
         config = dataclasses.replace(config, surrogate=dataclasses.replace(config.surrogate, **solve))
@@ -143,10 +143,10 @@ def _dry_config(args, n: int) -> None:
 
     from pgx_jax.core.config import budget_config
 
-    ppo = _with_num_envs(args, budget_config(args.budget, args.family, n), n)
-    ppo = dataclasses.replace(ppo, network=_network_with(args.conditioning, ppo.network))
+    ppo = with_num_envs(args, budget_config(args.budget, args.family, n), n)
+    ppo = dataclasses.replace(ppo, network=network_with(args.conditioning, ppo.network))
     if args.command == "train":
-        _set_ppo(args, ppo)
+        set_ppo(args, ppo)
         return
     from pgx_jax.core.config import with_overrides
     from pgx_jax.estimation.surrogate import SurrogateConfig
@@ -167,14 +167,14 @@ def _dry_config(args, n: int) -> None:
         raise ValueError(f"validate --hessian needs held-out transitions; budget {args.budget!r} keeps none")
 
 
-def _set_ppo(args, ppo):
+def set_ppo(args, ppo):
     """``ppo`` with ``train``'s ``--set ppo.FIELD=VALUE`` assignments (``ValueError`` for any other path)."""
     from pgx_jax.core.config import with_overrides
 
     return with_overrides(ppo, args.set, _set_reserved(args, "ppo."), root="ppo.")
 
 
-def _with_num_envs(args, ppo, n: int):
+def with_num_envs(args, ppo, n: int):
     """``ppo`` with ``--num-envs`` where given: a positive multiple of the n tasks (``ValueError``
     naming it otherwise; the minibatch split is checked with the family's episode length)."""
     import dataclasses
@@ -187,7 +187,7 @@ def _with_num_envs(args, ppo, n: int):
     return dataclasses.replace(ppo, num_envs=v)
 
 
-def _precheck(args) -> None:
+def precheck(args) -> None:
     """Every check that needs no environment, run before any is built (building one compiles):
     bad input fails here in well under a second, naming the value and what is allowed, and
     nothing is written. The catalogue of what is refused: docs/bad_input.md."""
@@ -196,7 +196,7 @@ def _precheck(args) -> None:
     seed = getattr(args, "seed", None)
     if seed is not None and seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
-    entries = _entries(args)  # unknown family, malformed tasks file or --layout
+    entries = entries_of(args)  # unknown family, malformed tasks file or --layout
     n = len(entries)
     workers = getattr(args, "host_workers", 0)
     if workers < 0:
@@ -218,8 +218,8 @@ def _precheck(args) -> None:
                 raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {v}")
         AffinityConfig(subsets=args.subsets, subset_size=args.subset_size).check_for(n)
     _dry_config(args, n)
-    out = _out_path(args)
-    _check_out(out, args)
+    out = out_path(args)
+    check_out(out, args)
     if getattr(args, "resume", False):
         _check_resume(args, entries, out)
 
@@ -273,7 +273,7 @@ def _check_resume(args, entries, out: str) -> None:
         raise ValueError(f"--resume: {e}") from None
 
 
-def _setup(args, command: str, check=None):
+def setup(args, command: str, check=None):
     """Check every pipeline argument (and ``check(config)``, the command's own), load
     ``--resume``'s checkpoint, then (only then) create the output directory and turn on the
     compilation cache. Raises ``ValueError`` on bad input.
@@ -283,7 +283,7 @@ def _setup(args, command: str, check=None):
     family, config = build_run(args)
     if check is not None:
         check(config)
-    out = _out_path(args)
+    out = out_path(args)
     theta = _resume(args, family, config, out)
     out = make_out(out, args)
     write_layout(args, out)
@@ -314,7 +314,7 @@ def _resume(args, family, config, out: str):
     return theta
 
 
-def _read_true_groups(path: str, n: int) -> dict[int, list[list[int]]]:
+def read_true_groups(path: str, n: int) -> dict[int, list[list[int]]]:
     """``--true-groups``: a JSON object {seed: groups}, each a partition of the n source tasks."""
     from pgx_jax.experiments.groups import group_masks
 

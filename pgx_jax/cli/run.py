@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-from pgx_jax.cli.args import _entries
-from pgx_jax.cli.outputs import _scalar_log, stage_store
-from pgx_jax.cli.prepare import _setup
-from pgx_jax.cli.running import _compiles, _distributed_summary, _meta_train, _versions
+from pgx_jax.cli.args import entries_of
+from pgx_jax.cli.outputs import scalar_log, stage_store
+from pgx_jax.cli.prepare import setup
+from pgx_jax.cli.running import compiles_report, distributed_summary, meta_train_theta, versions_report
 
 
-def _cmd_run(args) -> int:
+def cmd_run(args) -> int:
     import jax
     import numpy as np
 
@@ -19,7 +19,7 @@ def _cmd_run(args) -> int:
     from pgx_jax.experiments.pipeline import policygradex
     from pgx_jax.runtime.results import markdown_table, peak_rss_mb, plot_affinity, write_json
 
-    family, config, out, theta = _setup(args, "run")
+    family, config, out, theta = setup(args, "run")
     key = jax.random.PRNGKey(args.seed)
     timings = {}
     stages = ["meta-train", "estimate", "cluster", "train groups"]
@@ -30,7 +30,7 @@ def _cmd_run(args) -> int:
         bar = tqdm(total=len(stages), desc="pipeline", unit="stage", position=0)
     if theta is None:
         store = stage_store(args, out, family)
-        theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar, store)
+        theta, timings["meta_train"] = meta_train_theta(args, family, config, out, key, bar, store)
     if bar is not None:
         bar.update(1)
 
@@ -41,7 +41,7 @@ def _cmd_run(args) -> int:
             bar.set_description(stage)
 
     result = policygradex(family, config, key, theta_star=theta, progress=progress)
-    flops = run_flops(config, family, result, key)  # the cost accounting: traced, not run
+    flops = run_flops(config, family, result)  # the cost accounting: traced, not run
     if bar is not None:
         bar.update(bar.total - bar.n)
         bar.close()
@@ -84,7 +84,7 @@ def _cmd_run(args) -> int:
 def _log_run(args, out: str, family, result, timings: dict) -> None:
     """With ``--log tensorboard``: each stage's seconds, and each task's return (and the mean)
     under its group's policy, the multitask policy and theta*."""
-    with _scalar_log(args, out) as log:
+    with scalar_log(args, out) as log:
         _log_returns(log, family, result, timings)
 
 
@@ -117,7 +117,7 @@ def _save_group_policies(args, out: str, family, config, result) -> None:
         result.groups,
         result.group_config,
         family,
-        _entries(args),
+        entries_of(args),
         seed=args.seed,
         layout=getattr(args, "layout", None),
         per_task_return={names[i]: float(result.per_task_return[i]) for i in range(family.n_tasks)},
@@ -152,13 +152,13 @@ def _run_report(args, family, config, result, flops, timings) -> dict:
         "subset_masks": result.subsets.astype(int),
         "estimates": result.estimates,
         "timings": timings,
-        "compiles": _compiles(),
+        "compiles": compiles_report(),
         "flops": flops,
         "solve": result.solve_info,
         "peak_rss_mb": peak_rss_mb(),
         "config": config.to_dict(),
         "seed": args.seed,
         "machine": machine(),
-        "versions": _versions(),
-        "distributed": _distributed_summary(),
+        "versions": versions_report(),
+        "distributed": distributed_summary(),
     }

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from pgx_jax.cli.outputs import _scalar_log, run_inputs, theta_inputs
+from pgx_jax.cli.outputs import run_inputs, scalar_log, theta_inputs
 
 
 def use_compilation_cache(args=None) -> None:
@@ -20,7 +20,7 @@ def use_compilation_cache(args=None) -> None:
     compiles.use_cache("" if getattr(args, "no_compile_cache", False) else None)
 
 
-def _join_cluster(args) -> None:
+def join_cluster(args) -> None:
     """Join the other processes (``--coordinator``), before any JAX computation; on processes
     other than 0, silence stdout and progress (process 0 reports). Raises ``ValueError`` on bad
     options and ``RuntimeError`` when the cluster does not form in time."""
@@ -43,7 +43,7 @@ def _join_cluster(args) -> None:
         distributed.initialize(spec)
     except Exception as e:  # jax raises its runtime's own error types
         raise RuntimeError(
-            f"could not join the cluster at {spec.coordinator} as {who} within {spec.timeout_s} s: {_first_line(e)}"
+            f"could not join the cluster at {spec.coordinator} as {who} within {spec.timeout_s} s: {first_line(e)}"
         ) from None
     if not distributed.is_main():
         args.no_progress = True
@@ -51,7 +51,7 @@ def _join_cluster(args) -> None:
     distributed.check_agree(run_inputs(args))
 
 
-def _train_all_tasks(
+def train_all_tasks(
     config, family, key, *, show: bool, desc: str, position: int = 0, timings=None, checkpoint=None, start=None,
     progress_fn=None,
 ):  # fmt: skip
@@ -104,9 +104,9 @@ def _train_all_tasks(
     return params, metrics
 
 
-def _meta_train(args, family, config, out: str, key, bar, store=None):
+def meta_train_theta(args, family, config, out: str, key, bar, store=None):
     """Meta-train theta* with the key policygradex would use, save it to ``out/theta_star``.
-    With a ``store`` (:func:`stage_store`) and a simulator with ``resumable_training``, the
+    With a ``store`` (:func:`pgx_jax.cli.outputs.stage_store`) and a simulator with ``resumable_training``, the
     training's state is saved after every chunk (stage ``meta_train_partial``) and ``--resume``
     continues from the last one. Returns ``(theta, seconds of training, compilation and the
     save excluded)``."""
@@ -133,8 +133,8 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
 
     from pgx_jax.runtime import compiles
 
-    with _scalar_log(args, out) as log, compiles.stage("meta_train"):
-        theta, _ = _train_all_tasks(
+    with scalar_log(args, out) as log, compiles.stage("meta_train"):
+        theta, _ = train_all_tasks(
             config.meta_ppo(),
             family,
             k_meta,
@@ -154,7 +154,7 @@ def _meta_train(args, family, config, out: str, key, bar, store=None):
     return theta, seconds
 
 
-def _compiles() -> dict | None:
+def compiles_report() -> dict | None:
     """The command's compiling so far (:func:`pgx_jax.runtime.compiles.summary`): seconds by stage and
     part, programs, cache hits, its share of the wall-clock."""
     from pgx_jax.runtime import compiles
@@ -162,7 +162,7 @@ def _compiles() -> dict | None:
     return compiles.summary()
 
 
-def _stage_bar(args, stages: list[str]):
+def stage_bar(args, stages: list[str]):
     """A per-stage progress bar (None with ``--no-progress``) and the ``progress`` callback the
     library functions take."""
     if args.no_progress:
@@ -179,19 +179,19 @@ def _stage_bar(args, stages: list[str]):
     return bar, progress
 
 
-def _distributed_summary() -> dict:
+def distributed_summary() -> dict:
     from pgx_jax.runtime import distributed
 
     return distributed.summary()
 
 
-def _versions():
+def versions_report():
     from pgx_jax.rl import checkpoint
 
     return checkpoint.versions()
 
 
-def _stop_workers() -> None:
+def stop_workers() -> None:
     """Stop the host environments' worker processes (``--host-workers``) the command started."""
     import sys
 
@@ -199,17 +199,17 @@ def _stop_workers() -> None:
         sys.modules["pgx_jax.families.host_workers"].close_all()
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else repr(e)
 
 
-def _process_index() -> int:
+def process_index() -> int:
     import jax
 
     return jax.process_index()
 
 
-def _lost_peer(e: BaseException) -> bool:
+def lost_peer(e: BaseException) -> bool:
     """Whether ``e`` is JAX's runtime failing a collective of a multi-process run, or another
     process's failure reported to this one."""
     import jax

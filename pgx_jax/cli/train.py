@@ -6,12 +6,18 @@ import os
 import sys
 import time
 
-from pgx_jax.cli.outputs import _out_path, _scalar_log, make_out, write_layout
-from pgx_jax.cli.prepare import _family, _network_with, _set_ppo, _with_num_envs
-from pgx_jax.cli.running import _compiles, _distributed_summary, _train_all_tasks, _versions, use_compilation_cache
+from pgx_jax.cli.outputs import make_out, out_path, scalar_log, write_layout
+from pgx_jax.cli.prepare import family_of, network_with, set_ppo, with_num_envs
+from pgx_jax.cli.running import (
+    compiles_report,
+    distributed_summary,
+    train_all_tasks,
+    use_compilation_cache,
+    versions_report,
+)
 
 
-def _cmd_families(args) -> int:
+def cmd_families(args) -> int:
     del args
     from pgx_jax.families import family_catalog
     from pgx_jax.runtime.results import markdown_table
@@ -22,7 +28,7 @@ def _cmd_families(args) -> int:
     return 0
 
 
-def _cmd_train(args) -> int:
+def cmd_train(args) -> int:
     import dataclasses
 
     import jax
@@ -36,12 +42,12 @@ def _cmd_train(args) -> int:
 
     if args.episodes < 1:  # everything is checked before compiling
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    family = _family(args)
-    config = _with_num_envs(args, budget_config(args.budget, args.family, family.n_tasks), family.n_tasks)
-    config = dataclasses.replace(config, network=_network_with(args.conditioning, config.network))
-    config = _set_ppo(args, config)
+    family = family_of(args)
+    config = with_num_envs(args, budget_config(args.budget, args.family, family.n_tasks), family.n_tasks)
+    config = dataclasses.replace(config, network=network_with(args.conditioning, config.network))
+    config = set_ppo(args, config)
     config.check_for(family.n_tasks, family.episode_length)
-    out = make_out(_out_path(args), args)
+    out = make_out(out_path(args), args)
     write_layout(args, out)
     use_compilation_cache(args)
     steps_per_update = config.num_envs * config.unroll(family.episode_length)
@@ -53,8 +59,8 @@ def _cmd_train(args) -> int:
     )
     key_train, key_eval = jax.random.split(jax.random.PRNGKey(args.seed))
     t0 = time.perf_counter()
-    with _scalar_log(args, out) as log:
-        params, metrics = _train_all_tasks(
+    with scalar_log(args, out) as log:
+        params, metrics = train_all_tasks(
             config, family, key_train, show=not args.no_progress, desc="train", progress_fn=log.progress_fn("train")
         )
     timings = {"train_s_including_compile": time.perf_counter() - t0}
@@ -72,7 +78,7 @@ def _cmd_train(args) -> int:
     plot_learning_curves(
         os.path.join(out, "learning_curve.png"), steps, curve, family.task_names, f"{family.name} multitask PPO"
     )
-    with _scalar_log(args, out) as log:
+    with scalar_log(args, out) as log:
         log.scalars("return", {family.task_names[i]: float(stats["return"][i]) for i in range(family.n_tasks)})
     report = _train_report(args, family, config, stats, random_stats, timings)
     report["learning_curve"] = {"env_steps": steps, "episode_return": curve}
@@ -102,9 +108,9 @@ def _train_report(args, family, config, stats, random_stats, timings) -> dict:
         else {"name": metric, "policy": per_task(stats[metric]), "random_policy": per_task(random_stats[metric])},
         "learning_curve": None,
         "timings": timings,
-        "compiles": _compiles(),
-        "versions": _versions(),
-        "distributed": _distributed_summary(),
+        "compiles": compiles_report(),
+        "versions": versions_report(),
+        "distributed": distributed_summary(),
     }
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 from pgx_jax.cli.outputs import stage_store
-from pgx_jax.cli.prepare import _setup
-from pgx_jax.cli.running import _compiles, _distributed_summary, _meta_train, _stage_bar, _versions
+from pgx_jax.cli.prepare import setup
+from pgx_jax.cli.running import compiles_report, distributed_summary, meta_train_theta, stage_bar, versions_report
 
 
-def _cmd_validate(args) -> int:
+def cmd_validate(args) -> int:
     import jax
 
     from pgx_jax.estimation.hessian import HessianConfig
@@ -21,16 +21,16 @@ def _cmd_validate(args) -> int:
     vconfig = ValidateConfig(
         truth=args.truth, finetune_fraction=args.finetune_fraction, replicates=args.replicates, hessian=hessian
     )
-    family, config, out, theta = _setup(args, "validate", check=vconfig.check)
+    family, config, out, theta = setup(args, "validate", check=vconfig.check)
     key = jax.random.PRNGKey(args.seed)
     stages = ["meta-train", "estimate", *(f"truth: {k}" for k in vconfig.kinds), "KL", "first-order check"]
     stages += ["hessian"] if hessian else []
-    bar, progress = _stage_bar(args, [*stages, "count FLOPs"])
+    bar, progress = stage_bar(args, [*stages, "count FLOPs"])
     timings = {}
     store = stage_store(args, out, family)
     try:
         if theta is None:
-            theta, timings["meta_train"] = _meta_train(args, family, config, out, key, bar, store)
+            theta, timings["meta_train"] = meta_train_theta(args, family, config, out, key, bar, store)
         report = validate(
             family,
             config,
@@ -46,8 +46,8 @@ def _cmd_validate(args) -> int:
             bar.close()
     report.pop("theta_star")
     report["timings"] = {**timings, **report["timings"]}
-    report.update(seed=args.seed, budget=args.budget, versions=_versions(), distributed=_distributed_summary())
-    report["compiles"] = _compiles()
+    report.update(seed=args.seed, budget=args.budget, versions=versions_report(), distributed=distributed_summary())
+    report["compiles"] = compiles_report()
     write_json(os.path.join(out, "validation.json"), report)
     written = ["validation.json", *_validation_plots(out, family, config, report)]
     print(markdown_table(["check", "value"], validation_rows(report)), end="")

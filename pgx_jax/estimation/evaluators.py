@@ -122,7 +122,7 @@ def rollout_stats(
     and its standard error over the episodes.
 
     Every subset is evaluated with the same key, and every episode is keyed by its task and
-    episode index (:func:`episode_keys`): task i starts from the same states in every subset
+    episode index (:func:`pgx_jax.rl.rollout.episode_keys`): task i starts from the same states in every subset
     (common random numbers). Only the subset's own tasks are rolled out (padded to
     ``max_subset_size``, default N), ``subset_batch`` subsets at a time.
 
@@ -155,7 +155,7 @@ def subset_stats(
 ) -> dict[str, jax.Array]:
     """Mean return of the policy ``params`` on each task of ``mask`` (bool [N]) and its standard
     error; only those tasks are rolled out (padded to ``max_subset_size``, default N), each
-    task's episodes keyed by the task (:func:`episode_keys`). Pure, vmappable over params and mask.
+    task's episodes keyed by the task (:func:`pgx_jax.rl.rollout.episode_keys`). Pure, vmappable over params and mask.
 
     Returns:
         ``{"return": float32 [N], "return_se": float32 [N]}``; NaN outside the mask.

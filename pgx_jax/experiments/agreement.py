@@ -10,7 +10,7 @@ import numpy as np
 from pgx_jax.estimation import cluster as cluster_mod
 
 
-def _check_scores(scores, masks) -> None:
+def check_scores(scores, masks) -> None:
     if not np.all(np.isfinite(scores[masks])):
         raise FloatingPointError("non-finite return of a fine-tuned policy on a task of its subset")
 
@@ -122,7 +122,7 @@ def within_task_spread(scores, masks) -> float:
     return float(np.mean([np.std(f[masks[:, i], i]) for i in range(masks.shape[1]) if masks[:, i].sum() > 1]))
 
 
-def _se_summary(se, masks) -> dict | None:
+def se_summary(se, masks) -> dict | None:
     if se is None:
         return None
     vals = np.asarray(se)[np.asarray(masks, bool)]

@@ -42,6 +42,7 @@ from pgx_jax.experiments.groups import (
     group_updates,
     train_and_evaluate_groups,
 )
+from pgx_jax.experiments.keys import run_keys
 from pgx_jax.rl.networks import AgentParams
 from pgx_jax.runtime.distributed import across_processes, map_processes
 from pgx_jax.runtime.stages import NONE, StageStore
@@ -228,10 +229,10 @@ def _one_seed(family, config, seed: int, *, choice: dict, true_groups: dict, say
     """One seed of :func:`compare`: ``(its report, wall-clock seconds)``. ``choice``: the
     groupings, random draws, truth config and theta* cache :func:`choose_groupings` reads."""
     t0 = time.perf_counter()
-    key = jax.random.PRNGKey(seed)
+    keys = run_keys(jax.random.PRNGKey(seed))
     chosen, spent = choose_groupings(family, config, seed, **choice, true_groups=true_groups, say=say)
     distinct = sorted({tuple(g) for draws in chosen.values() for groups in draws for g in groups})
-    *trained, policies = _train_and_evaluate(config, family, distinct, jax.random.fold_in(key, 5), say)
+    *trained, policies = _train_and_evaluate(config, family, distinct, keys.group_training, say)
     out = _seed_report(chosen, *trained, spent, family.n_tasks)
     if save is not None:
         _save_policies(save, seed, chosen, policies, trained[0], config, family)
@@ -239,7 +240,7 @@ def _one_seed(family, config, seed: int, *, choice: dict, true_groups: dict, say
         short = equal_total_config(config, family, float(np.mean(spent["policygradex"])))
         chosen = {EQUAL_TOTAL: chosen["policygradex"]}
         groups = [tuple(g) for g in chosen[EQUAL_TOTAL][0]]
-        *trained, policies = _train_and_evaluate(short, family, groups, jax.random.fold_in(key, 5), say)
+        *trained, policies = _train_and_evaluate(short, family, groups, keys.group_training, say)
         out.update(_seed_report(chosen, *trained, {EQUAL_TOTAL: spent["policygradex"]}, family.n_tasks))
         if save is not None:
             _save_policies(save, seed, chosen, policies, trained[0], short, family)

@@ -23,7 +23,7 @@ from pgx_jax.estimation.surrogate import SurrogateConfig
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
-    """Everything :func:`policygradex` needs.
+    """Everything :func:`pgx_jax.policygradex` needs.
 
     Attributes:
         ppo: meta-training and group training (groups get the same per-task env steps).
@@ -189,7 +189,7 @@ TRUTHS = ("full", "finetune", "both")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ValidateConfig:
-    """What :func:`validate` does beyond the pipeline's own config.
+    """What :func:`pgx_jax.experiments.validate.validate` does beyond the pipeline's own config.
 
     Attributes:
         truth: the reference the estimate is checked against. ``"full"``: every sampled subset

@@ -14,34 +14,34 @@ from pgx_jax.estimation.features import Features, gradient_features
 from pgx_jax.experiments.config import PipelineConfig
 from pgx_jax.experiments.estimate import (
     EstimateStage,
-    _refine_rows,
-    _solve,
-    _stats,
     evaluate_subsets,
+    refine_rows,
+    solve_rows,
+    task_stats_jitted,
 )
-from pgx_jax.experiments.keys import estimate_keys, run_keys
+from pgx_jax.experiments.keys import estimate_keys
 from pgx_jax.rl import ppo
 from pgx_jax.runtime import compiles
 
 
 def solve_flops(cfg, feats, masks, kmax: int, refined: int = 0, trips: float | None = None, chunk: int = 1024):
-    """FLOPs of :func:`pgx_jax.experiments.estimate.solve_all` on ``masks`` [S, N]: the per-task statistics,
-    every subset's solve, and the rows of the refinement pass that ran for the ``refined`` of them
-    (their count is data-dependent: pass the number that :func:`solve_all` refined; the pass
-    runs padded rows too, :func:`_refine_rows`, and those are counted). ``trips``: L-BFGS's
+    """FLOPs of :func:`pgx_jax.experiments.estimate.solve_all` on ``masks`` [S, N]: the per-task
+    statistics, every subset's solve, and the rows of the refinement pass that ran for the
+    ``refined`` of them (their count is data-dependent: pass the number that ``solve_all``
+    refined; the pass runs padded rows too, :func:`refine_rows`, and those are counted). ``trips``: L-BFGS's
     measured line-search steps per iteration (``Solutions.linesearch``, summarised by
     :func:`pgx_jax.experiments.estimate.solve_summary`)."""
     from pgx_jax.runtime.flops import FlopCount, count_flops
 
-    stats = jax.eval_shape(_stats, feats)
+    stats = jax.eval_shape(task_stats_jitted, feats)
     masks = jnp.asarray(masks, bool)
-    run = lambda f, st, m, r: _solve(f, st, m, cfg=cfg, kmax=kmax, devices=None, refine=r)  # noqa: E731
-    total = count_flops(_stats, feats)
+    run = lambda f, st, m, r: solve_rows(f, st, m, cfg=cfg, kmax=kmax, devices=None, refine=r)  # noqa: E731
+    total = count_flops(task_stats_jitted, feats)
     first = count_flops(lambda f, st, m: run(f, st, m, 0), feats, stats, masks, while_trips=trips or 1.0)
     flops, in_while = total.flops + first.flops, first.while_flops
     if refined and cfg.solver == "newton" and cfg.refine:
         again = count_flops(lambda f, st, m: run(f, st, m, cfg.refine), feats, stats, masks[:1])
-        flops += _refine_rows(refined, cfg, chunk) * again.flops
+        flops += refine_rows(refined, cfg, chunk) * again.flops
     return FlopCount(flops, first.while_loops, in_while, first.while_trips)
 
 
@@ -159,7 +159,7 @@ def cost_accounting(vconfig, config, family, theta_star, subsets, est: EstimateS
     at its measured trip count.
     """
     s, d = subsets.shape[0], config.features.dim
-    k_est_feat = estimate_keys(est.k_est).features
+    k_est_feat = est.k_feat
     est_wall = sum(est.wall.values())
     kmax = int(subsets.sum(1).max())
     flops = stage_flops(
@@ -233,11 +233,10 @@ def _truth_cost(kind, info, s, est_wall, est_flops, meta_flops, meta_train_s) ->
     return out
 
 
-def run_flops(config: PipelineConfig, family, result, key) -> dict:
-    """FLOPs per stage of the run ``result`` (:class:`pgx_jax.experiments.pipeline.Result`) that
-    :func:`pgx_jax.policygradex` made with ``key``: :func:`stage_flops` at its theta*, features,
-    subsets and estimation key (traced, never compiled; None entries where the simulator does not
-    count FLOPs)."""
+def run_flops(config: PipelineConfig, family, result) -> dict:
+    """FLOPs per stage of the run ``result`` (:class:`pgx_jax.experiments.pipeline.Result`):
+    :func:`stage_flops` at its theta*, features, subsets and estimation key (traced, never
+    compiled; None entries where the simulator does not count FLOPs)."""
     kmax = int(np.asarray(result.subsets).sum(1).max())
     with compiles.stage("flops"):
         return stage_flops(
@@ -246,7 +245,7 @@ def run_flops(config: PipelineConfig, family, result, key) -> dict:
             result.theta_star,
             result.features,
             result.subsets,
-            run_keys(key).estimate,
+            result.keys.estimate,
             kmax=kmax,
             solve_info=result.solve_info,
         )

@@ -1,5 +1,8 @@
-"""PolicyGradEx's estimate through a family's simulator (steps 2-4): gradient features at theta*,
-every subset's surrogate solve (split over devices and processes) and the subset evaluator f(S, i).
+"""PolicyGradEx's estimate through a family's simulator: gradient features at theta*, every
+subset's surrogate solve (split over devices and processes) and the subset evaluator f(S, i)
+(steps 2-4, :func:`estimate`); from the scores to the groups (steps 5-6, :func:`scores_to_groups`,
+the one way every command takes); and ``validate``'s estimate, scored by every evaluator on the
+same solutions (:func:`estimate_stage`).
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ from pgx_jax.runtime import compiles, distributed
 from pgx_jax.runtime.distributed import across_processes
 from pgx_jax.runtime.sharding import chunked, over_devices
 
-_stats = jax.jit(task_stats)
+task_stats_jitted = jax.jit(task_stats)
 
 
-def _refine_rows(count: int, cfg: SurrogateConfig, chunk: int = 1024) -> int:
+def refine_rows(count: int, cfg: SurrogateConfig, chunk: int = 1024) -> int:
     """Rows the refinement pass runs for ``count`` unconverged subsets: up to one ``chunk``,
     padded to a power of two (at least one batch), so few programs compile and little is
     wasted; beyond it, whole chunks (:func:`chunked` pads the last one), not the next power of
@@ -45,7 +48,7 @@ def _refine_rows(count: int, cfg: SurrogateConfig, chunk: int = 1024) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "kmax", "devices", "refine"))
-def _solve(feats, stats, masks, *, cfg, kmax, devices, refine):
+def solve_rows(feats, stats, masks, *, cfg, kmax, devices, refine):
     return over_devices(lambda m: solve_subsets(feats, m, cfg, kmax, stats, refine), masks, devices)
 
 
@@ -65,7 +68,7 @@ def solve_all(
 
     Pass 1 solves every subset (closed form for ``newton``; one compiled call). Pass 2 takes
     ``cfg.refine`` majorise-minimise steps for just the subsets whose gradient-norm ratio exceeds
-    ``cfg.tol`` (padded rows: :func:`_refine_rows`). A solve still above ``tol`` is
+    ``cfg.tol`` (padded rows: :func:`refine_rows`). A solve still above ``tol`` is
     named in a warning; a non-finite one raises. ``progress`` / ``refine_progress``
     ``(done, total)`` are called after each chunk of the first / second pass.
 
@@ -75,16 +78,16 @@ def solve_all(
     """
     devices = tuple(jax.local_devices()) if devices is None else tuple(devices)
     masks = np.asarray(masks, bool)
-    stats = _stats(feats) if stats is None else stats
-    solve = lambda m: _solve(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=0)  # noqa: E731
+    stats = task_stats_jitted(feats) if stats is None else stats
+    solve = lambda m: solve_rows(feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=0)  # noqa: E731
     sol = Solutions(*(np.array(x) for x in across_processes(lambda m: chunked(solve, m, chunk, progress), masks)))
     refined = np.zeros(masks.shape[0], bool)
     if cfg.solver == "newton" and cfg.refine:
         bad = np.nonzero(~(sol.grad_ratio <= cfg.tol))[0]
         if bad.size:
-            pad = _refine_rows(bad.size, cfg, chunk) - bad.size
+            pad = refine_rows(bad.size, cfg, chunk) - bad.size
             rows = np.concatenate([bad, np.repeat(bad[:1], pad)])
-            refine = lambda m: _solve(
+            refine = lambda m: solve_rows(
                 feats, stats, jnp.asarray(m), cfg=cfg, kmax=kmax, devices=devices, refine=cfg.refine
             )  # noqa: E731
             again = across_processes(lambda m: chunked(refine, m, chunk, refine_progress), masks[rows])
@@ -274,6 +277,11 @@ class EstimateStage(NamedTuple):
     groups: dict[str, list]  # evaluator -> the groups its estimates give
     k_est: PRNGKey  # the estimate's key
     k_eval: PRNGKey  # the evaluation key of the estimate (the truths evaluate with it too)
+
+    @property
+    def k_feat(self) -> PRNGKey:
+        """The features' key of the estimate (:func:`pgx_jax.experiments.keys.estimate_keys`)."""
+        return estimate_keys(self.k_est).features
 
 
 def estimate_stage(config, family, theta_star, subsets, k_est) -> EstimateStage:

@@ -124,11 +124,9 @@ def subset_kl(net: NetworkConfig, family, theta_star: AgentParams, params: Agent
     return jax.lax.map(one, (params, jnp.asarray(masks, bool)), batch_size=16)
 
 
-def _first_order_check(
-    config, vconfig: ValidateConfig, family, theta_star, feats, betas, key
-) -> tuple[dict, jax.Array]:
-    """``approx_error`` of :func:`validate`: mean error per relative size, along the surrogate
-    directions ``betas`` [S, D] of the first ``vconfig.directions`` subsets and as many random
+def first_order_check(config, vconfig: ValidateConfig, family, theta_star, feats, betas, key) -> tuple[dict, jax.Array]:
+    """``approx_error`` of :func:`pgx_jax.experiments.validate.validate`: mean error per relative
+    size, along the surrogate directions ``betas`` [S, D] of the first ``vconfig.directions`` subsets and as many random
     directions; also returns the fresh on-policy observations it used and their valid flags
     (float32 [N, B, O], [N, B])."""
     k_data, k_dir = jax.random.split(key)
@@ -162,14 +160,14 @@ def _first_order_check(
     return out, (data["obs"], data["valid"])
 
 
-def _kl_summary(kl) -> dict:
+def kl_summary(kl) -> dict:
     kl = np.asarray(kl, float)
     if not np.all(np.isfinite(kl)):
         raise FloatingPointError(f"non-finite KL for subsets {np.flatnonzero(~np.isfinite(kl)).tolist()}")
     return {"per_subset": kl, "mean": float(kl.mean()), "min": float(kl.min()), "max": float(kl.max())}
 
 
-def _step_summary(feats, betas, scales) -> dict:
+def step_summary(feats, betas, scales) -> dict:
     norms = jax.jit(jax.vmap(lambda b, c: jnp.linalg.norm(feats.delta(b) * c)))(betas, scales)
     rel = np.asarray(norms) / float(jnp.linalg.norm(feats.theta))
     return {"per_subset": rel, "mean": float(rel.mean()), "min": float(rel.min()), "max": float(rel.max())}

@@ -18,7 +18,6 @@ from pgx_jax.experiments.estimate import cluster_affinity, scores_to_groups
 from pgx_jax.experiments.groups import (
     group_masks,
 )
-from pgx_jax.experiments.keys import run_keys
 from pgx_jax.experiments.pipeline import policygradex
 from pgx_jax.experiments.truth import run_truth, truth_env_steps, truth_key
 from pgx_jax.runtime import distributed
@@ -59,7 +58,6 @@ def choose_groupings(family, config, seed, groupings, random_draws, vconfig, the
     (and the truth for ``ground_truth``), reusing and filling ``theta_stars`` and ``true_groups``."""
     n = family.n_tasks
     key = jax.random.PRNGKey(seed)
-    keys = run_keys(key)
     say(f"seed {seed}: {'estimate' if seed in theta_stars else 'meta-train and estimate'}")
     est = policygradex(family, dataclasses.replace(config, train_groups=False), key, theta_star=theta_stars.get(seed))
     theta_stars[seed] = est.theta_star
@@ -79,8 +77,10 @@ def choose_groupings(family, config, seed, groupings, random_draws, vconfig, the
         if seed not in true_groups:
             kind = vconfig.kinds[0]
             say(f"seed {seed}: ground truth ({kind} training of {est.subsets.shape[0]} subsets)")
-            base = truth_key(kind, keys.rest)  # as validate: the same truth for the same seed
-            true, _ = run_truth(kind, vconfig, config, family, theta_stars[seed], est.subsets, base, keys.evaluation)
+            base = truth_key(kind, est.keys.rest)  # as validate: the same truth for the same seed
+            true, _ = run_truth(
+                kind, vconfig, config, family, theta_stars[seed], est.subsets, base, est.keys.evaluation
+            )
             true_groups[seed] = scores_to_groups(true, est.subsets, config, k)[1]
         chosen["ground_truth"] = [true_groups[seed]]
     distributed.check_agree({"the groupings (chosen by each process)": repr(sorted(chosen.items()))})

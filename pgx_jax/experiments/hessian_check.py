@@ -14,7 +14,6 @@ from pgx_jax.estimation.features import feature_keys
 from pgx_jax.estimation.hessian import HessianConfig, analyse
 from pgx_jax.estimation.surrogate import solve_subsets, task_stats
 from pgx_jax.experiments.estimate import EstimateStage
-from pgx_jax.experiments.keys import estimate_keys
 
 
 def _fitted_transitions(config, family, theta_star, est: EstimateStage) -> dict:
@@ -23,7 +22,7 @@ def _fitted_transitions(config, family, theta_star, est: EstimateStage) -> dict:
     fitted on (the same advantages and valid flags), else ``RuntimeError``."""
     fcfg = config.feature_config()
     feats = est.est.features
-    k_feat = estimate_keys(est.k_est).features
+    k_feat = est.k_feat
     data = simulators.collect(config.ppo, fcfg, family, theta_star, feature_keys(k_feat)[0])
     m = fcfg.transitions
     # the same episodes, rolled out by another compiled program: equal up to float rounding (reacher,
@@ -64,9 +63,10 @@ def _analysed_steps(config, est: EstimateStage, masks) -> tuple[jnp.ndarray, dic
 
 
 def hessian_stage(hconfig: HessianConfig, config, family, theta_star, subsets, est: EstimateStage, key) -> dict:
-    """``hessian`` of :func:`validate`: :func:`pgx_jax.estimation.hessian.analyse` of the estimated policies
-    theta_S of the first ``hconfig.subsets`` subsets, on the transitions behind the surrogate's
-    per-sample features (the features' collection key; checked: the same advantages and valid
+    """``hessian`` of :func:`pgx_jax.experiments.validate.validate`:
+    :func:`pgx_jax.estimation.hessian.analyse` of the estimated policies theta_S of the first
+    ``hconfig.subsets`` subsets, on the transitions behind the surrogate's per-sample features
+    (the features' collection key; checked: the same advantages and valid
     flags) and on the held-out episodes of the same tasks.
 
     **Fit and bound on the same data.** The bound's n and training loss must be the transitions

@@ -9,11 +9,16 @@ from the run's key.
                      rest                  the groups' training (run), the truth (validate, compare)
                      subsets               the subsets' sampling seed
     fold_in(key, 4)                        validate's first-order check
-    fold_in(key, 5)                        validate's Hessian analysis
+    fold_in(key, 5)                        validate's Hessian analysis; compare's group trainings
+    fold_in(key, 7) ──split 2──> meta-rl's group meta-training and adaptation
 
-The same key therefore gives ``run``, ``validate`` and each ``compare`` seed the same theta*, the
-same subsets, the same features and the same evaluation episodes; a stage that needs one of these
-streams takes it from :class:`RunKeys`, never by splitting a key again.
+The same key therefore gives ``run``, ``validate`` and each ``compare`` or ``meta-rl`` seed the
+same theta*, the same subsets, the same features and the same evaluation episodes. A command
+derives the schedule once from its key (:func:`run_keys`; a ``compare`` or ``meta-rl`` seed s
+from ``PRNGKey(s)``) and its stages take their streams from it; :func:`estimate_keys` is the same
+rule for :func:`pgx_jax.experiments.estimate.estimate`, which a library user calls with an
+estimation key alone. (The Hessian analysis and compare's group trainings share a stream: no
+command runs both.)
 """
 
 from __future__ import annotations
@@ -63,6 +68,17 @@ class RunKeys(NamedTuple):
     @property
     def hessian(self) -> PRNGKey:
         return jax.random.fold_in(self.root, 5)
+
+    @property
+    def group_training(self) -> PRNGKey:
+        """compare's trainings of every grouping's groups (each group's key folded from it)."""
+        return jax.random.fold_in(self.root, 5)
+
+    @property
+    def meta_rl(self) -> tuple[PRNGKey, PRNGKey]:
+        """meta-rl's (meta-training, adaptation) keys of the groups."""
+        meta, adapt = jax.random.split(jax.random.fold_in(self.root, 7))
+        return meta, adapt
 
 
 def run_keys(key: PRNGKey) -> RunKeys:

@@ -40,6 +40,7 @@ from pgx_jax.core.types import Family
 from pgx_jax.experiments.config import PipelineConfig, ValidateConfig
 from pgx_jax.experiments.groupings import choose_groupings
 from pgx_jax.experiments.groups import group_key, group_masks
+from pgx_jax.experiments.keys import run_keys
 from pgx_jax.families import make_family, meta_rl_families, with_workers
 from pgx_jax.rl import networks
 from pgx_jax.rl.maml import MAMLConfig
@@ -202,7 +203,7 @@ def meta_rl(
         shared = (groupings, random_draws, vconfig, theta_stars, true_groups, say)
         chosen, spent, distinct = _chosen(source_family, config, seed, *shared)
         say(f"seed {seed}: meta-train {len(distinct)} group(s), adapt them to {m} test tasks")
-        k_meta, k_adapt = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 7))
+        k_meta, k_adapt = run_keys(jax.random.PRNGKey(seed)).meta_rl
         probes, curves, steps, active, metrics, times = train_and_adapt(
             mconfig, family, distinct, n, test_ids, k_meta, k_adapt
         )

@@ -22,7 +22,7 @@ from pgx_jax.estimation.features import Features
 from pgx_jax.experiments.config import PipelineConfig
 from pgx_jax.experiments.estimate import estimate_with_solutions, scores_to_groups
 from pgx_jax.experiments.groups import train_groups
-from pgx_jax.experiments.keys import run_keys
+from pgx_jax.experiments.keys import RunKeys, run_keys
 from pgx_jax.rl import ppo
 from pgx_jax.rl.networks import AgentParams
 from pgx_jax.runtime import compiles, distributed
@@ -53,7 +53,8 @@ class Result:
     group_config: PPOConfig | None = None
     eval_key: np.ndarray | None = None
     meta_metrics: dict | None = None
-    solve_info: dict | None = None  # the solve diagnostics (:func:`solve_summary`)
+    solve_info: dict | None = None  # the solve diagnostics (:func:`pgx_jax.experiments.estimate.solve_summary`)
+    keys: RunKeys | None = None  # the run's key schedule (:func:`pgx_jax.experiments.keys.run_keys`)
 
 
 def start(family: Family, config: PipelineConfig, key: PRNGKey, theta_star, subsets, say):
@@ -105,7 +106,7 @@ def policygradex(
 
     Args:
         family: the tasks.
-        config: :class:`PipelineConfig` (see :func:`pipeline_config`).
+        config: :class:`PipelineConfig` (see :func:`pgx_jax.experiments.config.pipeline_config`).
         key: PRNG key; the subset sample is seeded from it too, so a key fixes the whole run.
         theta_star: skip meta-training and use this meta-policy.
         subsets: bool [S, N] to use instead of sampling.
@@ -140,6 +141,7 @@ def policygradex(
         timings=timings,
         meta_metrics=meta_metrics,
         solve_info=est.solve_info,
+        keys=keys,
         **trained,
     )
 

@@ -16,7 +16,7 @@ import numpy as np
 from pgx_jax import simulators
 from pgx_jax.core.config import PPOConfig
 from pgx_jax.core.types import Family, PRNGKey, check_mask
-from pgx_jax.experiments.agreement import _check_scores
+from pgx_jax.experiments.agreement import check_scores
 from pgx_jax.experiments.config import ValidateConfig
 from pgx_jax.experiments.groups import group_updates
 from pgx_jax.rl import ppo
@@ -83,7 +83,7 @@ def true_scores(
         return params, stats["return"], stats["return_se"]
 
     params, scores, se = across_processes(rows, (masks, keys, active))
-    _check_scores(scores, masks)
+    check_scores(scores, masks)
     info["return_se"] = se
     info["params"] = params
     return scores, info

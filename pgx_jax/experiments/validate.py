@@ -1,14 +1,15 @@
 """Checks of the estimate against the truth: what ``pgx-jax validate`` reports.
 
-1. :func:`approximation_error`: the paper's first-order check. The surrogate rests on
-   log pi_{theta* + delta}(a|s) ~= log pi_{theta*}(a|s) + g^T delta with
-   g = grad_theta log pi_{theta*}(a|s); how far off is that for steps of relative size
-   ||delta|| / ||theta*||, along the surrogate's directions and random ones?
-2. :func:`true_scores`: real PPO fine-tuning from theta* on every sampled subset (one vmapped
-   call), each fine-tuned policy evaluated on the tasks of its subset: the true f(S, i).
-   :func:`agreement` compares estimated with true scores.
-3. :func:`validate`: both, plus the cost of the two paths (wall-clock and FLOPs,
-   :mod:`pgx_jax.runtime.flops`), for the same subsets in one process.
+:func:`validate` chains, on the subsets and theta* ``pgx-jax run`` with the same key would use:
+
+1. the estimate, scored by every evaluator (:func:`pgx_jax.experiments.estimate.estimate_stage`);
+2. each truth with its replicates (:func:`truth_stage`: :mod:`pgx_jax.experiments.truth`), and
+   its agreement with every estimate (:mod:`pgx_jax.experiments.agreement`);
+3. the paper's first-order check and the KL of every estimated policy (:func:`check_stage`:
+   :mod:`pgx_jax.experiments.first_order`);
+4. optionally the Hessian analysis (:mod:`pgx_jax.experiments.hessian_check`);
+5. the cost of the two paths, wall-clock and FLOPs
+   (:func:`pgx_jax.experiments.cost.cost_accounting`).
 
 References: arXiv:2511.12779 (first-order error <= 2.04% at 1% distance; NMI 0.73-0.76
 against groups from real fine-tuning; 26x fewer FLOPs than fine-tuning).
@@ -27,7 +28,7 @@ import numpy as np
 from pgx_jax.core.types import Family, PRNGKey
 from pgx_jax.estimation import cluster as cluster_mod
 from pgx_jax.estimation.features import subset_params
-from pgx_jax.experiments.agreement import _se_summary, agreement, grouping_agreement, score_noise, within_task_spread
+from pgx_jax.experiments.agreement import agreement, grouping_agreement, score_noise, se_summary, within_task_spread
 from pgx_jax.experiments.config import ValidateConfig
 from pgx_jax.experiments.cost import cost_accounting
 from pgx_jax.experiments.estimate import (
@@ -36,7 +37,7 @@ from pgx_jax.experiments.estimate import (
     estimate_stage,
     scores_to_groups,
 )
-from pgx_jax.experiments.first_order import _first_order_check, _kl_summary, _step_summary, subset_kl
+from pgx_jax.experiments.first_order import first_order_check, kl_summary, step_summary, subset_kl
 from pgx_jax.experiments.hessian_check import hessian_stage
 from pgx_jax.experiments.pipeline import start
 from pgx_jax.experiments.truth import run_truth, truth_key
@@ -115,7 +116,7 @@ def _truth_report(kind, true, info, replicas, estimates, subsets, config, family
         "env_steps_per_subset": info["env_steps_per_subset"],
         "env_steps_per_task": info["env_steps_per_task"],
         "true_scores": true,
-        "true_scores_se": _se_summary(info["return_se"], subsets),
+        "true_scores_se": se_summary(info["return_se"], subsets),
         "true_affinity": u_true,
         "replicates": replicate_agreement,
         "replicate_scores": list(replicas),
@@ -236,21 +237,21 @@ def check_stage(vconfig, config, family, theta_star, subsets, est: EstimateStage
     say("KL")
     theta_s = subset_params(theta_star, feats, betas, scales)
     say("first-order check")
-    approx, (kl_obs, kl_valid) = _first_order_check(config, vconfig, family, theta_star, feats, betas, key)
+    approx, (kl_obs, kl_valid) = first_order_check(config, vconfig, family, theta_star, feats, betas, key)
     net = config.ppo.network
     report = {
         "evaluator": config.evaluator,
-        "rollout_scores_se": _se_summary(est.rollout_se, subsets),
-        "kl": _kl_summary(subset_kl(net, family, theta_star, theta_s, jnp.asarray(subsets), kl_obs, kl_valid)),
+        "rollout_scores_se": se_summary(est.rollout_se, subsets),
+        "kl": kl_summary(subset_kl(net, family, theta_star, theta_s, jnp.asarray(subsets), kl_obs, kl_valid)),
         "step_size": config.surrogate.step_size,
         # ||theta_S - theta*|| / ||theta*|| of every estimated policy: where approx_error's sizes
         # (fractions of ||theta*||) put the step the estimate takes (a KL-sized step has no fixed one)
-        "step_relative": _step_summary(feats, betas, scales),
+        "step_relative": step_summary(feats, betas, scales),
         "solve": est.est.solve_info,
     }
     if "finetune" in truth_info:  # how far real fine-tuning moves the policy, on the same states
         kl = subset_kl(
             net, family, theta_star, truth_info["finetune"]["params"], jnp.asarray(subsets), kl_obs, kl_valid
         )
-        truths["finetune"]["kl"] = _kl_summary(kl)
+        truths["finetune"]["kl"] = kl_summary(kl)
     return approx, report

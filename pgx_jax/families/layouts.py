@@ -12,7 +12,7 @@ next user's tasks. :func:`random_layout` draws a new layout of the same family f
   dominant objective);
 - the task order, shuffled (a name is the task's position and its parameters).
 
-Each entry carries its planted ``group``; the entries pass :func:`validate_tasks` of their
+Each entry carries its planted ``group``; the entries pass :func:`pgx_jax.families.registry.validate_tasks` of their
 family. From the CLI: ``--layout random:SEED`` (the drawn tasks are written to the run's output
 as ``tasks.json``); from Python: ``make_family(name, random_layout(name, seed))``.
 """

@@ -121,7 +121,7 @@ def _forward_reward(state, action, params):
     return state.metrics["x_velocity"] - CHEETAH_GRAVITY_CTRL_COST * jnp.sum(jnp.square(action))
 
 
-def _forward_velocity(state, action, params):
+def forward_velocity(state, action, params):
     del action, params
     return state.metrics["x_velocity"]
 
@@ -162,7 +162,7 @@ SPECS: dict[str, FamilySpec] = {
         reset_fn=default_reset,
         episode_length=100,
         objective=f"v_x - {CHEETAH_GRAVITY_CTRL_COST}*|a|^2 under the task's gravity and torso mass",
-        metric=("mean_forward_velocity", _forward_velocity, "mean"),
+        metric=("mean_forward_velocity", forward_velocity, "mean"),
         system_fn=_gravity_system,
         varies="dynamics",
         task_distribution=_cheetah_gravity_distribution,

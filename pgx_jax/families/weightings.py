@@ -8,7 +8,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from pgx_jax.families.base import FamilySpec, default_reset
-from pgx_jax.families.physics import _forward_velocity
+from pgx_jax.families.physics import forward_velocity
 
 MO_HEIGHT_SCALE = 10.0  # a torso 0.1 m above its start weighs like 1 m/s of speed
 MO_OBJECTIVES = ("forward", "backward", "height", "energy")
@@ -55,7 +55,7 @@ SPECS: dict[str, FamilySpec] = {
         reset_fn=default_reset,
         episode_length=100,
         objective="w . (v_x, -v_x, 10*(z - 1.25), -|a|^2) + healthy",
-        metric=("mean_forward_velocity", _forward_velocity, "mean"),
+        metric=("mean_forward_velocity", forward_velocity, "mean"),
     ),
 }
 

@@ -329,7 +329,7 @@ def train_blocks(
     [3, E, 64] differently from one over [4, E, 64]. Training amplifies those last-bit
     differences into different policies. When every block has the same shape, a run's result
     depends only on its own mask, key and budget. It does not depend on the other runs or on
-    its position among them (tests/test_group_independence.py). Pure; jit it with ``config``,
+    its position among them (tests/test_groups.py). Pure; jit it with ``config``,
     ``family`` and ``block`` static.
     """
     s = task_masks.shape[0]

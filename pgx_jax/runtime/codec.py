@@ -61,6 +61,31 @@ ALLOWED = ("pgx_jax", "optax", "brax")
 _ARRAY_KINDS = ("ndarray", "scalar", "jax")
 
 
+class OtherVersionError(ValueError):
+    """A tree naming a pgx_jax class that this version does not define (a module it does not
+    have, or a class missing from one): data written by other code, never rebuilt here. Stages
+    treat it as stale (recomputed), not as foreign."""
+
+
+def _other_version(module: str, qualname: str) -> bool:
+    """Whether ``module:qualname`` names pgx_jax code this version lacks: a pgx_jax module that
+    does not exist here, or an existing one without that class. Nothing is imported: a module's
+    existence is looked up by its path, and one that exists but is not imported is not judged."""
+    import importlib.util
+
+    if module.split(".")[0] != "pgx_jax":
+        return False
+    if module in sys.modules:
+        obj: Any = sys.modules[module]
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        return obj is None
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):  # a parent that is not a package
+        return True
+
+
 def _type_name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
@@ -81,6 +106,8 @@ def _resolve(name: Any) -> type:
     refused = f"refused type {name!r}: only NamedTuples and dataclasses of the modules {list(ALLOWED)} are rebuilt"
     if not allowed or not all(p.isidentifier() for p in module.split(".") + parts) or "__" in qualname:
         raise ValueError(refused)
+    if _other_version(module, qualname):
+        raise OtherVersionError(f"{name!r} is not a class of this version of pgx_jax (written by other code)")
     obj: Any = sys.modules.get(module)
     if obj is None:
         raise ValueError(f"{refused} (module {module!r} is not imported here; a file cannot ask for an import)")
@@ -249,6 +276,8 @@ def _read(source, arrays: bool) -> Any:
                 if type(meta) is not dict or meta.get("format") != FORMAT or "root" not in meta:
                     raise ValueError(f"its tree is not a {FORMAT} tree")
                 return _decode(meta["root"], leaf)
+            except OtherVersionError as e:
+                raise OtherVersionError(f"a {FORMAT} archive of other code: {e}") from None
             except ValueError as e:
                 raise ValueError(f"not a valid {FORMAT} archive: {e}") from None
             except Exception as e:  # a malformed tree: unhashable keys, too deep, not UTF-8

@@ -53,7 +53,9 @@ def saved_stages(root: str) -> list[str]:
     """The names of the stages saved in ``root`` (a ``stages`` directory; none where it does
     not exist), every file checked to be a :mod:`pgx_jax.runtime.codec` archive of allowed types
     (its tree read, not its arrays). Names starting with ``.`` (the temporary file of a save
-    that was interrupted) are ignored.
+    that was interrupted) are ignored, and so are stages naming pgx_jax classes this version does
+    not have (:class:`pgx_jax.runtime.codec.OtherVersionError`: written by other code, so their
+    fingerprint could not match; recomputed and replaced).
 
     Raises:
         ValueError: naming the first other file (an old ``<name>.pkl``, a foreign or damaged
@@ -72,6 +74,8 @@ def saved_stages(root: str) -> list[str]:
             raise _refused(path, root, f"not a {SUFFIX} file")
         try:
             codec.check_file(path)
+        except codec.OtherVersionError:  # written by other code: stale, recomputed and replaced
+            continue
         except ValueError as e:
             raise _refused(path, root, str(e)) from None
         names.append(entry[: -len(SUFFIX)])
@@ -126,6 +130,8 @@ class StageStore:
             data = f.read()
         try:
             saved = codec.from_bytes(data)
+        except codec.OtherVersionError:  # written by other code: its fingerprint cannot match
+            return False, None
         except ValueError as e:  # replaced or damaged since the store checked it: never trusted
             raise _refused(self.path(name), self.root, str(e)) from None
         if not isinstance(saved, dict) or saved.get("fingerprint") != self.fingerprint:
