@@ -198,3 +198,29 @@ def test_compare_trains_the_shortened_groups_with_the_same_keys_and_compares_the
     assert report["improvement_equal_total"]["multitask"]["relative"] == pytest.approx(-0.1)
     with pytest.raises(ValueError, match="equal totals shorten policygradex's groups"):
         compare_mod.compare(family, config, [0], groupings=["multitask"], equal_total=True)
+
+
+def test_compare_end_to_end_on_a_cheap_family(fast_family):
+    """pgx_jax.experiments.compare with every grouping, one seed, on four tasks of brax's trivial
+    env (the fast tier's whole compare): each grouping is a partition trained at the same env
+    steps per task; PolicyGradEx's groups are ``policygradex``'s for the seed's key; what a
+    choice consumed is zero for the free groupings and largest for the truth's."""
+    import jax
+
+    import pgx_jax
+    from pgx_jax.experiments.compare import compare
+    from pgx_jax.experiments.config import pipeline_config
+
+    config = pipeline_config("smoke", fast_family, groups=2)
+    report = compare(fast_family, config, [0], random_draws=1)
+    groupings = report["groupings"]
+    assert set(groupings) == {"multitask", "per_task", "random", "gradient_similarity", "ground_truth", "policygradex"}
+    for name, g in groupings.items():  # per seed the groups (random: per seed, per draw)
+        partitions = [d for seed in g["groups"] for d in seed] if name == "random" else g["groups"]
+        assert partitions and all(sorted(t for grp in p for t in grp) == [0, 1, 2, 3] for p in partitions), name
+        assert np.unique(np.asarray(g["env_steps_per_task"], float)).tolist() == [4800.0], name
+    run = pgx_jax.policygradex(fast_family, dataclasses.replace(config, train_groups=False), jax.random.PRNGKey(0))
+    assert groupings["policygradex"]["groups"][0] == run.groups
+    spent = {name: float(np.mean(g["selection_env_steps_per_task"])) for name, g in groupings.items()}
+    assert spent["multitask"] == spent["per_task"] == spent["random"] == 0.0
+    assert 0 < spent["gradient_similarity"] and 0 < spent["policygradex"] < spent["ground_truth"]

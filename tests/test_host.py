@@ -24,6 +24,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: the kind of host environment a case steps, by a word of its name (classic control otherwise)
 KINDS = {"lunarlander": "box2d", "highway": "highway-env", "metaworld": "metaworld"}
+#: the classic-control cases that run whole commands or many worker pools (about 80 s together on
+#: 2 cores): a kind of their own, in the full suite only (``slow``)
+END_TO_END = (
+    "test_meta_rl_with_host_workers_reports_what_it_reports_without",
+    "test_run_smoke_on_a_host_family",
+    "test_a_gymnasium_environment_becomes_a_family_from_its_spaces",
+    "test_an_interrupted_step_closes_the_pool_and_the_next_batch_starts_fresh_workers",
+)
 
 
 def _cases() -> dict[str, list[str]]:
@@ -36,6 +44,7 @@ def _cases() -> dict[str, list[str]]:
         params = [m.args[1] for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"]
         for case in [f"{name}[{p}]" for p in params[0]] if params else [name]:
             kind = next((k for word, k in KINDS.items() if word in case), "classic-control")
+            kind = "classic-control-end-to-end" if name in END_TO_END else kind
             out.setdefault(kind, []).append(case)
     return dict(sorted(out.items()))
 
@@ -45,12 +54,11 @@ CASES = _cases()
 
 def test_every_case_has_one_kind():
     cases = [c for kind in CASES.values() for c in kind]
-    assert len(cases) == len(set(cases)) >= 16 and set(CASES) == {"classic-control", *KINDS.values()}
+    assert len(cases) == len(set(cases)) >= 16
+    assert set(CASES) == {"classic-control", "classic-control-end-to-end", *KINDS.values()}
 
 
-#: the classic-control cases (CartPole: PPO, MAML, workers, a run) take minutes; the fast tier
-#: (``-m "not slow"``) steps the host simulator through the other kinds' smoke runs
-SLOW_KINDS = ("classic-control",)
+SLOW_KINDS = ("classic-control-end-to-end",)
 
 
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_KINDS else k for k in CASES])

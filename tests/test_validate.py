@@ -187,3 +187,38 @@ def test_compare_flags_tasks_whose_normalisation_blows_up():
     raw = report["improvement_return"]["per_task"]
     assert raw["difference"] == (best.mean() - high.mean()) and raw["relative"] > 0
     assert set(report["improvement"]) == set(report["improvement_return"]) == {"per_task", "multitask"}
+
+
+def test_validate_end_to_end_on_a_cheap_family_is_the_run_it_checks(fast_family):
+    """pgx_jax.experiments.validate on four tasks of brax's trivial env (the fast tier's whole
+    validate: both truths with a replicate, the first-order check, the Hessian analysis and the
+    cost): the subsets and theta* are ``policygradex``'s with the same key, every truth scores
+    each task of each subset and agrees exactly with itself only where its replicate shares its
+    key, and the cost counts both paths."""
+    import pgx_jax
+    from pgx_jax.estimation.hessian import HessianConfig
+    from pgx_jax.experiments.config import pipeline_config
+    from pgx_jax.experiments.validate import validate
+
+    config = pipeline_config("smoke", fast_family, groups=2)
+    key = jax.random.PRNGKey(0)
+    vconfig = ValidateConfig(truth="both", replicates=2, hessian=HessianConfig(subsets=2, probes=2))
+    report = validate(fast_family, config, key, vconfig=vconfig)
+    run = pgx_jax.policygradex(
+        fast_family, pgx_jax.pipeline_config("smoke", fast_family, groups=2, train_groups=False), key
+    )
+    masks = report["subset_masks"].astype(bool)
+    assert np.array_equal(masks, run.subsets)
+    assert jax.tree.all(jax.tree.map(np.array_equal, report["theta_star"], run.theta_star))
+    for kind in ("full", "finetune"):
+        true = np.asarray(report["truths"][kind]["true_scores"])
+        assert np.all(np.isfinite(true[masks])) and np.all(np.isnan(true[~masks]))
+        assert len(report["truths"][kind]["replicate_scores"]) == 1
+        assert not np.array_equal(report["truths"][kind]["replicate_scores"][0], true)  # other keys
+    assert report["truth"] is report["truths"]["full"]
+    assert sorted(report["approx_error"]) == sorted(str(s) for s in vconfig.sizes)
+    bound = report["hessian"]["bound"]["per_subset"]
+    assert report["hessian"]["subsets_analysed"] == 2 and len(bound) == 2 and np.all(np.isfinite(bound))
+    speed = report["speedup"]
+    assert speed["against"] == "full" and set(speed["by_truth"]) == {"full", "finetune"}
+    assert speed["estimation"]["flops"] > 0 and speed["by_truth"]["full"]["flops"] > 0  # a count, then a ratio
