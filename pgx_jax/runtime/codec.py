@@ -68,10 +68,10 @@ class OtherVersionError(ValueError):
 
 
 def _other_version(module: str, qualname: str) -> bool:
-    """Whether ``module:qualname`` names pgx_jax code this version lacks: a pgx_jax module that
-    does not exist here, or an existing one without that class. Nothing is imported: a module's
-    existence is looked up by its path, and one that exists but is not imported is not judged."""
-    import importlib.util
+    """Whether ``module:qualname`` names pgx_jax code this version lacks: a pgx_jax module with no
+    source file here, or an imported one without that class. Nothing is imported: a module that is
+    not imported is looked for as a file beside this package's own."""
+    import os
 
     if module.split(".")[0] != "pgx_jax":
         return False
@@ -80,10 +80,9 @@ def _other_version(module: str, qualname: str) -> bool:
         for part in qualname.split("."):
             obj = getattr(obj, part, None)
         return obj is None
-    try:
-        return importlib.util.find_spec(module) is None
-    except (ImportError, ValueError):  # a parent that is not a package
-        return True
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds pgx_jax/
+    path = os.path.join(root, *module.split("."))
+    return not (os.path.isfile(path + ".py") or os.path.isfile(os.path.join(path, "__init__.py")))
 
 
 def _type_name(cls: type) -> str:
