@@ -1,0 +1,122 @@
+"""Meta-World's Sawyer stepped in MJX: v3's action semantics and the task-independent part of the
+observation, as pure functions of an :class:`MjxScene` and an ``mjx.Data``.
+
+One environment step (``SawyerXYZEnv.step``):
+
+- the action ``a`` (float32 [4]) is clipped to [-1, 1]; the mocap body moves by
+  ``a[:3] * ACTION_SCALE`` (1 cm per unit), clipped to the task's mocap box, its orientation
+  held at (1, 0, 1, 0); the two finger actuators get ``(a[3], -a[3])``;
+- ``FRAME_SKIP`` (5) physics steps of 2.5 ms follow, then the kinematics at the new state
+  (Meta-World calls ``mj_forward``; only positions enter the observation and the rewards).
+
+Observation (float32 [39], Meta-World's layout): hand position [3], gripper opening
+``clip(|rightclaw - leftclaw| / 0.1, 0, 1)`` [1], the task's object block [14] (position and
+quaternion of up to two objects, zero-padded), the previous step's first 18 entries [18], and
+the goal [3] (MT10 observes its goal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import mjx
+
+from pgx_jax.families.mt10_scene import scene_model
+
+FRAME_SKIP = 5
+ACTION_SCALE = 1.0 / 100
+MOCAP_QUAT = (1.0, 0.0, 1.0, 0.0)
+#: Meta-World's hand box (``hand_low``/``hand_high``), which is the mocap box of every MT10 task
+HAND_LOW = (-0.5, 0.40, 0.05)
+HAND_HIGH = (0.5, 1.0, 0.5)
+#: solver iterations in MJX (Meta-World's scenes ask for 50 Newton iterations with 50 line-search
+#: steps at tolerance 1e-10, which float32 never reaches: every step would run all 2,500)
+SOLVER_ITERATIONS = 5
+LS_ITERATIONS = 10
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MjxScene:
+    """One task's scene in MJX and the ids the observation and rewards read.
+
+    Attributes:
+        task: the MT10 task name.
+        model: the ``mjx.Model`` (edited: :func:`pgx_jax.families.mt10_scene.scene_model`).
+        mj_model: the edited ``mujoco.MjModel`` it came from.
+        ids: body and site ids by name (``hand``, ``rightclaw``, ``leftclaw``, ``leftpad``,
+            ``rightpad``; sites ``rightEndEffector``, ``leftEndEffector``).
+    """
+
+    task: str
+    model: mjx.Model
+    mj_model: mujoco.MjModel
+    ids: dict
+
+
+def make_scene(task: str, mj_model: mujoco.MjModel | None = None) -> MjxScene:
+    """The MJX scene of ``task``: :func:`scene_model` (or the given edited model) with MJX's solver
+    iterations (:data:`SOLVER_ITERATIONS`, :data:`LS_ITERATIONS`)."""
+    m = scene_model(task) if mj_model is None else mj_model
+    m.opt.iterations = SOLVER_ITERATIONS
+    m.opt.ls_iterations = LS_ITERATIONS
+    body = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, n)  # noqa: E731
+    site = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, n)  # noqa: E731
+    ids = {n: body(n) for n in ("hand", "rightclaw", "leftclaw", "leftpad", "rightpad")}
+    ids.update({n: site(n) for n in ("rightEndEffector", "leftEndEffector")})
+    return MjxScene(task, mjx.put_model(m), m, ids)
+
+
+def apply_action(data: mjx.Data, action: jax.Array) -> mjx.Data:
+    """The mocap target and finger controls of ``action`` (float32 [4]), before the physics."""
+    a = jnp.clip(action, -1.0, 1.0)
+    pos = jnp.clip(data.mocap_pos[0] + a[:3] * ACTION_SCALE, jnp.asarray(HAND_LOW), jnp.asarray(HAND_HIGH))
+    return data.replace(
+        mocap_pos=data.mocap_pos.at[0].set(pos),
+        mocap_quat=data.mocap_quat.at[0].set(jnp.asarray(MOCAP_QUAT)),
+        ctrl=jnp.stack([a[3], -a[3]]),
+    )
+
+
+def physics_step(model: mjx.Model, data: mjx.Data, action: jax.Array) -> mjx.Data:
+    """One environment step: :func:`apply_action`, ``FRAME_SKIP`` MJX steps, the kinematics.
+    ``model`` may differ per environment (a task's object placed by the episode: ``body_pos``)."""
+    data = apply_action(data, action)
+    data = jax.lax.fori_loop(0, FRAME_SKIP, lambda _, d: mjx.step(model, d), data)
+    return mjx.kinematics(model, data)
+
+
+def tcp_center(scene: MjxScene, data: mjx.Data) -> jax.Array:
+    """Midpoint of the two finger sites, float32 [3] (Meta-World's ``tcp_center``)."""
+    ids = scene.ids
+    return 0.5 * (data.site_xpos[ids["rightEndEffector"]] + data.site_xpos[ids["leftEndEffector"]])
+
+
+def hand_block(scene: MjxScene, data: mjx.Data) -> jax.Array:
+    """Hand position and gripper opening, float32 [4]: the observation's first entries."""
+    ids = scene.ids
+    apart = jnp.linalg.norm(data.xpos[ids["rightclaw"]] - data.xpos[ids["leftclaw"]])
+    return jnp.concatenate([data.xpos[ids["hand"]], jnp.clip(apart / 0.1, 0.0, 1.0)[None]])
+
+
+def state_from_host(scene: MjxScene, qpos, qvel, mocap_pos, mocap_quat, body_pos=None) -> tuple[mjx.Model, mjx.Data]:
+    """An MJX model and data holding a host state (arrays from a ``mujoco.MjData`` of the same
+    scene; ``body_pos`` [nbody, 3]: the host model's, where the episode moved a body)."""
+    model = scene.model if body_pos is None else scene.model.replace(body_pos=jnp.asarray(body_pos, jnp.float32))
+    data = mjx.make_data(model).replace(
+        qpos=jnp.asarray(qpos, jnp.float32),
+        qvel=jnp.asarray(qvel, jnp.float32),
+        mocap_pos=jnp.asarray(mocap_pos, jnp.float32),
+        mocap_quat=jnp.asarray(mocap_quat, jnp.float32),
+    )
+    return model, mjx.forward(model, data)
+
+
+def object_qpos(qpos) -> np.ndarray:
+    """The object's generalised coordinates (every joint after the arm's 7 and the gripper's 2):
+    a free joint's position (first 3) or a hinge/slide's value."""
+    rest = np.asarray(qpos)[9:]
+    return rest[:3] if rest.size >= 7 else rest

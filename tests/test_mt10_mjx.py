@@ -1,0 +1,120 @@
+"""MT10 in MJX (issue 34, first part): the edited scenes and the Sawyer's action semantics.
+
+The scenes are read from the installed ``metaworld``; the physics is checked against MuJoCo
+stepping the same edited scene from the same state with the same actions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None, reason="needs metaworld")
+
+mujoco = pytest.importorskip("mujoco")
+
+from pgx_jax.families.host_benchmarks import MT10_TASKS  # noqa: E402
+from pgx_jax.families.mt10_scene import CONTACTS, SCENE_FILES, original_model, scene_model, select  # noqa: E402
+
+
+def _candidate_pairs(m) -> set[tuple[int, int]]:
+    """Pairs of geoms MuJoCo's own filter lets collide (contype/conaffinity bits, not one body)."""
+    out = set()
+    for a in range(m.ngeom):
+        for b in range(a + 1, m.ngeom):
+            bits = (m.geom_contype[a] & m.geom_conaffinity[b]) | (m.geom_contype[b] & m.geom_conaffinity[a])
+            if bits and m.geom_bodyid[a] != m.geom_bodyid[b]:
+                out.add((a, b))
+    return out
+
+
+def test_scene_files_are_mt10():
+    assert tuple(SCENE_FILES) == MT10_TASKS == tuple(CONTACTS)
+
+
+@pytest.mark.parametrize("task", MT10_TASKS)
+def test_only_the_listed_pairs_collide(task):
+    m, m0 = scene_model(task), original_model(task)  # selectors index the original's colliding geoms
+    want = set()
+    for a, b in CONTACTS[task]:
+        ga = sum((select(m0, s) for s in a), [])
+        gb = sum((select(m0, s) for s in b), [])
+        want |= {tuple(sorted((x, y))) for x in ga for y in gb if m.geom_bodyid[x] != m.geom_bodyid[y]}
+    assert _candidate_pairs(m) == want
+    assert len(want) < len(_candidate_pairs(original_model(task)))
+
+
+@pytest.mark.parametrize("task", MT10_TASKS)
+def test_colliding_geoms_are_ones_mjx_collides(task):
+    from mujoco import mjx
+
+    m = scene_model(task)
+    colliding = [g for g in range(m.ngeom) if m.geom_contype[g] or m.geom_conaffinity[g]]
+    kinds = {mujoco.mjtGeom(m.geom_type[g]).name for g in colliding}
+    assert kinds <= {"mjGEOM_PLANE", "mjGEOM_BOX", "mjGEOM_CAPSULE", "mjGEOM_SPHERE"}
+    with pytest.raises(NotImplementedError, match="collisions not implemented"):
+        mjx.put_model(original_model("reach-v3"))  # the reason for the edit: the original fails
+    mjx.put_model(m)
+
+
+def test_hand_box_covers_the_hand_mesh():
+    """The hand's box is its mesh's bounding box: every mesh vertex lies inside it."""
+    m0, m = original_model("push-v3"), scene_model("push-v3")
+    (g,) = select(m0, "right_hand")
+    mesh = m0.geom_dataid[g]
+    start, n = m0.mesh_vertadr[mesh], m0.mesh_vertnum[mesh]
+    verts = m0.mesh_vert[start : start + n]  # in the geom's frame (MuJoCo centres meshes)
+    rot0, rot = np.zeros(9), np.zeros(9)
+    mujoco.mju_quat2Mat(rot0, m0.geom_quat[g])
+    mujoco.mju_quat2Mat(rot, m.geom_quat[g])
+    world = verts @ rot0.reshape(3, 3).T + m0.geom_pos[g]  # in the body's frame
+    local = (world - m.geom_pos[g]) @ rot.reshape(3, 3)
+    assert np.all(np.abs(local) <= m.geom_size[g] + 1e-6)
+    assert np.any(np.abs(local) >= m.geom_size[g] - 1e-4, axis=0).all()  # tight on every axis
+
+
+def test_select_refuses_what_is_not_there():
+    m = original_model("reach-v3")
+    with pytest.raises(ValueError, match="no body 'nope'"):
+        select(m, "nope")
+    with pytest.raises(ValueError, match="has 1 colliding geoms"):
+        select(m, "obj#3")
+    with pytest.raises(ValueError, match="unknown MT10 task"):
+        original_model("reach-v2")
+
+
+@pytest.mark.slow
+def test_mjx_steps_as_mujoco_on_the_edited_scene():
+    """From the same state with the same actions, MJX (edited scene, 5 solver iterations) keeps
+    the hand within 5 mm and the puck within 5 mm of MuJoCo on the same edited scene over 20
+    steps of pushing."""
+    import jax
+    import jax.numpy as jnp
+
+    from pgx_jax.families.mt10_physics import FRAME_SKIP, HAND_HIGH, HAND_LOW, make_scene, physics_step
+
+    scene = make_scene("push-v3")
+    m = scene_model("push-v3")
+    d = mujoco.MjData(m)
+    mujoco.mj_forward(m, d)
+    actions = np.tile(np.array([0.0, 1.0, -1.0, -1.0], np.float32), (20, 1))
+
+    @jax.jit
+    def roll(actions):
+        from mujoco import mjx
+
+        data = mjx.forward(scene.model, mjx.put_data(m, d))
+        return jax.lax.scan(lambda dd, a: (physics_step(scene.model, dd, a),) * 2, data, actions)[0]
+
+    out = roll(jnp.asarray(actions))
+    for a in actions:
+        d.mocap_pos[0] = np.clip(d.mocap_pos[0] + a[:3] / 100, HAND_LOW, HAND_HIGH)
+        d.mocap_quat[0] = [1, 0, 1, 0]
+        d.ctrl[:] = [a[3], -a[3]]
+        mujoco.mj_step(m, d, nstep=FRAME_SKIP)
+    mujoco.mj_forward(m, d)
+    hand = scene.ids["hand"]
+    assert np.linalg.norm(np.asarray(out.xpos[hand]) - d.xpos[hand]) < 5e-3
+    assert np.max(np.abs(np.asarray(out.qpos[9:12]) - d.qpos[9:12])) < 5e-3
