@@ -75,6 +75,18 @@ def test_hand_box_covers_the_hand_mesh():
     assert np.any(np.abs(local) >= m.geom_size[g] - 1e-4, axis=0).all()  # tight on every axis
 
 
+@pytest.mark.parametrize("task", ["reach-v3", "door-open-v3"])
+def test_original_model_is_the_host_model(task):
+    """The scene as Meta-World's env holds it: same sizes and the same mocap weld (the hand
+    tracks the mocap body with no offset; the scene file's weld alone puts it 26 cm off)."""
+    from metaworld.env_dict import MT10_V3
+
+    host, m = MT10_V3[task]().model, original_model(task)
+    assert (host.nq, host.nv, host.ngeom, host.nbody) == (m.nq, m.nv, m.ngeom, m.nbody)
+    np.testing.assert_array_equal(host.eq_data, m.eq_data)
+    np.testing.assert_array_equal(host.geom_contype, m.geom_contype)
+
+
 def test_select_refuses_what_is_not_there():
     m = original_model("reach-v3")
     with pytest.raises(ValueError, match="no body 'nope'"):

@@ -99,13 +99,21 @@ def metaworld_assets() -> str:
     return os.path.join(os.path.dirname(metaworld.__file__), "assets")
 
 
+#: the weld of the hand to the mocap body as Meta-World sets it on every env (``reset_mocap_welds``):
+#: no anchor offset, relative pose (0, 0, 0; -1, 0, 0, 0), torque scale 5
+MOCAP_WELD = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0)
+
+
 @functools.cache
 def _original(task: str) -> mujoco.MjModel:
-    return mujoco.MjModel.from_xml_path(os.path.join(metaworld_assets(), SCENE_FILES[task]))
+    m = mujoco.MjModel.from_xml_path(os.path.join(metaworld_assets(), SCENE_FILES[task]))
+    m.eq_data[m.eq_type == mujoco.mjtEq.mjEQ_WELD] = MOCAP_WELD
+    return m
 
 
 def original_model(task: str) -> mujoco.MjModel:
-    """A fresh copy of the unedited scene of ``task`` (what the host Meta-World steps)."""
+    """A fresh copy of the unedited scene of ``task`` as the host Meta-World steps it (the scene
+    file with Meta-World's :data:`MOCAP_WELD`)."""
     if task not in SCENE_FILES:
         raise ValueError(f"unknown MT10 task {task!r}; MT10's tasks are {list(SCENE_FILES)}")
     return _copy(_original(task))
