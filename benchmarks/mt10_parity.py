@@ -42,7 +42,7 @@ from pgx_jax.families.mt10_physics import (
     physics_step,
     state_from_host,
 )
-from pgx_jax.families.mt10_scene import restrict_contacts, scene_model
+from pgx_jax.families.mt10_scene import edit_model
 from pgx_jax.rl.checkpoint import source_commit, versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
@@ -73,13 +73,7 @@ def scripted_policy(task: str):
 
 def edited_host_model(env, task: str) -> mujoco.MjModel:
     """The env's model as it stands after its reset (bodies it moved included), with the edits."""
-    m = copy.deepcopy(env.model)
-    edited = scene_model(task)
-    restrict_contacts(m, task)
-    for g in range(m.ngeom):  # the boxes of scene_model, on the moved model
-        m.geom_type[g], m.geom_size[g], m.geom_pos[g] = edited.geom_type[g], edited.geom_size[g], edited.geom_pos[g]
-        m.geom_dataid[g], m.geom_rbound[g] = edited.geom_dataid[g], edited.geom_rbound[g]
-    return m
+    return edit_model(copy.deepcopy(env.model), task)
 
 
 def snapshot(env) -> dict:

@@ -87,6 +87,26 @@ def test_original_model_is_the_host_model(task):
     np.testing.assert_array_equal(host.geom_contype, m.geom_contype)
 
 
+def test_edit_model_on_a_reset_host_model_is_scene_model():
+    """The parity benchmark edits the host env's model after its reset (the door moved): the
+    geoms come out as scene_model's, the moved body stays where the reset put it."""
+    import copy
+
+    from metaworld.env_dict import MT10_V3
+
+    from pgx_jax.families.mt10_scene import edit_model
+
+    env = MT10_V3["door-open-v3"]()
+    env._set_task_called, env._freeze_rand_vec = True, False
+    np.random.seed(3)
+    env.reset()
+    edited, fresh = edit_model(copy.deepcopy(env.model), "door-open-v3"), scene_model("door-open-v3")
+    for field in ("geom_type", "geom_size", "geom_pos", "geom_contype", "geom_conaffinity"):
+        np.testing.assert_array_equal(getattr(edited, field), getattr(fresh, field))
+    np.testing.assert_array_equal(edited.body_pos, env.model.body_pos)
+    assert not np.array_equal(edited.body_pos, fresh.body_pos)
+
+
 def test_select_refuses_what_is_not_there():
     m = original_model("reach-v3")
     with pytest.raises(ValueError, match="no body 'nope'"):

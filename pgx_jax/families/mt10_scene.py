@@ -25,6 +25,7 @@ Shapes: the scene is a ``mujoco.MjModel``; :func:`scene_model` returns a fresh, 
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 
@@ -120,8 +121,6 @@ def original_model(task: str) -> mujoco.MjModel:
 
 
 def _copy(m: mujoco.MjModel) -> mujoco.MjModel:
-    import copy
-
     return copy.deepcopy(m)
 
 
@@ -182,10 +181,10 @@ def restrict_contacts(m: mujoco.MjModel, task: str) -> mujoco.MjModel:
     return m
 
 
-def scene_model(task: str, *, contacts: bool = True, boxes: bool = True) -> mujoco.MjModel:
-    """The scene of ``task`` with the edits above (``contacts``: only :data:`CONTACTS` collide;
-    ``boxes``: the colliding meshes and cylinders as boxes). Both off: the original scene."""
-    m = original_model(task)
+def edit_model(m: mujoco.MjModel, task: str, *, contacts: bool = True, boxes: bool = True) -> mujoco.MjModel:
+    """Edit an unedited scene of ``task`` in place (``contacts``: only :data:`CONTACTS` collide;
+    ``boxes``: the colliding meshes and cylinders as boxes); returns ``m``. ``m`` may be a host
+    env's model after its reset (bodies the reset moved stay where they are)."""
     if contacts:
         restrict_contacts(m, task)
     if boxes:
@@ -194,3 +193,9 @@ def scene_model(task: str, *, contacts: bool = True, boxes: bool = True) -> mujo
             if m.geom_type[g] in kinds:
                 _as_box(m, g)
     return m
+
+
+def scene_model(task: str, *, contacts: bool = True, boxes: bool = True) -> mujoco.MjModel:
+    """A fresh copy of the scene of ``task`` with :func:`edit_model`'s edits. Both off: the
+    original scene."""
+    return edit_model(original_model(task), task, contacts=contacts, boxes=boxes)
