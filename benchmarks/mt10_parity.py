@@ -105,7 +105,7 @@ def run_host(env, task, episode, scripted) -> dict:
     for t in range(1, STEPS + 1):
         a = np.clip(policy.get_action(obs), -1, 1) if scripted else rng.uniform(-1, 1, 4)
         obs, _, _, _, info = env.step(a)
-        actions.append(np.asarray(a, np.float32))
+        actions.append(np.asarray(a, np.float64))
         success |= bool(info["success"])
         if t in CHECKS:
             hand[t], obj[t] = env.data.body("hand").xpos.copy(), object_qpos(env.data.qpos)
@@ -166,7 +166,9 @@ def compare(task: str, episodes: int, first_seed: int) -> list[dict]:
         host = run_host(env, task, episode, scripted)
         edited = run_edited_host(env, host)
         t0 = time.perf_counter()
-        qpos, qvel, hand = jax.device_get(rollout(host["body_pos"], host["start"], jnp.asarray(host["actions"])))
+        qpos, qvel, hand = jax.device_get(
+            rollout(host["body_pos"], host["start"], jnp.asarray(host["actions"], jnp.float32))
+        )
         mjx_s = time.perf_counter() - t0
         mjx = {"hand": {t: hand[t - 1] for t in CHECKS}, "obj": {t: object_qpos(qpos[t - 1]) for t in CHECKS}}
         row = {"task": task, "episode": episode, "actions": "scripted" if scripted else "random", "mjx_wall_s": mjx_s}

@@ -117,6 +117,7 @@ def state_from_host(scene: MjxScene, qpos, qvel, mocap_pos, mocap_quat, body_pos
 
 def object_qpos(qpos) -> np.ndarray:
     """The object's generalised coordinates (every joint after the arm's 7 and the gripper's 2):
-    a free joint's position (first 3) or a hinge/slide's value."""
-    rest = np.asarray(qpos)[9:]
+    a free joint's position (first 3) or a hinge/slide's value. A copy: a view of a live
+    ``MjData.qpos`` would follow the simulation."""
+    rest = np.array(qpos, copy=True)[9:]
     return rest[:3] if rest.size >= 7 else rest

@@ -11,8 +11,11 @@ What is changed, and why:
    :data:`CONTACTS` collide here: per task, the gripper (hand, claws, pads) against the task's
    object and the table, and the object's moving parts against what holds them. They are the
    pairs MuJoCo produced contacts for in host rollouts of Meta-World's scripted policies and of
-   uniform random actions (6 + 4 episodes of 200 steps per task), widened to whole groups
-   (every gripper geom, every geom of the part). The groups are written into the geoms'
+   uniform random actions (6 + 4 episodes of 200 steps per task, seeds 0-9), widened to the
+   whole gripper (every gripper geom against each part geom seen) and to the table. Not
+   included, so a learned policy can pass through them: the retaining walls, the floor, the
+   arm's links, and the parts no rollout touched (the door's panel and frame against the
+   gripper, the drawer's sides and case, the window's pane). The groups are written into the geoms'
    ``contype``/``conaffinity`` bits, one bit per group pair, so MuJoCo's own mixing of friction
    and solver parameters is kept and no other pair becomes a candidate.
 2. **Geometry MJX cannot collide.** The hand's collision mesh (6,693 vertices) becomes the box
@@ -164,6 +167,7 @@ def _as_box(m: mujoco.MjModel, g: int) -> None:
         half = np.array([r, r, h])
     m.geom_type[g] = mujoco.mjtGeom.mjGEOM_BOX
     m.geom_size[g] = half
+    m.geom_aabb[g] = [0.0, 0.0, 0.0, *half]  # MuJoCo's midphase reads it
     m.geom_rbound[g] = float(np.linalg.norm(half))
 
 
