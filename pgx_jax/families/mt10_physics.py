@@ -17,6 +17,7 @@ the goal [3] (MT10 observes its goal).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import jax
@@ -60,7 +61,7 @@ class MjxScene:
 def make_scene(task: str, mj_model: mujoco.MjModel | None = None) -> MjxScene:
     """The MJX scene of ``task``: :func:`scene_model` (or the given edited model) with MJX's solver
     iterations (:data:`SOLVER_ITERATIONS`, :data:`LS_ITERATIONS`)."""
-    m = scene_model(task) if mj_model is None else mj_model
+    m = scene_model(task) if mj_model is None else copy.deepcopy(mj_model)  # the caller's stays as it was
     m.opt.iterations = SOLVER_ITERATIONS
     m.opt.ls_iterations = LS_ITERATIONS
     body = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, n)  # noqa: E731
