@@ -39,6 +39,7 @@ import numpy as np
 from pgx_jax.families.host_benchmarks import MT10_TASKS
 from pgx_jax.families.mt10_physics import (
     FRAME_SKIP,
+    jit,
     make_scene,
     object_qpos,
     physics_step,
@@ -145,7 +146,7 @@ def rollout_fn(scene):
     """A jitted ``(body_pos, start, actions[T, 4]) -> (qpos[T], qvel[T], hand[T, 3])`` in MJX."""
     hand_id = scene.ids["hand"]
 
-    @jax.jit
+    @jit
     def rollout(body_pos, start, actions):
         model, data = state_from_host(scene, **start, body_pos=body_pos)
 

@@ -138,7 +138,7 @@ def test_mjx_steps_as_mujoco_on_the_edited_scene():
     import jax.numpy as jnp
     from mujoco import mjx
 
-    from pgx_jax.families.mt10_physics import FRAME_SKIP, HAND_HIGH, HAND_LOW, make_scene, physics_step
+    from pgx_jax.families.mt10_physics import FRAME_SKIP, HAND_HIGH, HAND_LOW, jit, make_scene, physics_step
 
     scene = make_scene("push-v3")
     m = scene_model("push-v3")
@@ -146,7 +146,7 @@ def test_mjx_steps_as_mujoco_on_the_edited_scene():
     mujoco.mj_forward(m, d)
     actions = np.tile(np.array([0.0, 1.0, -1.0, -1.0], np.float32), (20, 1))
 
-    @jax.jit
+    @jit
     def roll(actions):
         data = mjx.forward(scene.model, mjx.put_data(m, d))
         return jax.lax.scan(lambda dd, a: (physics_step(scene.model, dd, a),) * 2, data, actions)[0]
@@ -162,3 +162,23 @@ def test_mjx_steps_as_mujoco_on_the_edited_scene():
     mujoco.mj_forward(m, d)
     assert np.linalg.norm(d.xpos[hand] - start) > 0.1
     assert np.linalg.norm(np.asarray(out.xpos[hand]) - d.xpos[hand]) < 5e-3
+
+
+def test_cpu_compiler_options_keep_the_numbers():
+    """MJX programs on the CPU are compiled without XLA's fusion emitters (their speed:
+    benchmarks/mt10_throughput.py; XLA's default build is not run here: under this suite's
+    optimisation level 0 its one kinematics call took 545 s) and compute MuJoCo's kinematics."""
+    import jax
+    from mujoco import mjx
+
+    from pgx_jax.families.mt10_physics import CPU_COMPILER_OPTIONS, compiler_options, jit, make_scene
+
+    assert jax.default_backend() == "cpu" and compiler_options() == CPU_COMPILER_OPTIONS
+    scene = make_scene("reach-v3")
+    d = mujoco.MjData(scene.mj_model)
+    d.qpos[:7] = np.linspace(-0.5, 0.5, 7)
+    data = mjx.put_data(scene.mj_model, d)
+    kin = lambda x: mjx.kinematics(scene.model, x).xpos  # noqa: E731
+    mujoco.mj_kinematics(scene.mj_model, d)
+    np.testing.assert_allclose(np.asarray(jit(kin)(data)), d.xpos, atol=1e-4)
+    assert np.ptp(d.xpos[1:], axis=0).max() > 0.1  # bodies spread out: the comparison is not of zeros

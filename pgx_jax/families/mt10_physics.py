@@ -38,6 +38,12 @@ HAND_HIGH = (0.5, 1.0, 0.5)
 #: steps at tolerance 1e-10, which float32 never reaches: every step would run all 2,500)
 SOLVER_ITERATIONS = 5
 LS_ITERATIONS = 10
+#: XLA:CPU options for programs that step MJX. XLA's newer CPU fusion emitters make MJX's
+#: unrolled kinematics and collision code 100-2,000x slower (jaxlib 0.10.2, 2-core CPU: one
+#: kinematics call 81 ms with them, 0.04 ms without; a vmapped batch of 64 env steps did not
+#: finish compiling in 20 minutes, and compiles in 16 s without): benchmarks/mt10_throughput.py.
+#: Per program, through ``jax.jit(..., compiler_options=...)``, so other programs keep XLA's default.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -69,6 +75,17 @@ def make_scene(task: str, mj_model: mujoco.MjModel | None = None) -> MjxScene:
     ids = {n: body(n) for n in ("hand", "rightclaw", "leftclaw", "leftpad", "rightpad")}
     ids.update({n: site(n) for n in ("rightEndEffector", "leftEndEffector")})
     return MjxScene(task, mjx.put_model(m), m, ids)
+
+
+def compiler_options() -> dict | None:
+    """The ``compiler_options`` for ``jax.jit`` of a program that steps MJX on JAX's default
+    backend: :data:`CPU_COMPILER_OPTIONS` on the CPU, None (XLA's defaults) elsewhere."""
+    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+def jit(fn, **kwargs):
+    """``jax.jit(fn, **kwargs)`` with :func:`compiler_options`: use it for anything that steps MJX."""
+    return jax.jit(fn, compiler_options=compiler_options(), **kwargs)
 
 
 def apply_action(data: mjx.Data, action: jax.Array) -> mjx.Data:
