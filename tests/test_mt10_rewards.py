@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from pgx_jax.families.mt10_rewards import hamacher_product, reach_reward, tolerance  # noqa: E402
+from pgx_jax.families.mt10_rewards import hamacher_product, push_reward, reach_reward, tolerance  # noqa: E402
 
 
 @pytest.mark.parametrize("sigmoid", ["gaussian", "long_tail"])
@@ -40,14 +40,20 @@ def test_hamacher_product_is_metaworlds():
             )
 
 
+def _host(task: str):
+    from metaworld.env_dict import MT10_V3
+
+    env = MT10_V3[task]()
+    env._freeze_rand_vec, env._set_task_called, env._partially_observable = False, True, False
+    del env.sawyer_observation_space  # rebuilt with the goal's bounds (else the observed goal is clipped)
+    return env
+
+
 def test_reach_reward_and_success_are_the_hosts():
     """On host reach-v3 states (random actions, two resets), the reward and success from the
     host's tcp, goal and initial hand equal ``evaluate_state``'s; the episodes reach rewards
     between 0 and 10 and the success test sees both outcomes (a goal placed at the tcp)."""
-    from metaworld.env_dict import MT10_V3
-
-    env = MT10_V3["reach-v3"]()
-    env._freeze_rand_vec, env._set_task_called, env._partially_observable = False, True, False
+    env = _host("reach-v3")
     rewards, successes = [], []
     for seed in (3, 4):
         np.random.seed(seed)
@@ -64,3 +70,28 @@ def test_reach_reward_and_success_are_the_hosts():
             assert float(success) == info["success"]
             rewards.append(want), successes.append(info["success"])
     assert 0.0 < min(rewards) < max(rewards) <= 10.0 and set(successes) == {0.0, 1.0}
+
+
+def test_push_reward_and_success_are_the_hosts():
+    """On host push-v3 states along Meta-World's scripted policy (which cages, grips and pushes
+    the puck to the goal: every branch of the reward) and random actions, the JAX reward and
+    success from the host's positions equal ``evaluate_state``'s."""
+    from metaworld.policies import SawyerPushV3Policy
+
+    env, policy, rewards, successes = _host("push-v3"), SawyerPushV3Policy(), [], []
+    for seed, scripted in ((5, True), (6, False)):
+        np.random.seed(seed)
+        obs, _ = env.reset()
+        rng = np.random.default_rng(seed)
+        for _ in range(200):
+            a = np.clip(policy.get_action(obs), -1, 1) if scripted else rng.uniform(-1, 1, 4)
+            obs = env.step(a.astype(np.float32))[0]
+            want, info = env.evaluate_state(obs, a)
+            pads = (env.get_body_com("leftpad"), env.get_body_com("rightpad"))
+            got, success = push_reward(
+                a, obs[4:7], env.tcp_center, obs[3], env._target_pos, env.obj_init_pos, env.init_tcp, *pads
+            )
+            assert float(got) == pytest.approx(want, rel=1e-4, abs=1e-4)
+            assert float(success) == info["success"]
+            rewards.append(want), successes.append(info["success"])
+    assert set(successes) == {0.0, 1.0} and min(rewards) < 1.0 < max(rewards) == 10.0

@@ -56,3 +56,71 @@ def reach_reward(tcp, target, hand_init, radius: float = 0.05):
     d = jnp.linalg.norm(tcp - target)
     in_place = tolerance(d, 0.0, radius, jnp.linalg.norm(hand_init - target), "long_tail")
     return 10.0 * in_place, (d <= 0.05).astype(jnp.float32)
+
+
+def gripper_caging_reward(
+    action,
+    obj,
+    tcp,
+    left_pad,
+    right_pad,
+    obj_init,
+    init_tcp,
+    *,
+    obj_radius: float,
+    pad_success_thresh: float,
+    object_reach_radius: float,
+    xz_thresh: float,
+    desired_gripper_effort: float = 1.0,
+    high_density: bool = False,
+    medium_density: bool = False,
+):
+    """Meta-World's ``SawyerXYZEnv._gripper_caging_reward``, in [0, 1]. Inputs float32 [3]
+    (``action`` [4]): the object, the tcp, the pads' body positions, the object's and the tcp's
+    positions at the reset.
+
+    caging_y = H(tol(|pad_y - obj_y|, obj_radius, pad_success_thresh, margin_i)) over both pads,
+    margin_i = ||pad_y - obj_init_y| - pad_success_thresh|; caging_xz = tol(|tcp_xz - obj_xz|, 0,
+    xz_thresh, |obj_init_xz - init_tcp_xz| - xz_thresh); caging = H(caging_y, caging_xz);
+    gripping = clip(a_3, 0, effort) / effort where caging > 0.97, else 0; the reward is
+    H(caging, gripping), averaged with caging (high density) or with the reach tolerance
+    tol(|obj - tcp|, 0, object_reach_radius, ||obj_init - init_tcp| - object_reach_radius|)
+    (medium density). All tolerances long_tail; H: :func:`hamacher_product`."""
+    if high_density and medium_density:
+        raise ValueError("gripper_caging_reward: high_density and medium_density exclude each other")
+    pads_y = jnp.stack([left_pad[1], right_pad[1]])
+    margins = jnp.abs(jnp.abs(pads_y - obj_init[1]) - pad_success_thresh)
+    lr = tolerance(jnp.abs(pads_y - obj[1]), obj_radius, pad_success_thresh, margins, "long_tail")
+    caging_y = hamacher_product(lr[0], lr[1])
+    xz = jnp.array([0, 2])
+    xz_margin = jnp.linalg.norm(obj_init[xz] - init_tcp[xz]) - xz_thresh
+    caging_xz = tolerance(jnp.linalg.norm(tcp[xz] - obj[xz]), 0.0, xz_thresh, xz_margin, "long_tail")
+    closed = jnp.clip(action[-1], 0.0, desired_gripper_effort) / desired_gripper_effort
+    caging = hamacher_product(caging_y, caging_xz)
+    out = hamacher_product(caging, jnp.where(caging > 0.97, closed, 0.0))
+    if high_density:
+        out = (out + caging) / 2
+    if medium_density:
+        margin = jnp.abs(jnp.linalg.norm(obj_init - init_tcp) - object_reach_radius)
+        reach = tolerance(jnp.linalg.norm(obj - tcp), 0.0, object_reach_radius, margin, "long_tail")
+        out = (out + reach) / 2
+    return out
+
+
+def push_reward(action, obj, tcp, tcp_opened, target, obj_init, init_tcp, left_pad, right_pad, radius: float = 0.05):
+    """push-v3 (v2 reward): ``(reward, success)``. ``g`` = :func:`gripper_caging_reward` (object
+    radius 0.015, pad threshold 0.05, reach radius 0.01, xz threshold 0.005, high density);
+    reward ``2g``, then ``1 + 4g + 5 tol(|obj - target|, 0, radius, |obj_init - target|)`` where
+    the tcp is within 2 cm of the object with the gripper open (``tcp_opened > 0``), and 10 where
+    the object is within ``radius`` of the target; success ``|obj - target| <= radius``."""
+    to_target = jnp.linalg.norm(obj - target)
+    in_place = tolerance(to_target, 0.0, radius, jnp.linalg.norm(obj_init - target), "long_tail")
+    grasped = gripper_caging_reward(
+        action, obj, tcp, left_pad, right_pad, obj_init, init_tcp,
+        obj_radius=0.015, pad_success_thresh=0.05, object_reach_radius=0.01, xz_thresh=0.005, high_density=True,
+    )  # fmt: skip
+    reward = 2.0 * grasped
+    near = (jnp.linalg.norm(obj - tcp) < 0.02) & (tcp_opened > 0)
+    reward = jnp.where(near, 1.0 + 2.0 * reward + 5.0 * in_place, reward)
+    reward = jnp.where(to_target < radius, 10.0, reward)
+    return reward, (to_target <= radius).astype(jnp.float32)
