@@ -124,3 +124,83 @@ def push_reward(action, obj, tcp, tcp_opened, target, obj_init, init_tcp, left_p
     reward = jnp.where(near, 1.0 + 2.0 * reward + 5.0 * in_place, reward)
     reward = jnp.where(to_target < radius, 10.0, reward)
     return reward, (to_target <= radius).astype(jnp.float32)
+
+
+def drawer_open_reward(hand, handle, target, init_tcp, max_dist: float = 0.2):
+    """drawer-open-v3 (v2 reward): ``(reward, success)`` with ``e = |handle - target|``, reward
+    ``5 (tol(|(handle - hand) * (3, 3, 1)|, 0, 0.01, |(target + (0, max_dist, 0) - init_tcp) * (3, 3, 1)|)
+    + tol(e, 0, 0.02, max_dist))`` (long_tail) and success ``e <= 0.03``. ``hand``: the
+    observation's hand position (not the tcp), ``handle``: its object block's position."""
+    error = jnp.linalg.norm(handle - target)
+    opening = tolerance(error, 0.0, 0.02, max_dist, "long_tail")
+    scale = jnp.array([3.0, 3.0, 1.0])
+    handle_init = target + jnp.array([0.0, max_dist, 0.0])
+    margin = jnp.linalg.norm((handle_init - init_tcp) * scale)
+    caging = tolerance(jnp.linalg.norm((handle - hand) * scale), 0.0, 0.01, margin, "long_tail")
+    return 5.0 * (caging + opening), (error <= 0.03).astype(jnp.float32)
+
+
+def drawer_close_reward(action, handle, tcp, target, obj_init, init_tcp, radius: float = 0.05):
+    """drawer-close-v3 (v2 reward): ``(reward, success)``. ``d = |handle - target|``; in_place =
+    tol(d, 0, radius, ||obj_init - target| - radius|) (long_tail); reach = H(tol(|handle - tcp|,
+    0, 0.005, ||obj_init - init_tcp| - 0.005|) (gaussian), clip(a_3, 0, 1)); reward
+    ``10 H(reach, in_place)``, 10 where ``d <= radius + 0.015``, which is also success. Meta-World
+    reads the base class's radius 0.05 here, not the env's own ``_TARGET_RADIUS`` (0.04)."""
+    d = jnp.linalg.norm(handle - target)
+    in_place = tolerance(d, 0.0, radius, jnp.abs(jnp.linalg.norm(obj_init - target) - radius), "long_tail")
+    margin = jnp.abs(jnp.linalg.norm(obj_init - init_tcp) - 0.005)
+    reach = tolerance(jnp.linalg.norm(handle - tcp), 0.0, 0.005, margin, "gaussian")
+    reach = hamacher_product(reach, jnp.clip(action[-1], 0.0, 1.0))
+    done = d <= radius + 0.015
+    return 10.0 * jnp.where(done, 1.0, hamacher_product(reach, in_place)), done.astype(jnp.float32)
+
+
+def button_press_topdown_reward(button, tcp, tcp_opened, target, init_tcp, obj_to_target_init):
+    """button-press-topdown-v3 (v2 reward): ``(reward, success)``. ``p = |target_z - button_z|``;
+    near = tol(|button - tcp|, 0, 0.01, |button - init_tcp|) (Meta-World's margin reads the
+    button's current position); pressed = tol(p, 0, 0.005, obj_to_target_init); reward
+    ``5 H(1 - tcp_opened, near)`` plus ``5 pressed`` where the tcp is within 3 cm of the button
+    (long_tail tolerances); success ``p <= 0.024``."""
+    to_button = jnp.linalg.norm(button - tcp)
+    near = tolerance(to_button, 0.0, 0.01, jnp.linalg.norm(button - init_tcp), "long_tail")
+    p = jnp.abs(target[2] - button[2])
+    pressed = tolerance(p, 0.0, 0.005, obj_to_target_init, "long_tail")
+    reward = 5.0 * hamacher_product(1.0 - tcp_opened, near) + jnp.where(to_button <= 0.03, 5.0 * pressed, 0.0)
+    return reward, (p <= 0.024).astype(jnp.float32)
+
+
+def door_open_reward(action, hand, handle, theta, target):
+    """door-open-v3 (v2 reward): ``(reward, success)``; ``hand`` the observation's hand, ``handle``
+    the handle geom's position, ``theta`` the door hinge's angle (negative opens). With
+    ``door = handle - (0.05, 0, 0)`` and ``r = |hand_xy - door_xy|``: floor = 0 for r <= 0.12,
+    else ``0.04 ln(r - 0.12) + 0.4``; above = 1 if hand_z >= floor else tol(floor - hand_z, 0,
+    0.01, floor / 2); ready = H(above, tol(|hand - door - (0.05, 0.03, -0.01)|, 0, 0.06, 0.5));
+    opened = ``0.2 [theta < -pi/90] + 0.8 tol(2pi/3 + theta, 0, 0.5, pi/3)``; grab =
+    ``(clip(a_3, -1, 1) + 1) / 2``; reward ``2 H(ready, grab) + 8 opened``, 10 where
+    ``|handle_x - target_x| <= 0.08``, which is also success (long_tail tolerances)."""
+    door = handle - jnp.array([0.05, 0.0, 0.0])
+    r = jnp.linalg.norm(hand[:2] - door[:2])
+    floor = jnp.where(r <= 0.12, 0.0, 0.04 * jnp.log(jnp.maximum(r - 0.12, 1e-30)) + 0.4)
+    below = tolerance(floor - hand[2], 0.0, 0.01, jnp.maximum(floor / 2.0, 0.0), "long_tail")
+    above = jnp.where(hand[2] >= floor, 1.0, below)
+    offset = jnp.linalg.norm(hand - door - jnp.array([0.05, 0.03, -0.01]))
+    ready = hamacher_product(above, tolerance(offset, 0.0, 0.06, 0.5, "long_tail"))
+    opened = 0.2 * (theta < -jnp.pi / 90.0) + 0.8 * tolerance(
+        2.0 * jnp.pi / 3.0 + theta, 0.0, 0.5, jnp.pi / 3.0, "long_tail"
+    )
+    grab = (jnp.clip(action[3], -1.0, 1.0) + 1.0) / 2.0
+    done = jnp.abs(handle[0] - target[0]) <= 0.08
+    return jnp.where(done, 10.0, 2.0 * hamacher_product(ready, grab) + 8.0 * opened), done.astype(jnp.float32)
+
+
+def window_reward(handle, tcp, target, x_init, handle_init, init_tcp, *, closing: bool, radius: float = 0.05):
+    """window-open-v3 / window-close-v3 (v2 rewards): ``(reward, success)``. ``d = |handle_x -
+    target_x|``; in_place = tol(d, 0, radius, ||x_init - target_x| - radius|) (long_tail), where
+    Meta-World's ``x_init`` is the object's initial x on opening and the handle's on closing;
+    reach = tol(|handle - tcp|, 0, 0.02, ||handle_init - init_tcp| - 0.02|), long_tail on
+    opening, gaussian on closing; reward ``10 H(reach, in_place)``; success ``d <= radius``."""
+    d = jnp.abs(handle[0] - target[0])
+    in_place = tolerance(d, 0.0, radius, jnp.abs(jnp.abs(x_init - target[0]) - radius), "long_tail")
+    margin = jnp.abs(jnp.linalg.norm(handle_init - init_tcp) - 0.02)
+    reach = tolerance(jnp.linalg.norm(handle - tcp), 0.0, 0.02, margin, "gaussian" if closing else "long_tail")
+    return 10.0 * hamacher_product(reach, in_place), (d <= radius).astype(jnp.float32)
