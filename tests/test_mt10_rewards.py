@@ -1,6 +1,8 @@
 """The JAX rewards of MT10 (pgx_jax.families.mt10_rewards) against Meta-World's own, computed
 by the installed package on the same inputs and host states."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -50,52 +52,96 @@ def _host(task: str):
     return env
 
 
-def _window(closing: bool):
-    def reward(env, obs, a):
+def _pads(env):
+    return env.get_body_com("leftpad"), env.get_body_com("rightpad")
+
+
+def _window_args(closing: bool):
+    def args(env, obs, a):
         x_init = env.window_handle_pos_init[0] if closing else env.obj_init_pos[0]
-        args = (obs[4:7], env.tcp_center, env._target_pos, x_init, env.window_handle_pos_init, env.init_tcp)
-        return R.window_reward(*args, closing=closing)
+        return obs[4:7], env.tcp_center, env._target_pos, x_init, env.window_handle_pos_init, env.init_tcp
 
-    return reward
+    return args
 
 
-TASK_REWARDS = {
-    "reach-v3": lambda env, obs, a: R.reach_reward(env.tcp_center, env._target_pos, env.hand_init_pos),
-    "push-v3": lambda env, obs, a: R.push_reward(
+def _peg_args(env, obs, a):
+    corners = lambda i: tuple(env._get_site_pos(f"{c}_corner_collision_box_{i}") for c in ("bottom_right", "top_left"))  # noqa: E731
+    head, objs = env._get_site_pos("pegHead"), (obs[4:7], env.obj_init_pos, env.peg_head_pos_init)
+    return (
         a,
-        obs[4:7],
+        objs[0],
+        head,
         env.tcp_center,
         obs[3],
         env._target_pos,
-        env.obj_init_pos,
+        *objs[1:],
         env.init_tcp,
-        env.get_body_com("leftpad"),
-        env.get_body_com("rightpad"),
-    ),  # fmt: skip
-    "door-open-v3": lambda env, obs, a: R.door_open_reward(
-        a, obs[:3], obs[4:7], env.data.joint("doorjoint").qpos.item(), env._target_pos
+        _pads(env),
+        (corners(1), corners(2)),
+    )
+
+
+#: per task: the JAX reward and its arguments read off a host env after a step
+TASK_REWARDS = {
+    "reach-v3": (R.reach_reward, lambda env, obs, a: (env.tcp_center, env._target_pos, env.hand_init_pos)),
+    "push-v3": (
+        R.push_reward,
+        lambda env, obs, a: (
+            a,
+            obs[4:7],
+            env.tcp_center,
+            obs[3],
+            env._target_pos,
+            env.obj_init_pos,
+            env.init_tcp,
+            *_pads(env),
+        ),
     ),
-    "window-open-v3": _window(closing=False),
-    "window-close-v3": _window(closing=True),
-    "drawer-open-v3": lambda env, obs, a: R.drawer_open_reward(obs[:3], obs[4:7], env._target_pos, env.init_tcp),
-    "drawer-close-v3": lambda env, obs, a: R.drawer_close_reward(
-        a, obs[4:7], env.tcp_center, env._target_pos, env.obj_init_pos, env.init_tcp
+    "pick-place-v3": (
+        R.pick_place_reward,
+        lambda env, obs, a: (
+            a,
+            obs[4:7],
+            env.tcp_center,
+            obs[3],
+            env._target_pos,
+            env.obj_init_pos,
+            env.init_tcp,
+            *_pads(env),
+            (env.init_left_pad, env.init_right_pad),
+        ),  # fmt: skip
     ),
-    "button-press-topdown-v3": lambda env, obs, a: R.button_press_topdown_reward(
-        obs[4:7], env.tcp_center, obs[3], env._target_pos, env.init_tcp, env._obj_to_target_init
+    "door-open-v3": (
+        R.door_open_reward,
+        lambda env, obs, a: (a, obs[:3], obs[4:7], env.data.joint("doorjoint").qpos.item(), env._target_pos),
     ),
+    "drawer-open-v3": (R.drawer_open_reward, lambda env, obs, a: (obs[:3], obs[4:7], env._target_pos, env.init_tcp)),
+    "drawer-close-v3": (
+        R.drawer_close_reward,
+        lambda env, obs, a: (a, obs[4:7], env.tcp_center, env._target_pos, env.obj_init_pos, env.init_tcp),
+    ),
+    "button-press-topdown-v3": (
+        R.button_press_topdown_reward,
+        lambda env, obs, a: (obs[4:7], env.tcp_center, obs[3], env._target_pos, env.init_tcp, env._obj_to_target_init),
+    ),
+    "peg-insert-side-v3": (R.peg_insert_side_reward, _peg_args),
+    "window-open-v3": (functools.partial(R.window_reward, closing=False), _window_args(closing=False)),
+    "window-close-v3": (functools.partial(R.window_reward, closing=True), _window_args(closing=True)),
 }
 
 
 @pytest.mark.parametrize("task", sorted(TASK_REWARDS))
 def test_task_reward_and_success_are_the_hosts(task):
-    """Along Meta-World's scripted policy and random actions on the host (two seeds), the JAX
-    reward and success from the host's positions equal ``evaluate_state``'s; the scripted
-    episode succeeds, so both success values and the reward's top are exercised."""
+    """Along Meta-World's scripted policy and random actions on the host (200 steps each), the
+    JAX reward and success, jitted and vmapped over the steps' positions read off the host,
+    equal ``evaluate_state``'s; the scripted episode succeeds, so both success values and the
+    reward's top are exercised."""
+    import jax
     import metaworld.policies as policies
 
-    name = "".join(w.capitalize() for w in task.removesuffix("-v3").split("-"))
-    env, policy, rewards, successes = _host(task), getattr(policies, f"Sawyer{name}V3Policy")(), [], []
+    reward_fn, read_args = TASK_REWARDS[task]
+    name = "".join(w.capitalize() for w in task.removesuffix("-v3").split("-")).replace("InsertSide", "InsertionSide")
+    env, policy, args, want = _host(task), getattr(policies, f"Sawyer{name}V3Policy")(), [], []
     for seed, scripted in ((7, True), (8, False)):
         np.random.seed(seed)
         obs, _ = env.reset()
@@ -103,9 +149,11 @@ def test_task_reward_and_success_are_the_hosts(task):
         for _ in range(200):
             a = np.clip(policy.get_action(obs), -1, 1) if scripted else rng.uniform(-1, 1, 4)
             obs = env.step(a.astype(np.float32))[0]
-            want, info = env.evaluate_state(obs, a)
-            got, success = TASK_REWARDS[task](env, obs, a)
-            assert float(got) == pytest.approx(want, rel=1e-4, abs=1e-4), (task, len(rewards))
-            assert float(success) == info["success"]
-            rewards.append(want), successes.append(info["success"])
-    assert set(successes) == {0.0, 1.0} and min(rewards) < max(rewards)
+            reward, info = env.evaluate_state(obs, a)
+            args.append(jax.tree.map(lambda x: np.asarray(x, np.float32).copy(), read_args(env, obs, a)))
+            want.append((reward, info["success"]))
+    got = jax.jit(jax.vmap(reward_fn))(*jax.tree.map(lambda *x: np.stack(x), *args))
+    want = np.array(want)
+    np.testing.assert_allclose(np.asarray(got[0]), want[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(got[1]), want[:, 1])
+    assert set(want[:, 1]) == {0.0, 1.0} and want[:, 0].min() < want[:, 0].max()

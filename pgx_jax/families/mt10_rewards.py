@@ -204,3 +204,63 @@ def window_reward(handle, tcp, target, x_init, handle_init, init_tcp, *, closing
     margin = jnp.abs(jnp.linalg.norm(handle_init - init_tcp) - 0.02)
     reach = tolerance(jnp.linalg.norm(handle - tcp), 0.0, 0.02, margin, "gaussian" if closing else "long_tail")
     return 10.0 * hamacher_product(reach, in_place), (d <= radius).astype(jnp.float32)
+
+
+def pick_place_reward(action, obj, tcp, tcp_opened, target, obj_init, init_tcp, left_pad, right_pad, init_pads):
+    """pick-place-v3 (v2 reward): ``(reward, success)``. Its own caging: left = tol(left_pad_y -
+    obj_y), right = tol(obj_y - right_pad_y) (signed gaps, bounds (0.015, 0.05), margins
+    ``||obj_y - init_pad_y| - 0.05|`` from the pads' positions at the reset ``init_pads`` =
+    (left, right)); xz = tol(|tcp_xz - obj_xz|, 0, 0.005, |obj_init_xz - init_tcp_xz| - 0.005);
+    caging = H(H(left, right), xz); grasped = (H(caging, gripping) + caging) / 2 with gripping as
+    in :func:`gripper_caging_reward`. in_place = tol(|obj - target|, 0, 0.05, |obj_init - target|);
+    reward ``H(grasped, in_place)``, plus ``1 + 5 in_place`` where the tcp is within 2 cm of the
+    object, the gripper open and the object 1 cm above its start; 10 within 0.05 of the target.
+    Success: ``|obj - target| <= 0.07`` (long_tail tolerances)."""
+    margins = jnp.abs(jnp.abs(obj[1] - jnp.stack([init_pads[0][1], init_pads[1][1]])) - 0.05)
+    gaps = jnp.stack([left_pad[1] - obj[1], obj[1] - right_pad[1]])
+    lr = tolerance(gaps, 0.015, 0.05, margins, "long_tail")
+    xz = jnp.array([0, 2])
+    xz_margin = jnp.linalg.norm(obj_init[xz] - init_tcp[xz]) - 0.005
+    caging = hamacher_product(
+        hamacher_product(lr[0], lr[1]),
+        tolerance(jnp.linalg.norm(tcp[xz] - obj[xz]), 0.0, 0.005, xz_margin, "long_tail"),
+    )
+    gripping = jnp.where(caging > 0.97, jnp.clip(action[-1], 0.0, 1.0), 0.0)
+    grasped = (hamacher_product(caging, gripping) + caging) / 2
+    to_target = jnp.linalg.norm(obj - target)
+    in_place = tolerance(to_target, 0.0, 0.05, jnp.linalg.norm(obj_init - target), "long_tail")
+    lifted = (jnp.linalg.norm(obj - tcp) < 0.02) & (tcp_opened > 0) & (obj[2] - 0.01 > obj_init[2])
+    reward = hamacher_product(grasped, in_place) + jnp.where(lifted, 1.0 + 5.0 * in_place, 0.0)
+    return jnp.where(to_target < 0.05, 10.0, reward), (to_target <= 0.07).astype(jnp.float32)
+
+
+def rect_prism_tolerance(curr, zero, one):
+    """Meta-World's ``rect_prism_tolerance``: inside the box spanned by corners ``zero`` and
+    ``one`` (float32 [3]), the product over axes of ``(curr - zero) / (one - zero)``; 1 outside."""
+    inside = jnp.all((jnp.minimum(zero, one) <= curr) & (curr <= jnp.maximum(zero, one)))
+    return jnp.where(inside, jnp.prod((curr - zero) / (one - zero)), 1.0)
+
+
+def peg_insert_side_reward(action, obj, head, tcp, tcp_opened, target, obj_init, head_init, init_tcp, pads, boxes):
+    """peg-insert-side-v3 (v2 reward): ``(reward, success)``. ``d = |(head - target) * (1, 2, 2)|``
+    (``head``: the pegHead site); in_place = H(tol(d, 0, 0.07, |(head_init - target) * (1, 2, 2)|),
+    H(prism(box 2), prism(box 1))) with ``boxes`` = ((bottom-right, top-left) corners of collision
+    boxes 1 and 2) and prism :func:`rect_prism_tolerance`; grasped = :func:`gripper_caging_reward`
+    (object radius 0.0075, pads 0.03, reach 0.01, xz 0.005, high density), 1 where lifted (tcp
+    within 8 cm, gripper open, object 1 cm above its start); reward ``H(grasped, in_place)``
+    plus ``1 + 5 in_place`` where lifted; 10 where ``d <= 0.07``, which is also success."""
+    scale = jnp.array([1.0, 2.0, 2.0])
+    d = jnp.linalg.norm((head - target) * scale)
+    in_place = tolerance(d, 0.0, 0.07, jnp.linalg.norm((head_init - target) * scale), "long_tail")
+    (zero1, one1), (zero2, one2) = boxes
+    walls = hamacher_product(rect_prism_tolerance(head, zero2, one2), rect_prism_tolerance(head, zero1, one1))
+    in_place = hamacher_product(in_place, walls)
+    grasped = gripper_caging_reward(
+        action, obj, tcp, pads[0], pads[1], obj_init, init_tcp,
+        obj_radius=0.0075, pad_success_thresh=0.03, object_reach_radius=0.01, xz_thresh=0.005, high_density=True,
+    )  # fmt: skip
+    lifted = (jnp.linalg.norm(obj - tcp) < 0.08) & (tcp_opened > 0) & (obj[2] - 0.01 > obj_init[2])
+    grasped = jnp.where(lifted, 1.0, grasped)
+    reward = hamacher_product(grasped, in_place) + jnp.where(lifted, 1.0 + 5.0 * in_place, 0.0)
+    done = d <= 0.07
+    return jnp.where(done, 10.0, reward), done.astype(jnp.float32)
