@@ -182,3 +182,35 @@ def test_cpu_compiler_options_keep_the_numbers():
     mujoco.mj_kinematics(scene.mj_model, d)
     np.testing.assert_allclose(np.asarray(jit(kin)(data)), d.xpos, atol=1e-4)
     assert np.ptp(d.xpos[1:], axis=0).max() > 0.1  # bodies spread out: the comparison is not of zeros
+
+
+@pytest.mark.parametrize("task", MT10_TASKS)
+def test_observation_blocks_are_the_hosts(task):
+    """From a host state after a reset and 30 random steps (the task's bodies where the reset
+    put them), MJX's hand block and object block equal the first 18 entries of the host's
+    observation (positions to 0.1 mm, quaternions to 1e-4)."""
+    import jax.numpy as jnp
+    from metaworld.env_dict import MT10_V3
+
+    from pgx_jax.families.mt10_physics import hand_block, jit, make_scene, object_block, state_from_host
+
+    env = MT10_V3[task]()
+    env._freeze_rand_vec, env._set_task_called, env._partially_observable = False, True, False
+    del env.sawyer_observation_space  # rebuilt with the goal's bounds
+    np.random.seed(11)
+    env.reset()
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        obs = env.step(rng.uniform(-1, 1, 4).astype(np.float32))[0]
+    scene, d = make_scene(task), env.data
+    state = (d.qpos, d.qvel, d.mocap_pos, d.mocap_quat, env.model.body_pos)
+
+    @jit
+    def blocks(qpos, qvel, mocap_pos, mocap_quat, body_pos):
+        _, data = state_from_host(scene, qpos, qvel, mocap_pos, mocap_quat, body_pos)
+        return jnp.concatenate([hand_block(scene, data), object_block(scene, data)])
+
+    got = np.asarray(blocks(*state))
+    np.testing.assert_allclose(got[:7], obs[:7], atol=1e-4)
+    np.testing.assert_allclose(got[7:18], obs[7:18], atol=1e-4)
+    assert np.abs(obs[4:7]).max() > 0.1  # the object is placed, not at the origin

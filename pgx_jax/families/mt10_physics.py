@@ -46,6 +46,26 @@ LS_ITERATIONS = 10
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
+#: per task, the observation's object block (Meta-World's ``_get_pos_objects`` and
+#: ``_get_quat_objects``): the position as (kind, name, offset), kind "body" (the body's
+#: ``xpos``, gymnasium's ``get_body_com``), "geom" or "site"; the quaternion as (kind, name),
+#: kind "geom"/"site" (scipy's quaternion of the frame's rotation matrix, (x, y, z, w)), "body"
+#: (MuJoCo's ``xquat``, (w, x, y, z), as Meta-World passes it on) or None (zeros)
+OBJECT_BLOCKS = {
+    "reach-v3": (("body", "obj", (0, 0, 0)), ("geom", "objGeom")),
+    "push-v3": (("body", "obj", (0, 0, 0)), ("geom", "objGeom")),
+    "pick-place-v3": (("body", "obj", (0, 0, 0)), ("geom", "objGeom")),
+    "door-open-v3": (("geom", "handle", (0, 0, 0)), ("geom", "handle")),
+    "drawer-open-v3": (("body", "drawer_link", (0, -0.16, 0)), ("body", "drawer_link")),
+    "drawer-close-v3": (("body", "drawer_link", (0, -0.16, 0.05)), None),
+    "button-press-topdown-v3": (("body", "button", (0, 0, 0.193)), ("body", "button")),
+    "peg-insert-side-v3": (("site", "pegGrasp", (0, 0, 0)), ("site", "pegGrasp")),
+    "window-open-v3": (("site", "handleOpenStart", (0, 0, 0)), None),
+    "window-close-v3": (("site", "handleCloseStart", (0, 0, 0)), None),
+}
+_OBJ = {"body": mujoco.mjtObj.mjOBJ_BODY, "geom": mujoco.mjtObj.mjOBJ_GEOM, "site": mujoco.mjtObj.mjOBJ_SITE}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class MjxScene:
     """One task's scene in MJX and the ids the observation and rewards read.
@@ -74,6 +94,8 @@ def make_scene(task: str, mj_model: mujoco.MjModel | None = None) -> MjxScene:
     site = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, n)  # noqa: E731
     ids = {n: body(n) for n in ("hand", "rightclaw", "leftclaw", "leftpad", "rightpad")}
     ids.update({n: site(n) for n in ("rightEndEffector", "leftEndEffector")})
+    for kind, name, *_ in filter(None, OBJECT_BLOCKS[task]):
+        ids[f"{kind}:{name}"] = mujoco.mj_name2id(m, _OBJ[kind], name)
     return MjxScene(task, mjx.put_model(m), m, ids)
 
 
@@ -118,6 +140,38 @@ def hand_block(scene: MjxScene, data: mjx.Data) -> jax.Array:
     ids = scene.ids
     apart = jnp.linalg.norm(data.xpos[ids["rightclaw"]] - data.xpos[ids["leftclaw"]])
     return jnp.concatenate([data.xpos[ids["hand"]], jnp.clip(apart / 0.1, 0.0, 1.0)[None]])
+
+
+def matrix_quat(mat: jax.Array) -> jax.Array:
+    """scipy's ``Rotation.from_matrix(mat).as_quat()`` of a rotation matrix (float32 [3, 3]):
+    (x, y, z, w), built from the largest of the diagonal and the trace, which is made positive."""
+    trace = jnp.trace(mat)
+    choice = jnp.argmax(jnp.stack([mat[0, 0], mat[1, 1], mat[2, 2], trace]))
+
+    def from_axis(i):
+        j, k = (i + 1) % 3, (i + 2) % 3
+        q = jnp.zeros(4).at[i].set(1 - trace + 2 * mat[i, i]).at[j].set(mat[j, i] + mat[i, j])
+        return q.at[k].set(mat[k, i] + mat[i, k]).at[3].set(mat[k, j] - mat[j, k])
+
+    from_trace = jnp.stack([mat[2, 1] - mat[1, 2], mat[0, 2] - mat[2, 0], mat[1, 0] - mat[0, 1], 1 + trace])
+    q = jnp.stack([from_axis(0), from_axis(1), from_axis(2), from_trace])[choice]
+    return q / jnp.linalg.norm(q)
+
+
+def object_block(scene: MjxScene, data: mjx.Data) -> jax.Array:
+    """The observation's object block, float32 [14]: the task's object position [3] and
+    quaternion [4] (:data:`OBJECT_BLOCKS`), then zeros (MT10's tasks have one object each)."""
+    (kind, name, offset), quat = OBJECT_BLOCKS[scene.task]
+    i = scene.ids[f"{kind}:{name}"]
+    pos = {"body": data.xpos, "geom": data.geom_xpos, "site": data.site_xpos}[kind][i] + jnp.asarray(offset)
+    if quat is None:
+        q = jnp.zeros(4)
+    elif quat[0] == "body":
+        q = data.xquat[scene.ids[f"body:{quat[1]}"]]
+    else:
+        mats = data.geom_xmat if quat[0] == "geom" else data.site_xmat
+        q = matrix_quat(mats[scene.ids[f"{quat[0]}:{quat[1]}"]].reshape(3, 3))
+    return jnp.concatenate([pos, q, jnp.zeros(7)])
 
 
 def state_from_host(scene: MjxScene, qpos, qvel, mocap_pos, mocap_quat, body_pos=None) -> tuple[mjx.Model, mjx.Data]:
