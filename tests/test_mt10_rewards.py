@@ -108,7 +108,6 @@ TASK_REWARDS = {
             env.obj_init_pos,
             env.init_tcp,
             *_pads(env),
-            (env.init_left_pad, env.init_right_pad),
         ),  # fmt: skip
     ),
     "door-open-v3": (

@@ -206,17 +206,18 @@ def window_reward(handle, tcp, target, x_init, handle_init, init_tcp, *, closing
     return 10.0 * hamacher_product(reach, in_place), (d <= radius).astype(jnp.float32)
 
 
-def pick_place_reward(action, obj, tcp, tcp_opened, target, obj_init, init_tcp, left_pad, right_pad, init_pads):
+def pick_place_reward(action, obj, tcp, tcp_opened, target, obj_init, init_tcp, left_pad, right_pad):
     """pick-place-v3 (v2 reward): ``(reward, success)``. Its own caging: left = tol(left_pad_y -
     obj_y), right = tol(obj_y - right_pad_y) (signed gaps, bounds (0.015, 0.05), margins
-    ``||obj_y - init_pad_y| - 0.05|`` from the pads' positions at the reset ``init_pads`` =
-    (left, right)); xz = tol(|tcp_xz - obj_xz|, 0, 0.005, |obj_init_xz - init_tcp_xz| - 0.005);
+    ``||obj_y - pad_y| - 0.05|``: Meta-World means the pads' initial positions, but its
+    ``init_left_pad``/``init_right_pad`` are views of the live ``MjData``, so the current pads
+    are what it reads); xz = tol(|tcp_xz - obj_xz|, 0, 0.005, |obj_init_xz - init_tcp_xz| - 0.005);
     caging = H(H(left, right), xz); grasped = (H(caging, gripping) + caging) / 2 with gripping as
     in :func:`gripper_caging_reward`. in_place = tol(|obj - target|, 0, 0.05, |obj_init - target|);
     reward ``H(grasped, in_place)``, plus ``1 + 5 in_place`` where the tcp is within 2 cm of the
     object, the gripper open and the object 1 cm above its start; 10 within 0.05 of the target.
     Success: ``|obj - target| <= 0.07`` (long_tail tolerances)."""
-    margins = jnp.abs(jnp.abs(obj[1] - jnp.stack([init_pads[0][1], init_pads[1][1]])) - 0.05)
+    margins = jnp.abs(jnp.abs(obj[1] - jnp.stack([left_pad[1], right_pad[1]])) - 0.05)
     gaps = jnp.stack([left_pad[1] - obj[1], obj[1] - right_pad[1]])
     lr = tolerance(gaps, 0.015, 0.05, margins, "long_tail")
     xz = jnp.array([0, 2])
