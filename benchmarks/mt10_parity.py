@@ -18,8 +18,11 @@ open loop on the others), or uniform random in [-1, 1]^4. Reported: the hand's p
 (m) and the object's coordinate error (m for a free object's position, m or rad for a slide or
 hinge) after 50 and 200 steps, against ``host``; whether the scripted episode succeeded on the
 host; and whether it succeeds when the host's success test reads each simulator's state
-(``success_on``: the state is written into the host env, ``evaluate_state`` is called: the
-task's JAX rewards are not part of this check).
+(the state is written into the host env, ``evaluate_state`` is called). Per step, the JAX
+reward and success flag of :mod:`pgx_jax.families.mt10_task` on MJX's own states (with the
+episode's constants read off the host's reset) against the host's: the largest reward error
+over the first 50 and all 200 steps (rewards lie in [0, 10]), the share of steps whose success
+flags agree and the number of success steps on each.
 
     python benchmarks/mt10_parity.py [--tasks reach-v3 ...] [--episodes 2] [--first-seed 100]
 """
@@ -36,6 +39,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from pgx_jax.families import mt10_task
 from pgx_jax.families.host_benchmarks import MT10_TASKS
 from pgx_jax.families.mt10_physics import (
     FRAME_SKIP,
@@ -46,6 +50,7 @@ from pgx_jax.families.mt10_physics import (
     state_from_host,
 )
 from pgx_jax.families.mt10_scene import edit_model
+from pgx_jax.families.mt10_task import episode_from_host
 from pgx_jax.rl.checkpoint import source_commit, versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
@@ -102,12 +107,14 @@ def run_host(env, task, episode, scripted) -> dict:
     start, body_pos = snapshot(env), env.model.body_pos.copy()
     edited = edited_host_model(env, task)
     policy, rng = scripted_policy(task), np.random.default_rng(episode)
-    actions, hand, obj, success = [], {}, {}, False
+    actions, hand, obj, success, rewards, flags = [], {}, {}, False, [], []
+    episode, first_obs = episode_from_host(env), obs[:18].copy()
     for t in range(1, STEPS + 1):
         a = np.clip(policy.get_action(obs), -1, 1) if scripted else rng.uniform(-1, 1, 4)
-        obs, _, _, _, info = env.step(a)
+        obs, r, _, _, info = env.step(a)
         actions.append(np.asarray(a, np.float64))
         success |= bool(info["success"])
+        rewards.append(r), flags.append(info["success"])
         if t in CHECKS:
             hand[t], obj[t] = env.data.body("hand").xpos.copy(), object_qpos(env.data.qpos)
     return {
@@ -118,6 +125,10 @@ def run_host(env, task, episode, scripted) -> dict:
         "hand": hand,
         "obj": obj,
         "success": success,
+        "rewards": np.array(rewards),
+        "flags": np.array(flags),
+        "episode": episode,
+        "first_obs": first_obs,
     }
 
 
@@ -143,18 +154,22 @@ def run_edited_host(env, run) -> dict:
 
 
 def rollout_fn(scene):
-    """A jitted ``(body_pos, start, actions[T, 4]) -> (qpos[T], qvel[T], hand[T, 3])`` in MJX."""
+    """A jitted ``(body_pos, start, episode, first_obs[18], actions[T, 4]) -> (qpos[T], qvel[T],
+    hand[T, 3], reward[T], success[T])`` in MJX, the rewards by :mod:`pgx_jax.families.mt10_task`."""
     hand_id = scene.ids["hand"]
 
     @jit
-    def rollout(body_pos, start, actions):
+    def rollout(body_pos, start, episode, first_obs, actions):
         model, data = state_from_host(scene, **start, body_pos=body_pos)
 
-        def step(data, a):
+        def step(carry, a):
+            data, previous = carry
             data = physics_step(model, data, a)
-            return data, (data.qpos, data.qvel, data.xpos[hand_id])
+            obs = mt10_task.observation(scene, data, previous, episode.target)
+            r, success = mt10_task.reward(scene, data, obs, a, episode)
+            return (data, obs[:18]), (data.qpos, data.qvel, data.xpos[hand_id], r, success)
 
-        return jax.lax.scan(step, data, actions)[1]
+        return jax.lax.scan(step, (data, first_obs), actions)[1]
 
     return rollout
 
@@ -167,8 +182,14 @@ def compare(task: str, episodes: int, first_seed: int) -> list[dict]:
         host = run_host(env, task, episode, scripted)
         edited = run_edited_host(env, host)
         t0 = time.perf_counter()
-        qpos, qvel, hand = jax.device_get(
-            rollout(host["body_pos"], host["start"], jnp.asarray(host["actions"], jnp.float32))
+        qpos, qvel, hand, rewards, flags = jax.device_get(
+            rollout(
+                host["body_pos"],
+                host["start"],
+                host["episode"],
+                jnp.asarray(host["first_obs"], jnp.float32),
+                jnp.asarray(host["actions"], jnp.float32),
+            )
         )
         mjx_s = time.perf_counter() - t0
         mjx = {"hand": {t: hand[t - 1] for t in CHECKS}, "obj": {t: object_qpos(qpos[t - 1]) for t in CHECKS}}
@@ -177,6 +198,10 @@ def compare(task: str, episodes: int, first_seed: int) -> list[dict]:
             for t in CHECKS:
                 row[f"{label}_hand_err_{t}"] = float(np.linalg.norm(sim["hand"][t] - host["hand"][t]))
                 row[f"{label}_obj_err_{t}"] = float(np.max(np.abs(sim["obj"][t] - host["obj"][t])))
+        for t in CHECKS:
+            row[f"mjx_reward_err_{t}"] = float(np.max(np.abs(rewards[:t] - host["rewards"][:t])))
+        row["flags_agree"] = float(np.mean(flags == host["flags"]))
+        row["success_steps_host"], row["success_steps_mjx"] = int(host["flags"].sum()), int(flags.sum())
         if scripted:
             row["host_success"] = host["success"]
             finals = {"edited": edited["states"], "mjx": list(zip(qpos, qvel, strict=True))}
@@ -193,7 +218,8 @@ def _table_row(r: dict) -> list:
     pair = lambda k: f"{r[k + '_50']:.2g} / {r[k + '_200']:.2g}"  # noqa: E731
     success = [str(int(r[k])) for k in ("host_success", "edited_success", "mjx_success") if k in r]
     cells = [pair("edited_hand_err"), pair("edited_obj_err"), pair("mjx_hand_err"), pair("mjx_obj_err")]
-    return [r["task"], r["episode"], r["actions"], *cells, "/".join(success) or "-"]
+    flags = f"{r['flags_agree']:.1%} ({r['success_steps_host']} / {r['success_steps_mjx']})"
+    return [r["task"], r["episode"], r["actions"], *cells, pair("mjx_reward_err"), flags, "/".join(success) or "-"]
 
 
 def main() -> None:
@@ -222,6 +248,8 @@ def main() -> None:
             "edited obj 50/200",
             "mjx hand 50/200 (m)",
             "mjx obj 50/200",
+            "mjx reward err 50/200",
+            "success flag agrees (steps host / mjx)",
             "success host/edited/mjx",
         ]
         table = [_table_row(r) for r in rows]
