@@ -6,7 +6,9 @@ policy and as many of uniform random actions, 200 steps each, seeds counted from
 ``--first-seed``. Every geom pair in MuJoCo's contact list at every step is counted, named as
 ``body#i`` (the body's i-th colliding geom, as in :data:`CONTACTS`), and marked covered when the
 edited scene's ``contype``/``conaffinity`` bits still let the pair collide. Reported per task:
-the pairs seen, the steps with a contact of an uncovered pair, and the uncovered pairs.
+the pairs seen, the pair-steps (a pair in the list at one env step) of uncovered pairs and of
+all, and the uncovered pairs. The list is read after each env step, i.e. after the last of its
+5 physics steps: a contact that comes and goes inside an env step is not seen.
 
 :data:`CONTACTS` was written from seeds 0-9 (6 scripted + 4 random episodes per task): there
 this lists what was left out on purpose; seeds from 100 on are a test of it.
@@ -67,6 +69,8 @@ def episode_pairs(env, task: str, seed: int, scripted: bool) -> collections.Coun
 
 def measure(task: str, episodes: int, first_seed: int) -> dict:
     env, edited, names = host_env(task), scene_model(task), geom_names(original_model(task))
+    if env.model.ngeom != edited.ngeom or not np.array_equal(env.model.geom_bodyid, edited.geom_bodyid):
+        raise RuntimeError(f"{task}: the host env's geoms are not the scene file's: the pair names would be wrong")
     seen = collections.Counter()
     for seed in range(first_seed, first_seed + 2 * episodes):
         seen += episode_pairs(env, task, seed, scripted=seed < first_seed + episodes)

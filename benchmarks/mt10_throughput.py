@@ -1,16 +1,20 @@
-"""MT10's physics in MJX against the host Meta-World: env steps per second on this machine.
+"""MT10 in MJX (physics, observation, reward) against the host Meta-World: env steps per second.
 
 Per task, from one post-reset state of the host env (seed 0), with uniform random actions:
 
-- host: ``env.step`` of the installed Meta-World (MuJoCo in C, plus its observation and dense
-  reward), resetting when an episode is truncated (500 steps);
-- MJX, one env: ``physics_step`` (action, 5 physics steps, kinematics) scanned over the steps in
-  one jitted program; observation and reward are not yet in JAX, so this is physics only;
-- MJX, a batch: the same program vmapped over ``--batch`` envs, each with its own actions.
+- host: ``env.step`` of the installed Meta-World (MuJoCo in C, its observation, dense reward
+  and success), resetting when an episode is truncated (every 500 steps; a reset costs about
+  14 steps);
+- MJX, one env: the same work in JAX: ``physics_step`` (action, 5 physics steps, kinematics),
+  the observation and the reward and success of :mod:`pgx_jax.families.mt10_task` (with the
+  host reset's episode constants), scanned over the steps in one jitted program; no resets;
+- MJX, a batch: the same program vmapped over ``--batch`` envs from the same start, each with
+  its own actions.
 
 MJX programs are compiled with :data:`pgx_jax.families.mt10_physics.CPU_COMPILER_OPTIONS`;
 ``--default-codegen`` adds, for its tasks, the same programs under XLA's default CPU codegen
-(short: a call runs for minutes). Compile seconds are reported apart and excluded from steps/s.
+(short: a call runs for minutes). Compile seconds are reported apart and excluded from steps/s;
+each MJX figure is one timed call after a first, untimed one.
 
     python benchmarks/mt10_throughput.py [--tasks ...] [--batch 64] [--steps 200]
 """
@@ -22,41 +26,51 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from mt10_parity import host_env, snapshot  # benchmarks/: the host env as the parity run drives it
 
+from pgx_jax.families import mt10_task
 from pgx_jax.families.host_benchmarks import MT10_TASKS
 from pgx_jax.families.mt10_physics import compiler_options, make_scene, physics_step, state_from_host
+from pgx_jax.families.mt10_task import episode_from_host
 from pgx_jax.rl.checkpoint import source_commit, versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def host_rate(task: str, steps: int) -> tuple[float, dict, np.ndarray]:
-    """Host env steps/s over ``steps`` random steps, and the post-reset state (and body_pos) it began from."""
+def host_rate(task: str, steps: int) -> tuple[float, dict]:
+    """Host env steps/s over ``steps`` random steps, and the post-reset state it began from
+    (``start``, ``body_pos``, the episode's constants, the observation's first 18 entries)."""
     env = host_env(task)
     np.random.seed(0)
-    env.reset(seed=0)
-    start, body_pos = snapshot(env), env.model.body_pos.copy()
+    obs, _ = env.reset(seed=0)
+    start = {"start": snapshot(env), "body_pos": env.model.body_pos.copy(), "episode": episode_from_host(env)}
+    start["first_obs"] = np.asarray(obs[:18], np.float32)
     actions = np.random.default_rng(0).uniform(-1, 1, (steps, 4)).astype(np.float32)
     t0 = time.perf_counter()
     for a in actions:
         if env.step(a)[3]:
             env.reset()
-    return steps / (time.perf_counter() - t0), start, body_pos
+    return steps / (time.perf_counter() - t0), start
 
 
-def mjx_rate(scene, start: dict, body_pos, batch: int, steps: int, options) -> tuple[float, float]:
+def mjx_rate(scene, host: dict, batch: int, steps: int, options) -> tuple[float, float]:
     """(MJX env steps/s, compile s) of ``batch`` envs (0: one, not vmapped) for ``steps`` steps."""
-    model, data = jax.jit(lambda: state_from_host(scene, **start, body_pos=body_pos), compiler_options=options)()
+    make = lambda: state_from_host(scene, **host["start"], body_pos=host["body_pos"])  # noqa: E731
+    model, data = jax.jit(make, compiler_options=options)()
+    ep = host["episode"]
 
     def roll(actions):
-        def step(d, a):
+        def step(carry, a):
+            d, previous = carry
             d = physics_step(model, d, a)
-            return d, d.xpos[scene.ids["hand"]]
+            obs = mt10_task.observation(scene, d, previous, ep.target)
+            reward, success = mt10_task.reward(scene, d, obs, a, ep)
+            return (d, obs[:18]), reward + success
 
-        return jax.lax.scan(step, data, actions)[1]
+        return jax.lax.scan(step, (data, jnp.asarray(host["first_obs"])), actions)[1]
 
     fn = jax.vmap(roll) if batch else roll
     shape = ((batch,) if batch else ()) + (steps, 4)
@@ -68,18 +82,18 @@ def mjx_rate(scene, start: dict, body_pos, batch: int, steps: int, options) -> t
     t0 = time.perf_counter()
     out = compiled(actions).block_until_ready()
     if not np.isfinite(np.asarray(out)).all():
-        raise FloatingPointError(f"{scene.task}: MJX hand positions are not finite (batch {batch})")
+        raise FloatingPointError(f"{scene.task}: MJX rewards are not finite (batch {batch})")
     return max(batch, 1) * steps / (time.perf_counter() - t0), compile_s
 
 
 def measure(task: str, args, default: bool) -> dict:
-    rate, start, body_pos = host_rate(task, args.host_steps)
+    rate, host = host_rate(task, args.host_steps)
     scene, row = make_scene(task), {"task": task, "host_steps_per_s": rate}
     codegens = [("fast", compiler_options())] + ([("default", None)] if default else [])
     for name, opts in codegens:
         steps = args.steps if name == "fast" else args.default_steps
         for label, b in (("one", 0), ("batch", args.batch if name == "fast" else args.default_batch)):
-            r, c = mjx_rate(scene, start, body_pos, b, steps, opts)
+            r, c = mjx_rate(scene, host, b, steps, opts)
             row[f"{name}_{label}_steps_per_s"], row[f"{name}_{label}_compile_s"] = r, c
             row[f"{name}_{label}_envs"], row[f"{name}_{label}_steps"] = max(b, 1), steps
     print({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
@@ -116,7 +130,7 @@ def main() -> None:
         write_table_report(
             os.path.join(HERE, "mt10_throughput"),
             report,
-            "MT10 physics in MJX against the host Meta-World: env steps/s (compile s)",
+            "MT10 in MJX against the host Meta-World: env steps/s (compile s)",
             __doc__.split("\n\n    python")[0]
             + f"\n\nMJX one env: {args.steps} steps; batch: {args.batch} envs x {args.steps} steps; "
             f"XLA default codegen: one env and {args.default_batch} envs x {args.default_steps} steps.",

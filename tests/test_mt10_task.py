@@ -38,7 +38,8 @@ def _scripted_states(task: str, seed: int = 22, steps: int = 500, every: int = 2
 @pytest.mark.parametrize("task", MT10_TASKS)
 def test_observation_reward_and_success_from_mjx_data_are_the_hosts(task):
     """Along a scripted episode (a state every 25 steps and the first success), MJX data built
-    from the host's state give the host's observation (to 1e-4), reward (to 1e-3) and success."""
+    from the host's state give the host's observation blocks (to 1e-4; the previous-step block
+    and the goal are passed in), reward (to 1e-3) and success."""
     import jax
     import jax.numpy as jnp
 
@@ -59,7 +60,33 @@ def test_observation_reward_and_success_from_mjx_data_are_the_hosts(task):
     host_obs = np.stack([row[2] for row in rows])
     actions = jnp.asarray(np.stack([row[1] for row in rows]))
     obs, rew, success = jax.vmap(read)(*(stack(i) for i in range(4)), jnp.asarray(host_obs[:, 18:36]), actions)
-    np.testing.assert_allclose(np.asarray(obs), host_obs, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(obs)[:, :18], host_obs[:, :18], atol=1e-4)  # the rest: inputs echoed
     np.testing.assert_allclose(np.asarray(rew), [row[3] for row in rows], rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(np.asarray(success), [row[4] for row in rows])
     assert any(row[4] for row in rows) and not rows[0][4], "the scripted episode should succeed on the host"
+
+
+def test_observation_carries_the_previous_step_and_the_goal():
+    """The observation is [now (18), previous (18), goal (3)]; at a reset (no previous) the
+    current block twice, as Meta-World's reset observation."""
+    import jax.numpy as jnp
+    import mujoco
+    from mujoco import mjx
+
+    from pgx_jax.families import mt10_task
+    from pgx_jax.families.mt10_physics import jit, make_scene
+
+    scene = make_scene("push-v3")
+    d = mujoco.MjData(scene.mj_model)
+    mujoco.mj_forward(scene.mj_model, d)
+    data, goal, previous = mjx.put_data(scene.mj_model, d), jnp.array([0.1, 0.8, 0.2]), jnp.arange(18.0)
+    reset, later = jit(
+        lambda x: (mt10_task.observation(scene, x, None, goal), mt10_task.observation(scene, x, previous, goal))
+    )(data)
+    reset, later = np.asarray(reset), np.asarray(later)
+    assert reset.shape == later.shape == (39,)
+    np.testing.assert_array_equal(reset[:18], reset[18:36])
+    np.testing.assert_array_equal(later[:18], reset[:18])
+    np.testing.assert_array_equal(later[18:36], np.arange(18.0))
+    np.testing.assert_allclose(later[36:], goal)
+    np.testing.assert_allclose(reset[:3], d.xpos[scene.ids["hand"]], atol=1e-5)

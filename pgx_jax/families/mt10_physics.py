@@ -96,6 +96,9 @@ def make_scene(task: str, mj_model: mujoco.MjModel | None = None) -> MjxScene:
     ids.update({n: site(n) for n in ("rightEndEffector", "leftEndEffector")})
     for kind, name, *_ in filter(None, OBJECT_BLOCKS[task]):
         ids[f"{kind}:{name}"] = mujoco.mj_name2id(m, _OBJ[kind], name)
+    missing = [name for name, i in ids.items() if i < 0]
+    if missing:
+        raise ValueError(f"{task}: the scene lacks {missing}")
     return MjxScene(task, mjx.put_model(m), m, ids)
 
 
@@ -144,7 +147,9 @@ def hand_block(scene: MjxScene, data: mjx.Data) -> jax.Array:
 
 def matrix_quat(mat: jax.Array) -> jax.Array:
     """scipy's ``Rotation.from_matrix(mat).as_quat()`` of a rotation matrix (float32 [3, 3]):
-    (x, y, z, w), built from the largest of the diagonal and the trace, which is made positive."""
+    (x, y, z, w), built from the largest of the diagonal and the trace, which is made positive.
+    Where two of them nearly tie, float32 and scipy's float64 may pick different ones and return
+    the same rotation with opposite signs."""
     trace = jnp.trace(mat)
     choice = jnp.argmax(jnp.stack([mat[0, 0], mat[1, 1], mat[2, 2], trace]))
 

@@ -3,7 +3,11 @@
 The reward of each task reads the current state (through :mod:`pgx_jax.families.mt10_physics`)
 and the episode's constants (:class:`Episode`: what Meta-World stores at the reset, such as the
 goal and the object's and the tcp's initial positions). :func:`episode_from_host` reads them off
-a reset host env (parity runs); the family's own resets draw them from the episode's key.
+a reset host env (parity runs). Resets drawn in JAX from the episode's key are not built yet;
+they must copy Meta-World's quirks: ``reset`` runs ``reset_model`` twice, so the windows'
+``window_handle_pos_init`` (and the reset observation's object block) come from the first,
+discarded draw, read before the kinematics were updated; ``peg_head_pos_init`` is the same scene
+point (-0.1, 0.6, 0.0148) in every episode.
 
 Observation, float32 [39]: ``hand_block`` [4], ``object_block`` [14], the previous step's first
 18 entries [18] (at the reset: the current ones), the goal [3].
@@ -36,9 +40,9 @@ REWARD_SITES = {
 class Episode(NamedTuple):
     """An episode's constants (float32; [3] unless stated): ``target`` (the goal), ``obj_init``
     (the object's position after the reset), ``init_tcp`` (the tcp's), ``hand_init`` (the hand's
-    reset target), ``head_init`` (peg-insert-side: the peg head), ``handle_init`` (windows: Meta-World's
-    ``window_handle_pos_init``), ``obj_to_target_init`` [] (button-press-topdown). Fields a task
-    does not read are zeros."""
+    reset target), ``head_init`` (peg-insert-side: Meta-World's ``peg_head_pos_init``),
+    ``handle_init`` (windows: Meta-World's ``window_handle_pos_init``), ``obj_to_target_init`` []
+    (button-press-topdown). Fields a task does not read are zeros."""
 
     target: jax.Array
     obj_init: jax.Array
@@ -70,8 +74,15 @@ def observation(scene: MjxScene, data: mjx.Data, previous: jax.Array | None, goa
     return jnp.concatenate([now, now if previous is None else previous, goal])
 
 
+def _id(scene: MjxScene, kind, name: str) -> int:
+    i = mujoco.mj_name2id(scene.mj_model, kind, name)
+    if i < 0:
+        raise ValueError(f"{scene.task}: the scene has no {kind.name[6:].lower()} {name!r}")
+    return i
+
+
 def _site(scene: MjxScene, data: mjx.Data, name: str) -> jax.Array:
-    return data.site_xpos[mujoco.mj_name2id(scene.mj_model, mujoco.mjtObj.mjOBJ_SITE, name)]
+    return data.site_xpos[_id(scene, mujoco.mjtObj.mjOBJ_SITE, name)]
 
 
 def reward(scene: MjxScene, data: mjx.Data, obs: jax.Array, action: jax.Array, ep: Episode):
@@ -86,7 +97,7 @@ def reward(scene: MjxScene, data: mjx.Data, obs: jax.Array, action: jax.Array, e
     if task == "pick-place-v3":
         return R.pick_place_reward(action, obj, tcp, opened, ep.target, ep.obj_init, ep.init_tcp, *pads)
     if task == "door-open-v3":
-        hinge = scene.mj_model.jnt_qposadr[mujoco.mj_name2id(scene.mj_model, mujoco.mjtObj.mjOBJ_JOINT, "doorjoint")]
+        hinge = scene.mj_model.jnt_qposadr[_id(scene, mujoco.mjtObj.mjOBJ_JOINT, "doorjoint")]
         return R.door_open_reward(action, hand, obj, data.qpos[hinge], ep.target)
     if task == "drawer-open-v3":
         return R.drawer_open_reward(hand, obj, ep.target, ep.init_tcp)
