@@ -81,35 +81,17 @@ def _peg_args(env, obs, a):
     )
 
 
+def _grasp_args(env, obs, a):
+    """push's and pick-place's arguments: action, object, tcp, gripper opening, goal, the object's
+    and the tcp's reset positions, the pads."""
+    return a, obs[4:7], env.tcp_center, obs[3], env._target_pos, env.obj_init_pos, env.init_tcp, *_pads(env)
+
+
 #: per task: the JAX reward and its arguments read off a host env after a step
 TASK_REWARDS = {
     "reach-v3": (R.reach_reward, lambda env, obs, a: (env.tcp_center, env._target_pos, env.hand_init_pos)),
-    "push-v3": (
-        R.push_reward,
-        lambda env, obs, a: (
-            a,
-            obs[4:7],
-            env.tcp_center,
-            obs[3],
-            env._target_pos,
-            env.obj_init_pos,
-            env.init_tcp,
-            *_pads(env),
-        ),
-    ),
-    "pick-place-v3": (
-        R.pick_place_reward,
-        lambda env, obs, a: (
-            a,
-            obs[4:7],
-            env.tcp_center,
-            obs[3],
-            env._target_pos,
-            env.obj_init_pos,
-            env.init_tcp,
-            *_pads(env),
-        ),  # fmt: skip
-    ),
+    "push-v3": (R.push_reward, lambda env, obs, a: _grasp_args(env, obs, a)),
+    "pick-place-v3": (R.pick_place_reward, lambda env, obs, a: _grasp_args(env, obs, a)),
     "door-open-v3": (
         R.door_open_reward,
         lambda env, obs, a: (a, obs[:3], obs[4:7], env.data.joint("doorjoint").qpos.item(), env._target_pos),
