@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
-from pgx_jax.families import mt10_rewards as R
+import pgx_jax.families.mt10_rewards as R
 from pgx_jax.families.mt10_physics import MjxScene, hand_block, object_block, tcp_center
 
 #: sites the rewards read (besides the finger sites of the tcp), per task
