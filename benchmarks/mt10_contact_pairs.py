@@ -24,10 +24,10 @@ import os
 
 import mujoco
 import numpy as np
-from mt10_parity import host_env, scripted_policy  # benchmarks/: the host env as the parity run drives it
 
 from pgx_jax.families.host_benchmarks import MT10_TASKS
 from pgx_jax.families.mt10_scene import original_model, scene_model
+from pgx_jax.families.mt10_task import host_env, scripted_policy
 from pgx_jax.rl.checkpoint import source_commit, versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 

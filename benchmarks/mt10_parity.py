@@ -50,33 +50,13 @@ from pgx_jax.families.mt10_physics import (
     state_from_host,
 )
 from pgx_jax.families.mt10_scene import edit_model
-from pgx_jax.families.mt10_task import episode_from_host
+from pgx_jax.families.mt10_task import episode_from_host, host_env, scripted_policy
 from pgx_jax.rl.checkpoint import source_commit, versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 STEPS = 200
 CHECKS = (50, 200)
-
-
-def host_env(task: str):
-    """Meta-World's env of ``task`` as MT10 runs it (goal observed), drawing its own goals."""
-    from metaworld.env_dict import MT10_V3
-
-    env = MT10_V3[task]()
-    env._freeze_rand_vec = False
-    env._set_task_called = True
-    env._partially_observable = False
-    del env.sawyer_observation_space  # recomputed with the goal's bounds
-    return env
-
-
-def scripted_policy(task: str):
-    import metaworld.policies as policies
-
-    words = [w.capitalize() for w in task.removesuffix("-v3").split("-")]
-    name = "".join(words).replace("PegInsertSide", "PegInsertionSide")
-    return getattr(policies, f"Sawyer{name}V3Policy")()
 
 
 def edited_host_model(env, task: str) -> mujoco.MjModel:

@@ -28,12 +28,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mt10_parity import host_env, snapshot  # benchmarks/: the host env as the parity run drives it
+from mt10_parity import snapshot  # benchmarks/: the host state as the parity run copies it
 
 from pgx_jax.families import mt10_task
 from pgx_jax.families.host_benchmarks import MT10_TASKS
 from pgx_jax.families.mt10_physics import compiler_options, make_scene, physics_step, state_from_host
-from pgx_jax.families.mt10_task import episode_from_host
+from pgx_jax.families.mt10_task import episode_from_host, host_env
 from pgx_jax.rl.checkpoint import source_commit, versions
 from pgx_jax.runtime.results import machine, parse_benchmark_args, write_table_report
 

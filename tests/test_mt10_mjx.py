@@ -192,13 +192,11 @@ def test_observation_blocks_are_the_hosts(task):
     put them), MJX's hand block and object block equal the first 18 entries of the host's
     observation (positions to 0.1 mm, quaternions to 1e-4)."""
     import jax.numpy as jnp
-    from metaworld.env_dict import MT10_V3
 
     from pgx_jax.families.mt10_physics import hand_block, jit, make_scene, object_block, state_from_host
+    from pgx_jax.families.mt10_task import host_env
 
-    env = MT10_V3[task]()
-    env._freeze_rand_vec, env._set_task_called, env._partially_observable = False, True, False
-    del env.sawyer_observation_space  # rebuilt with the goal's bounds
+    env = host_env(task)
     np.random.seed(11)
     env.reset()
     rng = np.random.default_rng(11)

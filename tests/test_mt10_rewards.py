@@ -10,6 +10,7 @@ pytest.importorskip("metaworld")
 
 from pgx_jax.families import mt10_rewards as R  # noqa: E402
 from pgx_jax.families.mt10_rewards import hamacher_product, tolerance  # noqa: E402
+from pgx_jax.families.mt10_task import host_env, scripted_policy  # noqa: E402
 
 
 @pytest.mark.parametrize("sigmoid", ["gaussian", "long_tail"])
@@ -41,15 +42,6 @@ def test_hamacher_product_is_metaworlds():
             assert float(hamacher_product(np.float32(a), np.float32(b))) == pytest.approx(
                 reward_utils.hamacher_product(a, b), abs=1e-6
             )
-
-
-def _host(task: str):
-    from metaworld.env_dict import MT10_V3
-
-    env = MT10_V3[task]()
-    env._freeze_rand_vec, env._set_task_called, env._partially_observable = False, True, False
-    del env.sawyer_observation_space  # rebuilt with the goal's bounds (else the observed goal is clipped)
-    return env
 
 
 def _pads(env):
@@ -118,11 +110,9 @@ def test_task_reward_and_success_are_the_hosts(task):
     equal ``evaluate_state``'s; the scripted episode succeeds, so both success values and the
     reward's top are exercised."""
     import jax
-    import metaworld.policies as policies
 
     reward_fn, read_args = TASK_REWARDS[task]
-    name = "".join(w.capitalize() for w in task.removesuffix("-v3").split("-")).replace("InsertSide", "InsertionSide")
-    env, policy, args, want = _host(task), getattr(policies, f"Sawyer{name}V3Policy")(), [], []
+    env, policy, args, want = host_env(task), scripted_policy(task), [], []
     for seed, scripted in ((7, True), (8, False)):
         np.random.seed(seed)
         obs, _ = env.reset()

@@ -14,14 +14,9 @@ def _scripted_states(task: str, seed: int = 22, steps: int = 500, every: int = 2
     """A host env of ``task`` and, every ``every`` steps of Meta-World's scripted policy, the state,
     the action, the observation and the host's reward and success (seed 21 is one where the
     scripted policy fails on the host's door)."""
-    import metaworld.policies as policies
-    from metaworld.env_dict import MT10_V3
+    from pgx_jax.families.mt10_task import host_env, scripted_policy
 
-    env = MT10_V3[task]()
-    env._freeze_rand_vec, env._set_task_called, env._partially_observable = False, True, False
-    del env.sawyer_observation_space  # rebuilt with the goal's bounds
-    name = "".join(w.capitalize() for w in task.removesuffix("-v3").split("-")).replace("InsertSide", "InsertionSide")
-    policy = getattr(policies, f"Sawyer{name}V3Policy")()
+    env, policy = host_env(task), scripted_policy(task)
     np.random.seed(seed)
     obs, _ = env.reset()
     rows = []

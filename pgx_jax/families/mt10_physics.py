@@ -75,7 +75,8 @@ class MjxScene:
         model: the ``mjx.Model`` (edited: :func:`pgx_jax.families.mt10_scene.scene_model`).
         mj_model: the edited ``mujoco.MjModel`` it came from.
         ids: body and site ids by name (``hand``, ``rightclaw``, ``leftclaw``, ``leftpad``,
-            ``rightpad``; sites ``rightEndEffector``, ``leftEndEffector``).
+            ``rightpad``; sites ``rightEndEffector``, ``leftEndEffector``) and, as
+            ``"kind:name"``, the frames of the task's object block (:data:`OBJECT_BLOCKS`).
     """
 
     task: str

@@ -68,6 +68,27 @@ def episode_from_host(env) -> Episode:
     )
 
 
+def host_env(task: str):
+    """Meta-World's own env of ``task`` (``metaworld`` v3) as MT10 runs it, goal observed,
+    drawing a new goal at every reset (``np.random``): the reference for parity checks."""
+    from metaworld.env_dict import MT10_V3
+
+    env = MT10_V3[task]()
+    env._freeze_rand_vec = False
+    env._set_task_called = True
+    env._partially_observable = False
+    del env.sawyer_observation_space  # rebuilt with the goal's bounds (else the observed goal is clipped)
+    return env
+
+
+def scripted_policy(task: str):
+    """Meta-World's scripted policy of ``task`` (``metaworld.policies``)."""
+    import metaworld.policies as policies
+
+    words = [w.capitalize() for w in task.removesuffix("-v3").split("-")]
+    return getattr(policies, f"Sawyer{''.join(words).replace('InsertSide', 'InsertionSide')}V3Policy")()
+
+
 def observation(scene: MjxScene, data: mjx.Data, previous: jax.Array | None, goal: jax.Array) -> jax.Array:
     """The observation, float32 [39] (module docstring); ``previous``: the last step's first 18 entries."""
     now = jnp.concatenate([hand_block(scene, data), object_block(scene, data)])
