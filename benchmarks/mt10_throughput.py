@@ -121,6 +121,7 @@ def main() -> None:
     p.add_argument("--default-codegen", nargs="*", default=["push-v3"], help="tasks also run under XLA's default")
     p.add_argument("--default-steps", type=int, default=5)
     p.add_argument("--default-batch", type=int, default=8)
+    p.add_argument("--out", default="mt10_throughput", help="result name under benchmarks/results")
     args = parse_benchmark_args(p)
     rows = []
     for task in args.tasks:
@@ -128,7 +129,7 @@ def main() -> None:
         report = {"rows": rows, "args": vars(args), "machine": machine(), "versions": versions()}
         report["commit"] = source_commit()
         write_table_report(
-            os.path.join(HERE, "mt10_throughput"),
+            os.path.join(HERE, args.out),
             report,
             "MT10 in MJX against the host Meta-World: env steps/s (compile s)",
             __doc__.split("\n\n    python")[0]
