@@ -64,11 +64,12 @@ def test_families_lists_all(capsys):
     assert main(["families"]) == 0
     out = capsys.readouterr().out
     rows = {line.split(" | ")[0].strip("| "): line for line in out.splitlines()[2:]}
-    assert sorted(rows) == family_names() and len(rows) == 11
+    assert sorted(rows) == family_names() and len(rows) == 12
     assert "| 10 | brax inverted_pendulum | spring | dynamics |" in rows["pendulum-physics"]
     assert "2: fwd_g9.81_m1_l1," in rows["pendulum-physics"]  # the planted grouping, by task name
     assert "host (Meta-World, MuJoCo)" in rows["metaworld-mt10"] and "metaworld==3.1.1" in rows["metaworld-mt10"]
     assert "| none |" in rows["metaworld-mt10"]  # no planted grouping
+    assert "| 10 | Meta-World MT10 in MuJoCo MJX (one scene) | mjx |" in rows["metaworld-mt10-mjx"]
 
 
 @pytest.mark.slow

@@ -33,6 +33,10 @@ _HOST = {
     "highway-density": ({"smoke": 600, "demo": 20_000, "full": 1_000_000}, 10, 1.0, 20),
     "metaworld-mt10": ({"smoke": 2_000, "demo": 100_000, "full": 20_000_000}, 50, 0.1, 20),
 }
+# MT10 in MJX (pgx_jax.families.mt10_family): budgets for an accelerator; on 2 CPU cores the ten
+# tasks step at about 50 env steps/s together (benchmarks/RESULTS.md, issue 34), so a CPU run is a
+# smoke run. 20 environments (2 per task) by default; on a GPU pass --num-envs in the thousands.
+_HOST["metaworld-mt10-mjx"] = ({"smoke": 1_000, "demo": 100_000, "full": 20_000_000}, 50, 0.1, 20)
 for _name, (_steps, _unroll, _scale, _envs) in _HOST.items():
     STEPS[_name] = _steps
     FAMILY_FIELDS[_name] = {"reward_scale": _scale, "unroll_length": _unroll, "num_envs": _envs}

@@ -50,7 +50,9 @@ def require(module: str, family: str, pip: str):
 
 @dataclasses.dataclass(frozen=True)
 class HostSpec:
-    """How to build a named host family (same task-entry validation as the Brax specs)."""
+    """How to build a named family by its own function (same task-entry validation as the Brax
+    specs): the host families here, and JAX families whose content comes from an optional package
+    (``metaworld-mt10-mjx``, :mod:`pgx_jax.families.mt10_family`)."""
 
     env: str  # shown by `pgx-jax families`
     module: str  # the package the family needs
@@ -58,7 +60,7 @@ class HostSpec:
     fields: Mapping[str, tuple[int, ...]]
     validate: Callable[[str, np.ndarray], str | None]
     default_tasks: Callable[[], list[dict]]
-    build: Callable[[list[dict], int], HostFamily]  # (validated entries, episode_length) -> family
+    build: Callable[[list[dict], int], Any]  # (validated entries, episode_length) -> HostFamily or TaskFamily
     episode_length: int
     objective: str
     varies: str
@@ -355,23 +357,28 @@ HOST_FAMILIES: dict[str, HostSpec] = {
 }
 
 
-def installed(name: str) -> bool:
-    """Whether the package a host family needs can be imported."""
+def installed(name: str, specs: Mapping[str, HostSpec] | None = None) -> bool:
+    """Whether the package family ``name`` of ``specs`` (default :data:`HOST_FAMILIES`) needs can be imported."""
     try:
-        importlib.import_module(HOST_FAMILIES[name].module)
+        importlib.import_module((specs or HOST_FAMILIES)[name].module)
         return True
     except ImportError:
         return False
 
 
-def make_host_family(name: str, entries: Sequence[Mapping], episode_length: int | None = None) -> HostFamily:
-    """Build host family ``name`` from validated task ``entries`` (see :func:`pgx_jax.make_family`)."""
-    spec = HOST_FAMILIES[name]
+def make_host_family(
+    name: str, entries: Sequence[Mapping], episode_length: int | None = None, spec: HostSpec | None = None
+):
+    """Build family ``name`` of ``spec`` (default: the host family's) from validated task
+    ``entries`` (see :func:`pgx_jax.make_family`)."""
+    spec = spec or HOST_FAMILIES[name]
     require(spec.module, name, spec.pip)
     return spec.build([dict(e) for e in entries], int(episode_length or spec.episode_length))
 
 
-def catalog_rows() -> list[dict[str, Any]]:
+def catalog_rows(specs: Mapping[str, HostSpec] | None = None) -> list[dict[str, Any]]:
+    """The ``pgx-jax families`` rows of ``specs`` (default :data:`HOST_FAMILIES`)."""
+    specs = HOST_FAMILIES if specs is None else specs
     return [
         {
             "family": name,
@@ -381,7 +388,7 @@ def catalog_rows() -> list[dict[str, Any]]:
             "varies": spec.varies,
             "objective": spec.objective,
             "planted": planted_summary(spec.default_tasks()),
-            "extra": spec.pip + ("" if installed(name) else " (not installed)"),
+            "extra": spec.pip + ("" if installed(name, specs) else " (not installed)"),
         }
-        for name, spec in HOST_FAMILIES.items()
+        for name, spec in specs.items()
     ]

@@ -26,7 +26,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from pgx_jax.families.mt10_scene import scene_model
+from pgx_jax.families.mt10_scene import named, scene_model
 
 FRAME_SKIP = 5
 ACTION_SCALE = 1.0 / 100
@@ -63,7 +63,12 @@ OBJECT_BLOCKS = {
     "window-open-v3": (("site", "handleOpenStart", (0, 0, 0)), None),
     "window-close-v3": (("site", "handleCloseStart", (0, 0, 0)), None),
 }
-_OBJ = {"body": mujoco.mjtObj.mjOBJ_BODY, "geom": mujoco.mjtObj.mjOBJ_GEOM, "site": mujoco.mjtObj.mjOBJ_SITE}
+_OBJ = {
+    "body": mujoco.mjtObj.mjOBJ_BODY,
+    "geom": mujoco.mjtObj.mjOBJ_GEOM,
+    "site": mujoco.mjtObj.mjOBJ_SITE,
+    "joint": mujoco.mjtObj.mjOBJ_JOINT,
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -77,30 +82,49 @@ class MjxScene:
         ids: body and site ids by name (``hand``, ``rightclaw``, ``leftclaw``, ``leftpad``,
             ``rightpad``; sites ``rightEndEffector``, ``leftEndEffector``) and, as
             ``"kind:name"``, the frames of the task's object block (:data:`OBJECT_BLOCKS`).
+        prefix: the task's prefix in a union scene (``mt10_scene.UNION_PREFIX``), "" in its own.
     """
 
     task: str
     model: mjx.Model
     mj_model: mujoco.MjModel
     ids: dict
+    prefix: str = ""
+
+    def id(self, kind: str, name: str) -> int:
+        """Id of the task's ``kind`` ("body", "geom", "site", "joint") ``name``; ValueError if absent."""
+        i = named(self.mj_model, _OBJ[kind], name, self.prefix)
+        if i < 0:
+            raise ValueError(f"{self.task}: the scene has no {kind} {name!r}")
+        return i
 
 
-def make_scene(task: str, mj_model: mujoco.MjModel | None = None) -> MjxScene:
-    """The MJX scene of ``task``: :func:`scene_model` (or the given edited model) with MJX's solver
-    iterations (:data:`SOLVER_ITERATIONS`, :data:`LS_ITERATIONS`)."""
-    m = scene_model(task) if mj_model is None else copy.deepcopy(mj_model)  # the caller's stays as it was
+def solver_model(mj_model: mujoco.MjModel) -> mujoco.MjModel:
+    """A copy of ``mj_model`` with MJX's solver iterations (:data:`SOLVER_ITERATIONS`,
+    :data:`LS_ITERATIONS`); the caller's stays as it was."""
+    m = copy.deepcopy(mj_model)
     m.opt.iterations = SOLVER_ITERATIONS
     m.opt.ls_iterations = LS_ITERATIONS
-    body = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, n)  # noqa: E731
-    site = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, n)  # noqa: E731
+    return m
+
+
+def make_scene(
+    task: str, mj_model: mujoco.MjModel | None = None, *, prefix: str = "", model: mjx.Model | None = None
+) -> MjxScene:
+    """The MJX scene of ``task``: :func:`scene_model` (or the given edited model) with MJX's solver
+    iterations. In a union scene: ``prefix`` the task's, ``mj_model`` already through
+    :func:`solver_model` and ``model`` its ``mjx.Model``, which the ten tasks' scenes share."""
+    m = solver_model(scene_model(task) if mj_model is None else mj_model) if model is None else mj_model
+    body = lambda n: named(m, mujoco.mjtObj.mjOBJ_BODY, n, prefix)  # noqa: E731
+    site = lambda n: named(m, mujoco.mjtObj.mjOBJ_SITE, n, prefix)  # noqa: E731
     ids = {n: body(n) for n in ("hand", "rightclaw", "leftclaw", "leftpad", "rightpad")}
     ids.update({n: site(n) for n in ("rightEndEffector", "leftEndEffector")})
     for kind, name, *_ in filter(None, OBJECT_BLOCKS[task]):
-        ids[f"{kind}:{name}"] = mujoco.mj_name2id(m, _OBJ[kind], name)
+        ids[f"{kind}:{name}"] = named(m, _OBJ[kind], name, prefix)
     missing = [name for name, i in ids.items() if i < 0]
     if missing:
         raise ValueError(f"{task}: the scene lacks {missing}")
-    return MjxScene(task, mjx.put_model(m), m, ids)
+    return MjxScene(task, mjx.put_model(m) if model is None else model, m, ids, prefix)
 
 
 def compiler_options() -> dict | None:

@@ -23,6 +23,13 @@ What is changed, and why:
    with a square section of side 2r (MJX 3.3 has no cylinder-box collision). Meshes and
    cylinders outside every pair stay as they are (they never collide).
 
+The ten tasks in one scene (:func:`union_model`): Meta-World's reach scene (the robot, table,
+walls and the puck) with the objects of the other five scenes attached under a prefix per scene
+(:data:`UNION_PREFIX`: ``door/``, ``drawer/``, ``button/``, ``peg/``, ``window/``), and the
+contact pairs of every task. Names a task reads resolve to the task's prefixed name where the
+union has one, else to the shared name (:func:`named`). An environment runs one task of it: the
+other tasks' objects are placed out of reach (``pgx_jax.families.mt10_reset``).
+
 Shapes: the scene is a ``mujoco.MjModel``; :func:`scene_model` returns a fresh, edited copy.
 """
 
@@ -117,10 +124,60 @@ def _original(task: str) -> mujoco.MjModel:
 
 def original_model(task: str) -> mujoco.MjModel:
     """A fresh copy of the unedited scene of ``task`` as the host Meta-World steps it (the scene
-    file with Meta-World's :data:`MOCAP_WELD`)."""
+    file with Meta-World's :data:`MOCAP_WELD`); ``task`` :data:`UNION`: the unedited union scene."""
+    if task == UNION:
+        return _copy(_original_union())
     if task not in SCENE_FILES:
-        raise ValueError(f"unknown MT10 task {task!r}; MT10's tasks are {list(SCENE_FILES)}")
+        raise ValueError(f"unknown MT10 task {task!r}; MT10's tasks are {list(SCENE_FILES)} (or {UNION!r})")
     return _copy(_original(task))
+
+
+#: the union scene's prefix of each task's objects (reach's scene is the base)
+UNION_PREFIX = {
+    "reach-v3": "",
+    "push-v3": "",
+    "pick-place-v3": "",
+    "door-open-v3": "door/",
+    "drawer-open-v3": "drawer/",
+    "drawer-close-v3": "drawer/",
+    "button-press-topdown-v3": "button/",
+    "peg-insert-side-v3": "peg/",
+    "window-open-v3": "window/",
+    "window-close-v3": "window/",
+}
+#: the top-level bodies every scene shares (the base scene's are kept)
+SHARED_BODIES = ("tablelink", "RetainingWall", "base", "mocap")
+#: MJX's broad-phase limits (``mjx._src.collision_driver``): the geom pairs kept per collision
+#: function, the closest first, and the contacts kept per condim, the deepest first
+BROADPHASE = ("max_geom_pairs", "max_contact_points")
+#: the task name under which :func:`edit_model` and :func:`scene_model` take the union scene
+UNION = "mt10"
+
+
+def named(m: mujoco.MjModel, kind: mujoco.mjtObj, name: str, prefix: str = "") -> int:
+    """Id of ``prefix + name`` in ``m`` if it has one, else of ``name`` (-1: neither)."""
+    i = mujoco.mj_name2id(m, kind, prefix + name) if prefix else -1
+    return i if i >= 0 else mujoco.mj_name2id(m, kind, name)
+
+
+@functools.cache
+def _original_union() -> mujoco.MjModel:
+    spec = mujoco.MjSpec.from_file(os.path.join(metaworld_assets(), SCENE_FILES["reach-v3"]))
+    done = {SCENE_FILES["reach-v3"]}
+    for task, prefix in UNION_PREFIX.items():
+        if SCENE_FILES[task] in done or not prefix:  # push's and pick-place's puck: the reach scene's
+            continue
+        done.add(SCENE_FILES[task])
+        child = mujoco.MjSpec.from_file(os.path.join(metaworld_assets(), SCENE_FILES[task]))
+        for body in list(child.worldbody.bodies):
+            if body.name in SHARED_BODIES:
+                child.detach_body(body)  # with the robot go its weld and actuators
+        spec.attach(child, prefix=prefix, frame=spec.worldbody.add_frame())
+    for name in BROADPHASE:
+        spec.add_numeric(name=name, data=[-1.0])  # MJX's limits (off): set where the union is stepped
+    m = spec.compile()
+    m.eq_data[m.eq_type == mujoco.mjtEq.mjEQ_WELD] = MOCAP_WELD
+    return m
 
 
 def _copy(m: mujoco.MjModel) -> mujoco.MjModel:
@@ -131,13 +188,14 @@ def _colliding(m: mujoco.MjModel) -> list[int]:
     return [g for g in range(m.ngeom) if m.geom_contype[g] or m.geom_conaffinity[g]]
 
 
-def select(m: mujoco.MjModel, selector: str) -> list[int]:
-    """Geom ids of one selector (see :data:`CONTACTS`) in the unedited scene ``m``; ValueError if
-    it selects nothing or names a geom the body does not have."""
+def select(m: mujoco.MjModel, selector: str, prefix: str = "") -> list[int]:
+    """Geom ids of one selector (see :data:`CONTACTS`) in the unedited scene ``m``, its body
+    resolved by :func:`named` under ``prefix``; ValueError if it selects nothing or names a geom
+    the body does not have."""
     colliding = _colliding(m)
     name, _, which = selector.partition("#")
     children = name.endswith("/*")
-    body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, name[:-2] if children else name)
+    body = named(m, mujoco.mjtObj.mjOBJ_BODY, name[:-2] if children else name, prefix)
     if body < 0:
         raise ValueError(f"no body {name!r} in the scene")
     if children:
@@ -171,15 +229,30 @@ def _as_box(m: mujoco.MjModel, g: int) -> None:
     m.geom_rbound[g] = float(np.linalg.norm(half))
 
 
+def contact_pairs(m: mujoco.MjModel, task: str) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The geom-id groups of each pair of ``CONTACTS[task]`` in the unedited scene ``m``; for
+    :data:`UNION`, every task's pairs under its prefix, each distinct pair once."""
+    tasks = {t: UNION_PREFIX[t] for t in CONTACTS} if task == UNION else {task: ""}
+    pairs = []
+    for t, prefix in tasks.items():
+        for a, b in CONTACTS[t]:
+            pair = tuple(tuple(sorted(sum((select(m, s, prefix) for s in group), []))) for group in (a, b))
+            if pair not in pairs:
+                pairs.append(pair)
+    return pairs
+
+
 def restrict_contacts(m: mujoco.MjModel, task: str) -> mujoco.MjModel:
-    """Edit ``m`` in place so that only the pairs of ``CONTACTS[task]`` collide (bit j of
+    """Edit ``m`` in place so that only the pairs of :func:`contact_pairs` collide (bit j of
     ``contype`` on the first group of pair j, of ``conaffinity`` on the second); returns ``m``."""
-    pairs = [(sum((select(m, s) for s in a), []), sum((select(m, s) for s in b), [])) for a, b in CONTACTS[task]]
+    pairs = contact_pairs(m, task)
+    if len(pairs) > 31:
+        raise ValueError(f"{task}: {len(pairs)} contact pairs; contype/conaffinity hold 31")
     contype = np.zeros(m.ngeom, np.int64)
     conaffinity = np.zeros(m.ngeom, np.int64)
     for bit, (a, b) in enumerate(pairs):
-        contype[a] |= 1 << bit
-        conaffinity[b] |= 1 << bit
+        contype[list(a)] |= 1 << bit
+        conaffinity[list(b)] |= 1 << bit
     m.geom_contype[:] = contype
     m.geom_conaffinity[:] = conaffinity
     return m

@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import mujoco
 from mujoco import mjx
 
 import pgx_jax.families.mt10_rewards as R
@@ -95,15 +94,8 @@ def observation(scene: MjxScene, data: mjx.Data, previous: jax.Array | None, goa
     return jnp.concatenate([now, now if previous is None else previous, goal])
 
 
-def _id(scene: MjxScene, kind, name: str) -> int:
-    i = mujoco.mj_name2id(scene.mj_model, kind, name)
-    if i < 0:
-        raise ValueError(f"{scene.task}: the scene has no {kind.name[6:].lower()} {name!r}")
-    return i
-
-
 def _site(scene: MjxScene, data: mjx.Data, name: str) -> jax.Array:
-    return data.site_xpos[_id(scene, mujoco.mjtObj.mjOBJ_SITE, name)]
+    return data.site_xpos[scene.id("site", name)]
 
 
 def reward(scene: MjxScene, data: mjx.Data, obs: jax.Array, action: jax.Array, ep: Episode):
@@ -118,7 +110,7 @@ def reward(scene: MjxScene, data: mjx.Data, obs: jax.Array, action: jax.Array, e
     if task == "pick-place-v3":
         return R.pick_place_reward(action, obj, tcp, opened, ep.target, ep.obj_init, ep.init_tcp, *pads)
     if task == "door-open-v3":
-        hinge = scene.mj_model.jnt_qposadr[_id(scene, mujoco.mjtObj.mjOBJ_JOINT, "doorjoint")]
+        hinge = scene.mj_model.jnt_qposadr[scene.id("joint", "doorjoint")]
         return R.door_open_reward(action, hand, obj, data.qpos[hinge], ep.target)
     if task == "drawer-open-v3":
         return R.drawer_open_reward(hand, obj, ep.target, ep.init_tcp)

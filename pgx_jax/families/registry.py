@@ -19,6 +19,7 @@ import numpy as np
 from brax import envs as brax_envs
 
 import pgx_jax.families.locomotion as locomotion
+import pgx_jax.families.mt10_family as mt10_family
 import pgx_jax.families.physics as physics
 import pgx_jax.families.weightings as weightings
 from pgx_jax.families.base import FamilySpec, TaskFamily, planted_summary
@@ -27,17 +28,19 @@ from pgx_jax.families.layouts import parse_layout, random_layout
 
 #: the Brax families by name (the host-stepped ones are :data:`HOST_FAMILIES`)
 FAMILIES: dict[str, FamilySpec] = {**locomotion.SPECS, **physics.SPECS, **weightings.SPECS}
+#: JAX families built by their own function from an optional package's content
+JAX_BUILT_FAMILIES = {"metaworld-mt10-mjx": mt10_family.SPEC}
 
 DEFAULT_FAMILY = "reacher-goals"
 
 
 def family_names() -> list[str]:
     """Every family :func:`make_family` builds: the Brax ones and the host-stepped ones."""
-    return sorted([*FAMILIES, *HOST_FAMILIES])
+    return sorted([*FAMILIES, *HOST_FAMILIES, *JAX_BUILT_FAMILIES])
 
 
 def _spec(name: str):
-    spec = FAMILIES.get(name) or HOST_FAMILIES.get(name)
+    spec = FAMILIES.get(name) or HOST_FAMILIES.get(name) or JAX_BUILT_FAMILIES.get(name)
     if spec is None:
         raise ValueError(f"unknown family {name!r}; known families: {family_names()}")
     return spec
@@ -184,7 +187,8 @@ def make_family(
             ``pendulum-physics``, ``cheetah-gravity``, ``hopper-mo``, ``walker-mo``), or a
             host-stepped family of :mod:`pgx_jax.families.host_benchmarks` (``cartpole-physics``,
             ``lunarlander-gravity``, ``highway-density``, ``metaworld-mt10``), which returns a
-            :class:`pgx_jax.families.HostFamily`.
+            :class:`pgx_jax.families.HostFamily`, or ``metaworld-mt10-mjx`` (MT10 in MJX,
+            :mod:`pgx_jax.families.mt10_family`).
         tasks: task entries ``{"name", <fields>..., "group"?}``; default: the family's layout.
         tasks_file: path of a JSON list of such entries (exclusive with ``tasks``).
         backend: Brax backend (default ``spring``, the cheapest to compile).
@@ -200,6 +204,10 @@ def make_family(
         entries = load_tasks_file(name, tasks_file)
     else:
         entries = validate_tasks(name, spec.default_tasks() if tasks is None else tasks)
+    if name in JAX_BUILT_FAMILIES:
+        if backend not in (None, "mjx"):
+            raise ValueError(f"family {name!r} runs on MJX; backend {backend!r} applies to Brax families only")
+        return make_host_family(name, entries, episode_length, JAX_BUILT_FAMILIES[name])
     if name not in FAMILIES:  # stepped on the host (pgx_jax.families.host)
         if backend is not None:
             raise ValueError(f"family {name!r} runs on the host; backend {backend!r} applies to Brax families only")
@@ -242,16 +250,20 @@ def family_catalog() -> list[dict]:
     """One row per built-in family: name, n, environment, backend, what varies, objective,
     planted grouping of its default layout and, for host families, the package they need
     (what ``pgx-jax families`` prints)."""
-    return [
-        {
-            "family": name,
-            "n": len(spec.default_tasks()),
-            "env": f"brax {spec.env_name}",
-            "backend": spec.backend,
-            "varies": spec.varies,
-            "objective": spec.objective,
-            "planted": planted_summary(spec.default_tasks()),
-            "extra": "(core)",
-        }
-        for name, spec in FAMILIES.items()
-    ] + catalog_rows()
+    return (
+        [
+            {
+                "family": name,
+                "n": len(spec.default_tasks()),
+                "env": f"brax {spec.env_name}",
+                "backend": spec.backend,
+                "varies": spec.varies,
+                "objective": spec.objective,
+                "planted": planted_summary(spec.default_tasks()),
+                "extra": "(core)",
+            }
+            for name, spec in FAMILIES.items()
+        ]
+        + catalog_rows(JAX_BUILT_FAMILIES)
+        + catalog_rows()
+    )
