@@ -27,7 +27,8 @@ Contract:
   array's device, sharding and weak type (it comes back on the default device).
 - Classes: NamedTuples and dataclasses (frozen and flax ``struct`` ones included) defined in a
   module of :data:`ALLOWED` (pgx_jax's own; optax's optimiser states and brax's environment
-  states, which a resumable meta-training's stage holds). Reading imports only such a module,
+  states, which a resumable meta-training's stage holds; MuJoCo MJX's simulator states, which
+  ``metaworld-mt10-mjx``'s environment states hold). Reading imports only such a module,
   walks the qualname, requires the class to be defined there (not re-exported) and rebuilds the
   object without calling the class, its ``__init__`` or ``__post_init__`` (``tuple.__new__`` /
   ``object.__new__``, then its fields set), so no code runs that the bytes chose.
@@ -55,7 +56,7 @@ import numpy as np
 FORMAT = "pgx_jax.codec/1"  # the format's name (stable: files name it), not a module path
 
 #: the modules (and their submodules) whose NamedTuples and dataclasses are saved and rebuilt
-ALLOWED = ("pgx_jax", "optax", "brax")
+ALLOWED = ("pgx_jax", "optax", "brax", "mujoco.mjx")
 
 #: how an array leaf comes back: a numpy array, a numpy scalar, a jax array
 _ARRAY_KINDS = ("ndarray", "scalar", "jax")
