@@ -64,14 +64,23 @@ def test_union_pairs_without_parked_geoms_are_each_tasks_own_pairs():
     own edited scene does: the broad-phase limits then keep exactly the task's contacts."""
     m = solver_model(scene_model(UNION))
     groups = collision_driver._geom_groups(m)
+
+    def named(model, key, g1, g2, prefix=""):  # a pair by its bodies' names and the geoms' sizes
+        side = lambda g: (
+            str(mujoco.mj_id2name(model, 1, model.geom_bodyid[g])).removeprefix(prefix),
+            *model.geom_size[g].round(5),
+        )  # noqa: E731
+        return (key.types, key.condim, *sorted([side(g1), side(g2)]))
+
     for task in RS.MT10:
-        parked = RS._parked_geoms(m, task)
-        union = {}
-        for key, members in groups.items():
-            n = sum(1 for g1, g2, _ in members if not parked[g1] and not parked[g2])
-            if n:
-                union[(key.types, key.condim)] = n
-        own = {(k.types, k.condim): len(v) for k, v in collision_driver._geom_groups(scene_model(task)).items()}
+        parked, prefix = RS._parked_geoms(m, task), UNION_PREFIX[task]
+        union = sorted(
+            named(m, k, g1, g2, prefix) for k, v in groups.items() for g1, g2, _ in v if not parked[g1] | parked[g2]
+        )
+        own_model = scene_model(task)
+        own = sorted(
+            named(own_model, k, g1, g2) for k, v in collision_driver._geom_groups(own_model).items() for g1, g2, _ in v
+        )
         assert union == own, task
     pairs, contacts = RS.broadphase_limits(m)
     assert pairs == 36 and contacts == 144  # peg-insert-side's box pairs bound both
@@ -139,12 +148,14 @@ def test_family_contract_and_refusals():
 
 
 def test_prepare_xla_sets_the_flag_only_before_jax_starts(monkeypatch):
+    from jax._src import xla_bridge
+
     monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
-    monkeypatch.setattr(F.xla_bridge, "backends_are_initialized", lambda: False)
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
     F.prepare_xla()
     assert os.environ["XLA_FLAGS"] == f"--xla_foo=1 {F.XLA_CPU_FLAG}"
     monkeypatch.setenv("XLA_FLAGS", "")
-    monkeypatch.setattr(F.xla_bridge, "backends_are_initialized", lambda: True)
+    monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: True)
     if jax.default_backend() == "cpu":
         with pytest.warns(UserWarning, match="fusion emitters stay on"):
             F.prepare_xla()
@@ -185,8 +196,9 @@ def test_scripted_policies_succeed_on_all_ten_tasks_in_one_program(union):
     reward, flag = jit(jax.vmap(episode))(jnp.arange(10), jnp.stack(firsts), jnp.stack(kepts), jnp.stack(acts))
     reward, flag = np.asarray(reward), np.asarray(flag)
     assert np.all(np.isfinite(reward)) and np.all((reward >= 0) & (reward <= 10))
-    assert all(host), host
-    assert flag.max(1).sum() >= 9, flag.max(1)
+    # the host's scripted door fails at this seed (part 2); every episode the host solves, the family solves
+    assert sum(host) >= 9, host
+    assert all(flag[i].max() > 0 for i in range(10) if host[i]), (host, flag.max(1))
 
 
 @pytest.mark.slow
@@ -218,3 +230,38 @@ def test_environment_states_survive_the_stage_codec():
     back = codec.from_bytes(codec.to_bytes(state))
     assert jax.tree.structure(back) == jax.tree.structure(state)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(state), strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["reach-v3", "button-press-topdown-v3"])
+def test_a_task_in_the_union_steps_as_in_its_own_scene(union, task):
+    """From the same host reset (seed 13) and 50 uniform random actions, the union (other tasks'
+    objects parked) and the task's own edited scene in MJX: hand and object positions agree to
+    0.1 mm (reach: a free puck the others' parked free bodies share the solve with; button: the
+    parked button's spring holds it on its limit in every other task's solve)."""
+    from pgx_jax.families.mt10_physics import make_scene, physics_step, state_from_host
+
+    i = RS.MT10.index(task)
+    env, draws = RS.host_reset(task, 13)
+    own = make_scene(task)
+    model, data = state_from_host(
+        own, env.data.qpos, env.data.qvel, env.data.mocap_pos, env.data.mocap_quat, env.model.body_pos
+    )
+    actions = jax.random.uniform(jax.random.PRNGKey(13), (50, 4), minval=-1.0, maxval=1.0)
+
+    @jit
+    def both(data, first, kept, actions):
+        body_pos, udata, _ = RS.reset_state(union, jnp.int32(i), first, kept)
+        umodel, view = RS.episode_model(union, jnp.int32(i), body_pos), union.scenes[i]
+
+        def step(carry, a):
+            d, ud = carry
+            d, ud = physics_step(model, d, a), RS.park(union.tables, jnp.int32(i), physics_step(umodel, ud, a))
+            rows = [jnp.concatenate([hand_block(s, x)[:3], object_block(s, x)[:3]]) for s, x in ((own, d), (view, ud))]
+            return (d, ud), jnp.stack(rows)
+
+        return jax.lax.scan(step, (data, udata), actions)[1]
+
+    positions = np.asarray(both(data, _pad(draws[0]), _pad(draws[-1]), actions))
+    err = np.abs(positions[:, 0] - positions[:, 1]).max()
+    assert err < 1e-4, err

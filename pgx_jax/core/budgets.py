@@ -24,7 +24,8 @@ for _name in LOCOMOTION[2:]:
 # give 5x more updates for the same env steps.
 # The pendulum's returns (up to 200) and 200-step episodes call for the same.
 FAMILY_FIELDS = {name: {"reward_scale": 0.1, "unroll_length": 20} for name in (*LOCOMOTION, "pendulum-physics")}
-# Host-stepped families (pgx_jax.simulators.host): every env step is a Python call, so fewer environments
+# Host-stepped families (pgx_jax.simulators.host), and MT10 in MJX below (a JAX family, but as dear
+# per step on the CPU): every env step is a Python call, so fewer environments
 # (more updates for the same steps) and budgets set by measured host throughput (2-core CPU,
 # policy included): cartpole ~10k steps/s, lunarlander ~15k, Meta-World ~0.8k, highway ~60.
 _HOST = {

@@ -1,16 +1,18 @@
 """``metaworld-mt10-mjx``: Meta-World MT10's ten tasks stepped in JAX on MuJoCo MJX, as a
 :class:`pgx_jax.families.TaskFamily` (every stage runs it like a Brax family).
 
-One scene holds the ten tasks' objects (:func:`pgx_jax.families.mt10_scene.union_model`): an
+One scene holds the ten tasks' objects (``mt10_scene.scene_model(mt10_scene.UNION)``): an
 environment runs one task, the others' objects parked out of reach, so environments of different
-tasks step side by side in one vmapped program. Per task, as Meta-World v3 with MT10's settings
-(goal observed, a new object and goal position drawn per episode):
+tasks step side by side in one vmapped program. Per task, as a Meta-World v3 env with the goal
+observed and a new object and goal position drawn per episode (MT10's benchmark object instead
+fixes one of 50 pre-drawn goals per task):
 
 - action [4] in [-1, 1]: end-effector position delta through the mocap (1 cm per unit) and the
   gripper (:mod:`pgx_jax.families.mt10_physics`);
 - observation [39] (then the one-hot task id): hand, gripper opening, object position and
-  quaternion, the previous step's 18, the goal; the hand entries clipped to Meta-World's hand
-  space as its ``step`` clips them;
+  quaternion, the previous step's 18, the goal; the hand clipped to Meta-World's hand space and
+  the goal to the task's goal space, as its ``step`` clips them (the reward reads the goal
+  itself);
 - reset: :mod:`pgx_jax.families.mt10_reset` (each task's ranges, from the episode's key);
 - reward: Meta-World's v2 dense reward in [0, 10]; ``success_rate`` (reduce "max": the episode
   succeeded at some step) reported next to the return (:mod:`pgx_jax.families.mt10_rewards`).
@@ -23,8 +25,9 @@ Simplifications (only where MJX cannot do what MuJoCo does; each measured in
 2. The solver runs :data:`~pgx_jax.families.mt10_physics.SOLVER_ITERATIONS` Newton iterations
    (the scenes ask for 50, which float32 cannot use).
 3. Float32 physics.
-4. The reset observation's object block of drawer-open and the windows is the placed object's
-   (Meta-World returns the first, discarded draw's there).
+4. The reset observation of drawer-open and the windows is the state after the reset
+   (Meta-World reads stale kinematics there: the first, discarded draw's object).
+6. Parked objects of other tasks share the scene's constraint solve (``mt10_reset``).
 5. Meta-World's "simulation unstable" branch (last stable observation, reward 0) is not copied:
    non-finite values propagate and are reported by the stages.
 
@@ -43,7 +46,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from brax.envs.base import State
-from jax._src import xla_bridge
 from mujoco import mjx
 
 from pgx_jax.families.base import TaskFamily
@@ -77,6 +79,11 @@ def _now(u: Union, task: jax.Array, data: mjx.Data) -> jax.Array:
     return jnp.concatenate([hand, blocks])
 
 
+def _goal(u: Union, task: jax.Array, ep: Episode) -> jax.Array:
+    """The observed goal [3]: the episode's, clipped to the task's goal space."""
+    return jnp.clip(ep.target, u.tables.goal_low[task], u.tables.goal_high[task])
+
+
 class MT10Env:
     """The union scene behind the Brax ``Env`` interface :class:`TaskFamily` steps: ``sys`` is the
     MT10 index (int32 [], :data:`MT10` order) of the task being stepped (``system_fn`` sets it)."""
@@ -87,20 +94,24 @@ class MT10Env:
         self.union, self.sys = u, jnp.int32(0)
 
     def reset(self, key: jax.Array) -> State:
+        """An episode of task ``sys`` drawn from ``key`` (:mod:`pgx_jax.families.mt10_reset`);
+        obs float32 [39], ``metrics["success"]`` 0."""
         u, task = self.union, self.sys
         first, kept = draw(key, u.tables, task)
         body_pos, data, ep = reset_state(u, task, first, kept)
         now = _now(u, task, data)
         zero = jnp.zeros((), jnp.float32)
-        obs = jnp.concatenate([now, now, ep.target])
+        obs = jnp.concatenate([now, now, _goal(u, task, ep)])
         return State(Pipeline(data, body_pos, ep, now), obs, zero, zero, {"success": zero}, {})
 
     def step(self, state: State, action: jax.Array) -> State:
+        """One env step of ``action`` (float32 [4]): physics, parking, observation [39], reward
+        and ``metrics["success"]`` (1.0 or 0.0) of task ``sys``; never done (time limits only)."""
         u, task, p = self.union, self.sys, state.pipeline_state
         data = physics_step(episode_model(u, task, p.body_pos), p.data, action)
         data = park(u.tables, task, data)
         now = _now(u, task, data)
-        obs = jnp.concatenate([now, p.previous, p.episode.target])
+        obs = jnp.concatenate([now, p.previous, _goal(u, task, p.episode)])
         rewards = [reward(s, data, obs, action, p.episode) for s in u.scenes]
         r, success = jnp.asarray(rewards, jnp.float32)[task]
         return state.replace(
@@ -114,11 +125,18 @@ class MT10Env:
 
 def prepare_xla() -> None:
     """Turn XLA's CPU fusion emitters off for this process if JAX's backend has not started
-    (``XLA_FLAGS``); warn if it has, on the CPU, without the flag (MJX then runs 100x+ slower)."""
+    (``XLA_FLAGS``: every CPU program of the process then compiles without them); warn if it
+    has, on the CPU, without the flag (MJX then runs 100x+ slower)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_use_fusion_emitters" in flags:
         return
-    if not xla_bridge.backends_are_initialized():
+    try:
+        from jax._src import xla_bridge  # no public API says whether the backend started
+
+        started = xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):
+        started = True  # then only warn
+    if not started:
         os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAG}".strip()
     elif jax.default_backend() == "cpu":
         warnings.warn(

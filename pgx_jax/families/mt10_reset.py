@@ -15,8 +15,8 @@ Meta-World reads kinematics that still hold the first draw:
   constant of the scene;
 - door-open: the door at the draw, hinge 0, goal the draw + (-0.3, -0.45, 0);
 - drawer-open / -close: the drawer at the draw; goal the draw + (0, -0.16 - 0.2, 0.09) / the
-  draw + (0, -0.16, 0.09); drawer-close pulls the drawer out 0.2 and its ``obj_init_pos`` is
-  the handle there;
+  draw + (0, -0.16, 0.09); drawer-close pulls the drawer out (its ``maxDist``, 0.15) and its
+  ``obj_init_pos`` is the handle there;
 - button-press-topdown: the box at the draw; the goal is the ``hole`` site,
   ``_obj_to_target_init`` the height from the ``buttonStart`` site to it;
 - window-open / -close: the window at the draw, slide 0 / 0.2, goal the draw + (0.2, 0, 0) /
@@ -24,13 +24,21 @@ Meta-World reads kinematics that still hold the first draw:
   kinematics after the settle are the first run's), plus (0.2, 0, 0) for window-close.
 
 Rejection loops run as :data:`CANDIDATES` candidates per reset, the first acceptable kept (the
-chance that none is: below 1e-8). Not copied: the reset observation's object block of
-drawer-open and the windows, which Meta-World reads from the first draw's stale kinematics
-(here: the placed object), and so the first step's "previous" block.
+chance that none is: below 1e-8). Not copied: the reset observation of drawer-open and the
+windows, which Meta-World reads from stale kinematics (the object block from the first draw, the
+hand one physics step behind; here: the state after the reset), and so the first step's
+"previous" block. The goal is drawn anew at every reset from the task's continuous range, as a
+v3 env does after ``_freeze_rand_vec = False``; MT10's benchmark object instead fixes one of 50
+pre-drawn goals per task (the host family ``metaworld-mt10`` keeps one).
 
 Out of reach: the fixed bodies of other tasks (door, drawer, button box, peg box, window) are
-moved by the episode's ``body_pos`` to :data:`PARKED_Y` and beyond; the free bodies (puck, peg)
-of other tasks are held at a parked pose after every step (:func:`park`).
+moved by the episode's ``body_pos`` to :data:`PARKED_Y` and beyond, and every joint of other
+tasks' objects (the puck's and peg's free joints, hinges, slides) is put back at its parked value,
+at rest, after every step (:func:`park`). Parked objects make no contact the active task can feel
+(MJX's broad phase ranks their pairs last: :data:`PARKED_RBOUND`); they stay in the one
+constraint solve of the scene (the button's spring holds it on its limit), whose Newton steps
+and stopping test are shared: a task in the union steps as in its own scene up to that
+(``tests/test_mt10_family.py`` measures the difference).
 """
 
 from __future__ import annotations
@@ -87,7 +95,8 @@ class Tables(NamedTuple):
     the window body's position, plus 0.2 in x for window-close); ``obj_z`` [10] (push's height);
     ``goal_offset``, ``obj_offset`` [10, 3]: the goal's and ``obj_init_pos``'s offsets from the
     placed fixed body; ``obj_to_target_init`` [10] (button-press-topdown's); ``rbound`` [10,
-    ngeom]: the geoms' bounding radii, :data:`PARKED_RBOUND` for the parked objects' geoms.
+    ngeom]: the geoms' bounding radii, :data:`PARKED_RBOUND` for the parked objects' geoms;
+    ``goal_low``, ``goal_high`` [10, 3]: the observed goal's bounds (Meta-World clips it there).
 
     The joints a reset sets to a constant (door hinge 0, drawer-close's slide -0.15, window slides)
     and the offsets that Meta-World reads after a forward pass (the button's ``hole`` site, the
@@ -110,6 +119,8 @@ class Tables(NamedTuple):
     obj_offset: jax.Array
     obj_to_target_init: jax.Array
     rbound: jax.Array
+    goal_low: jax.Array
+    goal_high: jax.Array
 
 
 def _free_adr(m: mujoco.MjModel, body: str) -> tuple[int, int]:
@@ -168,17 +179,20 @@ def _place_objects(m: mujoco.MjModel, task: str, env) -> tuple[np.ndarray, np.nd
 
 def _parked_bodies(m: mujoco.MjModel, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """body_pos [nbody, 3] with the fixed bodies of other tasks parked, and the masks ``free_q``
-    [nq], ``free_v`` [nv] of the free bodies of other tasks."""
+    [nq], ``free_v`` [nv] of every joint of the objects ``task`` parks (free, hinge, slide)."""
     body_pos = m.body_pos.copy()
     free_q, free_v = np.zeros(m.nq), np.zeros(m.nv)
     mine = PLACED[task]
-    for k, (fixed, free) in enumerate(dict.fromkeys(PLACED.values())):
+    for k, (fixed, _) in enumerate(dict.fromkeys(PLACED.values())):
         if fixed and fixed != mine[0]:
             b = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, fixed)
             body_pos[b] = (3.0 * k - 9.0, PARKED_Y + 2.0, 0.0)
-        if free and free != mine[1]:
-            uq, ud = _free_adr(m, free)
-            free_q[uq : uq + 7], free_v[ud : ud + 6] = 1.0, 1.0
+    roots = _parked_roots(m, task)
+    for j in range(m.njnt):
+        if m.body_rootid[m.jnt_bodyid[j]] in roots:
+            nq, nv = (7, 6) if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE else (1, 1)
+            free_q[m.jnt_qposadr[j] : m.jnt_qposadr[j] + nq] = 1.0
+            free_v[m.jnt_dofadr[j] : m.jnt_dofadr[j] + nv] = 1.0
     return body_pos, free_q, free_v
 
 
@@ -187,8 +201,12 @@ def host_reset(task: str, seed: int):
     ``np.random.seed(seed)``, and the vectors its reset drew, in order [k, d]."""
     env = host_env(task)
     draws = record_draws(env)
-    np.random.seed(seed)
-    env.reset()
+    saved = np.random.get_state()  # Meta-World draws from NumPy's global generator: leave it as it was
+    try:
+        np.random.seed(seed)
+        env.reset()
+    finally:
+        np.random.set_state(saved)
     return env, np.stack(draws)
 
 
@@ -218,6 +236,7 @@ def host_tables() -> Tables:
             (pad(space.low), pad(space.high), qpos, qvel, body_pos, free_q, free_v, np.asarray(env.data.mocap_pos[0]))
             + (np.asarray(ep.init_tcp), np.asarray(ep.head_init), offset, obj_z, goal_offset, obj_offset)
             + (float(ep.obj_to_target_init), _rbound(m, task))
+            + (env.sawyer_observation_space.low[36:], env.sawyer_observation_space.high[36:])
         )
     return Tables(*(jnp.asarray(np.stack(col), jnp.float32) for col in zip(*rows, strict=True)))
 
@@ -344,6 +363,6 @@ def episode_model(u: Union, task: jax.Array, body_pos: jax.Array) -> mjx.Model:
 
 
 def park(tables: Tables, task: jax.Array, data: mjx.Data) -> mjx.Data:
-    """Hold the free bodies of other tasks at their parked pose, at rest."""
+    """Hold the objects of other tasks (every joint of them) at their parked pose, at rest."""
     q, v = tables.free_q[task] > 0, tables.free_v[task] > 0
     return data.replace(qpos=jnp.where(q, tables.qpos[task], data.qpos), qvel=jnp.where(v, 0.0, data.qvel))

@@ -23,7 +23,7 @@ What is changed, and why:
    with a square section of side 2r (MJX 3.3 has no cylinder-box collision). Meshes and
    cylinders outside every pair stay as they are (they never collide).
 
-The ten tasks in one scene (:func:`union_model`): Meta-World's reach scene (the robot, table,
+The ten tasks in one scene (:data:`UNION`: ``scene_model(UNION)``): Meta-World's reach scene (the robot, table,
 walls and the puck) with the objects of the other five scenes attached under a prefix per scene
 (:data:`UNION_PREFIX`: ``door/``, ``drawer/``, ``button/``, ``peg/``, ``window/``), and the
 contact pairs of every task. Names a task reads resolve to the task's prefixed name where the

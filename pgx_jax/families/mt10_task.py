@@ -3,11 +3,7 @@
 The reward of each task reads the current state (through :mod:`pgx_jax.families.mt10_physics`)
 and the episode's constants (:class:`Episode`: what Meta-World stores at the reset, such as the
 goal and the object's and the tcp's initial positions). :func:`episode_from_host` reads them off
-a reset host env (parity runs). Resets drawn in JAX from the episode's key are not built yet;
-they must copy Meta-World's quirks: ``reset`` runs ``reset_model`` twice, so the windows'
-``window_handle_pos_init`` (and the reset observation's object block) come from the first,
-discarded draw, read before the kinematics were updated; ``peg_head_pos_init`` is the same scene
-point (-0.1, 0.6, 0.0148) in every episode.
+a reset host env (parity runs); :mod:`pgx_jax.families.mt10_reset` draws them in JAX.
 
 Observation, float32 [39]: ``hand_block`` [4], ``object_block`` [14], the previous step's first
 18 entries [18] (at the reset: the current ones), the goal [3].
