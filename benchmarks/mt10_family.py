@@ -36,7 +36,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pgx_jax.families import mt10_family as F  # noqa: E402
 from pgx_jax.families import mt10_reset as RS  # noqa: E402
 from pgx_jax.families.mt10_task import scripted_policy  # noqa: E402
 from pgx_jax.rl.checkpoint import source_commit, versions  # noqa: E402
@@ -74,13 +73,10 @@ def host_episode(task: str, seed: int, scripted: bool, steps: int) -> dict:
 
 def family_episodes(tasks, firsts, kepts, actions):
     """The family's episodes from the host's draws and actions, vmapped: (reward, success, obs)."""
-    u = FAMILY.env.union
 
     def episode(task, first, kept, acts):
         env = FAMILY.task_env(FAMILY.task_params(task))
-        body_pos, data, ep = RS.reset_state(u, env.sys, first, kept)
-        state = env.reset(jax.random.PRNGKey(0))
-        state = state.replace(pipeline_state=F.Pipeline(data, body_pos, ep, F._now(u, env.sys, data)))
+        state = env.reset_from_draws(first, kept)
 
         def step(s, a):
             s = env.step(s, a)

@@ -181,10 +181,7 @@ def test_scripted_policies_succeed_on_all_ten_tasks_in_one_program(union):
 
     def episode(task, first, kept, actions):
         env = fam.task_env(fam.task_params(task))
-        body_pos, data, ep = RS.reset_state(union, env.sys, first, kept)
-        state = env.reset(jax.random.PRNGKey(0))
-        now = F._now(union, env.sys, data)
-        state = state.replace(pipeline_state=F.Pipeline(data, body_pos, ep, now))
+        state = env.reset_from_draws(first, kept)
 
         def step(s, a):
             s = env.step(s, a)

@@ -94,10 +94,13 @@ class MT10Env:
         self.union, self.sys = u, jnp.int32(0)
 
     def reset(self, key: jax.Array) -> State:
-        """An episode of task ``sys`` drawn from ``key`` (:mod:`pgx_jax.families.mt10_reset`);
-        obs float32 [39], ``metrics["success"]`` 0."""
+        """An episode of task ``sys`` drawn from ``key`` (:func:`pgx_jax.families.mt10_reset.draw`)."""
+        return self.reset_from_draws(*draw(key, self.union.tables, self.sys))
+
+    def reset_from_draws(self, first: jax.Array, kept: jax.Array) -> State:
+        """The episode of task ``sys`` that the reset's draws ``first``, ``kept`` [6] place (a host
+        reset's recorded draws give the host's episode); obs float32 [39], ``metrics["success"]`` 0."""
         u, task = self.union, self.sys
-        first, kept = draw(key, u.tables, task)
         body_pos, data, ep = reset_state(u, task, first, kept)
         now = _now(u, task, data)
         zero = jnp.zeros((), jnp.float32)
