@@ -163,7 +163,7 @@ def test_prepare_xla_sets_the_flag_only_before_jax_starts(monkeypatch):
 
 
 @pytest.mark.slow
-def test_scripted_policies_succeed_on_all_ten_tasks_in_one_program(union):
+def test_scripted_policies_succeed_on_all_ten_tasks_in_one_program():
     """Meta-World's scripted policy, closed loop on the host from a seed-21 reset, its actions
     replayed open loop from the JAX reset of the same draws: ten tasks vmapped in one program."""
     steps, rows = 150, []

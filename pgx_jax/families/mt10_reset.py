@@ -129,13 +129,6 @@ def _free_adr(m: mujoco.MjModel, body: str) -> tuple[int, int]:
     return int(m.jnt_qposadr[j]), int(m.jnt_dofadr[j])
 
 
-def _joint_adr(m: mujoco.MjModel, joint: str) -> tuple[int, int]:
-    j = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, joint)
-    if j < 0:
-        raise ValueError(f"the union scene has no joint {joint!r}")
-    return int(m.jnt_qposadr[j]), int(m.jnt_dofadr[j])
-
-
 def record_draws(env) -> list[np.ndarray]:
     """Make the host ``env`` record every vector its resets draw; returns the (live) list."""
     draws, draw = [], env._get_state_rand_vec
